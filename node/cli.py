@@ -1,0 +1,126 @@
+"""The ``dtnode`` command line: one binary, role chosen at start-up, plus customer and devnet commands.
+
+Heavy imports (torch, web3, libp2p) happen inside the command that needs them, so ``--help`` and config errors
+answer at once. Every :class:`~protocols.errors.DtnodeError` becomes a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from node import __version__
+from protocols.errors import DtnodeError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_node_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("node settings (TOML file < DTNODE_* environment < flags)")
+    g.add_argument("--config", metavar="FILE", help="TOML config file")
+    g.add_argument("--rpc", dest="chain_rpc_url", metavar="URL", help="chain JSON-RPC URL")
+    g.add_argument("--contract", dest="contract_address", metavar="ADDR", help="JobManager contract address")
+    g.add_argument("--key-file", dest="key_file", metavar="FILE", help="encrypted keystore JSON (dtnode keys new)")
+    g.add_argument("--dev-account", dest="dev_account", type=int, metavar="N",
+                   help="act as Hardhat public dev account N (local devnets only)")
+    g.add_argument("--bootstrap", metavar="MULTIADDR", action="append", help="bootstrap peer (repeatable)")
+    g.add_argument("--listen", metavar="MULTIADDR", action="append", help="listen address (repeatable)")
+    g.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="block store, keys and state")
+    g.add_argument("--class", dest="node_class", choices=["S", "M", "L"], help="declared node class")
+    g.add_argument("--log-format", dest="log_format", choices=["text", "json"], help="log output format")
+    g.add_argument("--log-level", dest="log_level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dtnode",
+        description="Decentralized training node. Run a role (--role trainer|validator|leader), "
+        "manage datasets and jobs, or start a local network (devnet).",
+    )
+    parser.add_argument("--version", action="version", version=f"dtnode {__version__}")
+    parser.add_argument("--role", metavar="ROLES",
+                        help="comma-separated roles to run: trainer, validator, leader (e.g. trainer,validator)")
+    parser.add_argument("--job", metavar="N", type=int, action="append",
+                        help="job id this node serves (required with --role leader; repeatable)")
+    _add_node_flags(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    keys = sub.add_parser("keys", help="node identity (one secp256k1 key: libp2p peer id and Ethereum account)")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    kn = keys_sub.add_parser("new", help="create an encrypted keystore")
+    kn.add_argument("-o", "--out", required=True, help="keystore file to write (mode 0600)")
+    ks = keys_sub.add_parser("show", help="print a keystore's peer id and address")
+    ks.add_argument("path")
+
+    ds = sub.add_parser("dataset", help="publish or fetch a dataset")
+    ds_sub = ds.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
+    da = ds_sub.add_parser("add", help="shard a dataset, add it to the block store, print its CID")
+    da.add_argument("path", help="folder with Fashion-MNIST idx(.gz) files")
+    da.add_argument("--shards", type=int, default=16)
+    da.add_argument("--non-iid-alpha", type=float, default=None, help="Dirichlet alpha for label-skewed shards")
+    da.add_argument("--to-kubo", metavar="API", help="pin to a Kubo RPC daemon (e.g. /ip4/127.0.0.1/tcp/5001)")
+    _add_node_flags(da)
+    dg = ds_sub.add_parser("get", help="fetch and verify a dataset by CID")
+    dg.add_argument("cid")
+    dg.add_argument("-o", "--out", required=True)
+    dg.add_argument("--from-kubo", metavar="API")
+    _add_node_flags(dg)
+
+    job = sub.add_parser("job", help="customer commands")
+    job_sub = job.add_subparsers(dest="job_command", metavar="ACTION", required=True)
+    jc = job_sub.add_parser("create", help="publish spec and initial checkpoint, deposit, print the job id")
+    jc.add_argument("spec", help="job.json")
+    _add_node_flags(jc)
+    js = job_sub.add_parser("status", help="rounds, leader, accuracy per round, payments")
+    js.add_argument("job_id", type=int)
+    _add_node_flags(js)
+    jf = job_sub.add_parser("fetch", help="fetch the verified final weights")
+    jf.add_argument("job_id", type=int)
+    jf.add_argument("-o", "--out", required=True)
+    _add_node_flags(jf)
+    jx = job_sub.add_parser("cancel", help="cancel a job no leader serves; refund the rest")
+    jx.add_argument("job_id", type=int)
+    _add_node_flags(jx)
+
+    dv = sub.add_parser("devnet", help="start a local network and train a Fashion-MNIST job end to end")
+    dv.add_argument("--trainers", type=int, default=4)
+    dv.add_argument("--validators", type=int, default=3)
+    dv.add_argument("--rounds", type=int, default=None, help="override the demo job's rounds")
+    dv.add_argument("--embedded", action="store_true", help="in-process py-evm chain instead of a Hardhat node")
+    dv.add_argument("--workdir", default=None, help="where the devnet keeps its data (default: a temp dir)")
+    dv.add_argument("--log-format", dest="log_format", choices=["text", "json"], default="text")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(parser, args)
+    except DtnodeError as exc:
+        print(f"dtnode: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("dtnode: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.command is None:
+        if not args.role:
+            parser.print_help(sys.stderr)
+            print("\ndtnode: error: choose --role trainer|validator|leader or a command", file=sys.stderr)
+            return EXIT_USER_ERROR
+        from node.commands import run_node
+
+        return run_node(args)
+    from node import commands
+
+    handler = getattr(commands, f"cmd_{args.command}")
+    result: int = handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

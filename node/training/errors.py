@@ -1,0 +1,31 @@
+"""Errors of the training core (the tree lives in :mod:`protocols.errors`)::
+
+    TrainingError
+    ├── InvalidDelta(TrainingError, ValueError)     a delta or checkpoint's bytes fail validation
+    ├── DatasetError(TrainingError, ValueError)     dataset files missing, corrupt, or a shard is malformed
+    └── ReplayMismatch(TrainingError)               a replay disagrees with what a trainer claimed
+"""
+
+from __future__ import annotations
+
+from protocols.errors import DtnodeError
+
+
+class TrainingError(DtnodeError):
+    """Something in the training core failed; the message says what to do about it."""
+
+
+class InvalidDelta(TrainingError, ValueError):
+    """Delta or checkpoint bytes are malformed: wrong tensors, shapes, dtypes, NaN/Inf, or too large."""
+
+
+class DatasetError(TrainingError, ValueError):
+    """The dataset is missing or corrupt, or a shard's bytes do not hold a valid shard."""
+
+
+class ReplayMismatch(TrainingError):
+    """A replay of a trainer's task did not reproduce what the trainer claimed.
+
+    :func:`node.training.replay.replay_verify` reports mismatches as a :class:`Verdict`; this error is for callers
+    that prefer to raise (``Verdict.raise_if_rejected``).
+    """

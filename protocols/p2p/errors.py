@@ -1,0 +1,49 @@
+"""Errors of the P2P layer (``protocols.p2p``).
+
+::
+
+    P2PError(DtnodeError)
+    ├── PeerUnreachable(P2PError, ConnectionError)   no connection or stream to the peer could be opened
+    ├── RequestTimeout(P2PError, TimeoutError)       the peer did not answer within the request deadline
+    ├── PayloadTooLarge(P2PError, ValueError)        a request or response exceeds its configured size limit
+    ├── RemoteError(P2PError)                        the peer answered with a typed error (``code``, ``detail``)
+    ├── KeystoreError(P2PError, ValueError)          a keystore file is missing, malformed, or the passphrase is wrong
+    └── LibraryDrift(P2PError, RuntimeError)         py-libp2p no longer has a name our hardening patches
+"""
+
+from __future__ import annotations
+
+from protocols.errors import DtnodeError
+
+
+class P2PError(DtnodeError):
+    """Root of the P2P layer's errors."""
+
+
+class PeerUnreachable(P2PError, ConnectionError):
+    """No connection or stream to the peer could be opened; check its address and that it is running."""
+
+
+class RequestTimeout(P2PError, TimeoutError):
+    """The peer did not answer within the request deadline."""
+
+
+class PayloadTooLarge(P2PError, ValueError):
+    """A request or response exceeds its size limit; send large data through storage and pass its CID."""
+
+
+class RemoteError(P2PError):
+    """The remote handler failed or refused the request; ``code`` is machine-readable, ``detail`` is for people."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"remote peer answered {code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class KeystoreError(P2PError, ValueError):
+    """A keystore file is missing, malformed, or the passphrase does not open it."""
+
+
+class LibraryDrift(P2PError, RuntimeError):
+    """py-libp2p changed a name our hardening relies on; pin libp2p==0.8.1 or update ``protocols.p2p.hardening``."""

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up for a fresh machine: system packages, the Python venv, the npm projects,
+# and the Fashion-MNIST data. Each step is skipped when its inputs have not changed (stamp files).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+STAMPS="$ROOT/.setup-stamps"
+mkdir -p "$STAMPS"
+PY=${PYTHON:-python3.11}
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
+digest() { cat "$@" 2>/dev/null | sha256sum | cut -c1-32; }
+
+# 1. System packages: libgmp-dev (fastecdsa, pulled in by libp2p, builds from source) and the dataset.
+need_apt=()
+dpkg -s libgmp-dev >/dev/null 2>&1 || need_apt+=(libgmp-dev)
+if [ -z "${DTNODE_FASHION_MNIST_DIR:-}" ] && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then
+  need_apt+=(dataset-fashion-mnist)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "installing Debian packages: ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "[setup] missing Debian packages: ${need_apt[*]}" >&2
+    echo "[setup] install them (sudo apt-get install ${need_apt[*]}), or set DTNODE_FASHION_MNIST_DIR to a folder" >&2
+    echo "[setup] holding train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz" >&2
+    exit 1
+  fi
+fi
+
+# 2. Python venv from the lock file (torch/torchvision come from this machine's disk via pip's find-links).
+PYDIGEST=$(digest requirements.lock pyproject.toml)
+if [ ! -x .venv/bin/python ] || ! stamp_ok venv "$PYDIGEST"; then
+  say "creating the Python environment (.venv) from requirements.lock"
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import torch, torchvision, libp2p, web3, trio, node, protocols, storage" \
+    || { echo "[setup] the Python environment is incomplete; see the pip output above" >&2; exit 1; }
+  echo "$PYDIGEST" > "$STAMPS/venv"
+fi
+
+# 3. npm projects (Hardhat; the js-ipfs daemon used by the storage integration tests).
+for dir in contracts tests/ipfs_daemon; do
+  [ -f "$dir/package-lock.json" ] || continue
+  NDIGEST=$(digest "$dir/package-lock.json")
+  key=npm-$(echo "$dir" | tr '/' '_')
+  if [ ! -d "$dir/node_modules" ] || ! stamp_ok "$key" "$NDIGEST"; then
+    command -v npm >/dev/null 2>&1 || { echo "[setup] npm (Node.js 20) is needed for $dir" >&2; exit 1; }
+    say "npm ci in $dir"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$NDIGEST" > "$STAMPS/$key"
+  fi
+done
+
+# 4. Compile the contract (offline, npm solc) so its artifacts exist.
+if [ -d contracts/node_modules ]; then
+  (cd contracts && ./node_modules/.bin/hardhat compile --quiet >/dev/null)
+fi
+say "ready"
