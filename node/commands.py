@@ -1,18 +1,34 @@
-"""Implementations of the ``dtnode`` commands; the parser lives in :mod:`node.cli`."""
+"""Implementations of the ``dtnode`` commands; the parser lives in :mod:`node.cli`.
+
+Each command validates its config before touching the network or the chain, and turns every expected failure into a
+:class:`~protocols.errors.DtnodeError` with a message that says what to do.
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
+import logging
 import os
+import signal
+import sys
+from pathlib import Path
 from typing import Any
 
+import trio
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
 from node.config import NodeConfig, load_config
-from protocols.errors import DtnodeError
+from node.logs import setup_logging
+from protocols.errors import ConfigError
 
 _FLAG_NAMES = (
     "chain_rpc_url", "contract_address", "key_file", "dev_account", "data_dir", "node_class",
     "log_format", "log_level",
 )
+log = logging.getLogger("dtnode")
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
@@ -29,6 +45,228 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     return load_config(toml_path=getattr(args, "config", None), env=os.environ, flags=flags)
 
 
+def _passphrase(cfg: NodeConfig, *, confirm: bool = False) -> str:
+    value = os.environ.get(cfg.key_passphrase_env)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise ConfigError(f"setting 'key_passphrase_env': set {cfg.key_passphrase_env} to the keystore passphrase "
+                          "(no terminal to prompt on)")
+    first = getpass.getpass("keystore passphrase: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise ConfigError("the two passphrases differ")
+    return first
+
+
+def load_account(cfg: NodeConfig) -> LocalAccount:
+    """The node's account: an encrypted keystore, or (local devnets only) a Hardhat public dev account."""
+    if cfg.dev_account >= 0:
+        from protocols.chain.backends import dev_accounts
+
+        if cfg.dev_account >= 20:
+            raise ConfigError(f"setting 'dev_account': {cfg.dev_account} is not one of Hardhat's 20 dev accounts")
+        return dev_accounts(20)[cfg.dev_account]
+    if not cfg.key_file:
+        raise ConfigError("setting 'key_file': create one with `dtnode keys new -o key.json` and pass --key-file "
+                          "(or --dev-account N on a local devnet)")
+    from protocols.p2p.keystore import load_identity
+
+    identity = load_identity(cfg.key_file, _passphrase(cfg))
+    account: LocalAccount = Account.from_key(identity.private_key_bytes())
+    return account
+
+
+def _client(cfg: NodeConfig, account: LocalAccount) -> Any:
+    from protocols.chain.backends import connect_http
+    from protocols.chain.client import JobManagerClient
+
+    if not cfg.contract_address:
+        raise ConfigError("setting 'contract_address': pass --contract 0x... (the JobManager deployment)")
+    w3 = connect_http(cfg.chain_rpc_url, request_timeout_s=min(cfg.chain_timeout_s, 10.0))
+    try:
+        w3.eth.chain_id  # noqa: B018 (a cheap call that proves the RPC answers)
+    except Exception as exc:  # requests/urllib3 raise many types for a dead endpoint
+        raise ConfigError(f"setting 'chain_rpc_url': {cfg.chain_rpc_url} does not answer ({exc.__class__.__name__});"
+                          " is the chain running?") from exc
+    if not w3.eth.get_code(w3.to_checksum_address(cfg.contract_address)):
+        raise ConfigError(f"setting 'contract_address': no contract at {cfg.contract_address} on {cfg.chain_rpc_url}")
+    return JobManagerClient(w3, cfg.contract_address, account)
+
+
+async def _serve_until_signal(node: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+
+        async def watch() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for sig in signals:
+                    log.info("received %s: stopping cleanly", signal.Signals(sig).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(watch)
+
+
 def run_node(args: argparse.Namespace) -> int:
-    config_from_args(args)
-    raise DtnodeError("running a node is not available in this build yet")
+    """``dtnode --role ...``: run until SIGINT/SIGTERM."""
+    cfg = config_from_args(args)
+    if not cfg.roles:
+        raise ConfigError("setting 'roles': choose --role trainer, validator, leader or provider")
+    setup_logging(fmt=cfg.log_format, level=cfg.log_level, name=os.environ.get("DTNODE_NODE_NAME", ""))
+    account = load_account(cfg)
+    client = _client(cfg, account)
+    from node.runtime import DtNode
+
+    node = DtNode(config=cfg, account=account, client=client)
+    trio.run(_serve_until_signal, node)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from protocols.p2p.keystore import create_keystore, load_identity
+
+    cfg = load_config(env=os.environ)
+    if args.keys_command == "new":
+        identity = create_keystore(args.out, _passphrase(cfg, confirm=True))
+    else:
+        identity = load_identity(args.path, _passphrase(cfg))
+    print(json.dumps({"address": str(identity.eth_address), "peer_id": str(identity.peer_id_str)}))
+    return 0
+
+
+async def _with_store(cfg: NodeConfig, fn: Any, *, kubo: str | None = None) -> Any:
+    """Run ``fn(store)`` with this node's block store (serving peers while it runs), or a Kubo daemon's."""
+    if kubo:
+        from storage.content import KuboContentStore
+
+        store = KuboContentStore(kubo, timeout_s=cfg.fetch_timeout_s)
+        try:
+            return await fn(store)
+        finally:
+            store.close()
+    from storage.blockstore import FilesystemBlockStore
+    from storage.content import LocalContentStore
+
+    blocks = cfg.data_path / "blocks"
+    blocks.mkdir(parents=True, exist_ok=True)
+    if not cfg.bootstrap:
+        return await fn(LocalContentStore(FilesystemBlockStore(blocks, max_bytes=cfg.store_max_bytes)))
+    from protocols.p2p.config import P2PConfig
+    from protocols.p2p.identity import NodeIdentity
+    from protocols.p2p.node import P2PNode
+    from storage.exchange import BlockExchange
+
+    net = P2PNode(NodeIdentity.generate(), P2PConfig(listen_addrs=tuple(cfg.listen), bootstrap=tuple(cfg.bootstrap)))
+    blockstore = FilesystemBlockStore(blocks, max_bytes=cfg.store_max_bytes)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(net.run)
+        exchange = BlockExchange(net.host, blockstore)
+        await nursery.start(exchange.run)
+
+        async def providers(_cid: object) -> list[Any]:
+            return list(net.connected_peers())
+
+        with trio.fail_after(cfg.fetch_timeout_s):
+            await net.wait_for_peers(1, cfg.fetch_timeout_s)
+        result = await fn(LocalContentStore(blockstore, exchange, providers, fetch_timeout_s=cfg.fetch_timeout_s))
+        nursery.cancel_scope.cancel()
+    return result
+
+
+def cmd_dataset(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    setup_logging(fmt=cfg.log_format, level=cfg.log_level)
+    if args.dataset_command == "add":
+        from node.roles.customer import publish_fashion_mnist
+
+        async def add(store: Any) -> Any:
+            return await publish_fashion_mnist(store, shards=args.shards, non_iid_alpha=args.non_iid_alpha,
+                                               root=args.path)
+
+        data = trio.run(lambda: _with_store(cfg, add, kubo=args.to_kubo))
+        print(json.dumps({"dataset_cid": data.dataset_cid, "eval_cid": data.eval_cid, "shards": data.shards,
+                          "train_samples": data.train_samples, "eval_samples": data.eval_samples}))
+        return 0
+    from storage.dataset import fetch_dataset_manifest
+
+    async def get(store: Any) -> Any:
+        manifest = await fetch_dataset_manifest(store, args.cid, timeout_s=cfg.fetch_timeout_s)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for i, shard in enumerate(manifest.shards):
+            data = await store.get(shard.cid, max_bytes=cfg.max_dag_bytes, timeout_s=cfg.fetch_timeout_s)
+            (out / f"shard-{i:04d}.safetensors").write_bytes(data)
+        (out / "manifest.json").write_bytes(manifest.to_bytes())
+        return manifest
+
+    manifest = trio.run(lambda: _with_store(cfg, get, kubo=args.from_kubo))
+    print(json.dumps({"shards": len(manifest.shards), "samples": manifest.total_samples, "out": args.out}))
+    return 0
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    setup_logging(fmt=cfg.log_format, level=cfg.log_level)
+    account = load_account(cfg)
+    client = _client(cfg, account)
+    from protocols.chain.models import JobStatus
+    from protocols.specs import JobSpec
+
+    if args.job_command == "create":
+        from node.roles.customer import post_job
+
+        try:
+            spec = JobSpec.from_bytes(Path(args.spec).read_bytes())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"job spec file {args.spec} does not exist") from exc
+
+        async def create(store: Any) -> Any:
+            return await post_job(store, client, spec)
+
+        job_id, spec_cid, deposit = trio.run(lambda: _with_store(cfg, create))
+        print(json.dumps({"job_id": job_id, "spec_cid": spec_cid, "deposit_wei": deposit}))
+        return 0
+    if args.job_command == "cancel":
+        client.cancel_job(args.job_id)
+        owed = client.balance_of(account.address)
+        if owed:
+            client.withdraw()
+        print(json.dumps({"job_id": args.job_id, "cancelled": True, "refund_withdrawn_wei": owed}))
+        return 0
+    job = client.get_job(args.job_id)
+    if args.job_command == "status":
+        rounds = [{"round": r, "checkpoint": client.get_round_checkpoint(args.job_id, r)}
+                  for r in range(job.committed_rounds)]
+        print(json.dumps({
+            "job_id": args.job_id, "status": JobStatus(job.status).name, "rounds": f"{job.committed_rounds}/"
+            f"{job.params.rounds}", "leader": job.leader, "lease_expiry": job.lease_expiry, "term": job.term,
+            "deposit_wei": job.deposit, "spent_wei": job.spent, "refunded_wei": job.refunded,
+            "checkpoints": rounds,
+        }, indent=2))
+        return 0
+    # fetch
+    from node.roles.customer import fetch_final_weights
+    from node.training.codec import encode_state
+
+    async def fetch(store: Any) -> Any:
+        spec_bytes = await store.get(job.params.spec_cid, max_bytes=1 << 20, timeout_s=cfg.fetch_timeout_s)
+        spec = JobSpec.from_bytes(spec_bytes)
+        return await fetch_final_weights(store, job, spec, timeout_s=cfg.fetch_timeout_s)
+
+    model = trio.run(lambda: _with_store(cfg, fetch))
+    Path(args.out).write_bytes(encode_state(model))
+    print(json.dumps({"job_id": args.job_id, "checkpoint": job.last_checkpoint_cid, "out": args.out}))
+    return 0
+
+
+def cmd_devnet(args: argparse.Namespace) -> int:
+    from node.devnet import DevnetPlan, demo_spec, run_devnet
+
+    setup_logging(fmt=args.log_format, level="WARNING")
+    spec = demo_spec(trainers=args.trainers, **({"rounds": args.rounds} if args.rounds else {}))
+    plan = DevnetPlan(trainers=args.trainers, validators=args.validators, spec=spec, embedded=args.embedded,
+                      workdir=Path(args.workdir) if args.workdir else None, log_format=args.log_format)
+    if args.trainers < 1 or args.validators < spec.payment.quorum:
+        raise ConfigError(f"devnet: need at least 1 trainer and {spec.payment.quorum} validators (the quorum)")
+    result = trio.run(run_devnet, plan)
+    return 0 if result.final_accuracy > 0 else 1

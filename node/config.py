@@ -18,7 +18,8 @@ from typing import Any
 
 from protocols.errors import ConfigError
 
-ROLES = ("trainer", "validator", "leader")
+ROLES = ("trainer", "validator", "leader", "provider")
+"""``provider``: no work, only serve this node's block store and help peers find each other (a customer's node)."""
 NODE_CLASSES = ("S", "M", "L")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "DTNODE_"

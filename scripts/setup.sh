@@ -38,6 +38,9 @@ if [ ! -x .venv/bin/python ] || ! stamp_ok venv "$PYDIGEST"; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock 2>&1 | grep -v "^WARNING: Location" || true
   .venv/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+  # trio-typing (a py-libp2p dependency) ships stubs for an old trio that shadow trio's own annotations
+  # (no trio.TaskStatus, no abandon_on_cancel): mypy must read trio's inline types instead.
+  rm -rf .venv/lib/python3.11/site-packages/trio-stubs
   .venv/bin/python -c "import torch, torchvision, libp2p, web3, trio, node, protocols, storage" \
     || { echo "[setup] the Python environment is incomplete; see the pip output above" >&2; exit 1; }
   echo "$PYDIGEST" > "$STAMPS/venv"

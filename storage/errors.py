@@ -7,6 +7,7 @@
     ├── FetchTimeout(StorageError, TimeoutError)   providers did not deliver before the deadline
     ├── StoreFull(StorageError, OSError)           the store's budget or the disk is exhausted
     ├── InvalidCid(StorageError, ValueError)       a string or bytes is not a CID we accept
+    ├── MalformedBlock(StorageError, ValueError)   a block hashes right but is not valid dag-pb/UnixFS
     └── KuboError(StorageError, ConnectionError)   the Kubo RPC daemon failed or is unreachable
 """
 
@@ -41,6 +42,10 @@ class StoreFull(StorageError, OSError):
 
 class InvalidCid(StorageError, ValueError):
     """A value is not a CID this node accepts (CIDv1, raw or dag-pb, sha2-256)."""
+
+
+class MalformedBlock(StorageError, ValueError):
+    """A block matches its CID but is not a dag-pb/UnixFS file node we can read."""
 
 
 class KuboError(StorageError, ConnectionError):

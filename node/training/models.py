@@ -7,6 +7,7 @@ dropout), so a checkpoint is exactly its ``state_dict`` and training needs no ra
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,22 +22,26 @@ State = dict[str, torch.Tensor]
 def _cnn_v1() -> nn.Module:
     # 160 + 4,640 + 100,416 + 650 = 105,866 parameters; ~90% test accuracy on Fashion-MNIST.
     return nn.Sequential(
-        nn.Conv2d(1, 16, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * 7 * 7, 64),
-        nn.ReLU(),
-        nn.Linear(64, 10),
+        OrderedDict(
+            conv1=nn.Conv2d(1, 16, kernel_size=3, padding=1),
+            relu1=nn.ReLU(),
+            pool1=nn.MaxPool2d(2),
+            conv2=nn.Conv2d(16, 32, kernel_size=3, padding=1),
+            relu2=nn.ReLU(),
+            pool2=nn.MaxPool2d(2),
+            flatten=nn.Flatten(),
+            fc1=nn.Linear(32 * 7 * 7, 64),
+            relu3=nn.ReLU(),
+            fc2=nn.Linear(64, 10),
+        )
     )
 
 
 def _mlp_v1() -> nn.Module:
     # 200,960 + 2,570 = 203,530 parameters; ~10x faster per step than the CNN on one core.
-    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 256), nn.ReLU(), nn.Linear(256, 10))
+    return nn.Sequential(
+        OrderedDict(flatten=nn.Flatten(), fc1=nn.Linear(28 * 28, 256), relu1=nn.ReLU(), fc2=nn.Linear(256, 10))
+    )
 
 
 @dataclass(frozen=True)

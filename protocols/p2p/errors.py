@@ -8,7 +8,9 @@
     ├── PayloadTooLarge(P2PError, ValueError)        a request or response exceeds its configured size limit
     ├── RemoteError(P2PError)                        the peer answered with a typed error (``code``, ``detail``)
     ├── KeystoreError(P2PError, ValueError)          a keystore file is missing, malformed, or the passphrase is wrong
-    └── LibraryDrift(P2PError, RuntimeError)         py-libp2p no longer has a name our hardening patches
+    ├── LibraryDrift(P2PError, RuntimeError)         py-libp2p no longer has a name our hardening patches
+    ├── DiscoveryTimeout(P2PError, TimeoutError)     fewer peers than awaited were found in time
+    └── NotRunning(P2PError, RuntimeError)           the node was used before `run` started it or after it stopped
 """
 
 from __future__ import annotations
@@ -47,3 +49,11 @@ class KeystoreError(P2PError, ValueError):
 
 class LibraryDrift(P2PError, RuntimeError):
     """py-libp2p changed a name our hardening relies on; pin libp2p==0.8.1 or update ``protocols.p2p.hardening``."""
+
+
+class DiscoveryTimeout(P2PError, TimeoutError):
+    """Fewer peers than needed were discovered before the deadline; check the bootstrap addresses."""
+
+
+class NotRunning(P2PError, RuntimeError):
+    """The node is not running; start it with ``await nursery.start(node.run)`` first."""

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {JobManager} from "../JobManager.sol";
+
+/// @title ReentrantAttacker: a customer whose receive hook re-enters JobManager (test only)
+/// @notice It creates a job, cancels it to get a refund credited, then withdraws; on receiving ether it calls back
+/// into JobManager. Mode Bubble lets the re-entry's revert propagate (the withdrawal must fail as a whole);
+/// mode Swallow catches it and records the outcome (the withdrawal must pay exactly once).
+contract ReentrantAttacker {
+    enum Mode {
+        Bubble,
+        Swallow
+    }
+
+    JobManager public immutable target;
+    Mode public mode;
+    uint256 public reentryAttempts;
+    bool public reentrySucceeded;
+    uint256 public jobId;
+
+    constructor(JobManager target_) {
+        target = target_;
+    }
+
+    /// @notice Creates a job with msg.value as deposit and cancels it at once (no leader), crediting the refund.
+    function fundAndCancel(JobManager.JobParams calldata p) external payable {
+        jobId = target.createJob{value: msg.value}(p);
+        target.cancelJob(jobId);
+    }
+
+    /// @notice Withdraws the credited balance; receive() then tries to withdraw again.
+    function attack(Mode mode_) external {
+        mode = mode_;
+        target.withdraw();
+    }
+
+    receive() external payable {
+        if (reentryAttempts > 0) return;
+        ++reentryAttempts;
+        if (mode == Mode.Bubble) {
+            target.withdraw();
+        } else {
+            try target.withdraw() {
+                reentrySucceeded = true;
+            } catch {
+                reentrySucceeded = false;
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+"""The committed checkpoint: model weights plus the outer optimizer's state, in one content-addressed file.
+
+A new leader resumes from the chain's last committed checkpoint CID alone, so everything aggregation carries from
+round to round (DiLoCo's Nesterov momentum) lives in that same file: tensors ``model.<name>`` and ``outer.<name>``.
+The bytes are deterministic (sorted safetensors), so anyone who recomputes an aggregate gets the same CID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import cache
+
+import torch
+
+from node.training.codec import decode_state, encode_state
+from node.training.errors import InvalidDelta
+from node.training.models import initial_state
+
+MODEL = "model."
+OUTER = "outer."
+MOMENTUM = "momentum/"
+"""The outer optimizer's key prefix (node.training.aggregate.OuterOptimizer)."""
+
+State = dict[str, torch.Tensor]
+
+
+@cache
+def _shapes(model_name: str) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    return {k: (tuple(v.shape), v.dtype) for k, v in initial_state(model_name, 0).items()}
+
+
+def encode_checkpoint(model_state: Mapping[str, torch.Tensor], outer_state: Mapping[str, torch.Tensor] | None) -> bytes:
+    tensors: State = {MODEL + k: v for k, v in model_state.items()}
+    for k, v in (outer_state or {}).items():
+        tensors[OUTER + k] = v
+    return encode_state(tensors)
+
+
+def decode_checkpoint(data: bytes, model_name: str, *, max_bytes: int) -> tuple[State, State | None]:
+    """Split and check a checkpoint against the model's architecture; raises InvalidDelta with the reason."""
+    tensors = decode_state(data, max_bytes=max_bytes)
+    shapes = _shapes(model_name)
+    model: State = {}
+    outer: State = {}
+    for key, tensor in tensors.items():
+        if key.startswith(MODEL):
+            model[key[len(MODEL):]] = tensor
+        elif key.startswith(OUTER):
+            outer[key[len(OUTER):]] = tensor
+        else:
+            raise InvalidDelta(f"checkpoint: unexpected tensor {key!r}")
+    if set(model) != set(shapes):
+        raise InvalidDelta(f"checkpoint: model tensors do not match {model_name}'s parameters")
+    if outer and set(outer) != {MOMENTUM + k for k in shapes}:
+        raise InvalidDelta(f"checkpoint: outer-optimizer tensors do not match {model_name}'s parameters")
+    for key, tensor in [*model.items(), *((k[len(MOMENTUM):], v) for k, v in outer.items())]:
+        shape, dtype = shapes[key]
+        if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise InvalidDelta(f"checkpoint: tensor {key} is {tuple(tensor.shape)}, expected {shape}")
+    if not model:
+        raise InvalidDelta(f"checkpoint: no model tensors for {model_name}")
+    return model, (outer or None)
+
+
+def initial_checkpoint(model_name: str, seed: int) -> bytes:
+    return encode_checkpoint(initial_state(model_name, seed), None)

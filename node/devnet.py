@@ -1,0 +1,391 @@
+"""``dtnode devnet``: a whole local network training a real Fashion-MNIST job, end to end.
+
+Default (processes): a Hardhat node from ``contracts/`` on a free port, the JobManager deployed, a customer node in
+this process (the bootstrap peer and the provider of the job's content), and N trainer, M validator and two
+leader-candidate ``dtnode`` processes on 127.0.0.1 that find each other by gossip from that one bootstrap address.
+``--embedded``: the same network inside this process on an in-process py-evm chain (no Node.js needed; also what
+the fast tests drive). Either way the customer posts the job with its deposit, follows the rounds, fetches the
+final weights by CID, verifies and evaluates them, withdraws the refund and prints a summary.
+
+Every child process and the Hardhat node are stopped by PID on exit, whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.config import NodeConfig
+from node.roles.customer import eval_subset, fetch_final_weights, post_job, publish_fashion_mnist
+from node.runtime import DtNode
+from node.training.data import load_fashion_mnist
+from node.training.evaluate import evaluate
+from protocols.chain.backends import HardhatNode, dev_accounts, in_process_chain
+from protocols.chain.client import JobManagerClient, deploy
+from protocols.chain.events import EventDecoder
+from protocols.chain.models import JobInfo, JobStatus
+from protocols.errors import DtnodeError
+from protocols.specs import AggregationSpec, JobSpec, PaymentSpec
+
+log = logging.getLogger("dtnode.devnet")
+
+ETH = 10**18
+MIN_STAKE = ETH // 10
+
+
+def demo_spec(*, rounds: int = 12, trainers: int = 4, model: str = "fmnist-cnn-v1", local_steps: int = 50,
+              lease_seconds: int = 90) -> JobSpec:
+    """The embedded defaults: CNN, DiLoCo (AdamW inner, Nesterov outer 0.7/0.9), K=50, one task per trainer."""
+    return JobSpec(
+        name="fashion-mnist-demo", model=model, rounds=rounds, tasks_per_round=trainers, local_steps=local_steps,
+        batch_size=32, inner_optimizer="adamw", inner_lr="0.001", segment_every=10, spot_check_segments=2,
+        delta_encoding="f32", aggregation=AggregationSpec(strategy="mean", outer="nesterov"),
+        payment=PaymentSpec(base_rate_wei=10**15, bonus_rate_wei=5 * 10**14, validator_fee_wei=2 * 10**14,
+                            leader_fee_wei=10**15, quorum=3, lease_seconds=lease_seconds),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DevnetPlan:
+    trainers: int = 4
+    validators: int = 3
+    leaders: int = 2
+    spec: JobSpec = field(default_factory=demo_spec)
+    classes: tuple[str, ...] = ("M",)
+    shards: int = 16
+    eval_samples: int = 2000
+    final_eval_samples: int | None = None
+    """Test samples for the final accuracy (None: all 10,000)."""
+    embedded: bool = False
+    workdir: Path | None = None
+    log_format: str = "text"
+    node_settings: dict[str, Any] = field(default_factory=lambda: {
+        "chain_poll_interval_s": 0.3, "task_timeout_s": 60.0, "round_timeout_s": 120.0, "fetch_timeout_s": 30.0,
+        "request_timeout_s": 15.0, "chain_timeout_s": 30.0,
+    })
+    p2p_settings: dict[str, Any] = field(default_factory=lambda: {"presence_interval_s": 1.0, "peer_ttl_s": 10.0})
+    timeout_s: float = 1800.0
+    out: Callable[[str], None] = print
+
+
+@dataclass
+class RoundLine:
+    round: int
+    leader: str
+    accuracy: float
+    wall_s: float
+
+
+@dataclass
+class DevnetResult:
+    job_id: int
+    rounds: list[RoundLine]
+    final_accuracy: float
+    final_loss: float
+    wall_s: float
+    earnings: dict[str, int]
+    labels: dict[str, str]
+    refund: int
+    deposit: int
+    totals_conserved: bool
+    final_cid: str
+    workdir: Path
+
+
+# -- account plan -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Member:
+    label: str
+    role: str
+    account_index: int
+    node_class: str = "M"
+
+
+def members(plan: DevnetPlan) -> list[Member]:
+    """Dev account 0 deploys and is the customer; then leaders, trainers, validators (Hardhat has 20)."""
+    out: list[Member] = []
+    i = 1
+    for n in range(plan.leaders):
+        out.append(Member(f"leader-{n + 1}", "leader", i))
+        i += 1
+    for n in range(plan.trainers):
+        out.append(Member(f"trainer-{n + 1}", "trainer", i, plan.classes[n % len(plan.classes)]))
+        i += 1
+    for n in range(plan.validators):
+        out.append(Member(f"validator-{n + 1}", "validator", i))
+        i += 1
+    if i > 20:
+        raise DtnodeError(f"devnet: {i} accounts needed but Hardhat has 20 dev accounts; use fewer nodes")
+    return out
+
+
+def node_config(plan: DevnetPlan, m: Member, *, job_id: int, data_dir: Path, bootstrap: str, rpc: str = "",
+                contract: str = "") -> NodeConfig:
+    settings = dict(plan.node_settings)
+    return NodeConfig(
+        roles=(m.role,), jobs=(job_id,) if m.role == "leader" else (), node_class=m.node_class,
+        bootstrap=(bootstrap,), data_dir=str(data_dir), dev_account=m.account_index,
+        chain_rpc_url=rpc or "http://127.0.0.1:8545", contract_address=contract, log_format=plan.log_format,
+        trainer_stake_wei=MIN_STAKE, validator_stake_wei=MIN_STAKE, **settings,
+    ).validate()
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+
+class Devnet:
+    """Owns everything a devnet starts; ``close()`` stops it all (idempotent)."""
+
+    def __init__(self, plan: DevnetPlan) -> None:
+        self.plan = plan
+        self._own_workdir = plan.workdir is None
+        self.workdir = Path(plan.workdir or tempfile.mkdtemp(prefix="dtnode-devnet-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.hardhat: HardhatNode | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.nodes: dict[str, DtNode] = {}
+        self.labels: dict[str, str] = {}
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.procs.clear()
+        if self.hardhat is not None:
+            self.hardhat.stop()
+            self.hardhat = None
+
+    def kill(self, label: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one node process (tests: a leader dying mid-round)."""
+        proc = self.procs[label]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=10)
+
+    def spawn(self, m: Member, cfg: NodeConfig) -> None:
+        toml = self.workdir / f"{m.label}.toml"
+        lines = []
+        for key, value in cfg.__dict__.items():
+            if key == "extra":
+                continue
+            if isinstance(value, tuple):
+                lines.append(f"{key} = [{', '.join(repr(v) if isinstance(v, int) else _q(v) for v in value)}]")
+            elif isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, int | float):
+                lines.append(f"{key} = {value!r}")
+            else:
+                lines.append(f"{key} = {_q(str(value))}")
+        toml.write_text("\n".join(lines) + "\n")
+        log_file = open(self.workdir / f"{m.label}.log", "wb")  # noqa: SIM115 (owned by the child until close)
+        env = dict(os.environ, DTNODE_NODE_NAME=m.label, PYTHONUNBUFFERED="1")
+        self.procs[m.label] = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "--config", str(toml)],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        log_file.close()
+
+    def check_children(self) -> None:
+        for label, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None and code != 0 and not label.startswith("killed:"):
+                tail = (self.workdir / f"{label}.log").read_bytes()[-3000:].decode("utf-8", "replace")
+                raise DtnodeError(f"devnet: node {label} exited with {code}; its log ends with:\n{tail}")
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+async def run_devnet(plan: DevnetPlan, *, devnet: Devnet | None = None,
+                     on_ready: Callable[[Devnet, int], Any] | None = None) -> DevnetResult:
+    """Start the network, run one job to the end, and return what happened."""
+    net = devnet or Devnet(plan)
+    try:
+        return await _run(net, on_ready)
+    finally:
+        net.close()
+
+
+async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Any] | None) -> DevnetResult:
+    plan, out = net.plan, net.plan.out
+    started = time.monotonic()
+    accounts = dev_accounts(20)
+    customer = accounts[0]
+    if plan.embedded:
+        out("chain: in-process py-evm (eth-tester)")
+        w3 = in_process_chain()
+        rpc = ""
+    else:
+        out("chain: starting a Hardhat node from contracts/ ...")
+        net.hardhat = HardhatNode()
+        await trio.to_thread.run_sync(net.hardhat.start)
+        w3 = net.hardhat.web3()
+        rpc = net.hardhat.url
+        out(f"chain: Hardhat node on {rpc} (pid {net.hardhat.pid})")
+    client = await trio.to_thread.run_sync(lambda: deploy(
+        w3, customer, min_trainer_stake=MIN_STAKE, min_validator_stake=MIN_STAKE, slash_amount=MIN_STAKE // 2,
+        deregistration_delay=3600))
+    out(f"contract: JobManager at {client.address}")
+    net.labels[customer.address.lower()] = "customer"
+
+    async with trio.open_nursery() as nursery:
+        customer_cfg = NodeConfig(data_dir=str(net.workdir / "customer"), **plan.node_settings)
+        customer_node = DtNode(config=customer_cfg, account=customer, client=client,
+                               log=logging.getLogger("dtnode.customer"), p2p_overrides=dict(plan.p2p_settings))
+        await nursery.start(customer_node.run)
+        assert customer_node.ctx is not None
+        store = customer_node.ctx.store
+        bootstrap = customer_node.ctx.net.listen_addrs()[0]
+        out(f"bootstrap: {bootstrap}")
+
+        out(f"customer: sharding Fashion-MNIST into {plan.shards} shards and adding them to IPFS ...")
+        data = await publish_fashion_mnist(store, shards=plan.shards, eval_samples=plan.eval_samples,
+                                           seed=plan.spec.seed)
+        out(f"dataset: {data.dataset_cid} ({data.train_samples} samples), eval shard {data.eval_cid}")
+        spec = replace(plan.spec, dataset_cid=data.dataset_cid, eval_cid=data.eval_cid)
+        job_id, spec_cid, deposit = await post_job(store, client, spec)
+        out(f"job {job_id}: spec {spec_cid}, deposit {deposit / ETH:.4f} ETH, {spec.rounds} rounds x "
+            f"{spec.tasks_per_round} tasks, model {spec.model}")
+
+        for m in members(plan):
+            account = accounts[m.account_index]
+            net.labels[account.address.lower()] = m.label
+            cfg = node_config(plan, m, job_id=job_id, data_dir=net.workdir / m.label, bootstrap=bootstrap, rpc=rpc,
+                              contract=client.address)
+            if plan.embedded:
+                node = DtNode(config=cfg, account=account, client=client.with_account(account),
+                              log=logging.getLogger(f"dtnode.{m.label}"), p2p_overrides=dict(plan.p2p_settings))
+                await nursery.start(node.run)
+                net.nodes[m.label] = node
+            else:
+                net.spawn(m, cfg)
+        out(f"nodes: {plan.leaders} leader candidates, {plan.trainers} trainers, {plan.validators} validators "
+            f"({'in-process' if plan.embedded else 'processes; logs in ' + str(net.workdir)})")
+        if on_ready is not None:
+            on_ready(net, job_id)
+
+        rounds = await _follow(net, client, job_id, spec, store, started)
+        job = await trio.to_thread.run_sync(lambda: client.get_job(job_id))
+        model = await fetch_final_weights(store, job, spec)
+        _, test = await trio.to_thread.run_sync(lambda: load_fashion_mnist(None))
+        test_set = test if plan.final_eval_samples is None else eval_subset(test, plan.final_eval_samples)
+        accuracy, loss = await trio.to_thread.run_sync(lambda: evaluate(spec.model, model, test_set))
+        refund = job.refunded
+        if await trio.to_thread.run_sync(lambda: client.balance_of(customer.address)) > 0:
+            await trio.to_thread.run_sync(client.withdraw)
+        earnings = await trio.to_thread.run_sync(lambda: _earnings(client, job_id))
+        conserved = (await trio.to_thread.run_sync(client.totals)).conserved
+        nursery.cancel_scope.cancel()
+
+    result = DevnetResult(
+        job_id=job_id, rounds=rounds, final_accuracy=accuracy, final_loss=loss, wall_s=time.monotonic() - started,
+        earnings=earnings, labels=net.labels, refund=refund, deposit=deposit, totals_conserved=conserved,
+        final_cid=job.last_checkpoint_cid or "", workdir=net.workdir,
+    )
+    out(summary_table(result, test_samples=len(test_set)))
+    return result
+
+
+async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobSpec, store: Any,
+                  started: float) -> list[RoundLine]:
+    """Print a line per committed round until the job finishes; raise if it stalls past the plan's timeout."""
+    plan, out = net.plan, net.plan.out
+    _, test = await trio.to_thread.run_sync(lambda: load_fashion_mnist(None))
+    held_out = eval_subset(test, plan.eval_samples)
+    lines: list[RoundLine] = []
+    seen = 0
+    deadline = time.monotonic() + plan.timeout_s
+    while True:
+        net.check_children()
+        job: JobInfo = await trio.to_thread.run_sync(lambda: client.get_job(job_id))
+        while seen < job.committed_rounds:
+            cid = await trio.to_thread.run_sync(lambda: client.get_round_checkpoint(job_id, seen))  # noqa: B023
+            job_now = replace(job, last_checkpoint_cid=cid)
+            model = await fetch_final_weights(store, job_now, spec)
+            acc, _ = await trio.to_thread.run_sync(lambda: evaluate(spec.model, model, held_out))  # noqa: B023
+            leader = net.labels.get((job.leader or "").lower(), job.leader or "?")
+            line = RoundLine(seen, leader, acc, time.monotonic() - started)
+            lines.append(line)
+            bar = "#" * (seen + 1) + "-" * (spec.rounds - seen - 1)
+            out(f"[{bar}] round {seen + 1:>2}/{spec.rounds}  accuracy {acc * 100:5.2f}%  leader {leader:<9} "
+                f"spent {job.spent / ETH:.4f} ETH  t={line.wall_s:5.1f}s")
+            seen += 1
+        if job.status == JobStatus.FINISHED:
+            return lines
+        if job.status == JobStatus.CANCELLED:
+            raise DtnodeError(f"job {job_id} was cancelled")
+        if time.monotonic() > deadline:
+            raise DtnodeError(f"devnet: job {job_id} did not finish within {plan.timeout_s:.0f} s "
+                              f"(committed {job.committed_rounds}/{spec.rounds}); see the node logs in {net.workdir}")
+        await trio.sleep(0.5)
+
+
+def _earnings(client: JobManagerClient, job_id: int) -> dict[str, int]:
+    decoder = EventDecoder(client.w3, client.address)
+    logs = client.w3.eth.get_logs({"address": client.w3.to_checksum_address(client.address), "fromBlock": 0, "toBlock": "latest"})
+    earned: dict[str, int] = defaultdict(int)
+    for ev in decoder.decode_all(logs):
+        if ev.name in ("PaidOut", "FeePaid") and int(ev.args["jobId"]) == job_id:
+            who = str(ev.args.get("trainer") or ev.args.get("account")).lower()
+            earned[who] += int(ev.args["amount"])
+    return dict(earned)
+
+
+def summary_table(r: DevnetResult, *, test_samples: int) -> str:
+    rows = [
+        "",
+        "=" * 64,
+        f" job {r.job_id} finished: {len(r.rounds)} rounds in {r.wall_s:.1f} s",
+        f" final test accuracy: {r.final_accuracy * 100:.2f}% on {test_samples} held-out images "
+        f"(loss {r.final_loss:.4f})",
+        f" final weights: {r.final_cid}",
+        "-" * 64,
+        f" {'node':<14}{'address':<44}{'earned (ETH)':>12}",
+    ]
+    for addr, label in sorted(r.labels.items(), key=lambda kv: kv[1]):
+        if label == "customer":
+            continue
+        rows.append(f" {label:<14}{addr:<44}{r.earnings.get(addr, 0) / ETH:>12.6f}")
+    paid = sum(r.earnings.values())
+    rows += [
+        "-" * 64,
+        f" deposit {r.deposit / ETH:.6f} ETH = paid {paid / ETH:.6f} + refunded {r.refund / ETH:.6f}"
+        f" + unspent {(r.deposit - paid - r.refund) / ETH:.6f}",
+        f" contract money conserved: {'yes' if r.totals_conserved else 'NO'}",
+        "=" * 64,
+    ]
+    return "\n".join(rows)
+
+
+@contextlib.contextmanager
+def keep_or_remove(workdir: Path, keep: bool) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+

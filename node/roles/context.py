@@ -1,0 +1,105 @@
+"""What every role shares: config, the node's account, the chain, the network and the content store.
+
+Fetching content always goes through :meth:`NodeContext.fetch` (size limit + deadline + verification by the
+store), and decoding of anything fetched happens here or in the role, never trusting the bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from eth_account.signers.local import LocalAccount
+
+from node.chainio import AsyncChain
+from node.config import NodeConfig
+from node.training.data import ArraySet, decode_shard
+from protocols.chain.client import JobManagerClient
+from protocols.chain.events import EventDecoder
+from protocols.chain.models import JobInfo
+from protocols.p2p.node import P2PNode
+from protocols.specs import JobSpec
+from storage.content import ContentStore
+from storage.dataset import DatasetManifest, fetch_dataset_manifest
+
+
+@dataclass
+class NodeContext:
+    config: NodeConfig
+    account: LocalAccount
+    client: JobManagerClient
+    chain: AsyncChain
+    net: P2PNode
+    store: ContentStore
+    log: logging.Logger
+    _specs: dict[int, JobSpec] = field(default_factory=dict)
+    _datasets: dict[str, DatasetManifest] = field(default_factory=dict)
+    _shards: dict[str, ArraySet] = field(default_factory=dict)
+    _blobs: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    async def fetch(self, cid: str, *, max_bytes: int | None = None, what: str = "content") -> bytes:
+        """Verified bytes of ``cid`` from this node's store or any peer, under the fetch deadline."""
+        limit = max_bytes if max_bytes is not None else self.config.max_dag_bytes
+        return await self.store.get(cid, max_bytes=limit, timeout_s=self.config.fetch_timeout_s)
+
+    async def fetch_cached(self, cid: str, *, max_bytes: int | None = None) -> bytes:
+        """Like :meth:`fetch`, memoised for immutable content this node reads repeatedly (checkpoints, shards)."""
+        if cid not in self._blobs:
+            if len(self._blobs) > 64:
+                self._blobs.clear()
+            self._blobs[cid] = await self.fetch(cid, max_bytes=max_bytes)
+        return self._blobs[cid]
+
+    async def job(self, job_id: int) -> JobInfo:
+        return await self.chain(lambda: self.client.get_job(job_id), what=f"getJob({job_id})")
+
+    async def chain_time(self) -> int:
+        """The latest block's timestamp: leases are measured in chain time, not this machine's clock."""
+        w3 = self.client.w3
+        return await self.chain(lambda: int(w3.eth.get_block("latest")["timestamp"]), what="latest block")
+
+    async def leader_history(self, job_id: int) -> set[str]:
+        """Every address ever elected leader of ``job_id`` (from LeaderElected logs), lower-case."""
+        client = self.client
+
+        def read() -> set[str]:
+            decoder = EventDecoder(client.w3, client.address)
+            logs = client.w3.eth.get_logs({
+                "address": client.w3.to_checksum_address(client.address), "fromBlock": 0, "toBlock": "latest",
+                "topics": [None, "0x" + job_id.to_bytes(32, "big").hex()],
+            })
+            return {str(e.args["leader"]).lower() for e in decoder.decode_all(logs) if e.name == "LeaderElected"}
+
+        return await self.chain(read, what="LeaderElected logs")
+
+    async def spec(self, job_id: int) -> JobSpec:
+        """The job's spec, fetched by the CID recorded on-chain and validated."""
+        if job_id not in self._specs:
+            info = await self.job(job_id)
+            data = await self.fetch(info.params.spec_cid, max_bytes=1 << 20, what="job spec")
+            self._specs[job_id] = JobSpec.from_bytes(data)
+        return self._specs[job_id]
+
+    async def dataset(self, cid: str) -> DatasetManifest:
+        if cid not in self._datasets:
+            self._datasets[cid] = await fetch_dataset_manifest(self.store, cid, timeout_s=self.config.fetch_timeout_s)
+        return self._datasets[cid]
+
+    async def shard(self, cid: str, max_bytes: int) -> ArraySet:
+        if cid not in self._shards:
+            data = await self.fetch(cid, max_bytes=max_bytes, what="data shard")
+            self._shards[cid] = await trio.to_thread.run_sync(decode_shard, data)
+        return self._shards[cid]
+
+    def peer_of(self, address: str) -> Any | None:
+        """The peer id of the node acting as ``address`` on-chain, from the presence table."""
+        for peer in self.net.peers():
+            if str(peer.eth_address).lower() == address.lower():
+                return peer.peer_id
+        return None

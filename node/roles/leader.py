@@ -1,0 +1,275 @@
+"""Leader candidate for one job: stand, win or wait, and while leading run rounds until the job is done.
+
+The chain is the only source of truth about who leads and which round is next, so a new leader resumes from the
+last committed round and its checkpoint on IPFS (the checkpoint carries the outer optimizer's state), never from the
+old leader's memory. A round:
+
+1. announce it (gossip) and hand each asking trainer one signed ticket sized by its class;
+2. watch the chain for the submitted updates' quorum verdicts;
+3. close when every slot is decided, or when no ticket is outstanding, or at the round's deadline (before the lease
+   runs out), so a trainer or validator that never answers cannot stall it;
+4. aggregate the accepted deltas deterministically, evaluate, publish, ``commitRound`` (which renews the lease),
+   and ``payout`` every accepted trainer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import trio
+
+from node.checkpoint import decode_checkpoint, encode_checkpoint
+from node.roles.context import NodeContext
+from node.training.aggregate import Strategy, get_strategy
+from node.training.codec import decode_delta
+from node.training.evaluate import evaluate
+from node.training.tasks import NodeClass, TaskFactory
+from protocols.chain.errors import ChainError, ContractRevert
+from protocols.chain.models import JobStatus, UpdateStatus
+from protocols.errors import DtnodeError
+from protocols.specs import AggregationSpec, JobSpec, RoundRecord, TaskTicket, UpdateManifest
+from protocols.wire import RejectCode, TaskRequest, TaskResponse
+
+JOB_OPEN = JobStatus.ACTIVE
+UPDATE_ACCEPTED = UpdateStatus.ACCEPTED
+UPDATE_REJECTED = UpdateStatus.REJECTED
+
+
+def strategy_for(agg: AggregationSpec) -> Strategy:
+    params: dict[str, Any] = {}
+    if agg.strategy == "trimmed_mean":
+        params["beta"] = agg.trim_ratio
+    elif agg.strategy == "krum":
+        params = {"f": agg.krum_f, "m": 1}
+    elif agg.strategy == "centered_clip":
+        params["tau"] = agg.clip_tau
+    outer = "nesterov" if agg.outer == "nesterov" else None
+    return get_strategy(agg.strategy, outer=outer, outer_lr=agg.outer_lr, outer_momentum=agg.outer_momentum,
+                        **params)
+
+
+def aggregate_checkpoint(spec: JobSpec, base_bytes: bytes, deltas: list[tuple[bytes, int]]) -> bytes:
+    """The next checkpoint's bytes from the base checkpoint and the accepted (delta bytes, weight) pairs.
+
+    Pure and deterministic: the same inputs in any order give the same bytes, so anyone can audit a commit.
+    """
+    base_model, base_outer = decode_checkpoint(base_bytes, spec.model, max_bytes=spec.max_dag_bytes)
+    if not deltas:
+        return base_bytes
+    weighted = [(decode_delta(d, like=base_model, max_bytes=spec.max_dag_bytes), float(w)) for d, w in deltas]
+    new_model, new_outer = strategy_for(spec.aggregation).apply(base_model, weighted, base_outer)
+    return encode_checkpoint(new_model, new_outer or None)
+
+
+@dataclass
+class RoundState:
+    round: int
+    base_cid: str
+    term: int
+    deadline: float
+    tickets: dict[str, TaskTicket] = field(default_factory=dict)
+    """trainer address (lower-case) → the ticket it holds this round."""
+    slots_used: int = 0
+
+
+class LeaderRole:
+    def __init__(self, ctx: NodeContext, job_id: int, *, eval_samples: int = 2000,
+                 on_commit: Callable[[RoundRecord], None] | None = None) -> None:
+        self.ctx = ctx
+        self.job_id = job_id
+        self.eval_samples = eval_samples
+        self.on_commit = on_commit
+        self.current: RoundState | None = None
+        self.records: list[RoundRecord] = []
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Stand as candidate, then lead whenever the chain says so, until the job is finished or cancelled."""
+        ctx = self.ctx
+        await self._stand()
+        task_status.started()
+        while True:
+            try:
+                job = await ctx.job(self.job_id)
+                if job.status != JOB_OPEN:
+                    ctx.log.info("job %d is closed (status %d): leader candidate stops", self.job_id, job.status)
+                    return
+                now = await ctx.chain_time()
+                if job.leader is not None and job.leader.lower() == ctx.address.lower() and now < job.lease_expiry:
+                    await self._run_round(job.committed_rounds, job.term, job.lease_expiry, now)
+                    continue
+                if job.leader is None or now >= job.lease_expiry:
+                    await self._try_claim(job.leader or "nobody")
+            except DtnodeError as exc:  # chain down, content unreachable, bad data: retry, never crash the node
+                ctx.log.warning("leader of job %d: %s: %s; retrying", self.job_id, type(exc).__name__, exc)
+            await trio.sleep(ctx.config.chain_poll_interval_s)
+
+    async def _stand(self) -> None:
+        ctx = self.ctx
+        candidates = await ctx.chain(lambda: ctx.client.get_candidates(self.job_id))
+        if ctx.address.lower() not in [c.lower() for c in candidates]:
+            await ctx.chain(lambda: ctx.client.stand_for_leader(self.job_id), what="standForLeader")
+            ctx.log.info("stood as leader candidate for job %d", self.job_id)
+
+    async def _try_claim(self, previous: str) -> None:
+        ctx = self.ctx
+        try:
+            await ctx.chain(lambda: ctx.client.claim_leadership(self.job_id), what="claimLeadership")
+            ctx.log.warning("job %d: took over leadership from %s", self.job_id, previous)
+        except ContractRevert as exc:
+            ctx.log.debug("job %d: cannot claim leadership yet (%s)", self.job_id, exc.error_name)
+
+    # -- serving trainers -------------------------------------------------------------------------------------
+
+    async def handle_task_request(self, request: TaskRequest, trainer: str) -> TaskResponse:
+        """Answer one trainer's request for a task (called by the node's stream handler)."""
+        ctx = self.ctx
+        st = self.current
+        if st is None:
+            return TaskResponse(reject=RejectCode.NOT_LEADER, detail="not leading a round right now")
+        if request.round != st.round:
+            return TaskResponse(reject=RejectCode.BAD_ROUND, detail=f"the current round is {st.round}")
+        key = trainer.lower()
+        if key in st.tickets and st.tickets[key].expires_at > time.time():
+            return TaskResponse(ticket=st.tickets[key])
+        spec = await ctx.spec(self.job_id)
+        info = await ctx.chain(lambda: ctx.client.trainers(trainer))
+        if not info.registered:
+            return TaskResponse(reject=RejectCode.NOT_REGISTERED, detail="register as a trainer on-chain first")
+        update = await ctx.chain(lambda: ctx.client.get_update(self.job_id, st.round, trainer))
+        if update.cid:
+            return TaskResponse(reject=RejectCode.ALREADY_SUBMITTED, detail="one update per trainer per round")
+        submitted = await ctx.chain(lambda: ctx.client.get_round_updates(self.job_id, st.round))
+        outstanding = sum(1 for t in st.tickets.values() if t.expires_at > time.time()
+                          and t.trainer.lower() not in {s.lower() for s in submitted})
+        if len(submitted) + outstanding >= spec.tasks_per_round:
+            return TaskResponse(reject=RejectCode.ROUND_FULL, detail="every slot of this round is taken")
+        ticket = await self._make_ticket(spec, st, trainer, request.node_class)
+        st.tickets[key] = ticket
+        st.slots_used += 1
+        ctx.log.info("job %d round %d: ticket for %s (class %s, %d steps on shard %s)", self.job_id, st.round,
+                     trainer, request.node_class, ticket.steps, ticket.shard_cid[-8:])
+        return TaskResponse(ticket=ticket)
+
+    async def _make_ticket(self, spec: JobSpec, st: RoundState, trainer: str, node_class: str) -> TaskTicket:
+        dataset = await self.ctx.dataset(spec.dataset_cid)
+        slot = st.slots_used
+        shard_index = (st.round * spec.tasks_per_round + slot) % len(dataset.shard_cids)
+        size = TaskFactory(base_steps=spec.local_steps, batch_size=spec.batch_size,
+                           reference=NodeClass.M, scale="steps").size(NodeClass[node_class])
+        count = dataset.shards[shard_index].samples
+        seed_src = f"{self.job_id}:{st.round}:{slot}:{spec.seed}".encode()
+        ticket = TaskTicket(
+            job_id=self.job_id, round=st.round, term=st.term, base_cid=st.base_cid,
+            shard_cid=dataset.shard_cids[shard_index], sample_start=0, sample_count=count, steps=size.steps,
+            batch_size=size.batch_size, seed=int.from_bytes(hashlib.sha256(seed_src).digest()[:7], "big"),
+            node_class=node_class, weight=size.weight, trainer=trainer, leader=self.ctx.address,
+            expires_at=int(time.time() + self.ctx.config.task_timeout_s),
+        )
+        return ticket.signed_by(self.ctx.account)
+
+    # -- running a round --------------------------------------------------------------------------------------
+
+    async def _run_round(self, r: int, term: int, lease_expiry: int, now: int) -> None:
+        ctx = self.ctx
+        spec = await ctx.spec(self.job_id)
+        base_cid = spec.initial_checkpoint_cid if r == 0 else await ctx.chain(
+            lambda: ctx.client.get_round_checkpoint(self.job_id, r - 1))
+        # Commit well before the lease runs out, whatever the round timeout says.
+        margin = max(5.0, spec.payment.lease_seconds * 0.2)
+        budget = min(ctx.config.round_timeout_s, lease_expiry - now - margin)
+        st = RoundState(round=r, base_cid=base_cid, term=term, deadline=time.monotonic() + max(budget, 1.0))
+        self.current = st
+        ctx.log.info("job %d: leading round %d/%d from %s (term %d)", self.job_id, r + 1, spec.rounds,
+                     base_cid[-10:], term)
+        try:
+            accepted = await self._collect(spec, st)
+            await self._commit(spec, st, accepted)
+        finally:
+            self.current = None
+
+    async def _collect(self, spec: JobSpec, st: RoundState) -> list[tuple[str, str]]:
+        """Wait for verdicts; returns the accepted (trainer, manifest CID) pairs when the round can close."""
+        ctx = self.ctx
+        while True:
+            trainers = await ctx.chain(lambda: ctx.client.get_round_updates(self.job_id, st.round))
+            accepted: list[tuple[str, str]] = []
+            decided = 0
+            for trainer in trainers:
+                u = await ctx.chain(lambda: ctx.client.get_update(self.job_id, st.round, trainer))  # noqa: B023
+                if u.status == UPDATE_ACCEPTED:
+                    accepted.append((trainer, u.cid or ""))
+                if u.status in (UPDATE_ACCEPTED, UPDATE_REJECTED):
+                    decided += 1
+            now = time.time()
+            submitted = {t.lower() for t in trainers}
+            outstanding = [t for k, t in st.tickets.items() if k not in submitted and t.expires_at > now]
+            if decided >= spec.tasks_per_round:
+                return accepted
+            if st.tickets and not outstanding and decided == len(trainers) and accepted:
+                return accepted
+            if time.monotonic() >= st.deadline:
+                ctx.log.warning("job %d round %d: deadline reached with %d accepted of %d submitted", self.job_id,
+                                st.round, len(accepted), len(trainers))
+                return accepted
+            await trio.sleep(ctx.config.chain_poll_interval_s)
+
+    async def _commit(self, spec: JobSpec, st: RoundState, accepted: list[tuple[str, str]]) -> None:
+        ctx = self.ctx
+        base_bytes = await ctx.fetch_cached(st.base_cid, max_bytes=spec.max_dag_bytes)
+        deltas: list[tuple[bytes, int]] = []
+        used: list[str] = []
+        for trainer, manifest_cid in accepted:
+            try:
+                manifest = UpdateManifest.from_bytes(await ctx.fetch(manifest_cid, max_bytes=1 << 20))
+                delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes)
+            except DtnodeError as exc:  # accepted on-chain but unfetchable now: leave it out, still paid
+                ctx.log.warning("job %d round %d: cannot fetch %s's update: %s", self.job_id, st.round, trainer, exc)
+                continue
+            deltas.append((delta, manifest.task.weight))
+            used.append(manifest_cid)
+        new_bytes = await trio.to_thread.run_sync(aggregate_checkpoint, spec, base_bytes, deltas)
+        eval_set = await ctx.shard(spec.eval_cid, spec.max_dag_bytes)
+        model_state, _ = decode_checkpoint(new_bytes, spec.model, max_bytes=spec.max_dag_bytes)
+
+        def run_eval() -> tuple[float, float]:
+            state: dict[str, torch.Tensor] = model_state
+            return evaluate(spec.model, state, eval_set, max_samples=self.eval_samples)
+
+        accuracy, loss = await trio.to_thread.run_sync(run_eval)
+        new_cid = await ctx.store.put(new_bytes)
+        await ctx.store.pin(new_cid)
+        record = RoundRecord(job_id=self.job_id, round=st.round, base_cid=st.base_cid, checkpoint_cid=new_cid,
+                             accepted=sorted(used), eval_accuracy_ppm=round(accuracy * 1e6),
+                             eval_loss_micro=max(0, round(loss * 1e6)))
+        record_cid = await ctx.store.put(record.to_bytes())
+        await ctx.store.pin(record_cid)
+        try:
+            await ctx.chain(lambda: ctx.client.commit_round(self.job_id, st.round, new_cid), what="commitRound")
+        except ContractRevert as exc:
+            ctx.log.error("job %d round %d: commitRound reverted (%s): another leader took over", self.job_id,
+                          st.round, exc.error_name)
+            return
+        self.records.append(record)
+        if self.on_commit is not None:
+            self.on_commit(record)
+        ctx.log.info("job %d: committed round %d/%d: %d accepted, eval accuracy %.2f%%, checkpoint %s",
+                     self.job_id, st.round + 1, spec.rounds, len(used), accuracy * 100, new_cid[-10:])
+        for trainer, _ in accepted:
+            try:
+                await ctx.chain(lambda: ctx.client.payout(self.job_id, trainer), what="payout")  # noqa: B023
+            except ContractRevert as exc:
+                ctx.log.info("payout to %s: %s", trainer, exc.error_name)
+        await self._withdraw()
+
+    async def _withdraw(self) -> None:
+        ctx = self.ctx
+        try:
+            if await ctx.chain(lambda: ctx.client.balance_of(ctx.address)) > 0:
+                await ctx.chain(ctx.client.withdraw, what="withdraw")
+        except ChainError as exc:
+            ctx.log.warning("withdraw failed: %s", exc)

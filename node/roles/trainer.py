@@ -1,0 +1,168 @@
+"""Trainer: take a ticket from the job's leader, train K deterministic steps, publish, submit on-chain.
+
+For each round of each job it serves, at most one task (the contract accepts one update per trainer per round).
+Every step is re-read from the chain before acting, so a restart or a leader change never leads to a double
+submission. Cancellation: a task cancelled mid-training publishes nothing; one cancelled after publishing but
+before ``submitUpdate`` leaves only unreferenced blocks (collected by GC).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import trio
+
+from node.checkpoint import decode_checkpoint
+from node.roles.context import NodeContext
+from node.training.codec import encode_delta, encode_state
+from node.training.local import LocalResult, loss_to_micro, train_local
+from protocols.chain.errors import ChainError, ContractRevert
+from protocols.chain.models import JobStatus
+from protocols.errors import DtnodeError, SchemaError
+from protocols.specs import JobSpec, TaskTicket, UpdateManifest
+from protocols.topics import TASK_PROTOCOL, UPDATE_PROTOCOL
+from protocols.wire import RejectCode, TaskRequest, TaskResponse, UpdateNoticeBody
+
+JOB_OPEN = JobStatus.ACTIVE
+
+
+class TrainerRole:
+    def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
+        self.ctx = ctx
+        self.jobs = jobs
+        self.completed: list[tuple[int, int, str]] = []
+        """(job, round, manifest CID) of every update this node submitted."""
+        self._serving: set[int] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve every open job (or only ``jobs``) until cancelled."""
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                for job_id in await self._jobs_to_serve():
+                    if job_id not in self._serving:
+                        self._serving.add(job_id)
+                        nursery.start_soon(self._serve_job, job_id)
+                await trio.sleep(self.ctx.config.chain_poll_interval_s * 4)
+
+    async def _jobs_to_serve(self) -> list[int]:
+        if self.jobs:
+            return list(self.jobs)
+        count = await self.ctx.chain(self.ctx.client.job_count, what="jobCount")
+        return list(range(1, count + 1))
+
+    async def _serve_job(self, job_id: int) -> None:
+        log = self.ctx.log
+        try:
+            while True:
+                job = await self.ctx.job(job_id)
+                if job.status != JOB_OPEN:
+                    log.info("job %d is closed (status %d): trainer stops serving it", job_id, job.status)
+                    return
+                if job.leader is None:
+                    await trio.sleep(self.ctx.config.chain_poll_interval_s)
+                    continue
+                r = job.committed_rounds
+                mine = await self.ctx.chain(lambda: self.ctx.client.get_update(job_id, r, self.ctx.address))  # noqa: B023
+                if mine.cid:
+                    await self._wait_round_change(job_id, r)
+                    continue
+                try:
+                    done = await self._one_task(job_id, r, job.leader)
+                except (DtnodeError, OSError) as exc:
+                    log.warning("job %d round %d: task failed: %s", job_id, r, exc)
+                    done = False
+                if not done:
+                    await trio.sleep(self.ctx.config.chain_poll_interval_s * 2)
+                await self._withdraw_if_owed()
+        except Exception:
+            self._serving.discard(job_id)
+            log.exception("trainer loop for job %d crashed; it will be restarted", job_id)
+
+    async def _wait_round_change(self, job_id: int, r: int) -> None:
+        while True:
+            job = await self.ctx.job(job_id)
+            if job.committed_rounds != r or job.status != JOB_OPEN:
+                return
+            await trio.sleep(self.ctx.config.chain_poll_interval_s)
+
+    async def _one_task(self, job_id: int, r: int, leader: str) -> bool:
+        ctx = self.ctx
+        peer = ctx.peer_of(leader)
+        if peer is None:
+            ctx.log.debug("job %d: leader %s not yet in the peer table", job_id, leader)
+            return False
+        req = TaskRequest(job_id=job_id, round=r, node_class=ctx.config.node_class)
+        raw = await ctx.net.request(peer, TASK_PROTOCOL, req.to_bytes(), timeout=ctx.config.request_timeout_s)
+        resp = TaskResponse.from_bytes(raw)
+        if resp.ticket is None:
+            if resp.reject in (RejectCode.ROUND_FULL, RejectCode.ALREADY_SUBMITTED, RejectCode.BAD_ROUND):
+                await self._wait_round_change(job_id, r)
+            ctx.log.info("job %d round %d: leader refused a task: %s %s", job_id, r, resp.reject, resp.detail)
+            return False
+        ticket = resp.ticket
+        self._check_ticket(ticket, job_id, r, leader)
+        spec = await ctx.spec(job_id)
+        manifest_cid = await self._train_and_publish(spec, ticket)
+        try:
+            await ctx.chain(lambda: ctx.client.submit_update(job_id, r, manifest_cid), what="submitUpdate")
+        except ContractRevert as exc:
+            ctx.log.warning("job %d round %d: submitUpdate reverted (%s): the round moved on", job_id, r,
+                            exc.error_name)
+            return False
+        self.completed.append((job_id, r, manifest_cid))
+        ctx.log.info("job %d round %d: submitted update %s", job_id, r, manifest_cid)
+        notice = UpdateNoticeBody(job_id=job_id, round=r, manifest_cid=manifest_cid)
+        try:
+            await ctx.net.request(peer, UPDATE_PROTOCOL, notice.to_bytes(), timeout=ctx.config.request_timeout_s)
+        except DtnodeError as exc:  # the leader also reads the chain: the notice only saves it a poll
+            ctx.log.debug("update notice to the leader failed: %s", exc)
+        return True
+
+    def _check_ticket(self, ticket: TaskTicket, job_id: int, r: int, leader: str) -> None:
+        ticket.verify_leader()
+        if ticket.leader.lower() != leader.lower():
+            raise SchemaError(f"ticket signed by {ticket.leader}, but the job's leader is {leader}")
+        if (ticket.job_id, ticket.round) != (job_id, r) or ticket.trainer.lower() != self.ctx.address.lower():
+            raise SchemaError("ticket is for another job, round or trainer")
+
+    async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> str:
+        ctx = self.ctx
+        base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes)
+        base_model, _ = decode_checkpoint(base_bytes, spec.model, max_bytes=spec.max_dag_bytes)
+        shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes)
+
+        def work() -> LocalResult:
+            return train_local(
+                spec.model, base_model, shard, steps=ticket.steps, batch_size=ticket.batch_size,
+                lr=float(spec.inner_lr), seed=ticket.seed, segment_every=spec.segment_every,
+                optimizer=spec.inner_optimizer,
+                sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count),
+            )
+
+        result = await trio.to_thread.run_sync(work)
+        delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding))
+        segment_cids: list[str] = [await ctx.store.put(encode_state(s)) for s in result.segment_states]
+        manifest = UpdateManifest(
+            ticket=ticket.to_dict(), trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,
+            loss_before_micro=loss_to_micro(result.loss_before), loss_after_micro=loss_to_micro(result.loss_after),
+            segment_every=spec.segment_every, segment_hashes=list(result.segment_hashes),
+            segment_cids=segment_cids,
+        )
+        manifest_cid = await ctx.store.put(manifest.to_bytes())
+        await ctx.store.pin(manifest_cid)
+        ctx.log.info(
+            "trained job %d round %d: %d steps, loss %.4f -> %.4f (%s)", ticket.job_id, ticket.round, ticket.steps,
+            result.loss_before, result.loss_after, hashlib.sha256(manifest_cid.encode()).hexdigest()[:8],
+        )
+        return manifest_cid
+
+    async def _withdraw_if_owed(self) -> None:
+        ctx = self.ctx
+        try:
+            owed = await ctx.chain(lambda: ctx.client.balance_of(ctx.address))
+            if owed > 0:
+                await ctx.chain(ctx.client.withdraw, what="withdraw")
+                ctx.log.info("withdrew %d wei", owed)
+        except ChainError as exc:
+            ctx.log.warning("withdraw failed: %s", exc)

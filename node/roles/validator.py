@@ -1,0 +1,159 @@
+"""Validator: replay the updates the contract drew this node for, and vote on-chain.
+
+The contract draws each update's validators from chain randomness at submission, so neither the trainer nor the
+leader picks them. Segments to replay are chosen from a seed the trainer could not know before submitting (the
+drawn validator set and the manifest CID), then checked against the published segment hashes. Anything that cannot
+be fetched, parsed or verified is a rejection with a logged reason, never a crash; a vote that reverts (round
+already committed, quorum already reached) is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+
+import torch
+import trio
+
+from node.checkpoint import decode_checkpoint
+from node.roles.context import NodeContext
+from node.training.codec import decode_delta, decode_state
+from node.training.local import micro_to_loss
+from node.training.replay import Verdict, choose_segments, replay_verify
+from protocols.chain.errors import ContractRevert
+from protocols.chain.models import JobStatus, UpdateInfo, UpdateStatus
+from protocols.errors import DtnodeError
+from protocols.specs import JobSpec, UpdateManifest
+
+JOB_OPEN = JobStatus.ACTIVE
+UPDATE_PENDING = UpdateStatus.PENDING
+
+
+class ValidatorRole:
+    def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
+        self.ctx = ctx
+        self.jobs = jobs
+        self.verdicts: dict[tuple[int, int, str], Verdict] = {}
+        """(job, round, trainer) → the verdict this node voted."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                await self._scan()
+            except DtnodeError as exc:  # chain down or content unreachable: retry on the next scan
+                self.ctx.log.warning("validator: %s: %s; retrying", type(exc).__name__, exc)
+            await trio.sleep(self.ctx.config.chain_poll_interval_s)
+
+    async def _scan(self) -> None:
+        ctx = self.ctx
+        if self.jobs:
+            jobs = list(self.jobs)
+        else:
+            count = await ctx.chain(ctx.client.job_count, what="jobCount")
+            jobs = list(range(1, count + 1))
+        for job_id in jobs:
+            job = await ctx.job(job_id)
+            if job.status != JOB_OPEN:
+                continue
+            r = job.committed_rounds
+            trainers = await ctx.chain(lambda: ctx.client.get_round_updates(job_id, r))  # noqa: B023
+            for trainer in trainers:
+                key = (job_id, r, trainer.lower())
+                if key in self.verdicts:
+                    continue
+                update = await ctx.chain(lambda: ctx.client.get_update(job_id, r, trainer))  # noqa: B023
+                me = ctx.address.lower()
+                if update.status != UPDATE_PENDING or me not in [v.lower() for v in update.validators]:
+                    continue
+                if await ctx.chain(lambda: ctx.client.has_voted(job_id, r, trainer, ctx.address)):  # noqa: B023
+                    self.verdicts[key] = Verdict(True, "voted-before-restart", 0.0, ())
+                    continue
+                await self._validate_and_vote(job_id, r, trainer, update)
+
+    async def _validate_and_vote(self, job_id: int, r: int, trainer: str, update: UpdateInfo) -> None:
+        ctx = self.ctx
+        verdict, reduction = await self.check(job_id, r, trainer, update)
+        self.verdicts[(job_id, r, trainer.lower())] = verdict
+        ctx.log.info("job %d round %d: update of %s is %s (%s; segments %s, max distance %.3g)", job_id, r,
+                     trainer, "VALID" if verdict.ok else "INVALID", verdict.reason, list(verdict.checked_segments),
+                     verdict.max_distance if math.isfinite(verdict.max_distance) else -1)
+        try:
+            await ctx.chain(lambda: ctx.client.validate_update(job_id, r, trainer, verdict.ok, reduction),
+                            what="validateUpdate")
+        except ContractRevert as exc:
+            ctx.log.info("vote on %s in job %d round %d reverted: %s", trainer, job_id, r, exc.error_name)
+
+    async def check(self, job_id: int, r: int, trainer: str, update: UpdateInfo) -> tuple[Verdict, int]:
+        """Verify one update; returns the verdict and the loss reduction (micro-units) to report."""
+        ctx = self.ctx
+        try:
+            spec = await ctx.spec(job_id)
+            manifest = UpdateManifest.from_bytes(await ctx.fetch(update.cid or "", max_bytes=1 << 20))
+            ticket = manifest.task
+            ticket.verify_leader()
+            problem = await self._check_ticket_context(job_id, r, trainer, spec, manifest)
+            if problem:
+                return Verdict(False, "bad_ticket", math.inf, (), problem), 0
+            base_model, _ = decode_checkpoint(await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes),
+                                              spec.model, max_bytes=spec.max_dag_bytes)
+            shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes)
+            delta = decode_delta(await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes), like=base_model,
+                                 max_bytes=spec.max_dag_bytes)
+            n = len(manifest.segment_hashes)
+            seed = hashlib.sha256(
+                f"{job_id}:{r}:{update.cid}:{','.join(sorted(v.lower() for v in update.validators))}".encode()
+            ).digest()
+            k = spec.spot_check_segments or n
+            chosen = choose_segments(seed, n, k)
+            needed = sorted({n - 1} | {i for s in chosen for i in (s - 1, s) if 0 <= i < n})
+            states: dict[int, Mapping[str, torch.Tensor]] = {}
+            for i in needed:
+                raw = await ctx.fetch(manifest.segment_cids[i], max_bytes=spec.max_dag_bytes)
+                states[i] = decode_state(raw, max_bytes=spec.max_dag_bytes)
+
+            def fetch_state(i: int) -> Mapping[str, torch.Tensor]:
+                return states[i]
+
+            def work() -> Verdict:
+                return replay_verify(
+                    spec.model, base_model, shard, steps=ticket.steps, batch_size=ticket.batch_size,
+                    lr=float(spec.inner_lr), seed=ticket.seed, segment_every=manifest.segment_every,
+                    optimizer=spec.inner_optimizer,
+                    sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count),
+                    claimed_segment_hashes=manifest.segment_hashes, segment_states_fetch=fetch_state,
+                    claimed_delta=delta, claimed_loss_before=micro_to_loss(manifest.loss_before_micro),
+                    claimed_loss_after=micro_to_loss(manifest.loss_after_micro), segments_to_check=chosen,
+                    tolerance=float(spec.replay_tolerance), delta_kind=manifest.delta_encoding,
+                )
+
+            verdict = await trio.to_thread.run_sync(work)
+        except (DtnodeError, KeyError, ValueError) as exc:
+            return Verdict(False, "unverifiable", math.inf, (), f"{type(exc).__name__}: {exc}"), 0
+        reduction = max(0, manifest.loss_before_micro - manifest.loss_after_micro) if verdict.ok else 0
+        return verdict, reduction
+
+    async def _check_ticket_context(self, job_id: int, r: int, trainer: str, spec: JobSpec,
+                                    manifest: UpdateManifest) -> str:
+        """What the chain and the job spec say about the ticket; an empty string when all is well."""
+        ctx = self.ctx
+        ticket = manifest.task
+        if (ticket.job_id, ticket.round) != (job_id, r):
+            return f"ticket is for job {ticket.job_id} round {ticket.round}"
+        if ticket.trainer.lower() != trainer.lower() or manifest.trainer.lower() != trainer.lower():
+            return "ticket or manifest names another trainer (a copied update?)"
+        if ticket.leader.lower() not in await ctx.leader_history(job_id):
+            return f"ticket signed by {ticket.leader}, who never led job {job_id}"
+        job = await ctx.job(job_id)
+        expected_base = spec.initial_checkpoint_cid if r == 0 else await ctx.chain(
+            lambda: ctx.client.get_round_checkpoint(job_id, r - 1))
+        if ticket.base_cid != expected_base:
+            return f"ticket's base {ticket.base_cid} is not the checkpoint committed before round {r}"
+        dataset = await ctx.dataset(spec.dataset_cid)
+        if ticket.shard_cid not in dataset.shard_cids:
+            return "ticket's shard is not part of the job's dataset"
+        if manifest.segment_every != spec.segment_every or ticket.batch_size <= 0:
+            return "task parameters differ from the job spec"
+        del job
+        return ""

@@ -1,0 +1,140 @@
+"""One running dtnode: the libp2p host, the block store and exchange, the chain client, and the chosen roles.
+
+:class:`DtNode` is a trio service (``await nursery.start(node.run)``); the same object runs in the ``dtnode``
+process and, several at once, inside one test process. It registers on-chain for its roles if it is not yet
+registered, serves the task and update-notice streams, and starts one role task per role (leaders: one per job).
+Cancellation: cancelling :meth:`run` stops every role; a task in flight publishes nothing half-written (blocks
+are written atomically and only referenced once complete).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from eth_account.signers.local import LocalAccount
+from libp2p.peer.id import ID
+
+from node.chainio import AsyncChain
+from node.config import NodeConfig
+from node.roles.context import NodeContext
+from node.roles.leader import LeaderRole
+from node.roles.trainer import TrainerRole
+from node.roles.validator import ValidatorRole
+from protocols.chain.client import JobManagerClient
+from protocols.chain.models import NodeClass
+from protocols.errors import DtnodeError
+from protocols.p2p.config import P2PConfig
+from protocols.p2p.errors import RemoteError
+from protocols.p2p.identity import address_of_peer
+from protocols.p2p.keystore import identity_from_account
+from protocols.p2p.node import P2PNode
+from protocols.topics import TASK_PROTOCOL, UPDATE_PROTOCOL
+from protocols.wire import RejectCode, TaskRequest, TaskResponse, UpdateNoticeBody, ack
+from storage.blockstore import FilesystemBlockStore
+from storage.content import LocalContentStore
+from storage.exchange import BlockExchange, Provider
+
+
+@dataclass
+class DtNode:
+    config: NodeConfig
+    account: LocalAccount
+    client: JobManagerClient
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("dtnode"))
+    p2p_overrides: dict[str, Any] = field(default_factory=dict)
+    ctx: NodeContext | None = None
+    trainer: TrainerRole | None = None
+    validator: ValidatorRole | None = None
+    leaders: dict[int, LeaderRole] = field(default_factory=dict)
+    _cancel: trio.CancelScope | None = None
+
+    def p2p_config(self) -> P2PConfig:
+        cfg = self.config
+        settings: dict[str, Any] = dict(
+            listen_addrs=tuple(cfg.listen), bootstrap=tuple(cfg.bootstrap), roles=tuple(cfg.roles),
+            node_class=cfg.node_class, jobs=tuple(cfg.jobs), request_timeout_s=cfg.request_timeout_s,
+        )
+        settings.update(self.p2p_overrides)
+        return P2PConfig(**settings)
+
+    async def run(self, *, task_status: trio.TaskStatus[DtNode] = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config
+        identity = identity_from_account(self.account)
+        net = P2PNode(identity, self.p2p_config())
+        blocks_dir = Path(cfg.data_path) / "blocks"
+        blocks_dir.mkdir(parents=True, exist_ok=True)
+        blockstore = FilesystemBlockStore(blocks_dir, max_bytes=cfg.store_max_bytes)
+        with trio.CancelScope() as scope:
+            self._cancel = scope
+            async with trio.open_nursery() as nursery:
+                await nursery.start(net.run)
+                exchange = BlockExchange(net.host, blockstore)
+                await nursery.start(exchange.run)
+
+                async def providers(_cid: object) -> list[Provider]:
+                    return list(net.connected_peers())
+
+                store = LocalContentStore(blockstore, exchange, providers, fetch_timeout_s=cfg.fetch_timeout_s)
+                ctx = NodeContext(config=cfg, account=self.account, client=self.client,
+                                  chain=AsyncChain(timeout_s=cfg.chain_timeout_s), net=net, store=store, log=self.log)
+                self.ctx = ctx
+                await self._register(ctx)
+                net.set_request_handler(TASK_PROTOCOL, self._on_task_request)
+                net.set_request_handler(UPDATE_PROTOCOL, self._on_update_notice)
+                if "trainer" in cfg.roles:
+                    self.trainer = TrainerRole(ctx, jobs=cfg.jobs)
+                    await nursery.start(self.trainer.run)
+                if "validator" in cfg.roles:
+                    self.validator = ValidatorRole(ctx)
+                    await nursery.start(self.validator.run)
+                if "leader" in cfg.roles:
+                    for job_id in cfg.jobs:
+                        self.leaders[job_id] = LeaderRole(ctx, job_id)
+                        await nursery.start(self.leaders[job_id].run)
+                self.log.info("dtnode %s up: roles %s, listening on %s", self.account.address,
+                              ",".join(cfg.roles) or "none", " ".join(net.listen_addrs()))
+                task_status.started(self)
+
+    def stop(self) -> None:
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def _register(self, ctx: NodeContext) -> None:
+        """Register on-chain for the roles this node runs, unless already registered (idempotent across restarts)."""
+        cfg, client, me = self.config, self.client, self.account.address
+        wants_trainer = "trainer" in cfg.roles
+        # Leader candidates stand with a validator's stake: the contract takes candidates among registered nodes.
+        wants_validator = "validator" in cfg.roles or ("leader" in cfg.roles and not wants_trainer)
+        if wants_trainer and not (await ctx.chain(lambda: client.trainers(me))).registered:
+            await ctx.chain(lambda: client.register_trainer(NodeClass[cfg.node_class], cfg.trainer_stake_wei),
+                            what="registerTrainer")
+            self.log.info("registered as a class-%s trainer (stake %d wei)", cfg.node_class, cfg.trainer_stake_wei)
+        if wants_validator and not (await ctx.chain(lambda: client.validators(me))).registered:
+            await ctx.chain(lambda: client.register_validator(cfg.validator_stake_wei), what="registerValidator")
+            self.log.info("registered as a validator (stake %d wei)", cfg.validator_stake_wei)
+
+    async def _on_task_request(self, request: bytes, peer: ID) -> bytes:
+        trainer = address_of_peer(peer)
+        if trainer is None:
+            raise RemoteError(RejectCode.PROTOCOL_VIOLATION, "peer id carries no secp256k1 key")
+        try:
+            req = TaskRequest.from_bytes(request)
+        except DtnodeError as exc:
+            raise RemoteError(RejectCode.PROTOCOL_VIOLATION, str(exc)) from exc
+        leader = self.leaders.get(req.job_id)
+        if leader is None:
+            return TaskResponse(reject=RejectCode.NOT_LEADER, detail=f"not a candidate for job {req.job_id}").to_bytes()
+        return (await leader.handle_task_request(req, trainer)).to_bytes()
+
+    async def _on_update_notice(self, request: bytes, peer: ID) -> bytes:
+        try:
+            notice = UpdateNoticeBody.from_bytes(request)
+        except DtnodeError as exc:
+            raise RemoteError(RejectCode.PROTOCOL_VIOLATION, str(exc)) from exc
+        self.log.debug("update notice from %s: job %d round %d %s", address_of_peer(peer), notice.job_id,
+                       notice.round, notice.manifest_cid)
+        return ack(True)

@@ -1,0 +1,311 @@
+"""Deterministic local training: K steps from a base checkpoint on a shard, with replayable segment checkpoints.
+
+Determinism on CPU comes from: one intra-op thread (``torch.set_num_threads(1)``), deterministic algorithms, no
+randomness inside the model (no dropout), and a batch order that is a pure function of ``(seed, step)``: sample
+position ``p = step · batch_size + j`` reads index ``perm_e[p mod n]`` of epoch ``e = p // n``, where ``perm_e`` is
+the permutation drawn by ``numpy.random.default_rng([seed, e])``. Any segment can therefore be replayed without
+replaying the steps before it.
+
+Every ``segment_every`` steps (and after the last step) the *trainer state* (model weights under ``model/`` and
+optimizer moments under ``optim/``) is recorded with its :func:`~node.training.codec.state_hash`. Training itself
+runs segment by segment from those exported states, so the trainer and a validator replaying a segment go through
+exactly the same code path. Measured here: two processes with the same settings give bitwise-identical weights.
+
+Never call this from a trio thread that shares the process with other torch work in parallel: the thread count and
+the deterministic-algorithms flag are process-wide (they are restored on exit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from node.training.codec import State, state_hash, state_sub
+from node.training.data import ArraySet
+from node.training.errors import TrainingError
+from node.training.models import build_model
+
+OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+MAX_SEGMENT_EVERY = 10
+LOSS_SAMPLES = 1024
+"""The reported losses are the mean cross-entropy over the first ``LOSS_SAMPLES`` samples of the task's range."""
+_EVAL_CHUNK = 512
+# Fashion-MNIST pixel mean and std (over the training set, scaled to [0, 1]).
+_MEAN, _STD = 0.2860, 0.3530
+MODEL_PREFIX, OPTIM_PREFIX = "model/", "optim/"
+MICRO = 1_000_000
+
+
+def loss_to_micro(loss: float) -> int:
+    """A loss as integer micro-units, for canonical JSON (which forbids floats): ``round(loss · 1e6)``."""
+    if not math.isfinite(loss):
+        raise TrainingError(f"loss {loss} is not finite")
+    return round(loss * MICRO)
+
+
+def micro_to_loss(micro: int) -> float:
+    """Inverse of :func:`loss_to_micro` (to within 5e-7)."""
+    return micro / MICRO
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    """Everything besides base checkpoint and shard that determines a local training run."""
+
+    model_name: str
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    segment_every: int = MAX_SEGMENT_EVERY
+    optimizer: str = "adamw"
+    sample_range: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise TrainingError(f"steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise TrainingError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.segment_every <= MAX_SEGMENT_EVERY:
+            raise TrainingError(f"segment_every must be in 1..{MAX_SEGMENT_EVERY}, got {self.segment_every}")
+        if self.optimizer not in OPTIMIZERS:
+            raise TrainingError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise TrainingError(f"lr must be a positive finite number, got {self.lr}")
+
+    @property
+    def n_segments(self) -> int:
+        return math.ceil(self.steps / self.segment_every)
+
+    def segment_bounds(self, index: int) -> tuple[int, int]:
+        """Steps ``[start, stop)`` of segment ``index``."""
+        if not 0 <= index < self.n_segments:
+            raise TrainingError(f"segment {index} out of range 0..{self.n_segments - 1}")
+        start = index * self.segment_every
+        return start, min(start + self.segment_every, self.steps)
+
+
+@dataclass(frozen=True, eq=False)
+class LocalResult:
+    """What a trainer publishes: the delta, losses, and the segment checkpoints with their hashes."""
+
+    delta: State
+    final_state: State
+    loss_before: float
+    loss_after: float
+    segment_hashes: list[str]
+    segment_states: list[State] = field(repr=False)
+
+    @property
+    def loss_before_micro(self) -> int:
+        return loss_to_micro(self.loss_before)
+
+    @property
+    def loss_after_micro(self) -> int:
+        return loss_to_micro(self.loss_after)
+
+
+@contextmanager
+def deterministic_torch(threads: int = 1) -> Iterator[None]:
+    """Run the body with ``threads`` intra-op threads and deterministic algorithms; restore both after."""
+    prev_threads = torch.get_num_threads()
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+        torch.set_num_threads(prev_threads)
+
+
+def task_view(shard: ArraySet, sample_range: tuple[int, int] | None) -> ArraySet:
+    """The samples a task trains on: ``shard[start:stop]`` or the whole shard."""
+    if sample_range is None:
+        return shard
+    start, stop = sample_range
+    if not 0 <= start < stop <= len(shard):
+        raise TrainingError(f"sample range {sample_range} is outside the shard's 0..{len(shard)}")
+    return shard.subset(slice(start, stop))
+
+
+def to_inputs(images: npt.NDArray[np.uint8]) -> torch.Tensor:
+    """uint8 N×28×28 images to normalized float32 N×1×28×28."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
+    return x.sub_(_MEAN).div_(_STD).unsqueeze(1)
+
+
+def to_targets(labels: npt.NDArray[np.uint8]) -> torch.Tensor:
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+class BatchSchedule:
+    """Random-access batch order: the indices of step ``t`` depend only on ``(seed, t, batch_size, n)``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self._n, self._batch, self._seed = n, batch_size, seed
+        self._perms: dict[int, npt.NDArray[np.int64]] = {}
+
+    def _perm(self, epoch: int) -> npt.NDArray[np.int64]:
+        perm = self._perms.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng([self._seed, epoch]).permutation(self._n).astype(np.int64)
+            self._perms = {epoch: perm}  # keep one epoch: steps are visited in order
+        return perm
+
+    def indices(self, step: int) -> npt.NDArray[np.int64]:
+        positions = np.arange(step * self._batch, (step + 1) * self._batch, dtype=np.int64)
+        out = np.empty(self._batch, dtype=np.int64)
+        epochs = positions // self._n
+        for epoch in np.unique(epochs):
+            mask = epochs == epoch
+            out[mask] = self._perm(int(epoch))[positions[mask] % self._n]
+        return out
+
+
+def _param_names(model: nn.Module) -> list[str]:
+    return [name for name, _ in model.named_parameters()]
+
+
+def _make_optimizer(params: TaskParams, model: nn.Module) -> torch.optim.Optimizer:
+    # Every hyper-parameter pinned explicitly (and the plain for-loop kernels, not foreach/fused), so a default
+    # changing in a future torch cannot silently change the bits.
+    if params.optimizer == "adamw":
+        return torch.optim.AdamW(
+            model.parameters(), lr=params.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+            amsgrad=False, foreach=False, fused=False, maximize=False, capturable=False, differentiable=False,
+        )
+    return torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.0, weight_decay=0.0, foreach=False)
+
+
+def _export(model: nn.Module, optimizer: torch.optim.Optimizer) -> State:
+    out: State = {MODEL_PREFIX + k: v.detach().clone() for k, v in model.state_dict().items()}
+    names = _param_names(model)
+    for idx, entry in optimizer.state_dict()["state"].items():
+        for fieldname, value in entry.items():
+            tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float32)
+            out[f"{OPTIM_PREFIX}{names[idx]}/{fieldname}"] = tensor.detach().clone()
+    return out
+
+
+def _import(params: TaskParams, trainer_state: Mapping[str, torch.Tensor]) -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = build_model(params.model_name)
+    model_state = {k[len(MODEL_PREFIX):]: v for k, v in trainer_state.items() if k.startswith(MODEL_PREFIX)}
+    try:
+        model.load_state_dict(model_state, strict=True)
+    except RuntimeError as exc:
+        raise TrainingError(f"trainer state does not fit {params.model_name}: {exc}") from exc
+    optimizer = _make_optimizer(params, model)
+    names = _param_names(model)
+    per_param: dict[int, dict[str, Any]] = {}
+    for key, value in trainer_state.items():
+        if not key.startswith(OPTIM_PREFIX):
+            continue
+        pname, _, fieldname = key[len(OPTIM_PREFIX):].rpartition("/")
+        if pname not in names:
+            raise TrainingError(f"trainer state has optimizer entry {key!r} for no parameter of the model")
+        per_param.setdefault(names.index(pname), {})[fieldname] = value.clone()
+    if per_param:
+        sd = optimizer.state_dict()
+        sd["state"] = per_param
+        optimizer.load_state_dict(sd)
+    return model, optimizer
+
+
+def initial_trainer_state(base_state: Mapping[str, torch.Tensor]) -> State:
+    """The trainer state before step 0: the base weights and an empty optimizer."""
+    return {MODEL_PREFIX + k: v.detach().clone() for k, v in sorted(base_state.items())}
+
+
+def model_part(trainer_state: Mapping[str, torch.Tensor]) -> State:
+    """The model weights inside a trainer state."""
+    return {k[len(MODEL_PREFIX):]: v for k, v in sorted(trainer_state.items()) if k.startswith(MODEL_PREFIX)}
+
+
+def run_segment(
+    params: TaskParams, start_state: Mapping[str, torch.Tensor], data: ArraySet, index: int
+) -> State:
+    """Run the steps of segment ``index`` from ``start_state`` (a trainer state) and return the trainer state after.
+
+    Call inside :func:`deterministic_torch` for reproducible bits.
+    """
+    start, stop = params.segment_bounds(index)
+    model, optimizer = _import(params, start_state)
+    schedule = BatchSchedule(len(data), params.batch_size, params.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for step in range(start, stop):
+        idx = schedule.indices(step)
+        inputs, targets = to_inputs(data.images[idx]), to_targets(data.labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(inputs), targets)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss diverged to {float(loss)} at step {step}; lower the learning rate")
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    return _export(model, optimizer)
+
+
+def task_loss(model_name: str, state: Mapping[str, torch.Tensor], data: ArraySet) -> float:
+    """Mean cross-entropy of ``state`` on the first :data:`LOSS_SAMPLES` samples of ``data`` (the task's range)."""
+    model = build_model(model_name)
+    model.load_state_dict(dict(state), strict=True)
+    model.eval()
+    n = min(len(data), LOSS_SAMPLES)
+    total = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for lo in range(0, n, _EVAL_CHUNK):
+            hi = min(n, lo + _EVAL_CHUNK)
+            logits = model(to_inputs(data.images[lo:hi]))
+            total += nn.functional.cross_entropy(
+                logits, to_targets(data.labels[lo:hi]), reduction="sum"
+            ).to(torch.float64)
+    return float(total) / n
+
+
+def train_local(
+    model_name: str,
+    base_state: Mapping[str, torch.Tensor],
+    shard: ArraySet,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    segment_every: int = MAX_SEGMENT_EVERY,
+    optimizer: str = "adamw",
+    sample_range: tuple[int, int] | None = None,
+) -> LocalResult:
+    """Train ``steps`` deterministic steps from ``base_state`` on ``shard`` (or its ``sample_range``).
+
+    The delta is ``final - base`` (float32). ``segment_states[i]`` is the trainer state after segment ``i`` and
+    ``segment_hashes[i]`` its :func:`~node.training.codec.state_hash`.
+    """
+    params = TaskParams(model_name, steps, batch_size, lr, seed, segment_every, optimizer, sample_range)
+    data = task_view(shard, sample_range)
+    base = {k: v.detach().clone() for k, v in sorted(base_state.items())}
+    with deterministic_torch():
+        loss_before = task_loss(model_name, base, data)
+        state = initial_trainer_state(base)
+        states: list[State] = []
+        for index in range(params.n_segments):
+            state = run_segment(params, state, data, index)
+            states.append(state)
+        final = model_part(state)
+        loss_after = task_loss(model_name, final, data)
+    return LocalResult(
+        delta=state_sub(final, base),
+        final_state=final,
+        loss_before=loss_before,
+        loss_after=loss_after,
+        segment_hashes=[state_hash(s) for s in states],
+        segment_states=states,
+    )

@@ -1,0 +1,99 @@
+"""Task factory: size a micro-task for a node's declared class so every class takes about the same wall time.
+
+A node declares a class when it registers (S, M or L, on-chain as 0, 1, 2). Each class promises a throughput in
+training samples per second on the job's reference model and an amount of memory. The factory scales the work
+of the reference class (``base_steps`` × ``batch_size``) by the throughput ratio, so
+``expected_seconds = steps · batch_size / samples_per_s`` is about equal for all classes. By default the extra work
+goes into larger batches (K, the number of local steps, stays equal across classes, which keeps deltas of
+comparable magnitude for the outer optimizer); batches are capped by the class's memory, and what does not fit
+goes into more steps. A delta's aggregation weight is the work it represents: the number of samples processed.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from node.training.errors import TrainingError
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What a node class promises: sustained training throughput and memory available to a task."""
+
+    samples_per_s: int
+    memory_mb: int
+
+
+class NodeClass(enum.Enum):
+    """Declared node capacity tiers; ``value`` is the on-chain ``uint8``."""
+
+    S = 0
+    M = 1
+    L = 2
+
+    @property
+    def capacity(self) -> Capacity:
+        return _CAPACITY[self]
+
+    @classmethod
+    def from_code(cls, code: int) -> NodeClass:
+        try:
+            return cls(code)
+        except ValueError:
+            raise TrainingError(f"unknown node class code {code}; expected 0 (S), 1 (M) or 2 (L)") from None
+
+
+# Nominal tiers, 1×/2×/4×: S is one CPU core on the CNN (measured here ~2,500-3,500 samples/s at batch 32).
+_CAPACITY: dict[NodeClass, Capacity] = {
+    NodeClass.S: Capacity(samples_per_s=2_000, memory_mb=1_024),
+    NodeClass.M: Capacity(samples_per_s=4_000, memory_mb=2_048),
+    NodeClass.L: Capacity(samples_per_s=8_000, memory_mb=4_096),
+}
+
+# Samples per batch a class may use per MiB of memory (activations + gradients of the reference CNN at batch 1
+# are ~0.1 MiB; 4× headroom).
+_BATCH_PER_MB = 2
+
+
+@dataclass(frozen=True)
+class TaskSize:
+    """A sized micro-task: ``steps`` of ``batch_size``, ``num_samples`` = steps × batch, aggregation ``weight``."""
+
+    steps: int
+    batch_size: int
+    num_samples: int
+    weight: int
+
+    def expected_seconds(self, node_class: NodeClass) -> float:
+        return self.num_samples / node_class.capacity.samples_per_s
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskFactory:
+    """Sizes tasks relative to ``reference`` (the class that gets exactly ``base_steps`` × ``batch_size``)."""
+
+    base_steps: int
+    batch_size: int
+    reference: NodeClass = NodeClass.S
+    scale: Literal["batch", "steps"] = "batch"
+    max_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.base_steps < 1 or self.batch_size < 1:
+            raise TrainingError(f"base_steps and batch_size must be >= 1, got {self.base_steps}, {self.batch_size}")
+        if self.scale not in ("batch", "steps"):
+            raise TrainingError(f"scale must be 'batch' or 'steps', got {self.scale!r}")
+
+    def size(self, node_class: NodeClass) -> TaskSize:
+        ratio = node_class.capacity.samples_per_s / self.reference.capacity.samples_per_s
+        work = round(self.base_steps * self.batch_size * ratio)
+        if self.scale == "steps":
+            batch = self.batch_size
+        else:
+            cap = min(self.max_batch_size, node_class.capacity.memory_mb * _BATCH_PER_MB)
+            batch = max(1, min(round(self.batch_size * ratio), cap))
+        steps = max(1, math.ceil(work / batch))
+        return TaskSize(steps=steps, batch_size=batch, num_samples=steps * batch, weight=steps * batch)

@@ -1,0 +1,13 @@
+"""The chain adapter: the only code in dtnode that talks to the EVM.
+
+- ``abi``: the JobManager ABI/bytecode exported from the Hardhat build (``load_artifact``).
+- ``errors``: ``ChainError`` tree and ``decode_revert`` (every backend's revert -> a class named after the custom error).
+- ``client``: ``JobManagerClient`` (a typed method per contract function) and ``deploy``.
+- ``models``: frozen views (``JobInfo``, ``UpdateInfo``, ...); ``cids``: CID string <-> on-chain bytes.
+- ``events``: ``EventPoller`` (confirmed ``get_logs`` with a persisted cursor) and ``ChainEvent``.
+- ``backends``: ``HardhatNode``, ``in_process_chain``, ``dev_accounts``, ``increase_time``.
+- ``tx``/``nonce``/``rpc``: sending with nonce management, receipts with deadlines, bounded retries.
+
+Everything here is blocking (web3.py's sync API): trio code calls it through ``trio.to_thread.run_sync``.
+This package never imports ``node`` or ``storage``.
+"""

@@ -1,0 +1,273 @@
+"""Chains to run against: a Hardhat node process, an in-process py-evm chain, and the dev accounts both fund.
+
+Both backends fund the same accounts: the ones Hardhat derives from its public test mnemonic. Their keys are
+derived here at run time with eth_account's HD wallet; no private key is ever written into the repository.
+These accounts are public knowledge: never use them on a real network.
+
+Blocking by nature (subprocesses, HTTP): trio callers go through ``trio.to_thread.run_sync``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_wei
+from web3 import EthereumTesterProvider, HTTPProvider, Web3
+from web3.types import RPCEndpoint, RPCResponse
+
+from protocols.chain.errors import ChainError, ChainUnavailable
+
+# Hardhat's documented test mnemonic and HD path (m/44'/60'/0'/0/i): public, for local development only.
+HARDHAT_MNEMONIC = "test test test test test test test test test test test junk"
+HARDHAT_HD_PATH = "m/44'/60'/0'/0"
+HARDHAT_ACCOUNT_COUNT = 20
+HARDHAT_ACCOUNT_BALANCE_ETH = 10_000
+HARDHAT_CHAIN_ID = 31337
+GENESIS_GAS_LIMIT = 30_000_000  # Hardhat's default block gas limit, so gas behaves alike on both backends
+
+CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "contracts"
+"""The Hardhat project in the source checkout (absent in an installed wheel)."""
+
+
+class BackendStartError(ChainError, RuntimeError):
+    """A local chain could not be started; the message says why (and shows the node's log tail)."""
+
+
+@functools.cache
+def _dev_account(index: int) -> LocalAccount:
+    Account.enable_unaudited_hdwallet_features()
+    account: LocalAccount = Account.from_mnemonic(HARDHAT_MNEMONIC, account_path=f"{HARDHAT_HD_PATH}/{index}")
+    return account
+
+
+def dev_accounts(n: int = 10) -> list[LocalAccount]:
+    """The first ``n`` Hardhat dev accounts (funded on both backends; at most 20)."""
+    if not 0 < n <= HARDHAT_ACCOUNT_COUNT:
+        raise ValueError(f"dev_accounts(n): n must be 1..{HARDHAT_ACCOUNT_COUNT}, got {n}")
+    return [_dev_account(i) for i in range(n)]
+
+
+class _LockedEthereumTesterProvider(EthereumTesterProvider):
+    """eth-tester is not thread-safe; callers reach it from several worker threads, so serialize every request."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        with self._lock:
+            return super().make_request(method, params)
+
+
+def in_process_chain(*, accounts: int = HARDHAT_ACCOUNT_COUNT, balance_eth: int = HARDHAT_ACCOUNT_BALANCE_ETH) -> Web3:
+    """A fresh py-evm chain (eth-tester, auto-mining) whose genesis funds the first ``accounts`` dev accounts."""
+    from eth_tester import EthereumTester, PyEVMBackend
+
+    state_defaults = {"balance": to_wei(balance_eth, "ether"), "nonce": 0, "code": b"", "storage": {}}
+    genesis_state = {
+        bytes.fromhex(acct.address[2:]): dict(state_defaults) for acct in dev_accounts(accounts)
+    }
+    backend = PyEVMBackend(
+        genesis_parameters=PyEVMBackend.generate_genesis_params(overrides={"gas_limit": GENESIS_GAS_LIMIT}),
+        genesis_state=genesis_state,
+    )
+    return Web3(_LockedEthereumTesterProvider(EthereumTester(backend)))
+
+
+def connect_http(url: str, *, request_timeout_s: float = 10.0) -> Web3:
+    """A sync Web3 over HTTP whose every request gives up after ``request_timeout_s``.
+
+    web3.py's own silent retries are off: :class:`protocols.chain.rpc.RetryPolicy` is the one retry layer, so the
+    total wait for a dead node is bounded and known.
+    """
+    provider = HTTPProvider(
+        url, request_kwargs={"timeout": request_timeout_s}, exception_retry_configuration=None
+    )
+    return Web3(provider)
+
+
+def is_eth_tester(w3: Web3) -> bool:
+    """Whether ``w3`` runs on an in-process eth-tester chain."""
+    return isinstance(w3.provider, EthereumTesterProvider)
+
+
+def increase_time(w3: Web3, seconds: int) -> int:
+    """Move the chain's clock forward by ``seconds`` and mine a block; returns that block's timestamp.
+
+    For tests (lease expiry, deregistration delay). Works on Hardhat (``evm_increaseTime``+``evm_mine``) and
+    eth-tester (``time_travel``); anvil accepts the Hardhat calls too.
+    """
+    if seconds <= 0:
+        raise ValueError("increase_time: seconds must be positive")
+    if is_eth_tester(w3):
+        tester = w3.provider.ethereum_tester  # type: ignore[attr-defined]
+        pending = int(tester.get_block_by_number("pending")["timestamp"])
+        latest = int(w3.eth.get_block("latest")["timestamp"])
+        # py-evm mines the travel block one second before the target it is given.
+        tester.time_travel(max(pending, latest + seconds) + 1)
+    else:
+        w3.provider.make_request(RPCEndpoint("evm_increaseTime"), [seconds])
+        w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+    return int(w3.eth.get_block("latest")["timestamp"])
+
+
+def mine_blocks(w3: Web3, n: int = 1) -> None:
+    """Mine ``n`` empty blocks (to get past a confirmation depth in tests)."""
+    if is_eth_tester(w3):
+        w3.provider.ethereum_tester.mine_blocks(n)  # type: ignore[attr-defined]
+    else:
+        for _ in range(n):
+            w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+
+
+def set_automine(w3: Web3, enabled: bool) -> None:
+    """Turn mining of each transaction on arrival on or off (tests that need two transactions in one block)."""
+    if is_eth_tester(w3):
+        tester = w3.provider.ethereum_tester  # type: ignore[attr-defined]
+        if enabled:
+            tester.enable_auto_mine_transactions()
+        else:
+            tester.disable_auto_mine_transactions()
+    else:
+        w3.provider.make_request(RPCEndpoint("evm_setAutomine"), [enabled])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def hardhat_available(contracts_dir: Path = CONTRACTS_DIR) -> bool:
+    """Whether the Hardhat project's npm install is present (the Hardhat backend needs it)."""
+    return (contracts_dir / "node_modules" / ".bin" / "hardhat").exists()
+
+
+@dataclass(frozen=True)
+class HardhatNodeConfig:
+    """How to start a Hardhat node. ``port=0`` picks a free port."""
+
+    contracts_dir: Path = CONTRACTS_DIR
+    port: int = 0
+    start_timeout_s: float = 90.0
+    """Hardhat loads its config and plugins before it answers: several seconds on a loaded 2-core machine."""
+    stop_timeout_s: float = 10.0
+    request_timeout_s: float = 10.0
+
+
+class HardhatNode:
+    """A ``hardhat node`` process on 127.0.0.1, started and stopped by PID (and process group).
+
+    Use as a context manager; ``start()`` returns once the RPC answers or raises :class:`BackendStartError` at
+    the deadline. The node's output goes to a log file (a pipe nobody reads would fill and block it).
+    """
+
+    def __init__(self, config: HardhatNodeConfig | None = None) -> None:
+        self.config = config or HardhatNodeConfig()
+        self.port = self.config.port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        binary = self.config.contracts_dir / "node_modules" / ".bin" / "hardhat"
+        if not binary.exists():
+            raise BackendStartError(f"{binary} not found: run `npm ci` in {self.config.contracts_dir}")
+        fd, log_name = tempfile.mkstemp(prefix="hardhat-node-", suffix=".log")
+        self._log_path = Path(log_name)
+        with os.fdopen(fd, "wb") as log:
+            # Call the binary directly (not npx) so the PID is the server's; a new session makes it a group leader
+            # so stop() can take any children down with it.
+            self._proc = subprocess.Popen(
+                [str(binary), "node", "--hostname", "127.0.0.1", "--port", str(self.port)],
+                cwd=self.config.contracts_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while True:
+            returncode = self._proc.poll()
+            if returncode is not None:
+                tail = self.log_tail()
+                self.stop()
+                raise BackendStartError(f"hardhat node exited with {returncode} at start:\n{tail}")
+            if self._answers():
+                return
+            if time.monotonic() > deadline:
+                tail = self.log_tail()
+                self.stop()
+                raise BackendStartError(
+                    f"hardhat node on {self.url} did not answer within {self.config.start_timeout_s} s:\n{tail}"
+                )
+            time.sleep(0.1)  # poll interval while waiting for the RPC to come up (bounded by the deadline)
+
+    def _answers(self) -> bool:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).encode()
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=1.0) as response:
+                return b"result" in response.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return False
+
+    def web3(self) -> Web3:
+        """A Web3 connected to this node."""
+        if self._proc is None:
+            raise ChainUnavailable("HardhatNode.web3(): the node is not started")
+        return connect_http(self.url, request_timeout_s=self.config.request_timeout_s)
+
+    def log_tail(self, n_bytes: int = 4000) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        data = self._log_path.read_bytes()
+        return data[-n_bytes:].decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        """Terminate the node's process group (SIGTERM, then SIGKILL after ``stop_timeout_s``). Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.config.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=self.config.stop_timeout_s)
+        if self._log_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._log_path.unlink()
+            self._log_path = None
+
+    def __enter__(self) -> HardhatNode:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,365 @@
+"""``JobManagerClient``: one typed Python method per JobManager function, the only code that sends to the chain.
+
+Sends return a :class:`TxResult` with the receipt's decoded events; views return frozen dataclasses
+(:mod:`protocols.chain.models`). CIDs cross this boundary as strings and are stored on-chain as raw CID bytes.
+
+Blocking (web3.py's sync ``Web3``): from trio, call through ``trio.to_thread.run_sync``. A client may be shared by
+several worker threads; nonces of one account are shared process-wide per endpoint (see ``tx.nonce_manager_for``).
+
+Errors: :class:`ContractRevert` subclasses named after the contract's custom errors (``errors.revert_class``),
+:class:`TransactionFailed`, :class:`ChainUnavailable`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_abi import encode as abi_encode
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.types import TxParams, TxReceipt
+
+from protocols.chain.abi import load_artifact
+from protocols.chain.cids import cid_from_bytes, cid_to_bytes
+from protocols.chain.errors import TransactionFailed
+from protocols.chain.events import ChainEvent, EventDecoder
+from protocols.chain.models import (
+    ContractSettings,
+    JobInfo,
+    JobParams,
+    NodeClass,
+    Totals,
+    TrainerInfo,
+    UpdateInfo,
+    ValidatorInfo,
+    address,
+    optional_address,
+)
+from protocols.chain.tx import ClientConfig, Transactor
+from protocols.types import Address, Cid, JobId
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """A mined, successful transaction and the JobManager events it emitted, in log order."""
+
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    fee_wei: int
+    """What the sender paid for gas (gasUsed * effectiveGasPrice)."""
+    events: tuple[ChainEvent, ...]
+
+    def event(self, name: str) -> ChainEvent:
+        """The first event called ``name`` (KeyError when the transaction emitted none)."""
+        for ev in self.events:
+            if ev.name == name:
+                return ev
+        raise KeyError(f"transaction {self.tx_hash} emitted no {name}; it emitted {[e.name for e in self.events]}")
+
+
+class JobManagerClient:
+    """Typed access to one JobManager deployment, sending as ``account`` (signed locally, never by the node)."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        contract_address: str,
+        account: LocalAccount,
+        *,
+        config: ClientConfig | None = None,
+        deploy_block: int | None = None,
+    ) -> None:
+        self.w3 = w3
+        self.deploy_block = deploy_block
+        """Block of the deployment when known (an ``EventPoller``'s natural ``start_block``)."""
+        self.address = Address(to_checksum_address(contract_address))
+        self.account = account
+        self.config = config or ClientConfig()
+        self._tx = Transactor(w3, account, self.config)
+        self._contract = w3.eth.contract(address=self.address, abi=load_artifact().abi_list())
+        self._decoder = EventDecoder(w3, self.address)
+
+    @property
+    def sender(self) -> Address:
+        """The address this client sends from."""
+        return Address(self.account.address)
+
+    def with_account(self, account: LocalAccount) -> JobManagerClient:
+        """A client for the same deployment sending as another account."""
+        return JobManagerClient(self.w3, self.address, account, config=self.config, deploy_block=self.deploy_block)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _send(self, fn_name: str, args: list[Any], *, value: int = 0) -> TxResult:
+        tx: TxParams = {
+            "to": self.address,
+            "data": self._contract.encode_abi(fn_name, args=args),
+            "value": value,
+        }
+        receipt = self._tx.send(tx, fn_name)
+        return self._result(receipt)
+
+    def _result(self, receipt: TxReceipt) -> TxResult:
+        return TxResult(
+            tx_hash=receipt["transactionHash"].to_0x_hex(),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            fee_wei=int(receipt["gasUsed"]) * int(receipt.get("effectiveGasPrice", 0)),
+            events=tuple(self._decoder.decode_all(receipt["logs"])),
+        )
+
+    def _call(self, fn_name: str, *args: Any) -> Any:
+        fn = self._contract.functions[fn_name](*args)
+        return self._tx.rpc(lambda: fn.call({"from": self.account.address}), fn_name)
+
+    # ------------------------------------------------------------------ roles and stake
+
+    def register_trainer(self, node_class: NodeClass, stake_wei: int) -> TxResult:
+        """``registerTrainer(nodeClass)`` staking ``stake_wei``."""
+        return self._send("registerTrainer", [int(node_class)], value=stake_wei)
+
+    def register_validator(self, stake_wei: int) -> TxResult:
+        """``registerValidator()`` staking ``stake_wei``; enters the pool updates draw validators from."""
+        return self._send("registerValidator", [], value=stake_wei)
+
+    def request_deregistration(self) -> TxResult:
+        """``requestDeregistration()``: leave every role; stake returns after ``deregistrationDelay``."""
+        return self._send("requestDeregistration", [])
+
+    def complete_deregistration(self) -> TxResult:
+        """``completeDeregistration()``: credit the remaining stake to the withdrawable balance."""
+        return self._send("completeDeregistration", [])
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(self, params: JobParams, deposit_wei: int | None = None) -> tuple[JobId, TxResult]:
+        """``createJob(p)`` with ``deposit_wei`` (default: exactly ``params.required_deposit()``)."""
+        value = params.required_deposit() if deposit_wei is None else deposit_wei
+        result = self._send("createJob", [params.to_abi()], value=value)
+        try:
+            job_id = int(result.event("JobCreated").args["jobId"])
+        except KeyError as exc:
+            raise TransactionFailed(f"createJob mined without a JobCreated event ({exc})") from exc
+        return JobId(job_id), result
+
+    def stand_for_leader(self, job_id: int) -> TxResult:
+        """``standForLeader(jobId)``; the first candidate of a leaderless job becomes leader at once."""
+        return self._send("standForLeader", [job_id])
+
+    def claim_leadership(self, job_id: int) -> TxResult:
+        """``claimLeadership(jobId)`` after the lease expired (successor first, then any candidate)."""
+        return self._send("claimLeadership", [job_id])
+
+    def submit_update(self, job_id: int, round: int, update_cid: str) -> TxResult:
+        """``submitUpdate(jobId, round, cid)``; the ``UpdateSubmitted`` event names the drawn validators."""
+        return self._send("submitUpdate", [job_id, round, cid_to_bytes(update_cid)])
+
+    def validate_update(
+        self, job_id: int, round: int, trainer: str, is_valid: bool, loss_reduction: int = 0
+    ) -> TxResult:
+        """``validateUpdate(...)`` by a drawn validator; ``loss_reduction`` = (before - after) * 1e6, >= 0."""
+        if loss_reduction < 0:
+            raise ValueError("validate_update: loss_reduction is clipped at 0 by protocol; pass max(0, value)")
+        return self._send(
+            "validateUpdate", [job_id, round, to_checksum_address(trainer), is_valid, loss_reduction]
+        )
+
+    def commit_round(self, job_id: int, round: int, checkpoint_cid: str) -> TxResult:
+        """``commitRound(jobId, round, cid)`` by the leader; the last round's commit finishes the job."""
+        return self._send("commitRound", [job_id, round, cid_to_bytes(checkpoint_cid)])
+
+    def payout(self, job_id: int, trainer: str) -> TxResult:
+        """``payout(jobId, trainer)``: anyone may credit a trainer's pay for committed rounds."""
+        return self._send("payout", [job_id, to_checksum_address(trainer)])
+
+    def cancel_job(self, job_id: int) -> TxResult:
+        """``cancelJob(jobId)`` by the customer of a job nobody serves."""
+        return self._send("cancelJob", [job_id])
+
+    def withdraw(self) -> TxResult:
+        """``withdraw()``: send this account's whole balance to it."""
+        return self._send("withdraw", [])
+
+    # ------------------------------------------------------------------ views: jobs
+
+    def get_job(self, job_id: int) -> JobInfo:
+        return JobInfo.from_abi(job_id, self._call("getJob", job_id))
+
+    def current_round(self, job_id: int) -> int:
+        """The round trainers work on now (= committed rounds)."""
+        return self.get_job(job_id).committed_rounds
+
+    def get_round_checkpoint(self, job_id: int, round: int) -> Cid:
+        return cid_from_bytes(bytes(self._call("getRoundCheckpoint", job_id, round)))
+
+    def get_candidates(self, job_id: int) -> tuple[Address, ...]:
+        return tuple(address(a) for a in self._call("getCandidates", job_id))
+
+    def is_candidate(self, job_id: int, account: str) -> bool:
+        return bool(self._call("isCandidate", job_id, to_checksum_address(account)))
+
+    def successor(self, job_id: int) -> Address | None:
+        return optional_address(self._call("successor", job_id))
+
+    def get_update(self, job_id: int, round: int, trainer: str) -> UpdateInfo:
+        return UpdateInfo.from_abi(self._call("getUpdate", job_id, round, to_checksum_address(trainer)))
+
+    def has_voted(self, job_id: int, round: int, trainer: str, validator: str) -> bool:
+        return bool(
+            self._call("hasVoted", job_id, round, to_checksum_address(trainer), to_checksum_address(validator))
+        )
+
+    def get_round_updates(self, job_id: int, round: int) -> tuple[Address, ...]:
+        return tuple(address(a) for a in self._call("getRoundUpdates", job_id, round))
+
+    def accepted_count(self, job_id: int, round: int) -> int:
+        return int(self._call("acceptedCount", job_id, round))
+
+    def job_count(self) -> int:
+        return int(self._call("jobCount"))
+
+    def required_deposit(self, params: JobParams) -> int:
+        """``requiredDeposit(p)`` as the contract computes it."""
+        return int(self._call("requiredDeposit", params.to_abi()))
+
+    # ------------------------------------------------------------------ views: accounts
+
+    def balance_of(self, account: str) -> int:
+        """Withdrawable balance credited to ``account`` (wei)."""
+        return int(self._call("balanceOf", to_checksum_address(account)))
+
+    def trainers(self, account: str) -> TrainerInfo:
+        registered, node_class, stake = self._call("trainers", to_checksum_address(account))
+        return TrainerInfo(bool(registered), NodeClass(node_class), int(stake))
+
+    def validators(self, account: str) -> ValidatorInfo:
+        registered, stake = self._call("validators", to_checksum_address(account))
+        return ValidatorInfo(bool(registered), int(stake))
+
+    def exit_available_at(self, account: str) -> int:
+        """When ``account`` may complete its deregistration (0: not requested)."""
+        return int(self._call("exitAvailableAt", to_checksum_address(account)))
+
+    def pending_updates(self, trainer: str) -> int:
+        return int(self._call("pendingUpdates", to_checksum_address(trainer)))
+
+    def validator_count(self) -> int:
+        return int(self._call("validatorCount"))
+
+    def get_validators(self) -> tuple[Address, ...]:
+        return tuple(address(a) for a in self._call("getValidators"))
+
+    # ------------------------------------------------------------------ views: money
+
+    def total_deposits(self) -> int:
+        return int(self._call("totalDeposits"))
+
+    def total_stakes(self) -> int:
+        return int(self._call("totalStakes"))
+
+    def total_paid(self) -> int:
+        return int(self._call("totalPaid"))
+
+    def total_refunded(self) -> int:
+        return int(self._call("totalRefunded"))
+
+    def total_slashed(self) -> int:
+        return int(self._call("totalSlashed"))
+
+    def total_withdrawn(self) -> int:
+        return int(self._call("totalWithdrawn"))
+
+    def escrow_held(self) -> int:
+        return int(self._call("escrowHeld"))
+
+    def stake_held(self) -> int:
+        return int(self._call("stakeHeld"))
+
+    def total_held(self) -> int:
+        return int(self._call("totalHeld"))
+
+    def totals(self) -> Totals:
+        """All money counters, read at one block so they are consistent with each other."""
+        block = self._tx.rpc(lambda: self.w3.eth.block_number, "eth_blockNumber")
+        names = ("totalDeposits", "totalStakes", "totalPaid", "totalRefunded", "totalSlashed", "totalWithdrawn",
+                 "escrowHeld", "stakeHeld")
+        values = []
+        for name in names:
+            fn = self._contract.functions[name]()
+            values.append(int(self._tx.rpc(lambda fn=fn: fn.call({"from": self.account.address}, block), name)))
+        return Totals(*values)
+
+    # ------------------------------------------------------------------ views: settings
+
+    def min_trainer_stake(self) -> int:
+        return int(self._call("minTrainerStake"))
+
+    def min_validator_stake(self) -> int:
+        return int(self._call("minValidatorStake"))
+
+    def slash_amount(self) -> int:
+        return int(self._call("slashAmount"))
+
+    def deregistration_delay(self) -> int:
+        return int(self._call("deregistrationDelay"))
+
+    def max_tasks_per_round(self) -> int:
+        return int(self._call("MAX_TASKS_PER_ROUND"))
+
+    def max_quorum(self) -> int:
+        return int(self._call("MAX_QUORUM"))
+
+    def max_rounds(self) -> int:
+        return int(self._call("MAX_ROUNDS"))
+
+    def max_candidates(self) -> int:
+        return int(self._call("MAX_CANDIDATES"))
+
+    def max_cid_length(self) -> int:
+        return int(self._call("MAX_CID_LENGTH"))
+
+    def max_lease_seconds(self) -> int:
+        return int(self._call("MAX_LEASE_SECONDS"))
+
+    def settings(self) -> ContractSettings:
+        return ContractSettings(
+            min_trainer_stake=self.min_trainer_stake(),
+            min_validator_stake=self.min_validator_stake(),
+            slash_amount=self.slash_amount(),
+            deregistration_delay=self.deregistration_delay(),
+            max_tasks_per_round=self.max_tasks_per_round(),
+            max_quorum=self.max_quorum(),
+            max_rounds=self.max_rounds(),
+            max_candidates=self.max_candidates(),
+            max_cid_length=self.max_cid_length(),
+            max_lease_seconds=self.max_lease_seconds(),
+        )
+
+
+def deploy(
+    w3: Web3,
+    account: LocalAccount,
+    *,
+    min_trainer_stake: int,
+    min_validator_stake: int,
+    slash_amount: int,
+    deregistration_delay: int,
+    config: ClientConfig | None = None,
+) -> JobManagerClient:
+    """Deploy JobManager from the shipped bytecode and return a client sending as ``account``."""
+    cfg = config or ClientConfig()
+    artifact = load_artifact()
+    ctor = next((e for e in artifact.abi if e.get("type") == "constructor"), {"inputs": []})
+    types = [str(i["type"]) for i in ctor["inputs"]]
+    args = [min_trainer_stake, min_validator_stake, slash_amount, deregistration_delay]
+    if len(types) != len(args):
+        raise TransactionFailed(f"JobManager's constructor takes {types}; the adapter is older than the ABI export")
+    data = artifact.bytecode + abi_encode(types, args)
+    receipt = Transactor(w3, account, cfg).send({"data": data, "value": 0}, "deploy JobManager")
+    contract_address = receipt["contractAddress"]
+    if contract_address is None:
+        raise TransactionFailed("deploy JobManager: receipt has no contract address")
+    return JobManagerClient(w3, contract_address, account, config=cfg, deploy_block=int(receipt["blockNumber"]))

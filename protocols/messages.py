@@ -1,0 +1,386 @@
+"""Gossip messages: typed, versioned schemas carried in a signed envelope.
+
+Wire form (canonical JSON, see :mod:`protocols.canonical`)::
+
+    {"v": 1, "type": "presence", "payload": {...}, "signer": "0xAbC...", "ts": 1764000000000, "sig": "0x..."}
+
+``sig`` is the signer's recoverable secp256k1 signature (:mod:`protocols.p2p.identity`) over the canonical JSON of
+every other field, so the payload, type, signer and timestamp are all covered. :func:`decode` checks, in order:
+size and JSON shape, envelope schema, message type, signature (the recovered address must be ``signer``),
+timestamp window, then the payload's schema. Each failure raises a :class:`MessageRejected` subclass whose
+``reason`` is one of :class:`RejectReason`, so callers can count rejections by cause.
+
+New message types: declare a frozen dataclass deriving :class:`WireMessage` with a unique ``TYPE``, fields of type
+``int``, ``str``, ``bool``, ``tuple[str, ...]`` or ``tuple[int, ...]`` and a trailing ``schema: int = 1``, then
+decorate it with :func:`register_message`. Override :meth:`WireMessage.validate` for range checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from eth_utils import is_checksum_address
+
+from protocols.canonical import canonical_json, parse_json_object
+from protocols.errors import SchemaError
+from protocols.p2p.identity import verify
+
+ENVELOPE_VERSION = 1
+MAX_ENVELOPE_BYTES = 64 * 1024
+"""Gossip carries small notices; anything larger goes by stream or storage (GossipSub's RPC limit is 1 MiB)."""
+MAX_STRING = 512
+MAX_ITEMS = 64
+NODE_CLASSES = ("S", "M", "L")
+ROLES = ("trainer", "validator", "leader", "customer", "bootstrap")
+
+
+class RejectReason(enum.StrEnum):
+    """Why a message was rejected; used as the key of rejection counters."""
+
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    BAD_SCHEMA = "BAD_SCHEMA"
+    STALE = "STALE"
+    FUTURE = "FUTURE"
+    WRONG_TYPE = "WRONG_TYPE"
+    WRONG_SIGNER = "WRONG_SIGNER"
+    """Validly signed, but by an account that may not send this message (e.g. not the publishing peer)."""
+    WRONG_JOB = "WRONG_JOB"
+    """A job message on another job's topic."""
+    REJECTED = "REJECTED"
+    """The application's validator said no."""
+
+
+class MessageRejected(SchemaError):
+    """A gossip message failed a check; ``reason`` says which."""
+
+    reason: ClassVar[RejectReason] = RejectReason.BAD_SCHEMA
+
+
+class BadSignature(MessageRejected):
+    reason = RejectReason.BAD_SIGNATURE
+
+
+class BadSchema(MessageRejected):
+    reason = RejectReason.BAD_SCHEMA
+
+
+class StaleMessage(MessageRejected):
+    reason = RejectReason.STALE
+
+
+class FutureMessage(MessageRejected):
+    reason = RejectReason.FUTURE
+
+
+class WrongType(MessageRejected):
+    reason = RejectReason.WRONG_TYPE
+
+
+class WireMessage:
+    """Base of every gossip message. Subclasses are frozen dataclasses registered with :func:`register_message`."""
+
+    TYPE: ClassVar[str]
+
+    def validate(self) -> None:
+        """Range and format checks beyond field types; raise :class:`BadSchema` with the field's name."""
+
+
+M = TypeVar("M", bound=WireMessage)
+_REGISTRY: dict[str, type[WireMessage]] = {}
+_FIELD_TYPES: dict[type[WireMessage], dict[str, Any]] = {}
+_ALLOWED_TYPES = (int, str, bool, tuple[str, ...], tuple[int, ...])
+
+
+def register_message(cls: type[M]) -> type[M]:
+    """Register a message class so :func:`decode` knows its ``TYPE``. Usable as a decorator."""
+    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        raise TypeError(f"{cls.__name__} must be a frozen dataclass")
+    type_name = getattr(cls, "TYPE", None)
+    if not isinstance(type_name, str) or not type_name:
+        raise TypeError(f"{cls.__name__} needs a non-empty TYPE class variable")
+    if type_name in _REGISTRY and _REGISTRY[type_name] is not cls:
+        raise ValueError(f"message type {type_name!r} is already registered by {_REGISTRY[type_name].__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    if "schema" not in fields:
+        raise TypeError(f"{cls.__name__} needs a trailing `schema: int = 1` field")
+    for name, hint in fields.items():
+        if hint not in _ALLOWED_TYPES:
+            raise TypeError(f"{cls.__name__}.{name}: type {hint} is not one of {_ALLOWED_TYPES}")
+    _REGISTRY[type_name] = cls
+    _FIELD_TYPES[cls] = fields
+    return cls
+
+
+def registered_types() -> dict[str, type[WireMessage]]:
+    """A copy of the registry: message TYPE → class."""
+    return dict(_REGISTRY)
+
+
+def _check_field(cls_name: str, name: str, hint: Any, value: Any) -> Any:
+    where = f"{cls_name}.{name}"
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise BadSchema(f"{where}: expected a boolean")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadSchema(f"{where}: expected an integer")
+        if not -(2**255) <= value < 2**256:
+            raise BadSchema(f"{where}: integer out of range")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise BadSchema(f"{where}: expected a string")
+        if len(value) > MAX_STRING:
+            raise BadSchema(f"{where}: longer than {MAX_STRING} characters")
+        return value
+    item_hint = typing.get_args(hint)[0]
+    if not isinstance(value, list):
+        raise BadSchema(f"{where}: expected a list")
+    if len(value) > MAX_ITEMS:
+        raise BadSchema(f"{where}: more than {MAX_ITEMS} items")
+    return tuple(_check_field(cls_name, f"{name}[{i}]", item_hint, item) for i, item in enumerate(value))
+
+
+def message_to_dict(msg: WireMessage) -> dict[str, Any]:
+    """The payload object of ``msg`` (tuples as lists), ready for canonical JSON."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(msg):  # type: ignore[arg-type]
+        value = getattr(msg, field.name)
+        out[field.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def message_from_dict(cls: type[M], payload: dict[str, Any]) -> M:
+    """Build and validate a ``cls`` from a payload object; unknown or missing fields are errors."""
+    fields = _FIELD_TYPES.get(cls)
+    if fields is None:
+        raise TypeError(f"{cls.__name__} is not registered; decorate it with @register_message")
+    unknown = sorted(set(payload) - set(fields))
+    if unknown:
+        raise BadSchema(f"{cls.TYPE}: unknown fields {unknown}")
+    missing = sorted(set(fields) - set(payload))
+    if missing:
+        raise BadSchema(f"{cls.TYPE}: missing fields {missing}")
+    values = {name: _check_field(cls.TYPE, name, hint, payload[name]) for name, hint in fields.items()}
+    default_schema = next(f.default for f in dataclasses.fields(cls) if f.name == "schema")  # type: ignore[arg-type]
+    if values["schema"] != default_schema:
+        raise BadSchema(f"{cls.TYPE}: schema version {values['schema']} is not supported (this node speaks "
+                        f"{default_schema}); upgrade dtnode")
+    msg = cls(**values)
+    msg.validate()
+    return msg
+
+
+# --- validation helpers for message classes ---------------------------------------------------------------
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`BadSchema` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise BadSchema(message)
+
+
+def is_address(value: str) -> bool:
+    """An EIP-55 checksummed Ethereum address."""
+    return isinstance(value, str) and is_checksum_address(value)
+
+
+def is_cid(value: str) -> bool:
+    """A plausible CID string (CIDv1 base32 ``b...`` or CIDv0 ``Qm...``); the storage layer checks bytes."""
+    return 10 <= len(value) <= 128 and value.isascii() and value.isalnum() and (value[0] == "b" or value[:2] == "Qm")
+
+
+# --- the message types -------------------------------------------------------------------------------------
+
+
+@register_message
+@dataclass(frozen=True)
+class Presence(WireMessage):
+    """A node's periodic announcement on the presence topic; the peer table is built from these."""
+
+    TYPE: ClassVar[str] = "presence"
+    peer_id: str
+    addrs: tuple[str, ...]
+    eth_address: str
+    roles: tuple[str, ...]
+    node_class: str
+    jobs: tuple[int, ...]
+    version: str
+    schema: int = 1
+
+    def validate(self) -> None:
+        require(0 < len(self.peer_id) <= 128 and self.peer_id.isalnum(), "presence.peer_id: not a base58 peer id")
+        require(all(a.startswith("/") for a in self.addrs), "presence.addrs: each must be a multiaddr")
+        require(is_address(self.eth_address), "presence.eth_address: not a checksummed address")
+        require(all(r in ROLES for r in self.roles), f"presence.roles: each must be one of {ROLES}")
+        require(self.node_class in NODE_CLASSES, f"presence.node_class: must be one of {NODE_CLASSES}")
+        require(all(j >= 0 for j in self.jobs), "presence.jobs: job ids are non-negative")
+
+
+@register_message
+@dataclass(frozen=True)
+class RoundAnnounce(WireMessage):
+    """The leader opens ``round`` of ``job_id`` from checkpoint ``base_cid``; work is due by ``deadline`` (unix s)."""
+
+    TYPE: ClassVar[str] = "round_announce"
+    job_id: int
+    round: int
+    base_cid: str
+    deadline: int
+    schema: int = 1
+
+    def validate(self) -> None:
+        require(self.job_id >= 0 and self.round >= 0, "round_announce: job_id and round are non-negative")
+        require(is_cid(self.base_cid), "round_announce.base_cid: not a CID")
+        require(self.deadline > 0, "round_announce.deadline: must be a unix time in seconds")
+
+
+@register_message
+@dataclass(frozen=True)
+class UpdateNotice(WireMessage):
+    """A trainer has submitted the update described by ``manifest_cid`` for (job, round)."""
+
+    TYPE: ClassVar[str] = "update_notice"
+    job_id: int
+    round: int
+    trainer: str
+    manifest_cid: str
+    schema: int = 1
+
+    def validate(self) -> None:
+        require(self.job_id >= 0 and self.round >= 0, "update_notice: job_id and round are non-negative")
+        require(is_address(self.trainer), "update_notice.trainer: not a checksummed address")
+        require(is_cid(self.manifest_cid), "update_notice.manifest_cid: not a CID")
+
+
+@register_message
+@dataclass(frozen=True)
+class LeaderHeartbeat(WireMessage):
+    """The job's leader is alive in ``term`` and working on ``round``."""
+
+    TYPE: ClassVar[str] = "leader_heartbeat"
+    job_id: int
+    term: int
+    round: int
+    leader: str
+    schema: int = 1
+
+    def validate(self) -> None:
+        require(self.job_id >= 0 and self.term >= 0 and self.round >= 0, "leader_heartbeat: negative number")
+        require(is_address(self.leader), "leader_heartbeat.leader: not a checksummed address")
+
+
+# --- the envelope ------------------------------------------------------------------------------------------
+
+
+class Signer(typing.Protocol):
+    """What :func:`encode` needs from an identity (``protocols.p2p.identity.NodeIdentity`` fits)."""
+
+    @property
+    def eth_address(self) -> str: ...
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class SignedEnvelope:
+    """A message as signed: ``payload`` is the message's canonical JSON bytes."""
+
+    type: str
+    payload: bytes
+    signer: str
+    timestamp_ms: int
+    signature: bytes
+
+
+def _signed_part(type_name: str, payload: dict[str, Any], signer: str, timestamp_ms: int) -> bytes:
+    return canonical_json(
+        {"v": ENVELOPE_VERSION, "type": type_name, "payload": payload, "signer": signer, "ts": timestamp_ms}
+    )
+
+
+def encode(msg: WireMessage, identity: Signer, *, now: float) -> bytes:
+    """Sign ``msg`` as ``identity`` at time ``now`` (unix seconds) and return the envelope's bytes."""
+    if type(msg) not in _FIELD_TYPES:
+        raise TypeError(f"{type(msg).__name__} is not registered; decorate it with @register_message")
+    msg.validate()
+    payload = message_to_dict(msg)
+    timestamp_ms = int(now * 1000)
+    signature = identity.sign(_signed_part(msg.TYPE, payload, identity.eth_address, timestamp_ms))
+    data = canonical_json(
+        {"v": ENVELOPE_VERSION, "type": msg.TYPE, "payload": payload, "signer": identity.eth_address,
+         "ts": timestamp_ms, "sig": "0x" + signature.hex()}
+    )
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise BadSchema(f"{msg.TYPE}: {len(data)} bytes exceeds the gossip limit of {MAX_ENVELOPE_BYTES}; "
+                        "send large data by stream or storage")
+    return data
+
+
+def decode_envelope(data: bytes) -> tuple[SignedEnvelope, dict[str, Any]]:
+    """Parse the envelope without checking the signature; returns it and the raw payload object."""
+    try:
+        obj = parse_json_object(data, what="gossip envelope", max_bytes=MAX_ENVELOPE_BYTES)
+    except SchemaError as exc:
+        raise BadSchema(str(exc)) from exc
+    expected = {"v", "type", "payload", "signer", "ts", "sig"}
+    if set(obj) != expected:
+        raise BadSchema(f"gossip envelope: fields must be {sorted(expected)}, got {sorted(obj)}")
+    if obj["v"] != ENVELOPE_VERSION:
+        raise BadSchema(f"gossip envelope: version {obj['v']!r} is not supported")
+    type_name, payload, signer, ts, sig = obj["type"], obj["payload"], obj["signer"], obj["ts"], obj["sig"]
+    if not isinstance(type_name, str) or not isinstance(payload, dict):
+        raise BadSchema("gossip envelope: `type` must be a string and `payload` an object")
+    if not isinstance(signer, str) or not is_address(signer):
+        raise BadSchema("gossip envelope: `signer` must be a checksummed address")
+    if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+        raise BadSchema("gossip envelope: `ts` must be a non-negative integer (unix milliseconds)")
+    if not isinstance(sig, str) or not sig.startswith("0x") or len(sig) != 132:
+        raise BadSignature("gossip envelope: `sig` must be 65 bytes of 0x-hex")
+    try:
+        signature = bytes.fromhex(sig[2:])
+    except ValueError as exc:
+        raise BadSignature("gossip envelope: `sig` is not hex") from exc
+    try:
+        payload_bytes = canonical_json(payload)
+    except SchemaError as exc:
+        raise BadSchema(f"gossip envelope payload: {exc}") from exc
+    return SignedEnvelope(type_name, payload_bytes, signer, ts, signature), payload
+
+
+VerifyFn = Callable[[bytes, bytes, str], bool]
+
+
+def decode(
+    data: bytes,
+    *,
+    now: float,
+    max_skew: float,
+    max_age: float | None = None,
+    expected: tuple[type[WireMessage], ...] | None = None,
+) -> tuple[WireMessage, str]:
+    """Check and decode an envelope; returns ``(message, signer_address)``.
+
+    ``now`` is unix seconds; a message older than ``max_age`` (default ``max_skew``) is :class:`StaleMessage`, one
+    more than ``max_skew`` ahead is :class:`FutureMessage`. ``expected`` limits the accepted message classes.
+    """
+    envelope, payload = decode_envelope(data)
+    cls = _REGISTRY.get(envelope.type)
+    if cls is None or (expected is not None and cls not in expected):
+        raise WrongType(f"message type {envelope.type!r} is not accepted here")
+    signed = _signed_part(envelope.type, payload, envelope.signer, envelope.timestamp_ms)
+    if not verify(signed, envelope.signature, envelope.signer):
+        raise BadSignature(f"{envelope.type}: signature does not match signer {envelope.signer}")
+    age = now - envelope.timestamp_ms / 1000
+    if age > (max_skew if max_age is None else max_age):
+        raise StaleMessage(f"{envelope.type}: {age:.1f} s old")
+    if -age > max_skew:
+        raise FutureMessage(f"{envelope.type}: {-age:.1f} s in the future; check the signer's clock")
+    return message_from_dict(cls, payload), envelope.signer

@@ -1,0 +1,88 @@
+"""Settings of the P2P layer, validated once, frozen. ``node.config`` fills these from TOML/env/flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import multiaddr
+
+from protocols.errors import ConfigError
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class P2PConfig:
+    """Everything a :class:`protocols.p2p.node.P2PNode` needs besides its identity.
+
+    Times are seconds. Defaults suit a small network on one machine or a LAN.
+    """
+
+    listen_addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    """Multiaddrs to listen on; port 0 picks a free port."""
+    bootstrap: tuple[str, ...] = ()
+    """Full multiaddrs (with ``/p2p/<peer id>``) of peers to join the network through; one is enough."""
+    roles: tuple[str, ...] = ()
+    node_class: str = "S"
+    jobs: tuple[int, ...] = ()
+    software_version: str = "0.1.0"
+
+    heartbeat_s: int = 1
+    """GossipSub heartbeat: mesh repair and gossip (IHAVE) every second, not the library's 120 s."""
+    presence_interval_s: float = 5.0
+    peer_ttl_s: float = 20.0
+    """A peer whose last presence is older than this leaves the peer table."""
+    max_clock_skew_s: float = 30.0
+    """Messages stamped further in the future than this are rejected (FUTURE)."""
+    max_message_age_s: float = 120.0
+    """Messages older than this are rejected (STALE); also bounds replays."""
+    max_connected_peers: int = 64
+    """Discovery dials peers it learns about until this many are connected."""
+    dial_timeout_s: float = 5.0
+    bootstrap_retry_s: float = 2.0
+    request_timeout_s: float = 10.0
+    handler_timeout_s: float = 30.0
+    max_request_bytes: int = 1 * MIB
+    max_response_bytes: int = 64 * MIB
+    stream_chunk_bytes: int = 256 * 1024
+
+    gossip_degree: int = 6
+    gossip_degree_low: int = 4
+    gossip_degree_high: int = 12
+    gossip_max_msgs_per_topic_per_s: float = 1000.0
+    """GossipSub's spam limit per sender per topic (library default 10/s counts our own publishes too)."""
+    gossip_eclipse_protection: bool = False
+    """Grafts for IP diversity; off by default because local and LAN networks share few IPs."""
+    gossip_validation_timeout_s: float = 5.0
+    peer_queue_size: int = 1024
+    subscription_buffer: int = 1024
+    enable_random_walk: bool = True
+    enable_mdns: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("listen_addrs", "bootstrap"):
+            for addr in getattr(self, name):
+                try:
+                    parsed = multiaddr.Multiaddr(addr)
+                except Exception as exc:  # multiaddr raises several types for bad text
+                    raise ConfigError(f"p2p.{name}: {addr!r} is not a multiaddr ({exc})") from exc
+                if name == "bootstrap" and "p2p" not in [p.name for p in parsed.protocols()]:
+                    raise ConfigError(f"p2p.bootstrap: {addr!r} needs a /p2p/<peer id> suffix")
+        if not self.listen_addrs:
+            raise ConfigError("p2p.listen_addrs: at least one address is needed")
+        if self.node_class not in ("S", "M", "L"):
+            raise ConfigError(f"p2p.node_class: must be S, M or L, got {self.node_class!r}")
+        positive = (
+            "heartbeat_s", "presence_interval_s", "peer_ttl_s", "max_clock_skew_s", "max_message_age_s",
+            "max_connected_peers", "dial_timeout_s", "bootstrap_retry_s", "request_timeout_s", "handler_timeout_s",
+            "max_request_bytes", "max_response_bytes", "stream_chunk_bytes", "gossip_degree",
+            "gossip_max_msgs_per_topic_per_s", "gossip_validation_timeout_s", "peer_queue_size",
+            "subscription_buffer",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"p2p.{name}: must be positive, got {getattr(self, name)!r}")
+        if not self.gossip_degree_low <= self.gossip_degree <= self.gossip_degree_high:
+            raise ConfigError("p2p.gossip_degree: need gossip_degree_low <= gossip_degree <= gossip_degree_high")
+        if self.peer_ttl_s <= self.presence_interval_s:
+            raise ConfigError("p2p.peer_ttl_s: must exceed presence_interval_s, or live peers would age out")

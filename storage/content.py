@@ -1,0 +1,219 @@
+"""One interface for content by CID, two backends: the node's own store + bitswap, or a Kubo RPC daemon.
+
+Whatever the backend, ``get`` returns bytes only after every block has been checked against its CID, and
+every wait has a deadline. ``put`` always yields the CID ``ipfs add --cid-version=1`` would give.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from protocols.types import Cid
+from storage.blockstore import FilesystemBlockStore
+from storage.cid import ContentId, cid_to_str, parse_cid
+from storage.errors import BlockNotFound, FetchTimeout, KuboError, StorageError
+from storage.exchange import BlockExchange, Provider
+from storage.unixfs import import_bytes, read_file
+
+logger = logging.getLogger(__name__)
+
+ProvidersFn = Callable[[str], Awaitable[Sequence[Provider]]]
+"""Given a CID, the peers that may have it (an explicit list, the DHT, gossip)."""
+
+
+class ContentStore(Protocol):
+    """Content by CID. Every method may raise :class:`StorageError` subclasses."""
+
+    async def put(self, data: bytes) -> Cid:
+        """Add ``data`` as a UnixFS file, pin it, return its CIDv1 (base32)."""
+        ...
+
+    async def get(self, cid: str, *, max_bytes: int, timeout_s: float) -> bytes:
+        """The file under ``cid``, verified block by block; DagTooLarge above ``max_bytes``, FetchTimeout."""
+        ...
+
+    async def pin(self, cid: str) -> None:
+        """Keep the whole DAG under ``cid`` (fetching what is missing)."""
+        ...
+
+    async def unpin(self, cid: str) -> None: ...
+
+    async def has(self, cid: str) -> bool:
+        """Whether the whole DAG under ``cid`` is held by this backend."""
+        ...
+
+
+async def _no_providers(cid: str) -> Sequence[Provider]:
+    return []
+
+
+class LocalContentStore:
+    """The node's own block store; missing content is fetched over bitswap from ``providers_fn(cid)``."""
+
+    def __init__(
+        self,
+        blockstore: FilesystemBlockStore,
+        exchange: BlockExchange | None = None,
+        providers_fn: ProvidersFn | None = None,
+        *,
+        fetch_timeout_s: float = 60.0,
+    ) -> None:
+        self.blockstore = blockstore
+        self.exchange = exchange
+        self.providers_fn = providers_fn or _no_providers
+        self.fetch_timeout_s = fetch_timeout_s
+
+    async def put(self, data: bytes) -> Cid:
+        result, blocks = await trio.to_thread.run_sync(import_bytes, data)
+        await self.blockstore.put_many(blocks)
+        await self.blockstore.pin(result.root)
+        if self.exchange is not None:
+            for cid, _ in blocks:  # peers that asked before we had it get it now
+                await self.exchange.notify_new_block(cid)
+        return cid_to_str(result.root)
+
+    async def _ensure_local(self, root: ContentId, *, max_bytes: int | None, timeout_s: float) -> None:
+        missing = await trio.to_thread.run_sync(self.blockstore.missing_sync, root)
+        if not missing:
+            return
+        if self.exchange is None:
+            raise BlockNotFound(f"{root} is not in the local store and this node has no block exchange")
+        deadline = trio.current_time() + timeout_s
+        with trio.move_on_after(timeout_s):
+            providers = await self.providers_fn(cid_to_str(root))
+        left = deadline - trio.current_time()
+        if left <= 0:
+            raise FetchTimeout(f"{root}: finding providers took longer than {timeout_s:.0f} s")
+        if not providers:
+            raise BlockNotFound(f"{root}: not held locally and no provider is known for it")
+        await self.exchange.fetch_dag(root, providers, timeout_s=left, max_bytes=max_bytes)
+
+    async def get(self, cid: str, *, max_bytes: int, timeout_s: float) -> bytes:
+        root = parse_cid(cid)
+        await self._ensure_local(root, max_bytes=max_bytes, timeout_s=timeout_s)
+        return await read_file(root, self.blockstore.get, max_bytes=max_bytes)
+
+    async def pin(self, cid: str) -> None:
+        root = parse_cid(cid)
+        await self._ensure_local(root, max_bytes=None, timeout_s=self.fetch_timeout_s)
+        await self.blockstore.pin(root)
+
+    async def unpin(self, cid: str) -> None:
+        await self.blockstore.unpin(parse_cid(cid))
+
+    async def has(self, cid: str) -> bool:
+        root = parse_cid(cid)
+        return not await trio.to_thread.run_sync(self.blockstore.missing_sync, root)
+
+
+class KuboContentStore:
+    """A Kubo-compatible RPC daemon (Kubo, js-ipfs, a pinning service) through ``ipfshttpclient``.
+
+    The client is built with ``ipfshttpclient.Client(addr)`` directly: ``connect()`` refuses daemons newer
+    than 0.8. Calls block, so each runs in a worker thread under a deadline; a timed-out call's thread is
+    abandoned and ends at the client's own socket timeout.
+    """
+
+    def __init__(self, api: str, *, timeout_s: float = 30.0, has_timeout_s: float = 2.0) -> None:
+        import ipfshttpclient
+
+        self.api = api if not api.startswith("http") else _url_to_multiaddr(api)
+        self.timeout_s = timeout_s
+        self.has_timeout_s = has_timeout_s
+        self._client: Any = ipfshttpclient.Client(self.api, timeout=timeout_s)
+
+    async def _call(self, what: str, fn: Callable[[], Any], *, timeout_s: float | None = None) -> Any:
+        import ipfshttpclient.exceptions as ipfs_errors
+
+        limit = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            with trio.fail_after(limit):
+                return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
+        except trio.TooSlowError:
+            raise FetchTimeout(f"Kubo RPC at {self.api}: {what} took longer than {limit:.0f} s") from None
+        except ipfs_errors.TimeoutError as exc:
+            raise FetchTimeout(f"Kubo RPC at {self.api}: {what} timed out ({exc})") from exc
+        except ipfs_errors.ConnectionError as exc:
+            raise KuboError(f"Kubo RPC at {self.api} unreachable during {what}: {exc}; is the daemon running?") from exc
+        except ipfs_errors.Error as exc:
+            raise KuboError(f"Kubo RPC at {self.api}: {what} failed: {exc}") from exc
+
+    async def put(self, data: bytes) -> Cid:
+        expected, _blocks = await trio.to_thread.run_sync(import_bytes, data)
+        result = await self._call(
+            "add",
+            lambda: self._client.add(
+                io.BytesIO(data), raw_leaves=True, cid_version=1, pin=True, opts={"cid-base": "base32"}
+            ),
+            timeout_s=self.timeout_s + len(data) / (4 << 20),
+        )
+        got = parse_cid(str(result["Hash"]))
+        if got != expected.root:
+            raise KuboError(
+                f"Kubo RPC at {self.api} built {cid_to_str(got)} where dtnode expects {cid_to_str(expected.root)}; "
+                "the daemon's chunker or layout differs from 256 KiB balanced (check Import.* settings)"
+            )
+        return cid_to_str(got)
+
+    async def _get_block(self, cid: ContentId) -> bytes:
+        data: bytes = await self._call(f"block/get {cid}", lambda: self._client.block.get(cid_to_str(cid)))
+        return data
+
+    async def get(self, cid: str, *, max_bytes: int, timeout_s: float) -> bytes:
+        root = parse_cid(cid)
+        # Block by block, so each block is checked against its CID whatever layout the daemon used.
+        try:
+            with trio.fail_after(timeout_s):
+                return await read_file(root, self._get_block, max_bytes=max_bytes)
+        except trio.TooSlowError:
+            raise FetchTimeout(f"{cid}: not retrieved from Kubo RPC at {self.api} within {timeout_s:.0f} s") from None
+
+    async def pin(self, cid: str) -> None:
+        text = cid_to_str(parse_cid(cid))
+        await self._call(f"pin/add {text}", lambda: self._client.pin.add(text, opts={"cid-base": "base32"}))
+
+    async def unpin(self, cid: str) -> None:
+        text = cid_to_str(parse_cid(cid))
+        try:
+            await self._call(f"pin/rm {text}", lambda: self._client.pin.rm(text))
+        except KuboError as exc:
+            if "not pinned" not in str(exc):
+                raise
+
+    async def has(self, cid: str) -> bool:
+        """Whether the daemon holds the root block (``block/stat``, offline; a daemon that searches the
+        network for a missing block is cut off after ``has_timeout_s`` and the answer is False)."""
+        text = cid_to_str(parse_cid(cid))
+        try:
+            await self._call(
+                f"block/stat {text}",
+                lambda: self._client.block.stat(text, opts={"offline": True}, timeout=self.has_timeout_s),
+                timeout_s=self.has_timeout_s + 1.0,
+            )
+        except FetchTimeout:
+            return False
+        except KuboError as exc:
+            if "not found" in str(exc).lower():
+                return False
+            raise
+        return True
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _url_to_multiaddr(url: str) -> str:
+    """``http://127.0.0.1:5001`` → ``/ip4/127.0.0.1/tcp/5001/http`` (ipfshttpclient wants a multiaddr)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    if not host:
+        raise StorageError(f"{url}: not a usable Kubo RPC URL (expected http://HOST:PORT)")
+    proto = "ip6" if ":" in host else ("ip4" if host.replace(".", "").isdigit() else "dns")
+    return f"/{proto}/{host}/tcp/{port}/{parsed.scheme}"

@@ -1,0 +1,178 @@
+"""Bitswap between real libp2p hosts on 127.0.0.1: bulk transfer, many nodes, dying and lying providers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from libp2p.bitswap.pb.bitswap_pb2 import Message
+from libp2p.peer.id import ID as PeerID
+
+from storage.cid import ContentId, parse_cid
+from storage.errors import BlockNotFound, DagTooLarge, FetchTimeout
+from storage.exchange import BlockExchange, ExchangeConfig
+from tests.storage.conftest import storage_nodes
+
+MB = 1 << 20
+FAST = ExchangeConfig(block_timeout_s=2.0, stream_timeout_s=5.0)
+
+
+async def until(predicate: Any, timeout: float = 30.0) -> None:
+    """Poll a condition with a deadline (the transfer runs in other tasks; there is no event to wait on)."""
+    with trio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.01)
+
+
+async def test_two_nodes_exchange_20mb(tmp_path: Path) -> None:
+    async with storage_nodes(2, tmp_path) as (a, b):
+        data = os.urandom(20 * MB)
+        cid = await a.content.put(data)
+        b.content.providers_fn = _providers(a)
+        assert not await b.content.has(cid)
+        assert await b.content.get(cid, max_bytes=21 * MB, timeout_s=60) == data
+        assert await b.content.has(cid)
+        assert a.exchange.served_blocks >= 80
+
+
+def _providers(*nodes: Any) -> Any:
+    async def fn(cid: str) -> list[Any]:
+        return [n.info for n in nodes]
+
+    return fn
+
+
+async def test_five_nodes_fetch_from_each_other(tmp_path: Path) -> None:
+    async with storage_nodes(5, tmp_path) as nodes:
+        data = os.urandom(20 * MB)
+        cid = await nodes[0].content.put(data)
+        await nodes[1].exchange.fetch_dag(parse_cid(cid), [nodes[0].info], timeout_s=60)
+        results: dict[int, bytes] = {}
+
+        async def fetch(i: int) -> None:
+            nodes[i].content.providers_fn = _providers(nodes[0], nodes[1])
+            results[i] = await nodes[i].content.get(cid, max_bytes=21 * MB, timeout_s=90)
+
+        async with trio.open_nursery() as nursery:
+            for i in (2, 3, 4):
+                nursery.start_soon(fetch, i)
+        assert all(results[i] == data for i in (2, 3, 4))
+        # Both providers served: the load was spread.
+        assert nodes[0].exchange.served_blocks > 0 and nodes[1].exchange.served_blocks > 0
+
+
+async def test_provider_killed_mid_transfer_fetch_continues_from_another(tmp_path: Path) -> None:
+    async with storage_nodes(3, tmp_path, config=FAST) as (a, b, c):
+        data = os.urandom(20 * MB)
+        cid = await a.content.put(data)
+        await b.exchange.fetch_dag(parse_cid(cid), [a.info], timeout_s=60)
+        c.content.providers_fn = _providers(a, b)
+        got: list[bytes] = []
+
+        async def fetch() -> None:
+            got.append(await c.content.get(cid, max_bytes=21 * MB, timeout_s=60))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch)
+            await until(lambda: c.store.used_bytes > 3 * MB)
+            a.stop()
+        assert got == [data]
+
+
+async def test_only_provider_killed_mid_transfer_fails_without_partial_data(tmp_path: Path) -> None:
+    async with storage_nodes(2, tmp_path, config=FAST) as (a, b):
+        data = os.urandom(20 * MB)
+        cid = await a.content.put(data)
+        b.content.providers_fn = _providers(a)
+        errors: list[Exception] = []
+
+        async def fetch() -> None:
+            try:
+                await b.content.get(cid, max_bytes=21 * MB, timeout_s=30)
+            except (BlockNotFound, FetchTimeout) as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch)
+            await until(lambda: b.store.used_bytes > 2 * MB)
+            a.stop()
+        assert len(errors) == 1
+        assert not await b.content.has(cid)
+        assert b.store.pins() == []
+
+
+class LyingExchange(BlockExchange):
+    """An adversary: serves every block with one byte flipped."""
+
+    async def _reply(self, peer: PeerID, protocol: str, presences: Any, cids: list[ContentId]) -> None:
+        stream = await self.host.new_stream(peer, [protocol])  # type: ignore[list-item]
+        msg = Message()
+        for cid in cids:
+            data = bytearray(await self.store.get(cid))
+            data[len(data) // 2] ^= 0xFF
+            block = msg.payload.add()
+            block.prefix = bytes([1, cid.codec, 0x12, 32])
+            block.data = bytes(data)
+        await self._send(stream, msg)
+        await stream.close()
+
+
+class SilentExchange(BlockExchange):
+    """An adversary: accepts wants and never answers."""
+
+    async def _serve_wantlist(self, peer: PeerID, protocol: str, wantlist: Any) -> None:
+        return
+
+
+async def _swap_exchange(node: Any, cls: type[BlockExchange], nursery: trio.Nursery) -> None:
+    """Replace a node's exchange with an adversarial one on the same host and store."""
+    await node.exchange._wire.stop()
+    node.exchange = cls(node.host, node.store, config=FAST)
+    await nursery.start(node.exchange.run)
+
+
+async def test_corrupted_blocks_are_rejected_and_the_liar_penalised(tmp_path: Path) -> None:
+    async with storage_nodes(3, tmp_path, config=FAST) as (liar, honest, c), trio.open_nursery() as nursery:
+        data = os.urandom(3 * MB)
+        cid = await liar.content.put(data)
+        await honest.content.put(data)
+        await _swap_exchange(liar, LyingExchange, nursery)
+        # Only the liar: the fetch fails, nothing corrupt is stored or returned.
+        with pytest.raises(BlockNotFound):
+            await c.exchange.fetch_dag(parse_cid(cid), [liar.info], timeout_s=30)
+        assert c.exchange.penalties[liar.host.get_id()] >= FAST.max_bad_blocks
+        assert all(c.store.get_sync(x) for x in c.store.all_cids())  # every stored block verifies
+        # Liar and honest peer: the fetch completes from the honest one.
+        c.content.providers_fn = _providers(liar, honest)
+        assert await c.content.get(cid, max_bytes=4 * MB, timeout_s=30) == data
+        nursery.cancel_scope.cancel()
+
+
+async def test_unknown_cid_is_a_clear_not_found(tmp_path: Path) -> None:
+    async with storage_nodes(2, tmp_path, config=FAST) as (a, b):
+        missing = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
+        b.content.providers_fn = _providers(a)
+        with pytest.raises(BlockNotFound, match="no provider can deliver"):
+            await b.content.get(missing, max_bytes=MB, timeout_s=10)
+
+
+async def test_silent_provider_hits_the_deadline(tmp_path: Path) -> None:
+    slow = ExchangeConfig(block_timeout_s=30.0)
+    async with storage_nodes(2, tmp_path, config=slow) as (a, b), trio.open_nursery() as nursery:
+        cid = await a.content.put(os.urandom(1000))
+        await _swap_exchange(a, SilentExchange, nursery)
+        with pytest.raises(FetchTimeout, match="not fetched within"):
+            await b.exchange.fetch_dag(parse_cid(cid), [a.info], timeout_s=1.5)
+        nursery.cancel_scope.cancel()
+
+
+async def test_oversize_dag_is_refused(tmp_path: Path) -> None:
+    async with storage_nodes(2, tmp_path) as (a, b):
+        cid = await a.content.put(os.urandom(2 * MB))
+        b.content.providers_fn = _providers(a)
+        with pytest.raises(DagTooLarge):
+            await b.content.get(cid, max_bytes=MB, timeout_s=30)
+        assert b.store.used_bytes < 64 * 1024  # refused at the root, before the leaves

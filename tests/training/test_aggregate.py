@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from node.training.aggregate import (
+    aggregate_centered_clip,
+    aggregate_krum,
+    aggregate_mean,
+    aggregate_median,
+    aggregate_trimmed_mean,
+    get_strategy,
+    strategy_from_spec,
+)
+from node.training.codec import decode_state, encode_state
+from node.training.errors import TrainingError
+
+SHAPES = {"w": (3, 4), "b": (5,)}
+STRATEGIES = [
+    get_strategy("fedavg"),
+    get_strategy("median"),
+    get_strategy("trimmed_mean", beta=0.2),
+    get_strategy("krum", f=1, m=2),
+    get_strategy("centered_clip", tau=0.5, iters=2),
+    get_strategy("diloco"),
+]
+floats = st.floats(-10, 10, width=32, allow_subnormal=False)
+
+
+def delta_from(values: list[float]) -> dict[str, torch.Tensor]:
+    t = torch.tensor(values, dtype=torch.float32)
+    return {"w": t[:12].reshape(3, 4).clone(), "b": t[12:].clone()}
+
+
+deltas = st.lists(floats, min_size=17, max_size=17).map(delta_from)
+weighted = st.lists(st.tuples(deltas, st.integers(1, 1000).map(float)), min_size=1, max_size=6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(weighted, st.randoms(use_true_random=False), st.sampled_from(range(len(STRATEGIES))))
+def test_any_order_gives_bitwise_the_same_checkpoint(items, rnd, which) -> None:  # type: ignore[no-untyped-def]
+    strategy = STRATEGIES[which]
+    base = delta_from([0.5] * 17)
+    outer = {"momentum/" + k: torch.full(v.shape, 0.25) for k, v in base.items()}
+    shuffled = list(items)
+    rnd.shuffle(shuffled)
+    a, oa = strategy.apply(base, items, outer)
+    b, ob = strategy.apply(base, shuffled, outer)
+    assert encode_state(a) == encode_state(b) and encode_state(oa) == encode_state(ob)
+
+
+@settings(max_examples=30, deadline=None)
+@given(deltas, st.lists(st.integers(1, 100).map(float), min_size=1, max_size=5))
+def test_identical_deltas_aggregate_to_themselves(delta, weights) -> None:  # type: ignore[no-untyped-def]
+    items = [(delta, w) for w in weights]
+    for strategy in STRATEGIES[:5]:
+        out = strategy.aggregate(items)
+        assert all(torch.equal(out[k], delta[k]) for k in SHAPES), strategy.name  # (-0.0 may come back as 0.0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(deltas, min_size=5, max_size=7),
+    st.lists(st.lists(st.floats(-1e6, 1e6, width=32), min_size=17, max_size=17).map(delta_from), min_size=1,
+             max_size=2),
+)
+def test_median_and_trimmed_mean_stay_in_the_honest_range(honest, attackers) -> None:  # type: ignore[no-untyped-def]
+    # f attackers with f < n/2 (median) and f <= floor(beta * n) (trimmed mean): every output coordinate lies
+    # between the smallest and the largest honest value.
+    items = [(d, 1.0) for d in honest + attackers]
+    n, f = len(items), len(attackers)
+    beta = (f + 0.5) / n
+    for out in (aggregate_median(items), aggregate_trimmed_mean(items, beta)):
+        for key in SHAPES:
+            stack = torch.stack([d[key] for d in honest])
+            assert bool((out[key] >= stack.min(0).values).all()) and bool((out[key] <= stack.max(0).values).all())
+
+
+def test_weighted_mean_and_krum_pick_the_honest_cluster() -> None:
+    a, b = delta_from([1.0] * 17), delta_from([3.0] * 17)
+    assert torch.allclose(aggregate_mean([(a, 1.0), (b, 3.0)])["w"], torch.full((3, 4), 2.5))
+    honest = [delta_from([1.0 + 0.01 * i] * 17) for i in range(5)]
+    evil = delta_from([-100.0] * 17)
+    out = aggregate_krum([(d, 1.0) for d in honest] + [(evil, 1000.0)], f=1, m=3)
+    assert float(out["w"].min()) > 0.99
+    clipped = aggregate_centered_clip([(d, 1.0) for d in honest] + [(evil, 1.0)], tau=0.1, iters=3)
+    assert float((clipped["w"] - 1.02).abs().max()) < 0.1
+
+
+def test_diloco_matches_torch_nesterov_sgd() -> None:
+    strategy = get_strategy("diloco")
+    base = delta_from([0.5 + 0.01 * i for i in range(17)])
+    param = torch.nn.Parameter(torch.cat([base["b"], base["w"].reshape(-1)]).clone())
+    opt = torch.optim.SGD([param], lr=0.7, momentum=0.9, nesterov=True)
+    state: dict[str, torch.Tensor] = base
+    outer: dict[str, torch.Tensor] = {}
+    for r in range(3):
+        delta = delta_from([0.1 * (r + 1) - 0.03 * i for i in range(17)])
+        state, outer = strategy.apply(state, [(delta, 1.0)], decode_state(encode_state(outer)) if outer else {})
+        opt.zero_grad()
+        param.grad = -torch.cat([delta["b"], delta["w"].reshape(-1)])
+        opt.step()
+    ours = torch.cat([state["b"], state["w"].reshape(-1)])
+    assert torch.allclose(ours, param.detach(), atol=1e-6)
+
+
+def test_strategy_specs_round_trip_and_errors() -> None:
+    for strategy in STRATEGIES:
+        assert strategy_from_spec(strategy.to_spec()) == strategy
+    diloco = get_strategy("diloco")
+    assert diloco.outer is not None and diloco.outer.lr == 0.7 and diloco.outer.momentum == 0.9
+    assert get_strategy("trimmed_mean", beta="0.25") == get_strategy("trimmed_mean", beta=0.25)
+    for bad in (lambda: get_strategy("avg"), lambda: get_strategy("krum", beta=0.1),
+                lambda: get_strategy("trimmed_mean", beta=0.5), lambda: get_strategy("mean", outer="adam"),
+                lambda: get_strategy("krum", f="x"), lambda: get_strategy("mean").apply(delta_from([0.0] * 17), [])):
+        with pytest.raises(TrainingError):
+            bad()
