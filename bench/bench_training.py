@@ -111,9 +111,13 @@ def main() -> None:
             eval_every=100, eval_samples=args.eval_samples)
         print(f"single process: {single_steps} steps, {single_s:.1f} s training to {acc:.2%}")
 
+    if not args.skip_replay:
+        replay_share(args.model, train, steps=50, batch=args.batch, k_values=[1, 2, 5])
+
     if args.quick:
-        grid = [(4, 10, "diloco", "iid"), (4, 50, "fedavg", "iid"), (4, 50, "diloco", "iid"),
-                (4, 200, "diloco", "iid"), (8, 50, "diloco", "iid"), (4, 50, "diloco", "noniid"),
+        # Most informative first: the devnet default, then one axis changed at a time.
+        grid = [(4, 50, "diloco", "iid"), (4, 50, "fedavg", "iid"), (8, 50, "diloco", "iid"),
+                (4, 200, "diloco", "iid"), (4, 50, "diloco", "noniid"), (4, 10, "diloco", "iid"),
                 (4, 50, "fedavg", "noniid")]
     else:
         grid = list(itertools.product(args.trainers, args.local_steps, args.strategies, args.shards))
@@ -132,9 +136,6 @@ def main() -> None:
         ratio = f"{last.parallel_s / single_s:8.2f}x" if hit and single_steps else f"{'-':>9}"
         print(f"{n:>2} {k:>4} {strategy:>8} {shards:>7} {last.round:>6} {last.steps:>6} {last.compute_s:9.1f} "
               f"{last.parallel_s:10.1f} {ratio} {last.accuracy:9.2%}{mark}", flush=True)
-
-    if not args.skip_replay:
-        replay_share(args.model, train, steps=50, batch=args.batch, k_values=[1, 2, 5])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ answer at once. Every :class:`~protocols.errors.DtnodeError` becomes a one-line 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command is None:
-        if not args.role:
+        if not args.role and not args.config and not os.environ.get("DTNODE_ROLES"):
             parser.print_help(sys.stderr)
             print("\ndtnode: error: choose --role trainer|validator|leader or a command", file=sys.stderr)
             return EXIT_USER_ERROR

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ MIN_STAKE = ETH // 10
 
 
 def demo_spec(*, rounds: int = 12, trainers: int = 4, model: str = "fmnist-cnn-v1", local_steps: int = 50,
-              lease_seconds: int = 90) -> JobSpec:
+              lease_seconds: int = 300) -> JobSpec:
     """The embedded defaults: CNN, DiLoCo (AdamW inner, Nesterov outer 0.7/0.9), K=50, one task per trainer."""
     return JobSpec(
         name="fashion-mnist-demo", model=model, rounds=rounds, tasks_per_round=trainers, local_steps=local_steps,
@@ -74,11 +74,13 @@ class DevnetPlan:
     workdir: Path | None = None
     log_format: str = "text"
     node_settings: dict[str, Any] = field(default_factory=lambda: {
-        "chain_poll_interval_s": 0.3, "task_timeout_s": 60.0, "round_timeout_s": 120.0, "fetch_timeout_s": 30.0,
+        "chain_poll_interval_s": 0.3, "task_timeout_s": 120.0, "round_timeout_s": 180.0, "fetch_timeout_s": 60.0,
         "request_timeout_s": 15.0, "chain_timeout_s": 30.0,
     })
     p2p_settings: dict[str, Any] = field(default_factory=lambda: {"presence_interval_s": 1.0, "peer_ttl_s": 10.0})
     timeout_s: float = 1800.0
+    trainer_cls: dict[str, Any] = field(default_factory=dict)
+    """label → TrainerRole subclass (embedded runs only; tests use it for adversaries)."""
     out: Callable[[str], None] = print
 
 
@@ -221,7 +223,7 @@ def _q(text: str) -> str:
 
 
 async def run_devnet(plan: DevnetPlan, *, devnet: Devnet | None = None,
-                     on_ready: Callable[[Devnet, int], Any] | None = None) -> DevnetResult:
+                     on_ready: Callable[[Devnet, int], Awaitable[None]] | None = None) -> DevnetResult:
     """Start the network, run one job to the end, and return what happened."""
     net = devnet or Devnet(plan)
     try:
@@ -230,7 +232,7 @@ async def run_devnet(plan: DevnetPlan, *, devnet: Devnet | None = None,
         net.close()
 
 
-async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Any] | None) -> DevnetResult:
+async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] | None) -> DevnetResult:
     plan, out = net.plan, net.plan.out
     started = time.monotonic()
     accounts = dev_accounts(20)
@@ -279,14 +281,16 @@ async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Any] | None) -> De
             if plan.embedded:
                 node = DtNode(config=cfg, account=account, client=client.with_account(account),
                               log=logging.getLogger(f"dtnode.{m.label}"), p2p_overrides=dict(plan.p2p_settings))
+                if m.label in plan.trainer_cls:
+                    node.trainer_cls = plan.trainer_cls[m.label]
                 await nursery.start(node.run)
                 net.nodes[m.label] = node
             else:
                 net.spawn(m, cfg)
         out(f"nodes: {plan.leaders} leader candidates, {plan.trainers} trainers, {plan.validators} validators "
             f"({'in-process' if plan.embedded else 'processes; logs in ' + str(net.workdir)})")
-        if on_ready is not None:
-            on_ready(net, job_id)
+        if on_ready is not None:  # tests: kill a node mid-round, and the like
+            nursery.start_soon(on_ready, net, job_id)
 
         rounds = await _follow(net, client, job_id, spec, store, started)
         job = await trio.to_thread.run_sync(lambda: client.get_job(job_id))
@@ -346,7 +350,8 @@ async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobS
 
 def _earnings(client: JobManagerClient, job_id: int) -> dict[str, int]:
     decoder = EventDecoder(client.w3, client.address)
-    logs = client.w3.eth.get_logs({"address": client.w3.to_checksum_address(client.address), "fromBlock": 0, "toBlock": "latest"})
+    address = client.w3.to_checksum_address(client.address)
+    logs = client.w3.eth.get_logs({"address": address, "fromBlock": 0, "toBlock": "latest"})
     earned: dict[str, int] = defaultdict(int)
     for ev in decoder.decode_all(logs):
         if ev.name in ("PaidOut", "FeePaid") and int(ev.args["jobId"]) == job_id:

@@ -50,6 +50,8 @@ class DtNode:
     trainer: TrainerRole | None = None
     validator: ValidatorRole | None = None
     leaders: dict[int, LeaderRole] = field(default_factory=dict)
+    trainer_cls: type[TrainerRole] = TrainerRole
+    """Tests swap in an adversary (a trainer that fabricates deltas); production always uses TrainerRole."""
     _cancel: trio.CancelScope | None = None
 
     def p2p_config(self) -> P2PConfig:
@@ -86,7 +88,7 @@ class DtNode:
                 net.set_request_handler(TASK_PROTOCOL, self._on_task_request)
                 net.set_request_handler(UPDATE_PROTOCOL, self._on_update_notice)
                 if "trainer" in cfg.roles:
-                    self.trainer = TrainerRole(ctx, jobs=cfg.jobs)
+                    self.trainer = self.trainer_cls(ctx, jobs=cfg.jobs)
                     await nursery.start(self.trainer.run)
                 if "validator" in cfg.roles:
                     self.validator = ValidatorRole(ctx)

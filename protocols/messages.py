@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from eth_utils import is_checksum_address
+from eth_utils.address import is_checksum_address
 
 from protocols.canonical import canonical_json, parse_json_object
 from protocols.errors import SchemaError

@@ -29,6 +29,9 @@ contract JobManager is ReentrancyGuard {
     uint256 public constant MAX_CID_LENGTH = 128;
     /// @notice Upper bound on JobParams.leaseSeconds, so a dead leader cannot block a job for long.
     uint64 public constant MAX_LEASE_SECONDS = 7 days;
+    /// @notice A job that made no progress (first election or commit) for this many leases can be cancelled even
+    /// while candidates keep claiming it, so claims without commits cannot hold a deposit hostage.
+    uint64 public constant STALL_LEASES = 4;
 
     uint256 private constant NOT_FOUND = type(uint256).max;
 
@@ -79,6 +82,7 @@ contract JobManager is ReentrancyGuard {
         bytes lastCheckpointCid; // empty until round 0 is committed
         address successor;
         uint256 refunded;
+        uint64 progressAt; // first election or last commit (see STALL_LEASES)
     }
 
     /// @notice One update as seen by a node (returned by getUpdate).
@@ -115,6 +119,7 @@ contract JobManager is ReentrancyGuard {
         address leader;
         uint64 leaseExpiry;
         address successor;
+        uint64 progressAt;
         uint256 deposit;
         uint256 spent;
         uint256 refunded;
@@ -378,12 +383,12 @@ contract JobManager is ReentrancyGuard {
         Job storage job = _activeJob(jobId);
         if (!_isActiveNode(msg.sender)) revert NotRegistered(msg.sender);
         if (_isCandidate[jobId][msg.sender]) revert AlreadyCandidate(jobId, msg.sender);
-        address[] storage candidates = _candidates[jobId];
-        if (candidates.length == MAX_CANDIDATES) revert TooManyCandidates(jobId, MAX_CANDIDATES);
-        candidates.push(msg.sender);
+        if (_candidates[jobId].length == MAX_CANDIDATES) revert TooManyCandidates(jobId, MAX_CANDIDATES);
+        _candidates[jobId].push(msg.sender);
         _isCandidate[jobId][msg.sender] = true;
         emit CandidateStood(jobId, msg.sender);
         if (job.leader == address(0)) {
+            job.progressAt = uint64(block.timestamp);
             _elect(jobId, job, msg.sender);
         } else if (job.successor == address(0)) {
             // The leader stood alone so far: the newcomer is the only possible successor.
@@ -497,6 +502,7 @@ contract JobManager is ReentrancyGuard {
         job.spent += _settleRound(jobId, round, job.params, r);
         uint32 committed = round + 1;
         job.committedRounds = committed;
+        job.progressAt = uint64(block.timestamp);
         bool finished = committed == job.params.rounds;
         uint64 leaseExpiry = job.leaseExpiry;
         if (!finished) {
@@ -544,14 +550,15 @@ contract JobManager is ReentrancyGuard {
         emit PaidOut(jobId, trainer, total);
     }
 
-    /// @notice The customer cancels a job nobody serves: one without a leader, or whose leader's lease expired more
-    /// than a grace window (leaseSeconds) ago. Pending updates expire; what is not owed is refunded.
+    /// @notice The customer cancels a job nobody serves: one without a leader, one whose leader's lease expired
+    /// more than a grace window (leaseSeconds) ago, or one that made no progress for STALL_LEASES leases. Pending
+    /// updates expire; what is not owed is refunded.
     /// @param jobId The job.
     function cancelJob(uint256 jobId) external nonReentrant {
         Job storage job = _activeJob(jobId);
         if (msg.sender != job.customer) revert NotCustomer(jobId, msg.sender);
         if (job.leader != address(0)) {
-            uint256 cancellableAfter = uint256(job.leaseExpiry) + job.params.leaseSeconds;
+            uint256 cancellableAfter = _cancellableAfter(job);
             if (block.timestamp <= cancellableAfter) revert JobStillServed(jobId, job.leader, cancellableAfter);
         }
         job.status = JobStatus.Cancelled;
@@ -607,6 +614,7 @@ contract JobManager is ReentrancyGuard {
         }
         info.successor = job.successor;
         info.refunded = job.refunded;
+        info.progressAt = job.progressAt;
     }
 
     /// @notice The checkpoint CID committed for a round.
@@ -716,8 +724,17 @@ contract JobManager is ReentrancyGuard {
         if (job.status != JobStatus.Active) revert JobNotActive(jobId, job.status);
     }
 
+    /// @dev The earlier of: the lease's end plus a grace window, and STALL_LEASES leases after the last progress.
+    function _cancellableAfter(Job storage job) private view returns (uint256) {
+        uint256 lease = job.params.leaseSeconds;
+        uint256 served = uint256(job.leaseExpiry) + lease;
+        uint256 stalled = uint256(job.progressAt) + STALL_LEASES * lease;
+        return served < stalled ? served : stalled;
+    }
+
     function _isActiveNode(address account) private view returns (bool) {
-        return (trainers[account].registered || validators[account].registered) && exitAvailableAt[account] == 0;
+        if (exitAvailableAt[account] != 0) return false; // leaving
+        return trainers[account].registered || validators[account].registered;
     }
 
     function _checkCid(bytes calldata cid) private pure {
@@ -768,7 +785,7 @@ contract JobManager is ReentrancyGuard {
     function _drawSuccessor(uint256 jobId, Job storage job) private {
         address[] storage candidates = _candidates[jobId];
         uint256 n = candidates.length;
-        address next;
+        address next = address(0);
         if (n > 1) {
             uint256 index = uint256(keccak256(abi.encode(block.prevrandao, jobId, job.term, job.committedRounds))) % n;
             next = candidates[index];
@@ -872,7 +889,7 @@ contract JobManager is ReentrancyGuard {
     ) private returns (uint256 owed) {
         address[] storage submitted = r.trainers;
         uint256 n = submitted.length;
-        uint256 totalLoss;
+        uint256 totalLoss = 0;
         for (uint256 i; i < n; ++i) {
             address trainer = submitted[i];
             Update storage u = _updates[jobId][round][trainer];

@@ -110,7 +110,16 @@ async function acceptedUpdate(f, jobId, round, trainer, loss = 1000n) {
   return vs;
 }
 
+// Pins the next block's timestamp (automining under coverage moves with the wall clock) and returns it.
+async function nextTimestamp() {
+  const { time } = require("@nomicfoundation/hardhat-toolbox/network-helpers");
+  const t = (await time.latest()) + 5;
+  await time.setNextBlockTimestamp(t);
+  return t;
+}
+
 module.exports = {
+  nextTimestamp,
   E,
   MIN_TRAINER_STAKE,
   MIN_VALIDATOR_STAKE,

@@ -69,9 +69,9 @@ describe("JobManager: jobs, election and cancellation", function () {
     it("elects the first candidate and makes the second the successor", async function () {
       const { jm, customer, l1, l2, l3 } = await loadFixture(h.registeredFixture);
       const { jobId, p } = await h.createJob(jm, customer);
+      const expiry = (await h.nextTimestamp()) + p.leaseSeconds;
       const tx = jm.connect(l1).standForLeader(jobId);
       await expect(tx).to.emit(jm, "CandidateStood").withArgs(jobId, l1.address);
-      const expiry = (await time.latest()) + p.leaseSeconds;
       await expect(tx).to.emit(jm, "LeaderElected").withArgs(jobId, l1.address, 1, expiry);
       await expect(tx).not.to.emit(jm, "SuccessorDrawn");
       expect(await jm.successor(jobId)).to.equal(ethers.ZeroAddress);
@@ -147,8 +147,8 @@ describe("JobManager: jobs, election and cancellation", function () {
       await expect(jm.connect(l3).claimLeadership(jobId))
         .to.be.revertedWithCustomError(jm, "NotSuccessor")
         .withArgs(jobId, l2.address, graceEnd);
+      const expiry = (await h.nextTimestamp()) + p.leaseSeconds;
       const tx = jm.connect(l2).claimLeadership(jobId);
-      const expiry = (await time.latest()) + 1 + p.leaseSeconds;
       await expect(tx).to.emit(jm, "LeaderElected").withArgs(jobId, l2.address, 2, expiry);
       const after = await jm.getJob(jobId);
       expect(after.leader).to.equal(l2.address);
@@ -157,9 +157,10 @@ describe("JobManager: jobs, election and cancellation", function () {
       // l2 stops too: after its lease and the grace window anyone may take over, here the non-successor.
       const nonSuccessor = after.successor === l1.address ? l3 : l1;
       await time.increaseTo(after.leaseExpiry + BigInt(p.leaseSeconds) + 1n);
+      const expiry3 = (await h.nextTimestamp()) + p.leaseSeconds;
       await expect(jm.connect(nonSuccessor).claimLeadership(jobId))
         .to.emit(jm, "LeaderElected")
-        .withArgs(jobId, nonSuccessor.address, 3, (await time.latest()) + 1 + p.leaseSeconds);
+        .withArgs(jobId, nonSuccessor.address, 3, expiry3);
     });
 
     it("lets a lone leader reclaim its own expired lease", async function () {
@@ -167,9 +168,10 @@ describe("JobManager: jobs, election and cancellation", function () {
       const { jobId, p } = await h.createJob(jm, customer);
       await jm.connect(l1).standForLeader(jobId);
       await time.increase(p.leaseSeconds + 1);
+      const expiry = (await h.nextTimestamp()) + p.leaseSeconds;
       await expect(jm.connect(l1).claimLeadership(jobId))
         .to.emit(jm, "LeaderElected")
-        .withArgs(jobId, l1.address, 2, (await time.latest()) + 1 + p.leaseSeconds);
+        .withArgs(jobId, l1.address, 2, expiry);
     });
 
     it("hands a stalled job to the next leader, which finishes it with nothing paid twice", async function () {
@@ -210,6 +212,29 @@ describe("JobManager: jobs, election and cancellation", function () {
         .to.be.revertedWithCustomError(jm, "JobNotActive")
         .withArgs(jobId, 3);
       await expect(jm.connect(customer).withdraw()).to.changeEtherBalances([customer, jm], [deposit, -deposit]);
+    });
+
+    it("lets the customer out of a job whose candidates keep claiming without committing", async function () {
+      const f = await loadFixture(h.jobFixture);
+      const { jm, jobId, p, customer } = f;
+      const L = BigInt(p.leaseSeconds);
+      const start = await jm.getJob(jobId);
+      const stallEnd = start.progressAt + (await jm.STALL_LEASES()) * L;
+      // Two failovers in a row, each claimed in time by the successor, none committing.
+      for (let i = 0; i < 2; i++) {
+        const job = await jm.getJob(jobId);
+        await time.increaseTo(job.leaseExpiry + 1n);
+        await jm.connect(h.signerOf(f, job.successor)).claimLeadership(jobId);
+      }
+      const job = await jm.getJob(jobId);
+      expect(job.term).to.equal(3n);
+      expect(job.progressAt).to.equal(start.progressAt);
+      expect(job.leaseExpiry + L).to.be.gt(stallEnd);
+      await expect(jm.connect(customer).cancelJob(jobId))
+        .to.be.revertedWithCustomError(jm, "JobStillServed")
+        .withArgs(jobId, job.leader, stallEnd);
+      await time.increaseTo(stallEnd + 1n);
+      await expect(jm.connect(customer).cancelJob(jobId)).to.emit(jm, "JobCancelled");
     });
 
     it("waits out lease and grace of a served job; keeps owed pay; expires pending updates", async function () {

@@ -180,8 +180,8 @@ describe("JobManager: updates, votes, commits and pay", function () {
       await h.acceptedUpdate(f, jobId, 0, t2, 300n);
       await jm.connect(t3).submitUpdate(jobId, 0, h.cid("slow")); // still pending at commit: expires
       const c = h.cid("ckpt-0");
+      const expiry = (await h.nextTimestamp()) + p.leaseSeconds;
       const tx = jm.connect(l1).commitRound(jobId, 0, c);
-      const expiry = (await time.latest()) + 1 + p.leaseSeconds;
       await expect(tx).to.emit(jm, "RoundCommitted").withArgs(jobId, 0, l1.address, c, expiry);
       await expect(tx).to.emit(jm, "FeePaid").withArgs(jobId, l1.address, p.leaderFee);
       await expect(tx).to.emit(jm, "UpdateExpired").withArgs(jobId, 0, t3.address);
@@ -266,6 +266,20 @@ describe("JobManager: updates, votes, commits and pay", function () {
     });
   });
 
+  it("credits nothing (and emits no FeePaid) when fees are zero", async function () {
+    const f = await loadFixture(h.registeredFixture);
+    const { jm, customer, l1, t1 } = f;
+    const { jobId, p } = await h.createJob(jm, customer, { rounds: 1, validatorFee: 0n, leaderFee: 0n });
+    await jm.connect(l1).standForLeader(jobId);
+    await jm.connect(t1).submitUpdate(jobId, 0, h.cid("u"));
+    const vs = await h.drawn(f, jobId, 0, t1.address);
+    await jm.connect(vs[0]).validateUpdate(jobId, 0, t1.address, true, 1n);
+    await expect(jm.connect(vs[1]).validateUpdate(jobId, 0, t1.address, true, 1n)).not.to.emit(jm, "FeePaid");
+    await expect(jm.connect(l1).commitRound(jobId, 0, h.cid("c"))).not.to.emit(jm, "FeePaid");
+    expect(await jm.balanceOf(l1.address)).to.equal(0n);
+    expect((await jm.getJob(jobId)).spent).to.equal(p.baseRate + p.bonusRate);
+  });
+
   describe("payout and withdraw", function () {
     it("credits accepted updates of committed rounds once, across rounds", async function () {
       const f = await loadFixture(h.jobFixture);
@@ -336,6 +350,12 @@ describe("JobManager: updates, votes, commits and pay", function () {
         .to.be.revertedWithCustomError(jm, "TransferFailed")
         .withArgs(await attacker.getAddress(), deposit);
       expect(await jm.balanceOf(await attacker.getAddress())).to.equal(deposit);
+    });
+
+    it("every other money-moving function is guarded against re-entry too", async function () {
+      const { jm, attacker, deposit } = await loadFixture(attackerFixture);
+      await expect(attacker.attack(2)).to.changeEtherBalances([attacker, jm], [deposit, -deposit]);
+      expect(await attacker.guardedReverts()).to.equal(6n);
     });
 
     it("a receiver that swallows the failed re-entry is paid exactly once", async function () {

@@ -72,6 +72,8 @@ class RoundState:
     base_cid: str
     term: int
     deadline: float
+    hard_deadline: float
+    """Past ``deadline`` a round with no accepted update keeps waiting, until this (just before the lease ends)."""
     tickets: dict[str, TaskTicket] = field(default_factory=dict)
     """trainer address (lower-case) → the ticket it holds this round."""
     slots_used: int = 0
@@ -182,13 +184,18 @@ class LeaderRole:
         # Commit well before the lease runs out, whatever the round timeout says.
         margin = max(5.0, spec.payment.lease_seconds * 0.2)
         budget = min(ctx.config.round_timeout_s, lease_expiry - now - margin)
-        st = RoundState(round=r, base_cid=base_cid, term=term, deadline=time.monotonic() + max(budget, 1.0))
+        lease_left = lease_expiry - now - margin
+        st = RoundState(round=r, base_cid=base_cid, term=term, deadline=time.monotonic() + max(budget, 1.0),
+                        hard_deadline=time.monotonic() + max(lease_left, 1.0))
         self.current = st
         ctx.log.info("job %d: leading round %d/%d from %s (term %d)", self.job_id, r + 1, spec.rounds,
                      base_cid[-10:], term)
         try:
             accepted = await self._collect(spec, st)
-            await self._commit(spec, st, accepted)
+            if accepted:
+                await self._commit(spec, st, accepted)
+            else:
+                await trio.sleep(max(0.0, st.hard_deadline - time.monotonic()) + margin)
         finally:
             self.current = None
 
@@ -213,9 +220,16 @@ class LeaderRole:
             if st.tickets and not outstanding and decided == len(trainers) and accepted:
                 return accepted
             if time.monotonic() >= st.deadline:
-                ctx.log.warning("job %d round %d: deadline reached with %d accepted of %d submitted", self.job_id,
-                                st.round, len(accepted), len(trainers))
-                return accepted
+                if accepted:
+                    ctx.log.warning("job %d round %d: deadline reached with %d accepted of %d submitted",
+                                    self.job_id, st.round, len(accepted), len(trainers))
+                    return accepted
+                if time.monotonic() >= st.hard_deadline:
+                    # The contract commits only rounds with accepted work: let the lease run out rather than
+                    # commit nothing; a successor (or this node, re-elected) starts the round again.
+                    ctx.log.warning("job %d round %d: no accepted update before the lease ends", self.job_id,
+                                    st.round)
+                    return []
             await trio.sleep(ctx.config.chain_poll_interval_s)
 
     async def _commit(self, spec: JobSpec, st: RoundState, accepted: list[tuple[str, str]]) -> None:
@@ -251,8 +265,7 @@ class LeaderRole:
         try:
             await ctx.chain(lambda: ctx.client.commit_round(self.job_id, st.round, new_cid), what="commitRound")
         except ContractRevert as exc:
-            ctx.log.error("job %d round %d: commitRound reverted (%s): another leader took over", self.job_id,
-                          st.round, exc.error_name)
+            ctx.log.error("job %d round %d: commitRound reverted (%s)", self.job_id, st.round, exc.error_name)
             return
         self.records.append(record)
         if self.on_commit is not None:

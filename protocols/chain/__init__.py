@@ -1,7 +1,7 @@
 """The chain adapter: the only code in dtnode that talks to the EVM.
 
 - ``abi``: the JobManager ABI/bytecode exported from the Hardhat build (``load_artifact``).
-- ``errors``: ``ChainError`` tree and ``decode_revert`` (every backend's revert -> a class named after the custom error).
+- ``errors``: the ``ChainError`` tree and ``decode_revert`` (any backend's revert -> a class named after it).
 - ``client``: ``JobManagerClient`` (a typed method per contract function) and ``deploy``.
 - ``models``: frozen views (``JobInfo``, ``UpdateInfo``, ...); ``cids``: CID string <-> on-chain bytes.
 - ``events``: ``EventPoller`` (confirmed ``get_logs`` with a persisted cursor) and ``ChainEvent``.

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 from web3 import Web3
-from web3.types import TxParams, TxReceipt
+from web3.types import TxParams, TxReceipt, Wei
 
 from protocols.chain.abi import load_artifact
 from protocols.chain.cids import cid_from_bytes, cid_to_bytes
@@ -36,6 +36,7 @@ from protocols.chain.models import (
     ValidatorInfo,
     address,
     optional_address,
+    to_named,
 )
 from protocols.chain.tx import ClientConfig, Transactor
 from protocols.types import Address, Cid, JobId
@@ -79,8 +80,9 @@ class JobManagerClient:
         self.account = account
         self.config = config or ClientConfig()
         self._tx = Transactor(w3, account, self.config)
-        self._contract = w3.eth.contract(address=self.address, abi=load_artifact().abi_list())
+        self._contract = w3.eth.contract(address=to_checksum_address(self.address), abi=load_artifact().abi_list())
         self._decoder = EventDecoder(w3, self.address)
+        self._outputs = {str(e["name"]): e["outputs"] for e in load_artifact().entries("function")}
 
     @property
     def sender(self) -> Address:
@@ -97,7 +99,7 @@ class JobManagerClient:
         tx: TxParams = {
             "to": self.address,
             "data": self._contract.encode_abi(fn_name, args=args),
-            "value": value,
+            "value": Wei(value),
         }
         receipt = self._tx.send(tx, fn_name)
         return self._result(receipt)
@@ -114,6 +116,10 @@ class JobManagerClient:
     def _call(self, fn_name: str, *args: Any) -> Any:
         fn = self._contract.functions[fn_name](*args)
         return self._tx.rpc(lambda: fn.call({"from": self.account.address}), fn_name)
+
+    def _struct(self, fn_name: str, *args: Any) -> Any:
+        """A view returning one struct, as a dict keyed by the ABI's field names."""
+        return to_named(self._outputs[fn_name][0], self._call(fn_name, *args))
 
     # ------------------------------------------------------------------ roles and stake
 
@@ -163,9 +169,7 @@ class JobManagerClient:
         """``validateUpdate(...)`` by a drawn validator; ``loss_reduction`` = (before - after) * 1e6, >= 0."""
         if loss_reduction < 0:
             raise ValueError("validate_update: loss_reduction is clipped at 0 by protocol; pass max(0, value)")
-        return self._send(
-            "validateUpdate", [job_id, round, to_checksum_address(trainer), is_valid, loss_reduction]
-        )
+        return self._send("validateUpdate", [job_id, round, to_checksum_address(trainer), is_valid, loss_reduction])
 
     def commit_round(self, job_id: int, round: int, checkpoint_cid: str) -> TxResult:
         """``commitRound(jobId, round, cid)`` by the leader; the last round's commit finishes the job."""
@@ -186,7 +190,7 @@ class JobManagerClient:
     # ------------------------------------------------------------------ views: jobs
 
     def get_job(self, job_id: int) -> JobInfo:
-        return JobInfo.from_abi(job_id, self._call("getJob", job_id))
+        return JobInfo.from_fields(job_id, self._struct("getJob", job_id))
 
     def current_round(self, job_id: int) -> int:
         """The round trainers work on now (= committed rounds)."""
@@ -205,12 +209,10 @@ class JobManagerClient:
         return optional_address(self._call("successor", job_id))
 
     def get_update(self, job_id: int, round: int, trainer: str) -> UpdateInfo:
-        return UpdateInfo.from_abi(self._call("getUpdate", job_id, round, to_checksum_address(trainer)))
+        return UpdateInfo.from_fields(self._struct("getUpdate", job_id, round, to_checksum_address(trainer)))
 
     def has_voted(self, job_id: int, round: int, trainer: str, validator: str) -> bool:
-        return bool(
-            self._call("hasVoted", job_id, round, to_checksum_address(trainer), to_checksum_address(validator))
-        )
+        return bool(self._call("hasVoted", job_id, round, to_checksum_address(trainer), to_checksum_address(validator)))
 
     def get_round_updates(self, job_id: int, round: int) -> tuple[Address, ...]:
         return tuple(address(a) for a in self._call("getRoundUpdates", job_id, round))
@@ -284,12 +286,23 @@ class JobManagerClient:
     def totals(self) -> Totals:
         """All money counters, read at one block so they are consistent with each other."""
         block = self._tx.rpc(lambda: self.w3.eth.block_number, "eth_blockNumber")
-        names = ("totalDeposits", "totalStakes", "totalPaid", "totalRefunded", "totalSlashed", "totalWithdrawn",
-                 "escrowHeld", "stakeHeld")
+        names = (
+            "totalDeposits",
+            "totalStakes",
+            "totalPaid",
+            "totalRefunded",
+            "totalSlashed",
+            "totalWithdrawn",
+            "escrowHeld",
+            "stakeHeld",
+        )
         values = []
         for name in names:
-            fn = self._contract.functions[name]()
-            values.append(int(self._tx.rpc(lambda fn=fn: fn.call({"from": self.account.address}, block), name)))
+
+            def read(name: str = name) -> Any:
+                return self._contract.functions[name]().call({"from": self.account.address}, block)
+
+            values.append(int(self._tx.rpc(read, name)))
         return Totals(*values)
 
     # ------------------------------------------------------------------ views: settings
@@ -324,6 +337,10 @@ class JobManagerClient:
     def max_lease_seconds(self) -> int:
         return int(self._call("MAX_LEASE_SECONDS"))
 
+    def stall_leases(self) -> int:
+        """Leases without progress after which the customer may cancel a job even with a leader."""
+        return int(self._call("STALL_LEASES"))
+
     def settings(self) -> ContractSettings:
         return ContractSettings(
             min_trainer_stake=self.min_trainer_stake(),
@@ -336,6 +353,7 @@ class JobManagerClient:
             max_candidates=self.max_candidates(),
             max_cid_length=self.max_cid_length(),
             max_lease_seconds=self.max_lease_seconds(),
+            stall_leases=self.stall_leases(),
         )
 
 
@@ -352,13 +370,13 @@ def deploy(
     """Deploy JobManager from the shipped bytecode and return a client sending as ``account``."""
     cfg = config or ClientConfig()
     artifact = load_artifact()
-    ctor = next((e for e in artifact.abi if e.get("type") == "constructor"), {"inputs": []})
+    ctor: dict[str, Any] = next((e for e in artifact.abi if e.get("type") == "constructor"), {"inputs": []})
     types = [str(i["type"]) for i in ctor["inputs"]]
     args = [min_trainer_stake, min_validator_stake, slash_amount, deregistration_delay]
     if len(types) != len(args):
         raise TransactionFailed(f"JobManager's constructor takes {types}; the adapter is older than the ABI export")
     data = artifact.bytecode + abi_encode(types, args)
-    receipt = Transactor(w3, account, cfg).send({"data": data, "value": 0}, "deploy JobManager")
+    receipt = Transactor(w3, account, cfg).send({"data": data, "value": Wei(0)}, "deploy JobManager")
     contract_address = receipt["contractAddress"]
     if contract_address is None:
         raise TransactionFailed("deploy JobManager: receipt has no contract address")

@@ -23,9 +23,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from eth_abi import decode as abi_decode
+from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
-from eth_utils import function_signature_to_4byte_selector, to_checksum_address
+from eth_utils.abi import function_signature_to_4byte_selector
+from eth_utils.address import to_checksum_address
 
 from protocols.chain.abi import load_artifact
 from protocols.errors import DtnodeError
@@ -76,7 +77,7 @@ def _abi_type(param: Mapping[str, Any]) -> str:
     typ = str(param["type"])
     if typ.startswith("tuple"):
         inner = ",".join(_abi_type(c) for c in param["components"])
-        return f"({inner}){typ[len('tuple'):]}"
+        return f"({inner}){typ[len('tuple') :]}"
     return typ
 
 

@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import trio
-from eth_utils import event_abi_to_log_topic, to_checksum_address
+from eth_utils.abi import event_abi_to_log_topic
+from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.types import FilterParams, LogReceipt
 
@@ -128,7 +129,7 @@ class EventDecoder:
         if entry is None:
             return None
         name = str(entry["name"])
-        data = self._contract.events[name]().process_log(raw)  # type: ignore[arg-type]
+        data = self._contract.events[name]().process_log(cast(LogReceipt, raw))
         types = {str(i["name"]): str(i["type"]) for i in entry["inputs"]}
         args = {k: _normalize(v, types.get(k, ""), k) for k, v in data["args"].items()}
         tx_hash = raw["transactionHash"]

@@ -1,15 +1,16 @@
-"""Typed views of JobManager's state: frozen dataclasses built from the raw tuples ``eth_call`` returns.
+"""Typed views of JobManager's state: frozen dataclasses built from the structs ``eth_call`` returns.
 
 CIDs arrive as raw bytes and leave as CID strings; the zero address becomes ``None``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from protocols.chain.cids import cid_from_bytes, cid_to_bytes, optional_cid_from_bytes
 from protocols.types import Address, Cid, JobId
@@ -80,8 +81,19 @@ class JobParams:
         )
 
     @classmethod
-    def from_abi(cls, raw: tuple[Any, ...]) -> JobParams:
-        return cls(cid_from_bytes(bytes(raw[0])), *(int(v) for v in raw[1:]))
+    def from_fields(cls, f: Mapping[str, Any]) -> JobParams:
+        return cls(
+            spec_cid=cid_from_bytes(bytes(f["specCid"])),
+            rounds=int(f["rounds"]),
+            tasks_per_round=int(f["tasksPerRound"]),
+            local_steps=int(f["localSteps"]),
+            quorum=int(f["quorum"]),
+            base_rate=int(f["baseRate"]),
+            bonus_rate=int(f["bonusRate"]),
+            validator_fee=int(f["validatorFee"]),
+            leader_fee=int(f["leaderFee"]),
+            lease_seconds=int(f["leaseSeconds"]),
+        )
 
     def required_deposit(self) -> int:
         """The deposit ``createJob`` demands: the most the job can ever pay out (mirrors the contract)."""
@@ -106,27 +118,30 @@ class JobInfo:
     last_checkpoint_cid: Cid | None
     successor: Address | None
     refunded: int
+    progress_at: int
+    """Time of the first election or the last commit; a job stalled for STALL_LEASES leases can be cancelled."""
 
     @property
     def current_round(self) -> int:
         return self.committed_rounds
 
     @classmethod
-    def from_abi(cls, job_id: int, raw: tuple[Any, ...]) -> JobInfo:
+    def from_fields(cls, job_id: int, f: Mapping[str, Any]) -> JobInfo:
         return cls(
             job_id=JobId(job_id),
-            customer=address(raw[0]),
-            params=JobParams.from_abi(raw[1]),
-            deposit=int(raw[2]),
-            spent=int(raw[3]),
-            status=JobStatus(raw[4]),
-            committed_rounds=int(raw[5]),
-            leader=optional_address(raw[6]),
-            lease_expiry=int(raw[7]),
-            term=int(raw[8]),
-            last_checkpoint_cid=optional_cid_from_bytes(bytes(raw[9])),
-            successor=optional_address(raw[10]),
-            refunded=int(raw[11]),
+            customer=address(f["customer"]),
+            params=JobParams.from_fields(f["params"]),
+            deposit=int(f["deposit"]),
+            spent=int(f["spent"]),
+            status=JobStatus(f["status"]),
+            committed_rounds=int(f["committedRounds"]),
+            leader=optional_address(f["leader"]),
+            lease_expiry=int(f["leaseExpiry"]),
+            term=int(f["term"]),
+            last_checkpoint_cid=optional_cid_from_bytes(bytes(f["lastCheckpointCid"])),
+            successor=optional_address(f["successor"]),
+            refunded=int(f["refunded"]),
+            progress_at=int(f.get("progressAt", 0)),
         )
 
 
@@ -144,16 +159,16 @@ class UpdateInfo:
     amount: int
 
     @classmethod
-    def from_abi(cls, raw: tuple[Any, ...]) -> UpdateInfo:
+    def from_fields(cls, f: Mapping[str, Any]) -> UpdateInfo:
         return cls(
-            cid=optional_cid_from_bytes(bytes(raw[0])),
-            status=UpdateStatus(raw[1]),
-            validators=tuple(address(v) for v in raw[2]),
-            votes_for=int(raw[3]),
-            votes_against=int(raw[4]),
-            loss_reduction=int(raw[5]),
-            paid=bool(raw[6]),
-            amount=int(raw[7]),
+            cid=optional_cid_from_bytes(bytes(f["cid"])),
+            status=UpdateStatus(f["status"]),
+            validators=tuple(address(v) for v in f["validators"]),
+            votes_for=int(f["votesFor"]),
+            votes_against=int(f["votesAgainst"]),
+            loss_reduction=int(f["lossReduction"]),
+            paid=bool(f["paid"]),
+            amount=int(f["amount"]),
         )
 
 
@@ -206,3 +221,17 @@ class ContractSettings:
     max_candidates: int
     max_cid_length: int
     max_lease_seconds: int
+    stall_leases: int
+
+
+def to_named(param: Mapping[str, Any], value: Any) -> Any:
+    """A struct returned by ``eth_call`` (a tuple) as a dict keyed by the ABI's field names, recursively.
+
+    Reading structs by name, not position, keeps the adapter working when the contract adds a field.
+    """
+    typ = str(param["type"])
+    if typ == "tuple":
+        return {str(c["name"]): to_named(c, v) for c, v in zip(param["components"], value, strict=True)}
+    if typ.startswith("tuple["):
+        return [to_named({**param, "type": "tuple"}, v) for v in value]
+    return value

@@ -11,9 +11,10 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import TransactionNotFound
@@ -65,7 +66,9 @@ def nonce_manager_for(w3: Web3, account_address: str, retry: RetryPolicy) -> Non
 
     def fetch() -> int:
         return call_with_retry(
-            lambda: w3.eth.get_transaction_count(account_address, "pending"), retry, what="eth_getTransactionCount"
+            lambda: w3.eth.get_transaction_count(to_checksum_address(account_address), "pending"),
+            retry,
+            what="eth_getTransactionCount",
         )
 
     url = getattr(w3.provider, "endpoint_uri", None)
@@ -198,24 +201,31 @@ class Transactor:
             return TransactionFailed(
                 f"{what}: ran out of gas ({gas_used}); raise ClientConfig.gas_headroom or gas_multiplier"
             )
-        call: TxParams = {
-            "from": self.account.address,
-            "to": full.get("to"),
-            "data": full.get("data", b""),
-            "value": full.get("value", 0),
-            "gas": full["gas"],
-        }
+        call = cast(
+            TxParams,
+            {
+                "from": self.account.address,
+                "to": full.get("to"),
+                "data": full.get("data", b""),
+                "value": full.get("value", 0),
+                "gas": full["gas"],
+            },
+        )
         mined_in = int(receipt["blockNumber"])
         # The state after the block first: it holds whatever beat this transaction within the block (the usual
         # race); then the state before it.
         for block in (mined_in, max(mined_in - 1, 0)):
+
+            def replay(block: int = block) -> bytes:
+                return bytes(self.w3.eth.call(call, block))
+
             try:
-                call_with_retry(lambda: self.w3.eth.call(call, block), self.config.retry, what=f"replay {what}")
+                call_with_retry(replay, self.config.retry, what=f"replay {what}")
             except ChainUnavailable:
                 raise
             except Exception as exc:
                 return decode_revert(exc)
         return TransactionFailed(
-            f"{what}: transaction {receipt['transactionHash'].hex()} failed on-chain but its replay succeeded "
+            f"{what}: transaction {receipt['transactionHash'].to_0x_hex()} failed on-chain but its replay succeeded "
             "(state changed within the block)"
         )

@@ -61,7 +61,7 @@ def raise_pubsub_queue_limits(*, peer_queue_size: int, subscription_channel_size
     """Raise the per-peer outbound queue and subscription channel sizes, process-wide; never lowers them."""
     check_library()
     base: Any = _rpc_queue_module.RpcQueue
-    current: Any = _pubsub_module.RpcQueue
+    current: Any = getattr(_pubsub_module, "RpcQueue")  # noqa: B009 (not re-exported)
     current_size = int(getattr(current, "dtnode_max_size", _rpc_queue_module.OutBoundQueueSize))
     if peer_queue_size > current_size:
         size = peer_queue_size
@@ -72,7 +72,7 @@ def raise_pubsub_queue_limits(*, peer_queue_size: int, subscription_channel_size
             def __init__(self, max_size: int = size, **kwargs: Any) -> None:
                 super().__init__(max_size=max_size, **kwargs)
 
-        _pubsub_module.RpcQueue = _LargerRpcQueue  # type: ignore[misc]
+        setattr(_pubsub_module, "RpcQueue", _LargerRpcQueue)  # noqa: B010 (read at call time by Pubsub)
     if subscription_channel_size > _pubsub_module.SUBSCRIPTION_CHANNEL_SIZE:
         _pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = subscription_channel_size
 

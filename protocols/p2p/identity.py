@@ -10,7 +10,8 @@ This module never logs or prints a private key; ``repr`` shows the address only.
 from __future__ import annotations
 
 import coincurve
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from libp2p.crypto.keys import KeyPair, KeyType
 from libp2p.crypto.secp256k1 import Secp256k1PrivateKey, Secp256k1PublicKey
 from libp2p.peer.id import ID

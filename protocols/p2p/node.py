@@ -44,7 +44,7 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -80,7 +80,7 @@ from protocols.p2p.identity import NodeIdentity, address_of_peer
 from protocols.p2p.peers import PeerEntry, PeerTable
 from protocols.p2p.reqresp import RequestHandler, StreamClosedEarly, call_stream, serve_stream
 from protocols.topics import PING_PROTOCOL, PRESENCE_TOPIC, job_of_topic
-from protocols.types import Address, PeerIdStr
+from protocols.types import Address
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class P2PNode:
             # Noise only: the library's default set also offers plaintext and secio.
             sec_opt={NOISE_PROTOCOL_ID: NoiseTransport(
                 identity.key_pair, noise_privkey=create_new_x25519_key_pair().private_key)},
-            muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             listen_addrs=[multiaddr.Multiaddr(a) for a in self.config.listen_addrs],
             enable_mDNS=self.config.enable_mdns,
             # One connection per peer: with more allowed, connect() waits a fixed 250 ms for extra dials.
@@ -144,7 +144,7 @@ class P2PNode:
         )
         disable_auto_connector(self._host)
         self._gossipsub = GossipSub(
-            protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID],
+            protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
             degree=self.config.gossip_degree,
             degree_low=self.config.gossip_degree_low,
             degree_high=self.config.gossip_degree_high,
@@ -472,7 +472,8 @@ class P2PNode:
             with trio.fail_after(timeout):
                 while True:
                     subscribed = len(self._pubsub.peer_topics.get(topic, ()))
-                    meshed = len(self._gossipsub.mesh.get(topic, ()))
+                    # A topic we do not subscribe to is published through fanout peers, chosen at publish time.
+                    meshed = len(self._gossipsub.mesh.get(topic, ())) if topic in self._pubsub.topic_ids else n
                     if subscribed >= n and meshed >= min(n, self.config.gossip_degree_low):
                         return
                     # The library has no event for mesh changes; its heartbeat is heartbeat_s.

@@ -20,7 +20,7 @@ def hardhat_node() -> Iterator[HardhatNode]:
         yield node
 
 
-@pytest.fixture(params=["pyevm", "hardhat"])
+@pytest.fixture(params=["pyevm", pytest.param("hardhat", marks=pytest.mark.hardhat)])
 def chain(request: pytest.FixtureRequest) -> Chain:
     if request.param == "pyevm":
         return Chain("pyevm", in_process_chain(), dev_accounts(20))

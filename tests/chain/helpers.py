@@ -11,6 +11,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from protocols.chain.models import JobParams
+from protocols.types import Cid
 
 MIN_STAKE = 10**15
 SLASH = 4 * 10**14
@@ -26,11 +27,11 @@ class Chain:
     accounts: list[LocalAccount]
 
 
-def cid_of(data: bytes, codec: str = "raw") -> str:
+def cid_of(data: bytes, codec: str = "raw") -> Cid:
     """A real CIDv1 (base32) of ``data``, as IPFS would name it as a single raw block."""
     mh = multihash.encode(hashlib.sha256(data).digest(), "sha2-256")
     encoded = py_cid.make_cid(1, codec, mh).encode("base32")
-    return encoded.decode() if isinstance(encoded, bytes) else str(encoded)
+    return Cid(encoded.decode() if isinstance(encoded, bytes) else str(encoded))
 
 
 LEASE = 600

@@ -19,7 +19,9 @@ DEADLINE_S = 60  # generous: other test suites load the machine
 def _poller(chain: Chain, manager: JobManagerClient, cursor: Path, confirmations: int) -> EventPoller:
     assert manager.deploy_block is not None
     return EventPoller(
-        chain.w3, manager.address, cursor_path=cursor,
+        chain.w3,
+        manager.address,
+        cursor_path=cursor,
         config=PollerConfig(confirmations=confirmations, start_block=manager.deploy_block, poll_interval_s=0.05),
     )
 
@@ -45,9 +47,7 @@ def test_poll_once_is_ordered_and_survives_restarts(chain: Chain, manager: JobMa
     assert again[0].position > got[-1].position
 
 
-def test_confirmation_depth_holds_back_recent_blocks(
-    chain: Chain, manager: JobManagerClient, tmp_path: Path
-) -> None:
+def test_confirmation_depth_holds_back_recent_blocks(chain: Chain, manager: JobManagerClient, tmp_path: Path) -> None:
     poller = _poller(chain, manager, tmp_path / "c.json", confirmations=2)
     poller.poll_once()  # past the deployment
     manager.with_account(chain.accounts[7]).register_validator(MIN_STAKE)
@@ -56,9 +56,7 @@ def test_confirmation_depth_holds_back_recent_blocks(
     assert [e.name for e in poller.poll_once()] == ["ValidatorRegistered"]
 
 
-async def test_run_hands_out_events_as_a_trio_service(
-    chain: Chain, manager: JobManagerClient, tmp_path: Path
-) -> None:
+async def test_run_hands_out_events_as_a_trio_service(chain: Chain, manager: JobManagerClient, tmp_path: Path) -> None:
     cursor = tmp_path / "cursor.json"
     customer = manager.with_account(chain.accounts[1])
     leader = manager.with_account(chain.accounts[2])

@@ -12,6 +12,7 @@ from protocols.chain.models import JobParams, JobStatus, NodeClass, UpdateStatus
 
 from .helpers import LEASE, MIN_STAKE, PARAMS, SLASH, Chain, cid_of
 
+
 def _vote_round(
     manager: JobManagerClient,
     job_id: int,
@@ -42,7 +43,10 @@ def _vote_round(
         with pytest.raises(revert_class("NotDrawnValidator")) as not_drawn:
             outsider.validate_update(job_id, rnd, trainer.sender, True, 1)
         assert not_drawn.value.args_decoded == {
-            "jobId": job_id, "round": rnd, "trainer": trainer.sender, "account": outsider.sender,
+            "jobId": job_id,
+            "round": rnd,
+            "trainer": trainer.sender,
+            "account": outsider.sender,
         }
 
         deciding = validators[drawn[1]].validate_update(job_id, rnd, trainer.sender, good, loss)
@@ -58,7 +62,7 @@ def test_whole_job_with_leader_failover(chain: Chain, manager: JobManagerClient)
     customer = manager.with_account(acc[1])
     leader_a, leader_b = manager.with_account(acc[2]), manager.with_account(acc[3])
     trainers = [manager.with_account(acc[i]) for i in (4, 5, 6)]
-    validators = {acc[i].address: manager.with_account(acc[i]) for i in (7, 8, 9, 10)}
+    validators: dict[str, JobManagerClient] = {acc[i].address: manager.with_account(acc[i]) for i in (7, 8, 9, 10)}
 
     # --- register
     # trainer 2 gets rejected once: it stakes double so it stays above the minimum after its slash
@@ -69,7 +73,7 @@ def test_whole_job_with_leader_failover(chain: Chain, manager: JobManagerClient)
         node.register_trainer(NodeClass.L, MIN_STAKE)
     for v in validators.values():
         v.register_validator(MIN_STAKE)
-    assert manager.validator_count() == 4 and set(manager.get_validators()) == set(validators)
+    assert manager.validator_count() == 4 and set(manager.get_validators()) == set(validators.keys())
     assert manager.trainers(trainers[1].sender).node_class == NodeClass.M
 
     # --- create (with 1 wei too little first)
@@ -83,7 +87,11 @@ def test_whole_job_with_leader_failover(chain: Chain, manager: JobManagerClient)
     assert created.event("JobCreated").args["specCid"] == PARAMS.spec_cid
     job = manager.get_job(job_id)
     assert (job.status, job.params, job.customer, job.leader, job.deposit) == (
-        JobStatus.ACTIVE, PARAMS, customer.sender, None, required + extra,
+        JobStatus.ACTIVE,
+        PARAMS,
+        customer.sender,
+        None,
+        required + extra,
     )
 
     # --- elect: the first candidate leads, the second is its successor
@@ -141,7 +149,8 @@ def test_whole_job_with_leader_failover(chain: Chain, manager: JobManagerClient)
     # --- payouts: anyone triggers them, each update is paid once
     for trainer in trainers:
         owed = sum(
-            u.amount for u in (manager.get_update(job_id, r, trainer.sender) for r in (0, 1))
+            u.amount
+            for u in (manager.get_update(job_id, r, trainer.sender) for r in (0, 1))
             if u.status == UpdateStatus.ACCEPTED
         )
         paid = customer.payout(job_id, trainer.sender).event("PaidOut")
@@ -153,15 +162,21 @@ def test_whole_job_with_leader_failover(chain: Chain, manager: JobManagerClient)
     totals = manager.totals()
     assert totals.conserved and totals.escrow_held == 0
 
-    # --- withdrawals: the ether arrives, minus the withdrawer's own gas
-    for who in (trainers[0], leader_a, leader_b, customer, *validators.values()):
+    # --- fees: two agreeing votes decided each of the 6 updates; each leader committed one round
+    assert sum(manager.balance_of(v) for v in validators) == 6 * 2 * PARAMS.validator_fee
+    assert manager.balance_of(leader_a.sender) == manager.balance_of(leader_b.sender) == PARAMS.leader_fee
+
+    # --- withdrawals: the ether arrives, minus the withdrawer's own gas (validators the draw never picked to
+    # decide hold nothing)
+    voters = [v for v in validators.values() if manager.balance_of(v.sender) > 0]
+    for who in (trainers[0], leader_a, leader_b, customer, *voters):
         owed = manager.balance_of(who.sender)
         if who is customer:
             assert owed == refund
-        before = chain.w3.eth.get_balance(who.sender)
+        before = chain.w3.eth.get_balance(who.account.address)
         result = who.withdraw()
         assert result.event("Withdrawn").args["amount"] == owed > 0
-        assert chain.w3.eth.get_balance(who.sender) == before + owed - result.fee_wei
+        assert chain.w3.eth.get_balance(who.account.address) == before + owed - result.fee_wei
         with pytest.raises(revert_class("NothingToWithdraw")):
             who.withdraw()
     assert manager.totals().conserved

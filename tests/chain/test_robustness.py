@@ -11,7 +11,7 @@ import trio
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from protocols.chain.backends import connect_http, dev_accounts, free_port, is_eth_tester, set_automine
+from protocols.chain.backends import connect_http, dev_accounts, free_port, mine_blocks, set_automine
 from protocols.chain.client import JobManagerClient
 from protocols.chain.errors import ChainUnavailable, revert_class
 from protocols.chain.models import NodeClass, UpdateStatus
@@ -24,9 +24,7 @@ DEADLINE_S = 60
 
 
 def _pool_size(w3: Web3) -> int:
-    """Transactions waiting to be mined (eth-tester keeps them off the pending block until it mines)."""
-    if is_eth_tester(w3):
-        return len(w3.provider.ethereum_tester._pending_transactions)  # type: ignore[attr-defined]
+    """Transactions waiting to be mined (Hardhat with automine off)."""
     return len(w3.eth.get_block("pending")["transactions"])
 
 
@@ -63,7 +61,7 @@ def test_silent_endpoint_times_out_instead_of_hanging() -> None:
 
 async def test_ten_concurrent_senders_share_one_account(chain: Chain, manager: JobManagerClient) -> None:
     customer = manager.with_account(chain.accounts[1])
-    nonce_before = chain.w3.eth.get_transaction_count(customer.sender)
+    nonce_before = chain.w3.eth.get_transaction_count(customer.account.address)
     job_ids: list[int] = []
 
     async def create() -> None:
@@ -77,17 +75,18 @@ async def test_ten_concurrent_senders_share_one_account(chain: Chain, manager: J
     assert sorted(job_ids) == list(range(1, 11))
     assert manager.job_count() == 10
     # No gap and no collision: the account's nonce moved by exactly the ten sends.
-    assert chain.w3.eth.get_transaction_count(customer.sender) == nonce_before + 10
+    assert chain.w3.eth.get_transaction_count(customer.account.address) == nonce_before + 10
 
 
-async def test_revert_that_happens_on_chain_is_decoded_by_replay(
-    chain: Chain, manager: JobManagerClient
-) -> None:
+# Hardhat only: eth-tester's manual-mining mode re-applies queued transactions when mining resumes (nonce errors),
+# so two transactions cannot share a block there.
+@pytest.mark.parametrize("chain", ["hardhat"], indirect=True)
+async def test_revert_that_happens_on_chain_is_decoded_by_replay(chain: Chain, manager: JobManagerClient) -> None:
     """Two validators vote at once for the deciding vote: both estimates pass, both land in one block, the second
     reverts on-chain with UpdateNotPending, and the adapter names it from the receipt by replaying the call."""
     acc = chain.accounts
     trainer = manager.with_account(acc[4])
-    validators = {a.address: manager.with_account(a) for a in acc[7:11]}
+    validators: dict[str, JobManagerClient] = {a.address: manager.with_account(a) for a in acc[7:11]}
     leader = manager.with_account(acc[2])
     trainer.register_trainer(NodeClass.S, MIN_STAKE)
     for v in validators.values():
@@ -115,11 +114,10 @@ async def test_revert_that_happens_on_chain_is_decoded_by_replay(
             async with trio.open_nursery() as nursery:
                 for addr in drawn[1:]:
                     nursery.start_soon(vote, addr)
-                while _pool_size(w3) < 2:  # both votes estimated, signed and sent, none mined yet
+                # Polls the node (no trio.Event can tell): both votes estimated, signed and sent, none mined.
+                while _pool_size(w3) < 2:  # noqa: ASYNC110
                     await trio.sleep(0.02)
-                set_automine(w3, True)
-                if chain.name == "hardhat":
-                    w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+                mine_blocks(w3, 1)
     finally:
         set_automine(w3, True)
     failures = [exc for exc in outcomes.values() if exc is not None]

@@ -6,12 +6,17 @@ import {JobManager} from "../JobManager.sol";
 /// @title ReentrantAttacker: a customer whose receive hook re-enters JobManager (test only)
 /// @notice It creates a job, cancels it to get a refund credited, then withdraws; on receiving ether it calls back
 /// into JobManager. Mode Bubble lets the re-entry's revert propagate (the withdrawal must fail as a whole);
-/// mode Swallow catches it and records the outcome (the withdrawal must pay exactly once).
+/// mode Swallow catches it and records the outcome (the withdrawal must pay exactly once); mode CrossFunction tries
+/// every other guarded function and counts the calls the guard stopped.
 contract ReentrantAttacker {
     enum Mode {
         Bubble,
-        Swallow
+        Swallow,
+        CrossFunction
     }
+
+    bytes4 public constant GUARD_ERROR = bytes4(keccak256("ReentrancyGuardReentrantCall()"));
+    uint256 public guardedReverts;
 
     JobManager public immutable target;
     Mode public mode;
@@ -40,6 +45,13 @@ contract ReentrantAttacker {
         ++reentryAttempts;
         if (mode == Mode.Bubble) {
             target.withdraw();
+        } else if (mode == Mode.CrossFunction) {
+            _tryGuarded(abi.encodeCall(JobManager.withdraw, ()));
+            _tryGuarded(abi.encodeCall(JobManager.payout, (jobId, address(this))));
+            _tryGuarded(abi.encodeCall(JobManager.cancelJob, (jobId)));
+            _tryGuarded(abi.encodeCall(JobManager.commitRound, (jobId, 0, hex"01")));
+            _tryGuarded(abi.encodeCall(JobManager.validateUpdate, (jobId, 0, address(this), true, 0)));
+            _tryGuarded(abi.encodeCall(JobManager.completeDeregistration, ()));
         } else {
             try target.withdraw() {
                 reentrySucceeded = true;
@@ -47,5 +59,10 @@ contract ReentrantAttacker {
                 reentrySucceeded = false;
             }
         }
+    }
+
+    function _tryGuarded(bytes memory data) private {
+        (bool ok, bytes memory ret) = address(target).call(data);
+        if (!ok && ret.length >= 4 && bytes4(ret) == GUARD_ERROR) ++guardedReverts;
     }
 }

@@ -64,8 +64,7 @@ def load_artifact() -> Artifact:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise AbiExportError(
-            f"{path} is missing: run `./node_modules/.bin/hardhat compile && node scripts/export_abi.js` "
-            "in contracts/"
+            f"{path} is missing: run `./node_modules/.bin/hardhat compile && node scripts/export_abi.js` in contracts/"
         ) from exc
     except json.JSONDecodeError as exc:
         raise AbiExportError(f"{path} is not valid JSON ({exc}); re-export it") from exc
