@@ -31,10 +31,15 @@ class AsyncChain:
     def __init__(self, *, timeout_s: float, limiter: trio.CapacityLimiter | None = None) -> None:
         self.timeout_s = timeout_s
         self._limiter = limiter or trio.CapacityLimiter(4)
+        self.seconds = 0.0
+        """Wall time spent waiting on the chain (the devnet benchmark's 'chain' column)."""
 
     async def __call__(self, fn: Callable[[], T], *, what: str = "chain call") -> T:
+        start = trio.current_time()
         try:
             with trio.fail_after(self.timeout_s):
                 return await trio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=self._limiter)
         except trio.TooSlowError as exc:
             raise ChainTimeout(f"{what}: the chain did not answer within {self.timeout_s:.0f} s") from exc
+        finally:
+            self.seconds += trio.current_time() - start

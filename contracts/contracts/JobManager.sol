@@ -503,7 +503,7 @@ contract JobManager is ReentrancyGuard {
         uint32 committed = round + 1;
         job.committedRounds = committed;
         job.progressAt = uint64(block.timestamp);
-        bool finished = committed == job.params.rounds;
+        bool finished = committed >= job.params.rounds; // never greater: round == committedRounds < rounds
         uint64 leaseExpiry = job.leaseExpiry;
         if (!finished) {
             leaseExpiry = uint64(block.timestamp) + job.params.leaseSeconds;

@@ -7,6 +7,9 @@ store), and decoding of anything fetched happens here or in the role, never trus
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,16 @@ class NodeContext:
     _datasets: dict[str, DatasetManifest] = field(default_factory=dict)
     _shards: dict[str, ArraySet] = field(default_factory=dict)
     _blobs: dict[str, bytes] = field(default_factory=dict)
+    timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    """Seconds spent per activity (fetch, train, replay, aggregate, ...): the devnet benchmark's breakdown."""
+
+    @contextmanager
+    def timed(self, what: str) -> Iterator[None]:
+        start = trio.current_time()
+        try:
+            yield
+        finally:
+            self.timings[what] += trio.current_time() - start
 
     @property
     def address(self) -> str:
@@ -46,7 +59,8 @@ class NodeContext:
     async def fetch(self, cid: str, *, max_bytes: int | None = None, what: str = "content") -> bytes:
         """Verified bytes of ``cid`` from this node's store or any peer, under the fetch deadline."""
         limit = max_bytes if max_bytes is not None else self.config.max_dag_bytes
-        return await self.store.get(cid, max_bytes=limit, timeout_s=self.config.fetch_timeout_s)
+        with self.timed("transfer"):
+            return await self.store.get(cid, max_bytes=limit, timeout_s=self.config.fetch_timeout_s)
 
     async def fetch_cached(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         """Like :meth:`fetch`, memoised for immutable content this node reads repeatedly (checkpoints, shards)."""

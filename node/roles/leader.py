@@ -246,7 +246,8 @@ class LeaderRole:
                 continue
             deltas.append((delta, manifest.task.weight))
             used.append(manifest_cid)
-        new_bytes = await trio.to_thread.run_sync(aggregate_checkpoint, spec, base_bytes, deltas)
+        with ctx.timed("aggregation"):
+            new_bytes = await trio.to_thread.run_sync(aggregate_checkpoint, spec, base_bytes, deltas)
         eval_set = await ctx.shard(spec.eval_cid, spec.max_dag_bytes)
         model_state, _ = decode_checkpoint(new_bytes, spec.model, max_bytes=spec.max_dag_bytes)
 
@@ -254,7 +255,8 @@ class LeaderRole:
             state: dict[str, torch.Tensor] = model_state
             return evaluate(spec.model, state, eval_set, max_samples=self.eval_samples)
 
-        accuracy, loss = await trio.to_thread.run_sync(run_eval)
+        with ctx.timed("evaluation"):
+            accuracy, loss = await trio.to_thread.run_sync(run_eval)
         new_cid = await ctx.store.put(new_bytes)
         await ctx.store.pin(new_cid)
         record = RoundRecord(job_id=self.job_id, round=st.round, base_cid=st.base_cid, checkpoint_cid=new_cid,

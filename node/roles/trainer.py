@@ -140,7 +140,8 @@ class TrainerRole:
                 sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count),
             )
 
-        result = await trio.to_thread.run_sync(work)
+        with ctx.timed("training"):
+            result = await trio.to_thread.run_sync(work)
         delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding))
         segment_cids: list[str] = [await ctx.store.put(encode_state(s)) for s in result.segment_states]
         manifest = UpdateManifest(

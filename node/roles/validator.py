@@ -128,7 +128,8 @@ class ValidatorRole:
                     tolerance=float(spec.replay_tolerance), delta_kind=manifest.delta_encoding,
                 )
 
-            verdict = await trio.to_thread.run_sync(work)
+            with ctx.timed("validation"):
+                verdict = await trio.to_thread.run_sync(work)
         except (DtnodeError, KeyError, ValueError) as exc:
             return Verdict(False, "unverifiable", math.inf, (), f"{type(exc).__name__}: {exc}"), 0
         reduction = max(0, manifest.loss_before_micro - manifest.loss_after_micro) if verdict.ok else 0

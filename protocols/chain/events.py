@@ -292,8 +292,9 @@ class EventPoller:
                 batch = await trio.to_thread.run_sync(self._fetch)
                 for ev in batch.events:
                     await send_channel.send(ev)
-                    self._ack(ev)
+                    # The cursor write fsyncs: keep it off the event loop.
+                    await trio.to_thread.run_sync(self._ack, ev)
                 if batch.end_block is not None:
-                    self._finish(batch.end_block)
+                    await trio.to_thread.run_sync(self._finish, batch.end_block)
                 if batch.caught_up:
                     await trio.sleep(self.config.poll_interval_s)  # the poll period: nothing new is confirmed yet

@@ -1,0 +1,96 @@
+"""The protocol's overhead: the devnet job's wall time to a target accuracy vs the same algorithm in one process.
+
+Both sides run in this one invocation, on this machine, with the same model, trainers, K, batch, learning rates,
+aggregation and shards. The devnet side is the real network (libp2p hosts, bitswap, signed tickets, replay by a
+validator quorum, a chain); the simulated side is ``node.training.simulate`` (the same deterministic local training
+and aggregation, no network, no chain, no validation). Per-round breakdown of the devnet side: seconds spent in
+training, content transfer, chain calls, validation (replay), aggregation and evaluation, summed over nodes.
+
+    .venv/bin/python bench/bench_devnet.py                   # in-process network (py-evm chain)
+    .venv/bin/python bench/bench_devnet.py --processes       # Hardhat node + one OS process per node
+    .venv/bin/python bench/bench_devnet.py --quick           # MLP, 3 rounds: a smoke run
+
+Prints the ratio devnet / simulated wall time (the protocol's overhead factor) at the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+
+import trio
+
+from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
+from node.logs import setup_logging
+from node.roles.leader import strategy_for
+from node.training.data import load_fashion_mnist
+from node.training.simulate import SimConfig, simulate
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--processes", action="store_true", help="Hardhat + OS processes instead of in-process")
+    ap.add_argument("--quick", action="store_true", help="MLP, 3 rounds, K=20")
+    ap.add_argument("--target", type=float, default=0.88)
+    ap.add_argument("--rounds", type=int, default=None)
+    args = ap.parse_args()
+    setup_logging(level="ERROR")
+    model, rounds, k = ("fmnist-mlp-v1", 3, 20) if args.quick else ("fmnist-cnn-v1", 12, 50)
+    rounds = args.rounds or rounds
+    target = 0.75 if args.quick and args.target == 0.88 else args.target
+    trainers = 4
+    spec = demo_spec(rounds=rounds, trainers=trainers, model=model, local_steps=k)
+    nets: list[Devnet] = []
+
+    async def keep(net: Devnet, _job: int) -> None:
+        nets.append(net)
+
+    plan = DevnetPlan(trainers=trainers, validators=3, spec=spec, embedded=not args.processes, shards=16,
+                      eval_samples=2000, final_eval_samples=None, out=lambda _l: None)
+    t0 = time.monotonic()
+    result = trio.run(lambda: run_devnet(plan, on_ready=keep))
+    devnet_wall = time.monotonic() - t0
+    reach = next((line for line in result.rounds if line.accuracy >= target), None)
+
+    breakdown: dict[str, float] = defaultdict(float)
+    if nets and nets[0].nodes:
+        for node in nets[0].nodes.values():
+            if node.ctx is None:
+                continue
+            for key, value in node.ctx.timings.items():
+                breakdown[key] += value
+            breakdown["chain"] += node.ctx.chain.seconds
+
+    train, test = load_fashion_mnist()
+    cfg = SimConfig(model_name=model, n_trainers=trainers, local_steps=k, batch_size=spec.batch_size,
+                    lr=float(spec.inner_lr), optimizer=spec.inner_optimizer, strategy=strategy_for(spec.aggregation),
+                    rounds=rounds, seed=spec.seed, eval_samples=2000)
+    t1 = time.monotonic()
+    sim = simulate(train, test, cfg)
+    sim_wall = time.monotonic() - t1
+    sim_reach = next((r for r in sim.history if r.accuracy >= target), None)
+
+    print(f"model {model}, {trainers} trainers, K={k}, {rounds} rounds, target {target:.0%} "
+          f"({'processes + Hardhat' if args.processes else 'in-process network + py-evm'})")
+    print(f"{'':<28}{'devnet':>12}{'simulated':>12}")
+    print(f"{'final accuracy (10k test)':<28}{result.final_accuracy:>12.4f}{sim.history[-1].accuracy:>12.4f}")
+    print(f"{'wall time, all rounds (s)':<28}{devnet_wall:>12.1f}{sim_wall:>12.1f}")
+    if reach and sim_reach:
+        sim_t = sum(r.compute_s for r in sim.history[: sim_reach.round + 1])
+        print(f"{'round reaching target':<28}{reach.round + 1:>12}{sim_reach.round + 1:>12}")
+        print(f"{'wall time to target (s)':<28}{reach.wall_s:>12.1f}{sim_t:>12.1f}")
+        print(f"overhead ratio at target (devnet / simulated): {reach.wall_s / max(sim_t, 1e-9):.2f}x")
+    else:
+        print("target not reached by " + ("either side" if not (reach or sim_reach) else
+                                            "the devnet" if not reach else "the simulation"))
+    print(f"overhead ratio, all rounds: {devnet_wall / max(sim_wall, 1e-9):.2f}x")
+    if breakdown:
+        total = sum(breakdown.values())
+        print("devnet seconds by activity, summed over nodes (in-process run):")
+        for key, value in sorted(breakdown.items(), key=lambda kv: -kv[1]):
+            print(f"  {key:<12}{value:>9.1f} s  {value / total:>6.1%}   per round {value / rounds:>7.2f} s")
+
+
+if __name__ == "__main__":
+    main()
