@@ -47,7 +47,7 @@ ETH = 10**18
 MIN_STAKE = ETH // 10
 
 
-def demo_spec(*, rounds: int = 12, trainers: int = 4, model: str = "fmnist-cnn-v1", local_steps: int = 50,
+def demo_spec(*, rounds: int = 20, trainers: int = 4, model: str = "fmnist-cnn-v1", local_steps: int = 50,
               lease_seconds: int = 300) -> JobSpec:
     """The embedded defaults: CNN, DiLoCo (AdamW inner, Nesterov outer 0.7/0.9), K=50, one task per trainer."""
     return JobSpec(

@@ -12,6 +12,7 @@ Errors: :class:`ContractRevert` subclasses named after the contract's custom err
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,12 @@ from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from web3 import Web3
-from web3.types import TxParams, TxReceipt, Wei
+from web3.types import FilterParams, TxParams, TxReceipt, Wei
 
 from protocols.chain.abi import load_artifact
 from protocols.chain.cids import cid_from_bytes, cid_to_bytes
 from protocols.chain.errors import TransactionFailed
-from protocols.chain.events import ChainEvent, EventDecoder
+from protocols.chain.events import ChainEvent, EventDecoder, event_topic
 from protocols.chain.models import (
     ContractSettings,
     JobInfo,
@@ -186,6 +187,38 @@ class JobManagerClient:
     def withdraw(self) -> TxResult:
         """``withdraw()``: send this account's whole balance to it."""
         return self._send("withdraw", [])
+
+    # ------------------------------------------------------------------ events
+
+    def get_events(
+        self,
+        *,
+        names: Collection[str] | None = None,
+        job_id: int | None = None,
+        from_block: int | None = None,
+        to_block: int | str = "latest",
+    ) -> list[ChainEvent]:
+        """This deployment's events in chain order, filtered on the node by event name and (indexed) job id.
+
+        ``from_block`` defaults to the deployment block when known, else 0. One ``eth_getLogs`` call: for long
+        ranges on a real network, use :class:`~protocols.chain.events.EventPoller` instead.
+        """
+        topics: list[Any] = [
+            [event_topic(n) for n in names] if names else None,
+            "0x" + job_id.to_bytes(32, "big").hex() if job_id is not None else None,
+        ]
+        while topics and topics[-1] is None:
+            topics.pop()
+        params: FilterParams = {
+            "address": to_checksum_address(self.address),
+            "fromBlock": from_block if from_block is not None else (self.deploy_block or 0),
+            "toBlock": to_block,  # type: ignore[typeddict-item]
+            "topics": topics,
+        }
+        logs = self._tx.rpc(lambda: self.w3.eth.get_logs(params), "eth_getLogs")
+        events = self._decoder.decode_all(logs)
+        # jobId is topic1 of every job event; other events put an address there, so check the decoded argument too.
+        return [ev for ev in events if job_id is None or ev.job_id == job_id]
 
     # ------------------------------------------------------------------ views: jobs
 

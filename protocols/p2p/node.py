@@ -43,6 +43,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
+from libp2p.rcmgr.manager import ResourceManager
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -138,6 +139,10 @@ class P2PNode:
             muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             listen_addrs=[multiaddr.Multiaddr(a) for a in self.config.listen_addrs],
             enable_mDNS=self.config.enable_mdns,
+            # The default resource manager's circuit breaker and graceful degradation refuse streams when this
+            # 2-core process is busy, which starved pubsub stream negotiation (10 s timeouts) in 10-node tests.
+            resource_manager=ResourceManager(enable_circuit_breaker=False, enable_graceful_degradation=False,
+                                             enable_metrics=False),
             # One connection per peer: with more allowed, connect() waits a fixed 250 ms for extra dials.
             # No auto-connector: discovery below decides whom to dial (the library default dials toward 100).
             connection_config=ConnectionConfig(max_connections_per_peer=1),

@@ -21,7 +21,7 @@ from protocols.p2p.node import P2PNode
 
 TEST_DEFAULTS: dict[str, Any] = {
     "presence_interval_s": 1.0,
-    "peer_ttl_s": 4.0,
+    "peer_ttl_s": 6.0,  # six missed announcements: tolerant of a loaded 2-core machine
     "request_timeout_s": 5.0,
     "dial_timeout_s": 5.0,
     "bootstrap_retry_s": 0.5,

@@ -83,3 +83,19 @@ async def test_run_hands_out_events_as_a_trio_service(chain: Chain, manager: Job
     more = _poller(chain, manager, cursor, confirmations=0).poll_once()
     assert all(e.position > seen[-1].position for e in more)
     assert "LeaderElected" not in [e.name for e in more]
+
+
+def test_get_events_filters_by_name_and_job(chain: Chain, manager: JobManagerClient) -> None:
+    customer = manager.with_account(chain.accounts[1])
+    leader = manager.with_account(chain.accounts[2])
+    leader.register_validator(MIN_STAKE)
+    first, _ = customer.create_job(PARAMS)
+    second, _ = customer.create_job(PARAMS)
+    leader.stand_for_leader(second)
+
+    assert [e.name for e in manager.get_events(job_id=second)] == ["JobCreated", "CandidateStood", "LeaderElected"]
+    created = manager.get_events(names=["JobCreated"])
+    assert [e.job_id for e in created] == [first, second]
+    elected = manager.get_events(names=["LeaderElected", "ValidatorRegistered"])
+    assert [e.name for e in elected] == ["ValidatorRegistered", "LeaderElected"]
+    assert manager.get_events(names=["LeaderElected"], job_id=first) == []
