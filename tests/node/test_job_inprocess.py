@@ -134,3 +134,26 @@ async def test_leader_dies_mid_round_and_the_other_candidate_finishes() -> None:
     assert result.totals_conserved
     assert sum(result.earnings.values()) + result.refund == result.deposit
     assert not math.isnan(result.final_accuracy)
+
+
+async def test_trainer_killed_mid_task_does_not_stall_the_round() -> None:
+    plan = small_plan(node_settings={
+        "chain_poll_interval_s": 0.3, "task_timeout_s": 15.0, "round_timeout_s": 120.0, "fetch_timeout_s": 30.0,
+        "request_timeout_s": 15.0, "chain_timeout_s": 30.0,
+    })
+
+    async def kill_trainer_holding_a_ticket(net: Devnet, job_id: int) -> None:
+        victim = net.nodes["trainer-3"]
+        while True:  # the moment the serving leader has handed trainer-3 a ticket, trainer-3 dies
+            for leader in (net.nodes["leader-1"], net.nodes["leader-2"]):
+                role = leader.leaders.get(job_id)
+                if role and role.current and victim.account.address.lower() in role.current.tickets:
+                    victim.stop()
+                    return
+            await trio.sleep(0.05)
+
+    result = await run_devnet(plan, on_ready=kill_trainer_holding_a_ticket)
+    assert len(result.rounds) == 2
+    assert earned(result, "trainer-1") > 0 and earned(result, "trainer-2") > 0
+    assert earned(result, "trainer-3") == 0
+    assert result.totals_conserved
