@@ -48,7 +48,7 @@ MIN_STAKE = ETH // 10
 
 
 def demo_spec(*, rounds: int = 14, trainers: int = 4, model: str = "fmnist-cnn-v1", local_steps: int = 100,
-              lease_seconds: int = 300) -> JobSpec:
+              lease_seconds: int = 300, quorum: int = 3) -> JobSpec:
     """The embedded defaults: CNN, DiLoCo (AdamW inner, Nesterov outer 0.7/0.9), K=100, one task per trainer.
 
     Measured (bench/bench_training.py, simulate): this algorithm reaches 88% test accuracy at round 11.
@@ -58,7 +58,7 @@ def demo_spec(*, rounds: int = 14, trainers: int = 4, model: str = "fmnist-cnn-v
         batch_size=32, inner_optimizer="adamw", inner_lr="0.001", segment_every=10, spot_check_segments=2,
         delta_encoding="f32", aggregation=AggregationSpec(strategy="mean", outer="nesterov"),
         payment=PaymentSpec(base_rate_wei=10**15, bonus_rate_wei=5 * 10**14, validator_fee_wei=2 * 10**14,
-                            leader_fee_wei=10**15, quorum=3, lease_seconds=lease_seconds),
+                            leader_fee_wei=10**15, quorum=quorum, lease_seconds=lease_seconds),
     )
 
 
@@ -282,6 +282,8 @@ async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] |
             cfg = node_config(plan, m, job_id=job_id, data_dir=net.workdir / m.label, bootstrap=bootstrap, rpc=rpc,
                               contract=client.address)
             if plan.embedded:
+                # One py-evm chain serves every node through one lock: poll it less often than a real node would.
+                cfg = replace(cfg, chain_poll_interval_s=max(cfg.chain_poll_interval_s, 1.0))
                 node = DtNode(config=cfg, account=account, client=client.with_account(account),
                               log=logging.getLogger(f"dtnode.{m.label}"), p2p_overrides=dict(plan.p2p_settings))
                 if m.label in plan.trainer_cls:

@@ -1,8 +1,8 @@
 // One-shot deployer for the compose network: deploy JobManager unless the chain already has it, then write the
 // dtnode config fragment every node reads with `--config $NETWORK_DIR/network.toml`.
 //
-//   HARDHAT_RPC_URL=http://chain:8545 NETWORK_DIR=/network \
-//     ./node_modules/.bin/hardhat run --network localhost docker/deploy_once.js
+//   cd contracts && HARDHAT_NETWORK=localhost HARDHAT_RPC_URL=http://chain:8545 NETWORK_DIR=/network \
+//     node ../docker/chain/deploy_once.js
 //
 // Idempotent: when network.toml names an address that has code on the chain, nothing is deployed (a restarted
 // compose stack keeps its contract; a fresh Hardhat node, whose state lives in memory, gets a new one).
@@ -11,11 +11,14 @@
 // $NETWORK_DIR/deployment.json. The deploying account is the node's first unlocked account: on a Hardhat node that
 // is PUBLIC dev account 0, which is only acceptable on a throwaway local chain.
 //
-// `hardhat run` provides `hre` as a global, so this file needs no node_modules of its own.
-/* global hre */
+// Plain `node` (not `hardhat run`, which forks a second process): Hardhat is loaded from the project in the
+// working directory and picks its network from HARDHAT_NETWORK. The contracts must already be compiled.
 const fs = require("fs");
 const path = require("path");
 const { execFileSync } = require("child_process");
+
+process.env.HARDHAT_NETWORK = process.env.HARDHAT_NETWORK || "localhost";
+const hre = require(require.resolve("hardhat", { paths: [process.cwd()] }));
 
 const NETWORK_DIR = process.env.NETWORK_DIR || "/network";
 const TOML = path.join(NETWORK_DIR, "network.toml");
@@ -42,10 +45,9 @@ async function main() {
     console.log(`JobManager already deployed at ${known} (chainId ${chainId}); ${TOML} unchanged`);
     return;
   }
-  const hardhat = path.join(hre.config.paths.root, "node_modules", ".bin", "hardhat");
-  execFileSync(hardhat, ["run", "--network", network.name, "scripts/deploy_contract.js"], {
+  execFileSync(process.execPath, [path.join("scripts", "deploy_contract.js")], {
     cwd: hre.config.paths.root,
-    env: { ...process.env, DEPLOYMENT_OUT: DEPLOYMENT },
+    env: { ...process.env, HARDHAT_NETWORK: network.name, DEPLOYMENT_OUT: DEPLOYMENT },
     stdio: "inherit",
   });
   const record = JSON.parse(fs.readFileSync(DEPLOYMENT, "utf8"));

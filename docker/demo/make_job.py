@@ -28,12 +28,12 @@ TRAINERS = 4
 """Tasks per round: one per trainer service in compose.yaml."""
 
 
-async def demo_job(dataset_root: str | None = None) -> JobSpec:
-    """The demo spec with the dataset, evaluation shard and initial checkpoint CIDs filled in."""
+async def demo_job(base: JobSpec | None = None, *, dataset_root: str | None = None) -> JobSpec:
+    """``base`` (default: the devnet's demo spec for 4 trainers) with the content CIDs filled in."""
+    spec = base or demo_spec(trainers=TRAINERS)
     with tempfile.TemporaryDirectory(prefix="dtnode-demo-job-") as tmp:
         store = LocalContentStore(FilesystemBlockStore(tmp, max_bytes=1 << 32, durable=False))
         data = await publish_fashion_mnist(store, shards=SHARDS, root=dataset_root)
-        spec = demo_spec(trainers=TRAINERS)
         checkpoint = await store.put(initial_checkpoint(spec.model, spec.seed))
     return spec.with_content(dataset_cid=data.dataset_cid, eval_cid=data.eval_cid,
                              initial_checkpoint_cid=checkpoint)

@@ -77,6 +77,10 @@ class RoundState:
     tickets: dict[str, TaskTicket] = field(default_factory=dict)
     """trainer address (lower-case) → the ticket it holds this round."""
     slots_used: int = 0
+    submitted: set[str] = field(default_factory=set)
+    """Trainers (lower-case) with an update on-chain this round, as last read by the collector."""
+    decided: dict[str, tuple[UpdateStatus, str]] = field(default_factory=dict)
+    """Trainer → (final status, manifest CID): decided updates never change, so they are read once."""
 
 
 class LeaderRole:
@@ -88,6 +92,7 @@ class LeaderRole:
         self.on_commit = on_commit
         self.current: RoundState | None = None
         self.records: list[RoundRecord] = []
+        self._registered: set[str] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Stand as candidate, then lead whenever the chain says so, until the job is finished or cancelled."""
@@ -138,17 +143,16 @@ class LeaderRole:
         key = trainer.lower()
         if key in st.tickets and st.tickets[key].expires_at > time.time():
             return TaskResponse(ticket=st.tickets[key])
+        # Answer from memory wherever possible: a slow handler makes trainers time out and reset streams.
         spec = await ctx.spec(self.job_id)
-        info = await ctx.chain(lambda: ctx.client.trainers(trainer))
-        if not info.registered:
-            return TaskResponse(reject=RejectCode.NOT_REGISTERED, detail="register as a trainer on-chain first")
-        update = await ctx.chain(lambda: ctx.client.get_update(self.job_id, st.round, trainer))
-        if update.cid:
+        if key not in self._registered:
+            if not (await ctx.chain(lambda: ctx.client.trainers(trainer))).registered:
+                return TaskResponse(reject=RejectCode.NOT_REGISTERED, detail="register as a trainer on-chain first")
+            self._registered.add(key)
+        if key in st.submitted:
             return TaskResponse(reject=RejectCode.ALREADY_SUBMITTED, detail="one update per trainer per round")
-        submitted = await ctx.chain(lambda: ctx.client.get_round_updates(self.job_id, st.round))
-        outstanding = sum(1 for t in st.tickets.values() if t.expires_at > time.time()
-                          and t.trainer.lower() not in {s.lower() for s in submitted})
-        if len(submitted) + outstanding >= spec.tasks_per_round:
+        outstanding = sum(1 for k, t in st.tickets.items() if t.expires_at > time.time() and k not in st.submitted)
+        if len(st.submitted) + outstanding >= spec.tasks_per_round:
             return TaskResponse(reject=RejectCode.ROUND_FULL, detail="every slot of this round is taken")
         ticket = await self._make_ticket(spec, st, trainer, request.node_class)
         st.tickets[key] = ticket
@@ -184,6 +188,7 @@ class LeaderRole:
         # Commit well before the lease runs out, whatever the round timeout says.
         margin = max(5.0, spec.payment.lease_seconds * 0.2)
         budget = min(ctx.config.round_timeout_s, lease_expiry - now - margin)
+        await ctx.dataset(spec.dataset_cid)  # loaded before serving, so ticket requests are answered from memory
         lease_left = lease_expiry - now - margin
         st = RoundState(round=r, base_cid=base_cid, term=term, deadline=time.monotonic() + max(budget, 1.0),
                         hard_deadline=time.monotonic() + max(lease_left, 1.0))
@@ -204,14 +209,16 @@ class LeaderRole:
         ctx = self.ctx
         while True:
             trainers = await ctx.chain(lambda: ctx.client.get_round_updates(self.job_id, st.round))
-            accepted: list[tuple[str, str]] = []
-            decided = 0
+            st.submitted = {t.lower() for t in trainers}
             for trainer in trainers:
+                if trainer.lower() in st.decided:
+                    continue
                 u = await ctx.chain(lambda: ctx.client.get_update(self.job_id, st.round, trainer))  # noqa: B023
-                if u.status == UPDATE_ACCEPTED:
-                    accepted.append((trainer, u.cid or ""))
                 if u.status in (UPDATE_ACCEPTED, UPDATE_REJECTED):
-                    decided += 1
+                    st.decided[trainer.lower()] = (u.status, u.cid or "")
+            accepted: list[tuple[str, str]] = [(t, st.decided[t.lower()][1]) for t in trainers
+                        if st.decided.get(t.lower(), (None, ""))[0] == UPDATE_ACCEPTED]
+            decided = len(st.decided)
             now = time.time()
             submitted = {t.lower() for t in trainers}
             outstanding = [t for k, t in st.tickets.items() if k not in submitted and t.expires_at > now]

@@ -65,7 +65,11 @@ class ValidatorRole:
                     continue
                 update = await ctx.chain(lambda: ctx.client.get_update(job_id, r, trainer))  # noqa: B023
                 me = ctx.address.lower()
-                if update.status != UPDATE_PENDING or me not in [v.lower() for v in update.validators]:
+                if me not in [v.lower() for v in update.validators]:
+                    self.verdicts[key] = Verdict(True, "not-drawn", 0.0, ())  # never re-read: the draw is final
+                    continue
+                if update.status != UPDATE_PENDING:
+                    self.verdicts[key] = Verdict(True, "decided-without-us", 0.0, ())
                     continue
                 if await ctx.chain(lambda: ctx.client.has_voted(job_id, r, trainer, ctx.address)):  # noqa: B023
                     self.verdicts[key] = Verdict(True, "voted-before-restart", 0.0, ())

@@ -95,13 +95,53 @@ def _single_run_gas_estimate(state: Any, transaction: Any) -> int:
     return int(transaction.intrinsic_gas + computation.get_gas_used())
 
 
+def _indexed_backend_class() -> type[Any]:
+    """PyEVMBackend whose transaction lookups use py-evm's hash index instead of scanning blocks from the head.
+
+    eth-tester 0.13.0b1 finds a transaction by walking back block by block, so ``eth_getLogs`` over a chain of n
+    transactions costs O(n^2) block loads while holding the provider lock, stalling every node of an in-process
+    devnet. py-evm already keeps a ``tx hash -> (block, index)`` index; this uses it (same serializers, same output).
+    """
+    from eth.exceptions import TransactionNotFound as EVMTransactionNotFound
+    from eth_tester import PyEVMBackend
+    from eth_tester.backends.pyevm.serializers import serialize_transaction, serialize_transaction_receipt
+    from eth_tester.exceptions import TransactionNotFound
+
+    class IndexedPyEVMBackend(PyEVMBackend):  # type: ignore[misc]
+        def _find(self, transaction_hash: bytes) -> tuple[Any, Any, int]:
+            pending = self.chain.get_block()
+            for index, tx in enumerate(pending.transactions):
+                if tx.hash == transaction_hash:
+                    return pending, tx, index
+            try:
+                number, index = self.chain.chaindb.get_transaction_index(transaction_hash)
+            except EVMTransactionNotFound as exc:
+                raise TransactionNotFound(f"No transaction found for hash 0x{transaction_hash.hex()}") from exc
+            block = self.chain.get_canonical_block_by_number(number)
+            return block, block.transactions[index], index
+
+        def get_transaction_by_hash(self, transaction_hash: bytes) -> Any:
+            block, tx, index = self._find(transaction_hash)
+            is_pending = block.number == self.chain.get_block().number
+            return serialize_transaction(block, tx, index, is_pending)
+
+        def get_transaction_receipt(self, transaction_hash: bytes) -> Any:
+            block, tx, index = self._find(transaction_hash)
+            is_pending = block.number == self.chain.get_block().number
+            receipts = block.get_receipts(self.chain.chaindb)
+            return serialize_transaction_receipt(block, receipts, tx, index, is_pending, self.chain.get_vm())
+
+    return IndexedPyEVMBackend
+
+
 def in_process_chain(*, accounts: int = HARDHAT_ACCOUNT_COUNT, balance_eth: int = HARDHAT_ACCOUNT_BALANCE_ETH) -> Web3:
     """A fresh py-evm chain (eth-tester, auto-mining) whose genesis funds the first ``accounts`` dev accounts."""
     from eth_tester import EthereumTester, PyEVMBackend
 
+    backend_class = _indexed_backend_class()
     state_defaults = {"balance": to_wei(balance_eth, "ether"), "nonce": 0, "code": b"", "storage": {}}
     genesis_state = {bytes.fromhex(acct.address[2:]): dict(state_defaults) for acct in dev_accounts(accounts)}
-    backend = PyEVMBackend(
+    backend = backend_class(
         genesis_parameters=PyEVMBackend.generate_genesis_params(overrides={"gas_limit": GENESIS_GAS_LIMIT}),
         genesis_state=genesis_state,
     )

@@ -86,7 +86,7 @@ def test_decode_revert_handles_each_backend_shape(shape: str) -> None:
         raised = ContractCustomError("0x" + data.hex(), data="0x" + data.hex())
     elif shape == "anvil rpc error":
         response = {"code": 3, "message": "execution reverted", "data": "0x" + data.hex()}
-        raised = Web3RPCError(str(response), rpc_response={"jsonrpc": "2.0", "id": 1, "error": response})
+        raised = Web3RPCError(str(response), rpc_response={"jsonrpc": "2.0", "id": 1, "error": response})  # type: ignore[arg-type]
     elif shape == "hardhat send error":
         inner = {"message": "VM Exception while processing transaction", "txHash": "0x" + "ab" * 32,
                  "data": "0x" + data.hex()}  # fmt: skip
@@ -95,7 +95,8 @@ def test_decode_revert_handles_each_backend_shape(shape: str) -> None:
         raised = Exception(f"execution reverted: {data!r}")
     decoded = decode_revert(raised)
     assert type(decoded) is revert_class("NotLeader")
-    assert decoded.args_decoded == {"jobId": 7, "account": ADDRESS, "leader": ADDRESS}  # type: ignore[attr-defined]
+    assert isinstance(decoded, ContractRevert)
+    assert decoded.args_decoded == {"jobId": 7, "account": ADDRESS, "leader": ADDRESS}
 
 
 def test_decode_revert_of_other_failures() -> None:

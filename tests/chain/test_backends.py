@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from web3 import Web3
 
 from protocols.chain.backends import (
     HARDHAT_ACCOUNT_BALANCE_ETH,
@@ -16,7 +17,7 @@ from protocols.chain.backends import (
 )
 
 # Hardhat's first dev address is public knowledge (its docs print it); the key is derived, never stored.
-HARDHAT_ACCOUNT_0 = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+HARDHAT_ACCOUNT_0 = Web3.to_checksum_address("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
 
 
 def test_in_process_chain_funds_hardhats_dev_accounts() -> None:

@@ -11,7 +11,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import yaml
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read the compose files (pip install pyyaml)")
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

@@ -335,6 +335,11 @@ def test_hadolint() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def norm(name: str) -> str:
+    """A distribution name in PEP 503 normal form."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def test_image_installs_every_runtime_dependency() -> None:
     """requirements.lock minus docker/requirements.exclude must still hold dtnode's whole dependency closure."""
     patterns = [line for line in (DOCKER / "requirements.exclude").read_text().splitlines()
@@ -344,7 +349,6 @@ def test_image_installs_every_runtime_dependency() -> None:
     kept_lines = subprocess.run(["grep", "-vE", "-e", "\n".join(patterns), str(ROOT / "requirements.lock")],
                                 capture_output=True, text=True, timeout=30, check=True).stdout.splitlines()
     lock = [line.strip() for line in (ROOT / "requirements.lock").read_text().splitlines() if "==" in line]
-    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
     kept = {norm(line.split("==")[0]) for line in kept_lines if "==" in line}
     assert len(kept) < len(lock) and "web3" in kept
     gpu_only = re.compile(r"^(nvidia-|cuda-|triton$)")
