@@ -36,10 +36,10 @@ from node.training.data import load_fashion_mnist
 from node.training.evaluate import evaluate
 from protocols.chain.backends import HardhatNode, dev_accounts, in_process_chain
 from protocols.chain.client import JobManagerClient, deploy
-from protocols.chain.events import EventDecoder
 from protocols.chain.models import JobInfo, JobStatus
 from protocols.errors import DtnodeError
 from protocols.specs import AggregationSpec, JobSpec, PaymentSpec
+from protocols.types import Cid
 
 log = logging.getLogger("dtnode.devnet")
 
@@ -77,13 +77,16 @@ class DevnetPlan:
     workdir: Path | None = None
     log_format: str = "text"
     node_settings: dict[str, Any] = field(default_factory=lambda: {
-        "chain_poll_interval_s": 0.3, "task_timeout_s": 120.0, "round_timeout_s": 180.0, "fetch_timeout_s": 60.0,
+        "chain_poll_interval_s": 1.0, "task_timeout_s": 120.0, "round_timeout_s": 180.0, "fetch_timeout_s": 60.0,
         "request_timeout_s": 15.0, "chain_timeout_s": 30.0,
     })
-    p2p_settings: dict[str, Any] = field(default_factory=lambda: {"presence_interval_s": 1.0, "peer_ttl_s": 10.0})
+    p2p_settings: dict[str, Any] = field(default_factory=lambda: {"presence_interval_s": 3.0, "peer_ttl_s": 15.0})
     timeout_s: float = 1800.0
     trainer_cls: dict[str, Any] = field(default_factory=dict)
     """label → TrainerRole subclass (embedded runs only; tests use it for adversaries)."""
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    """label → the command that runs that node's process, before ``--config FILE`` (default ``python -m node.cli``);
+    tests use it to run adversaries."""
     out: Callable[[str], None] = print
 
 
@@ -164,6 +167,8 @@ class Devnet:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.nodes: dict[str, DtNode] = {}
         self.labels: dict[str, str] = {}
+        self.contract_address = ""
+        self.rpc_url = ""
 
     def close(self) -> None:
         for proc in self.procs.values():
@@ -207,8 +212,9 @@ class Devnet:
         toml.write_text("\n".join(lines) + "\n")
         log_file = open(self.workdir / f"{m.label}.log", "wb")  # noqa: SIM115 (owned by the child until close)
         env = dict(os.environ, DTNODE_NODE_NAME=m.label, PYTHONUNBUFFERED="1")
+        command = self.plan.commands.get(m.label, [sys.executable, "-m", "node.cli"])
         self.procs[m.label] = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "--config", str(toml)],
+            [*command, "--config", str(toml)],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         log_file.close()
@@ -255,6 +261,7 @@ async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] |
         w3, customer, min_trainer_stake=MIN_STAKE, min_validator_stake=MIN_STAKE, slash_amount=MIN_STAKE // 2,
         deregistration_delay=3600))
     out(f"contract: JobManager at {client.address}")
+    net.contract_address, net.rpc_url = client.address, rpc
     net.labels[customer.address.lower()] = "customer"
 
     async with trio.open_nursery() as nursery:
@@ -332,11 +339,15 @@ async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobS
         net.check_children()
         job: JobInfo = await trio.to_thread.run_sync(lambda: client.get_job(job_id))
         while seen < job.committed_rounds:
-            cid = await trio.to_thread.run_sync(lambda: client.get_round_checkpoint(job_id, seen))  # noqa: B023
-            job_now = replace(job, last_checkpoint_cid=cid)
+            commits = await trio.to_thread.run_sync(
+                lambda: client.get_events(names=["RoundCommitted"], job_id=job_id))
+            commit = next(ev for ev in commits if int(ev.args["round"]) == seen)  # noqa: B023
+            cid = str(commit.args["checkpointCid"])
+            job_now = replace(job, last_checkpoint_cid=Cid(cid))
             model = await fetch_final_weights(store, job_now, spec)
             acc, _ = await trio.to_thread.run_sync(lambda: evaluate(spec.model, model, held_out))  # noqa: B023
-            leader = net.labels.get((job.leader or "").lower(), job.leader or "?")
+            committer = str(commit.args["leader"]).lower()
+            leader = net.labels.get(committer, committer)
             line = RoundLine(seen, leader, acc, time.monotonic() - started)
             lines.append(line)
             bar = "#" * (seen + 1) + "-" * (spec.rounds - seen - 1)
@@ -354,14 +365,10 @@ async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobS
 
 
 def _earnings(client: JobManagerClient, job_id: int) -> dict[str, int]:
-    decoder = EventDecoder(client.w3, client.address)
-    address = client.w3.to_checksum_address(client.address)
-    logs = client.w3.eth.get_logs({"address": address, "fromBlock": 0, "toBlock": "latest"})
     earned: dict[str, int] = defaultdict(int)
-    for ev in decoder.decode_all(logs):
-        if ev.name in ("PaidOut", "FeePaid") and int(ev.args["jobId"]) == job_id:
-            who = str(ev.args.get("trainer") or ev.args.get("account")).lower()
-            earned[who] += int(ev.args["amount"])
+    for ev in client.get_events(names=["PaidOut", "FeePaid"], job_id=job_id):
+        who = str(ev.args.get("trainer") or ev.args.get("account")).lower()
+        earned[who] += int(ev.args["amount"])
     return dict(earned)
 
 

@@ -20,7 +20,6 @@ from node.chainio import AsyncChain
 from node.config import NodeConfig
 from node.training.data import ArraySet, decode_shard
 from protocols.chain.client import JobManagerClient
-from protocols.chain.events import EventDecoder
 from protocols.chain.models import JobInfo
 from protocols.p2p.node import P2PNode
 from protocols.specs import JobSpec
@@ -83,12 +82,8 @@ class NodeContext:
         client = self.client
 
         def read() -> set[str]:
-            decoder = EventDecoder(client.w3, client.address)
-            logs = client.w3.eth.get_logs({
-                "address": client.w3.to_checksum_address(client.address), "fromBlock": 0, "toBlock": "latest",
-                "topics": [None, "0x" + job_id.to_bytes(32, "big").hex()],
-            })
-            return {str(e.args["leader"]).lower() for e in decoder.decode_all(logs) if e.name == "LeaderElected"}
+            events = client.get_events(names=["LeaderElected"], job_id=job_id)
+            return {str(e.args["leader"]).lower() for e in events}
 
         return await self.chain(read, what="LeaderElected logs")
 

@@ -36,17 +36,21 @@ class ValidatorRole:
         self.jobs = jobs
         self.verdicts: dict[tuple[int, int, str], Verdict] = {}
         """(job, round, trainer) → the verdict this node voted."""
+        self._in_progress: set[tuple[int, int, str]] = set()
+        self._closed_jobs: set[int] = set()
+        self._limit = trio.Semaphore(3)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            try:
-                await self._scan()
-            except DtnodeError as exc:  # chain down or content unreachable: retry on the next scan
-                self.ctx.log.warning("validator: %s: %s; retrying", type(exc).__name__, exc)
-            await trio.sleep(self.ctx.config.chain_poll_interval_s)
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                try:
+                    await self._scan(nursery)
+                except DtnodeError as exc:  # chain down or content unreachable: retry on the next scan
+                    self.ctx.log.warning("validator: %s: %s; retrying", type(exc).__name__, exc)
+                await trio.sleep(self.ctx.config.chain_poll_interval_s)
 
-    async def _scan(self) -> None:
+    async def _scan(self, nursery: trio.Nursery) -> None:
         ctx = self.ctx
         if self.jobs:
             jobs = list(self.jobs)
@@ -54,14 +58,17 @@ class ValidatorRole:
             count = await ctx.chain(ctx.client.job_count, what="jobCount")
             jobs = list(range(1, count + 1))
         for job_id in jobs:
+            if job_id in self._closed_jobs:
+                continue
             job = await ctx.job(job_id)
             if job.status != JOB_OPEN:
+                self._closed_jobs.add(job_id)
                 continue
             r = job.committed_rounds
             trainers = await ctx.chain(lambda: ctx.client.get_round_updates(job_id, r))  # noqa: B023
             for trainer in trainers:
                 key = (job_id, r, trainer.lower())
-                if key in self.verdicts:
+                if key in self.verdicts or key in self._in_progress:
                     continue
                 update = await ctx.chain(lambda: ctx.client.get_update(job_id, r, trainer))  # noqa: B023
                 me = ctx.address.lower()
@@ -74,7 +81,19 @@ class ValidatorRole:
                 if await ctx.chain(lambda: ctx.client.has_voted(job_id, r, trainer, ctx.address)):  # noqa: B023
                     self.verdicts[key] = Verdict(True, "voted-before-restart", 0.0, ())
                     continue
+                # Several checks at once: most of a check is waiting for content; the replay itself is short.
+                self._in_progress.add(key)
+                nursery.start_soon(self._validate_guarded, job_id, r, trainer, update, key)
+
+    async def _validate_guarded(self, job_id: int, r: int, trainer: str, update: UpdateInfo,
+                                key: tuple[int, int, str]) -> None:
+        try:
+            async with self._limit:
                 await self._validate_and_vote(job_id, r, trainer, update)
+        except DtnodeError as exc:
+            self.ctx.log.warning("validating %s in job %d round %d failed: %s; will retry", trainer, job_id, r, exc)
+        finally:
+            self._in_progress.discard(key)
 
     async def _validate_and_vote(self, job_id: int, r: int, trainer: str, update: UpdateInfo) -> None:
         ctx = self.ctx
