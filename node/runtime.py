@@ -90,7 +90,12 @@ class DtNode:
                 if "trainer" in cfg.roles:
                     self.trainer = self.trainer_cls(ctx, jobs=cfg.jobs)
                     await nursery.start(self.trainer.run)
-                if "validator" in cfg.roles:
+                if self.in_validator_pool:
+                    # Every node in the contract's validator pool must vote: updates draw their validators from all
+                    # registered validators, leader candidates included (they stand with a validator's stake), and a
+                    # drawn validator that never votes leaves the update pending until its round is given up.
+                    # Measured: with one validator and one leader (quorum 1) every update drew the leader, so no
+                    # round was ever accepted.
                     self.validator = ValidatorRole(ctx)
                     await nursery.start(self.validator.run)
                 if "leader" in cfg.roles:
@@ -101,6 +106,12 @@ class DtNode:
                               ",".join(cfg.roles) or "none", " ".join(net.listen_addrs()))
                 task_status.started(self)
 
+    @property
+    def in_validator_pool(self) -> bool:
+        """Whether this node registers (and so is drawn) as a validator; see :meth:`_register`."""
+        roles = self.config.roles
+        return "validator" in roles or ("leader" in roles and "trainer" not in roles)
+
     def stop(self) -> None:
         if self._cancel is not None:
             self._cancel.cancel()
@@ -110,7 +121,8 @@ class DtNode:
         cfg, client, me = self.config, self.client, self.account.address
         wants_trainer = "trainer" in cfg.roles
         # Leader candidates stand with a validator's stake: the contract takes candidates among registered nodes.
-        wants_validator = "validator" in cfg.roles or ("leader" in cfg.roles and not wants_trainer)
+        # Such a node is then drawn to vote like any validator, so run() also starts its validator role.
+        wants_validator = self.in_validator_pool
         if wants_trainer and not (await ctx.chain(lambda: client.trainers(me))).registered:
             await ctx.chain(lambda: client.register_trainer(NodeClass[cfg.node_class], cfg.trainer_stake_wei),
                             what="registerTrainer")

@@ -7,21 +7,31 @@ subclasses in its own ``exceptions``/``errors`` module::
     DtnodeError
     ├── ConfigError(DtnodeError, ValueError)          node.config: a setting is invalid; names the setting
     ├── SchemaError(DtnodeError, ValueError)          protocols.schemas: a spec or message fails validation
+    ├── MessageRejected(SchemaError)                  protocols.messages: BadSignature, BadSchema, StaleMessage, ...
     ├── ChainError                                    protocols.chain.errors
     │   ├── ChainUnavailable(ChainError, ConnectionError)
+    │   │   └── ChainTimeout(ChainUnavailable, TimeoutError)     node.chainio
     │   ├── ContractRevert  (one subclass per custom error of JobManager, named after it)
-    │   └── TransactionFailed
+    │   ├── TransactionFailed
+    │   └── BackendStartError(ChainError, RuntimeError)        protocols.chain.backends
     ├── P2PError                                      protocols.p2p.errors
     │   ├── PeerUnreachable(P2PError, ConnectionError)
     │   ├── RequestTimeout(P2PError, TimeoutError)
     │   ├── PayloadTooLarge(P2PError, ValueError)
-    │   └── RemoteError (the peer answered with a typed error)
+    │   ├── RemoteError (the peer answered with a typed error; ``code``)
+    │   ├── KeystoreError(P2PError, ValueError)
+    │   ├── LibraryDrift (py-libp2p changed under our workarounds)
+    │   ├── DiscoveryTimeout
+    │   └── NotRunning
     ├── StorageError                                  storage.errors
     │   ├── BlockNotFound(StorageError, LookupError)
     │   ├── CidMismatch(StorageError, ValueError)
+    │   ├── MalformedBlock(StorageError, ValueError)
     │   ├── DagTooLarge(StorageError, ValueError)
     │   ├── FetchTimeout(StorageError, TimeoutError)
-    │   └── StoreFull(StorageError, OSError)
+    │   ├── StoreFull(StorageError, OSError)
+    │   ├── InvalidCid(StorageError, ValueError)
+    │   └── KuboError
     └── TrainingError                                 node.training.errors
         ├── InvalidDelta(TrainingError, ValueError)
         ├── DatasetError(TrainingError, ValueError)

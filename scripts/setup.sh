@@ -59,6 +59,13 @@ for dir in contracts tests/ipfs_daemon; do
   fi
 done
 
+# 3b. slither (static analysis of the contract) in its own venv: its pins clash with web3's.
+if [ ! -x .venv-slither/bin/slither ]; then
+  say "installing slither-analyzer 0.11.6 (.venv-slither)"
+  "$PY" -m venv .venv-slither
+  .venv-slither/bin/pip install -q --disable-pip-version-check slither-analyzer==0.11.6 2>&1 | grep -v "^WARNING: Location" || true
+fi
+
 # 4. Compile the contract (offline, npm solc) so its artifacts exist.
 if [ -d contracts/node_modules ]; then
   (cd contracts && ./node_modules/.bin/hardhat compile --quiet >/dev/null)

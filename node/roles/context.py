@@ -7,6 +7,7 @@ store), and decoding of anything fetched happens here or in the role, never trus
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,9 +74,16 @@ class NodeContext:
         return await self.chain(lambda: self.client.get_job(job_id), what=f"getJob({job_id})")
 
     async def chain_time(self) -> int:
-        """The latest block's timestamp: leases are measured in chain time, not this machine's clock."""
+        """What the chain will call "now" for our next transaction.
+
+        Leases are measured in block time, but a chain that mines only on transactions (Hardhat's automine, a quiet
+        testnet) leaves the latest block's timestamp behind while nobody sends anything; a stalled leader sends
+        nothing. The next block's timestamp is at least this machine's clock, so we take the later of the two: a
+        candidate that read only the stale block time would wait forever for a lease that has long expired.
+        """
         w3 = self.client.w3
-        return await self.chain(lambda: int(w3.eth.get_block("latest")["timestamp"]), what="latest block")
+        block_time = await self.chain(lambda: int(w3.eth.get_block("latest")["timestamp"]), what="latest block")
+        return max(block_time, int(time.time()))
 
     async def leader_history(self, job_id: int) -> set[str]:
         """Every address ever elected leader of ``job_id`` (from LeaderElected logs), lower-case."""

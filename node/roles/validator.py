@@ -21,10 +21,12 @@ from node.roles.context import NodeContext
 from node.training.codec import decode_delta, decode_state
 from node.training.local import micro_to_loss
 from node.training.replay import Verdict, choose_segments, replay_verify
-from protocols.chain.errors import ContractRevert
+from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, UpdateInfo, UpdateStatus
 from protocols.errors import DtnodeError
+from protocols.p2p.errors import P2PError
 from protocols.specs import JobSpec, UpdateManifest
+from storage.errors import StorageError
 
 JOB_OPEN = JobStatus.ACTIVE
 UPDATE_PENDING = UpdateStatus.PENDING
@@ -153,7 +155,11 @@ class ValidatorRole:
 
             with ctx.timed("validation"):
                 verdict = await trio.to_thread.run_sync(work)
-        except (DtnodeError, KeyError, ValueError) as exc:
+        except (StorageError, P2PError, ChainError):
+            # Not a verdict on the work: content we could not fetch (yet) or a chain hiccup. Retry later; a trainer
+            # that withholds its content never gets a vote, so its update expires unpaid at the round's commit.
+            raise
+        except (DtnodeError, KeyError, ValueError) as exc:  # fetched, and malformed or inconsistent: invalid
             return Verdict(False, "unverifiable", math.inf, (), f"{type(exc).__name__}: {exc}"), 0
         reduction = max(0, manifest.loss_before_micro - manifest.loss_after_micro) if verdict.ok else 0
         return verdict, reduction

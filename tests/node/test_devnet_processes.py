@@ -58,7 +58,7 @@ def check_paid_once(client: JobManagerClient, result: DevnetResult, rounds: int)
 
 
 async def test_job_survives_leader_sigkill_mid_round(tmp_path: Path) -> None:
-    spec = demo_spec(rounds=3, trainers=3, model="fmnist-mlp-v1", local_steps=20, lease_seconds=60)
+    spec = demo_spec(rounds=3, trainers=3, model="fmnist-mlp-v1", local_steps=20, lease_seconds=90)
     plan = DevnetPlan(trainers=3, validators=3, spec=spec, shards=8, eval_samples=500, final_eval_samples=2000,
                       workdir=tmp_path, timeout_s=600.0, node_settings=dict(NODE_SETTINGS), out=lambda _l: None)
     seen: dict[str, str] = {}
