@@ -77,13 +77,17 @@ class DtNode:
                 exchange = BlockExchange(net.host, blockstore)
                 await nursery.start(exchange.run)
 
-                async def providers(_cid: object) -> list[Provider]:
-                    return list(net.connected_peers())
+                ctx_box: list[NodeContext] = []
+
+                async def providers(cid: object) -> list[Provider]:
+                    hinted = ctx_box[0].hinted_peers(str(cid)) if ctx_box else []
+                    return list(hinted) if hinted else list(net.connected_peers())
 
                 store = LocalContentStore(blockstore, exchange, providers, fetch_timeout_s=cfg.fetch_timeout_s)
                 ctx = NodeContext(config=cfg, account=self.account, client=self.client,
                                   chain=AsyncChain(timeout_s=cfg.chain_timeout_s), net=net, store=store, log=self.log)
                 self.ctx = ctx
+                ctx_box.append(ctx)
                 await self._register(ctx)
                 net.set_request_handler(TASK_PROTOCOL, self._on_task_request)
                 net.set_request_handler(UPDATE_PROTOCOL, self._on_update_notice)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +26,7 @@ from protocols.p2p.node import P2PNode
 from protocols.specs import JobSpec
 from storage.content import ContentStore
 from storage.dataset import DatasetManifest, fetch_dataset_manifest
+from storage.errors import StorageError
 
 
 @dataclass
@@ -41,6 +42,9 @@ class NodeContext:
     _datasets: dict[str, DatasetManifest] = field(default_factory=dict)
     _shards: dict[str, ArraySet] = field(default_factory=dict)
     _blobs: dict[str, bytes] = field(default_factory=dict)
+    _customers: dict[int, str] = field(default_factory=dict)
+    hints: dict[str, list[str]] = field(default_factory=dict)
+    """CID → addresses of nodes known to hold it, for the fetch in progress."""
     timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     """Seconds spent per activity (fetch, train, replay, aggregate, ...): the devnet benchmark's breakdown."""
 
@@ -56,18 +60,38 @@ class NodeContext:
     def address(self) -> str:
         return str(self.account.address)
 
-    async def fetch(self, cid: str, *, max_bytes: int | None = None, what: str = "content") -> bytes:
-        """Verified bytes of ``cid`` from this node's store or any peer, under the fetch deadline."""
+    async def fetch(self, cid: str, *, max_bytes: int | None = None, what: str = "content",
+                    providers: Sequence[str] = ()) -> bytes:
+        """Verified bytes of ``cid`` from this node's store or a peer, under the fetch deadline.
+
+        ``providers``: Ethereum addresses of nodes known to hold it (the trainer for its update, the customer for
+        the dataset). Asking them first matters: the exchange spreads wants over its providers, and a peer that
+        lacks a block may never say so, which costs a stall timeout per block. If they cannot deliver, the fetch
+        is retried once from every connected peer.
+        """
         limit = max_bytes if max_bytes is not None else self.config.max_dag_bytes
         with self.timed("transfer"):
+            if providers:
+                self.hints[cid] = [a.lower() for a in providers]
+                try:
+                    return await self.store.get(cid, max_bytes=limit, timeout_s=self.config.fetch_timeout_s / 2)
+                except StorageError as exc:
+                    self.log.info("%s %s: hinted providers failed (%s); asking every peer", what, cid, exc)
+                finally:
+                    self.hints.pop(cid, None)
             return await self.store.get(cid, max_bytes=limit, timeout_s=self.config.fetch_timeout_s)
 
-    async def fetch_cached(self, cid: str, *, max_bytes: int | None = None) -> bytes:
+    def hinted_peers(self, cid: str) -> list[Any]:
+        """Peer ids of the hinted providers of ``cid`` that are in the peer table (used by the store)."""
+        peers = [self.peer_of(a) for a in self.hints.get(cid, ())]
+        return [p for p in peers if p is not None]
+
+    async def fetch_cached(self, cid: str, *, max_bytes: int | None = None, providers: Sequence[str] = ()) -> bytes:
         """Like :meth:`fetch`, memoised for immutable content this node reads repeatedly (checkpoints, shards)."""
         if cid not in self._blobs:
             if len(self._blobs) > 64:
                 self._blobs.clear()
-            self._blobs[cid] = await self.fetch(cid, max_bytes=max_bytes)
+            self._blobs[cid] = await self.fetch(cid, max_bytes=max_bytes, providers=providers)
         return self._blobs[cid]
 
     async def job(self, job_id: int) -> JobInfo:
@@ -99,18 +123,26 @@ class NodeContext:
         """The job's spec, fetched by the CID recorded on-chain and validated."""
         if job_id not in self._specs:
             info = await self.job(job_id)
-            data = await self.fetch(info.params.spec_cid, max_bytes=1 << 20, what="job spec")
+            data = await self.fetch(info.params.spec_cid, max_bytes=1 << 20, what="job spec",
+                                    providers=[info.customer])
+            self._customers[job_id] = info.customer
             self._specs[job_id] = JobSpec.from_bytes(data)
         return self._specs[job_id]
 
-    async def dataset(self, cid: str) -> DatasetManifest:
+    def customer_of(self, job_id: int) -> list[str]:
+        """The job's customer (provider of its dataset and first checkpoint), once its spec was read."""
+        return [self._customers[job_id]] if job_id in self._customers else []
+
+    async def dataset(self, cid: str, providers: Sequence[str] = ()) -> DatasetManifest:
         if cid not in self._datasets:
+            if providers:
+                await self.fetch(cid, max_bytes=1 << 20, what="dataset manifest", providers=providers)
             self._datasets[cid] = await fetch_dataset_manifest(self.store, cid, timeout_s=self.config.fetch_timeout_s)
         return self._datasets[cid]
 
-    async def shard(self, cid: str, max_bytes: int) -> ArraySet:
+    async def shard(self, cid: str, max_bytes: int, providers: Sequence[str] = ()) -> ArraySet:
         if cid not in self._shards:
-            data = await self.fetch(cid, max_bytes=max_bytes, what="data shard")
+            data = await self.fetch(cid, max_bytes=max_bytes, what="data shard", providers=providers)
             self._shards[cid] = await trio.to_thread.run_sync(decode_shard, data)
         return self._shards[cid]
 

@@ -188,7 +188,8 @@ class LeaderRole:
         # Commit well before the lease runs out, whatever the round timeout says.
         margin = max(5.0, spec.payment.lease_seconds * 0.2)
         budget = min(ctx.config.round_timeout_s, lease_expiry - now - margin)
-        await ctx.dataset(spec.dataset_cid)  # loaded before serving, so ticket requests are answered from memory
+        # Loaded before serving, so ticket requests are answered from memory.
+        await ctx.dataset(spec.dataset_cid, ctx.customer_of(self.job_id))
         lease_left = lease_expiry - now - margin
         st = RoundState(round=r, base_cid=base_cid, term=term, deadline=time.monotonic() + max(budget, 1.0),
                         hard_deadline=time.monotonic() + max(lease_left, 1.0))
@@ -241,13 +242,15 @@ class LeaderRole:
 
     async def _commit(self, spec: JobSpec, st: RoundState, accepted: list[tuple[str, str]]) -> None:
         ctx = self.ctx
-        base_bytes = await ctx.fetch_cached(st.base_cid, max_bytes=spec.max_dag_bytes)
+        base_bytes = await ctx.fetch_cached(st.base_cid, max_bytes=spec.max_dag_bytes,
+                                            providers=ctx.customer_of(self.job_id))
         deltas: list[tuple[bytes, int]] = []
         used: list[str] = []
         for trainer, manifest_cid in accepted:
             try:
-                manifest = UpdateManifest.from_bytes(await ctx.fetch(manifest_cid, max_bytes=1 << 20))
-                delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes)
+                manifest = UpdateManifest.from_bytes(await ctx.fetch(manifest_cid, max_bytes=1 << 20,
+                                                                     providers=[trainer]))
+                delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, providers=[trainer])
             except DtnodeError as exc:  # accepted on-chain but unfetchable now: leave it out, still paid
                 ctx.log.warning("job %d round %d: cannot fetch %s's update: %s", self.job_id, st.round, trainer, exc)
                 continue
@@ -255,7 +258,7 @@ class LeaderRole:
             used.append(manifest_cid)
         with ctx.timed("aggregation"):
             new_bytes = await trio.to_thread.run_sync(aggregate_checkpoint, spec, base_bytes, deltas)
-        eval_set = await ctx.shard(spec.eval_cid, spec.max_dag_bytes)
+        eval_set = await ctx.shard(spec.eval_cid, spec.max_dag_bytes, providers=ctx.customer_of(self.job_id))
         model_state, _ = decode_checkpoint(new_bytes, spec.model, max_bytes=spec.max_dag_bytes)
 
         def run_eval() -> tuple[float, float]:

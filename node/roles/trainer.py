@@ -128,9 +128,11 @@ class TrainerRole:
 
     async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> str:
         ctx = self.ctx
-        base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes)
+        customer = ctx.customer_of(ticket.job_id)
+        base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
+                                            providers=[ticket.leader, *customer])
         base_model, _ = decode_checkpoint(base_bytes, spec.model, max_bytes=spec.max_dag_bytes)
-        shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes)
+        shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=customer)
 
         def work() -> LocalResult:
             return train_local(

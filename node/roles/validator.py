@@ -115,16 +115,21 @@ class ValidatorRole:
         ctx = self.ctx
         try:
             spec = await ctx.spec(job_id)
-            manifest = UpdateManifest.from_bytes(await ctx.fetch(update.cid or "", max_bytes=1 << 20))
+            manifest = UpdateManifest.from_bytes(await ctx.fetch(update.cid or "", max_bytes=1 << 20,
+                                                                 providers=[trainer]))
             ticket = manifest.task
             ticket.verify_leader()
             problem = await self._check_ticket_context(job_id, r, trainer, spec, manifest)
             if problem:
                 return Verdict(False, "bad_ticket", math.inf, (), problem), 0
-            base_model, _ = decode_checkpoint(await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes),
+            customer = ctx.customer_of(job_id)
+            base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
+                                                providers=[ticket.leader, trainer, *customer])
+            base_model, _ = decode_checkpoint(base_bytes,
                                               spec.model, max_bytes=spec.max_dag_bytes)
-            shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes)
-            delta = decode_delta(await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes), like=base_model,
+            shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=[*customer, trainer])
+            delta = decode_delta(await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes,
+                                                 providers=[trainer]), like=base_model,
                                  max_bytes=spec.max_dag_bytes)
             n = len(manifest.segment_hashes)
             seed = hashlib.sha256(
@@ -135,7 +140,7 @@ class ValidatorRole:
             needed = sorted({n - 1} | {i for s in chosen for i in (s - 1, s) if 0 <= i < n})
             states: dict[int, Mapping[str, torch.Tensor]] = {}
             for i in needed:
-                raw = await ctx.fetch(manifest.segment_cids[i], max_bytes=spec.max_dag_bytes)
+                raw = await ctx.fetch(manifest.segment_cids[i], max_bytes=spec.max_dag_bytes, providers=[trainer])
                 states[i] = decode_state(raw, max_bytes=spec.max_dag_bytes)
 
             def fetch_state(i: int) -> Mapping[str, torch.Tensor]:
@@ -180,7 +185,7 @@ class ValidatorRole:
             lambda: ctx.client.get_round_checkpoint(job_id, r - 1))
         if ticket.base_cid != expected_base:
             return f"ticket's base {ticket.base_cid} is not the checkpoint committed before round {r}"
-        dataset = await ctx.dataset(spec.dataset_cid)
+        dataset = await ctx.dataset(spec.dataset_cid, providers=ctx.customer_of(job_id))
         if ticket.shard_cid not in dataset.shard_cids:
             return "ticket's shard is not part of the job's dataset"
         if manifest.segment_every != spec.segment_every or ticket.batch_size <= 0:

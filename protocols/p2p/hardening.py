@@ -13,6 +13,13 @@ What and why (each measured on 0.8.1, see DESIGN.md §7):
 * Per-peer outbound queues (``RpcQueue``, 32 RPCs) and subscription channels (``SUBSCRIPTION_CHANNEL_SIZE``, 32)
   drop messages silently in bursts. Both are read from the ``libp2p.pubsub.pubsub`` module at call time, so we
   raise them there (process-wide, before peers connect).
+* ``Yamux._write_frame`` is not cancellation-safe: Noise encrypts a frame (advancing its nonce) before the socket
+  write, and the write itself may stop half-way. A caller whose deadline expires there (any ``fail_after`` around a
+  stream write: a request timeout, a bitswap send) leaves the peer a missing or torn frame; its Noise decryption
+  then fails ("Failed authentication of message") and the whole connection dies, so every later stream to that
+  peer fails with "fail to write to multiselect communicator" until someone re-dials. :func:`make_yamux_frames_atomic`
+  makes it write each frame whole under a cancel shield (bounded by :data:`FRAME_WRITE_TIMEOUT_S`, past which the
+  connection is closed, since a torn frame cannot be repaired).
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ import libp2p
 import libp2p.pubsub.pubsub as _pubsub_module
 import trio
 from libp2p.abc import INetStream
+from libp2p.io.exceptions import ConnectionClosedError
 from libp2p.peer.id import ID
 from libp2p.pubsub import rpc_queue as _rpc_queue_module
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from protocols.p2p.errors import LibraryDrift
 
@@ -36,6 +45,11 @@ logger = logging.getLogger(__name__)
 PINNED_LIBP2P_VERSION = "0.8.1"
 _PATCHED_MODULE_NAMES = ("RpcQueue", "SUBSCRIPTION_CHANNEL_SIZE")
 _OVERRIDDEN_METHODS = ("stream_handler", "push_msg", "_handle_dead_peer")
+_YAMUX_NAMES = ("_write_frame",)  # with instance attributes _write_lock, secured_conn, event_shutting_down
+
+FRAME_WRITE_TIMEOUT_S = 60.0
+"""Longest a single yamux frame (≤ 64 KiB) may take to reach the socket before the connection is given up for
+dead: the peer has stopped reading. Matches yamux's own 60 s limit for receiving a frame's body."""
 
 
 def check_library() -> None:
@@ -44,6 +58,7 @@ def check_library() -> None:
     missing += [f"Pubsub.{name}" for name in _OVERRIDDEN_METHODS if not hasattr(Pubsub, name)]
     if not hasattr(_rpc_queue_module, "RpcQueue"):
         missing.append("rpc_queue.RpcQueue")
+    missing += [f"Yamux.{name}" for name in _YAMUX_NAMES if not hasattr(Yamux, name)]
     if missing:
         raise LibraryDrift(
             f"py-libp2p {libp2p.__version__} lacks {missing}, which protocols.p2p.hardening patches; "
@@ -141,3 +156,40 @@ def disable_auto_connector(host: Any) -> None:
         return None
 
     connector.maybe_connect = _no_auto_dial
+
+
+
+async def _atomic_write_frame(self: Any, data: bytes) -> None:
+    """``Yamux._write_frame`` that puts each frame on the wire whole or not at all (see the module doc)."""
+    async with self._write_lock:  # waiting here stays cancellable: nothing of the frame is encrypted or sent yet
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(FRAME_WRITE_TIMEOUT_S) as stuck:
+                await self.secured_conn.write(data)
+            if stuck.cancelled_caught:
+                # Part of the frame may be out: no later frame could be decoded, so end the connection now (its
+                # reader then fails and the swarm drops it) rather than let its streams fail one by one.
+                self.event_shutting_down.set()
+                with trio.move_on_after(1.0):
+                    try:
+                        await self.secured_conn.close()
+                    except Exception:  # already broken; closing is best effort
+                        logger.debug("closing a stuck connection to %s failed", self.peer_id)
+                raise ConnectionClosedError(
+                    f"yamux frame to {self.peer_id} not written within {FRAME_WRITE_TIMEOUT_S:.0f} s; "
+                    "connection closed")
+    # A cancellation that arrived during the shielded write is delivered here, once the frame is whole.
+    await trio.lowlevel.checkpoint()
+
+
+def make_yamux_frames_atomic() -> None:
+    """Replace ``Yamux._write_frame`` process-wide (idempotent).
+
+    Process-wide because 0.8.1's muxer negotiation instantiates ``Yamux`` itself and ignores the class given in
+    ``muxer_opt``. Measured (two hosts on loopback, 8 MiB requests under 20–60 ms deadlines): unpatched, a frame was
+    cut after Noise had encrypted it, the peer's next decryption failed ("Failed authentication of message"), the
+    connection closed, and the next request and every ping after it failed ("fail to write to multiselect
+    communicator", then "No valid connections available"); patched, every later ping succeeds.
+    """
+    check_library()
+    if getattr(Yamux, "_write_frame", None) is not _atomic_write_frame:
+        setattr(Yamux, "_write_frame", _atomic_write_frame)  # noqa: B010 (patching the library class)

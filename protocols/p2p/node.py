@@ -75,6 +75,7 @@ from protocols.p2p.hardening import (
     HardenedPubsub,
     check_library,
     disable_auto_connector,
+    make_yamux_frames_atomic,
     raise_pubsub_queue_limits,
 )
 from protocols.p2p.identity import NodeIdentity, address_of_peer
@@ -123,6 +124,8 @@ class P2PNode:
 
     def __init__(self, identity: NodeIdentity, config: P2PConfig | None = None) -> None:
         check_library()
+        # A deadline expiring mid-write must not tear down the connection (hardening.make_yamux_frames_atomic).
+        make_yamux_frames_atomic()
         self.identity = identity
         self.config = config or P2PConfig()
         self.metrics = P2PMetrics()
