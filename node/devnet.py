@@ -255,6 +255,10 @@ async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] |
         net.hardhat = HardhatNode()
         await trio.to_thread.run_sync(net.hardhat.start)
         w3 = net.hardhat.web3()
+        # Like a real chain, produce a block every second even when nobody sends: with automine alone the block
+        # time stands still while the chain is quiet, and a lease that expired by the clock has not expired for
+        # the EVM, so gas estimation of a successor's claimLeadership keeps reverting (LeaseNotExpired).
+        w3.provider.make_request("evm_setIntervalMining", [1000])  # type: ignore[arg-type]
         rpc = net.hardhat.url
         out(f"chain: Hardhat node on {rpc} (pid {net.hardhat.pid})")
     client = await trio.to_thread.run_sync(lambda: deploy(
