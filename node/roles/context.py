@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 from eth_account.signers.local import LocalAccount
+from libp2p.peer.id import ID
 
 from node.chainio import AsyncChain
 from node.config import NodeConfig
@@ -84,7 +85,7 @@ class NodeContext:
     def hinted_peers(self, cid: str) -> list[Any]:
         """Peer ids of the hinted providers of ``cid`` that are in the peer table (used by the store)."""
         peers = [self.peer_of(a) for a in self.hints.get(cid, ())]
-        return [p for p in peers if p is not None]
+        return [ID.from_base58(str(p)) for p in peers if p is not None]
 
     async def fetch_cached(self, cid: str, *, max_bytes: int | None = None, providers: Sequence[str] = ()) -> bytes:
         """Like :meth:`fetch`, memoised for immutable content this node reads repeatedly (checkpoints, shards)."""
