@@ -23,6 +23,7 @@ from node.config import NodeConfig
 from node.training.data import ArraySet, decode_shard
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo
+from protocols.p2p.identity import address_of_peer
 from protocols.p2p.node import P2PNode
 from protocols.specs import JobSpec
 from storage.content import ContentStore
@@ -44,6 +45,7 @@ class NodeContext:
     _shards: dict[str, ArraySet] = field(default_factory=dict)
     _blobs: dict[str, bytes] = field(default_factory=dict)
     _customers: dict[int, str] = field(default_factory=dict)
+    _seen_peers: dict[str, str] = field(default_factory=dict)
     hints: dict[str, list[str]] = field(default_factory=dict)
     """CID → addresses of nodes known to hold it, for the fetch in progress."""
     timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -148,8 +150,20 @@ class NodeContext:
         return self._shards[cid]
 
     def peer_of(self, address: str) -> Any | None:
-        """The peer id of the node acting as ``address`` on-chain, from the presence table."""
+        """The peer id of the node acting as ``address`` on-chain, or None if this node knows no such peer.
+
+        A connected peer's id carries its secp256k1 key, hence its address, so connections answer first; the
+        presence table (which loses entries when gossip drops announcements under load) second; peers seen before
+        last.
+        """
+        target = address.lower()
+        for peer_id in self.net.connected_peers():
+            found = address_of_peer(peer_id)
+            if found is not None and found.lower() == target:
+                self._seen_peers[target] = str(peer_id)
+                return str(peer_id)
         for peer in self.net.peers():
-            if str(peer.eth_address).lower() == address.lower():
+            if str(peer.eth_address).lower() == target:
+                self._seen_peers[target] = str(peer.peer_id)
                 return peer.peer_id
-        return None
+        return self._seen_peers.get(target)

@@ -90,7 +90,7 @@ class TrainerRole:
         ctx = self.ctx
         peer = ctx.peer_of(leader)
         if peer is None:
-            ctx.log.debug("job %d: leader %s not yet in the peer table", job_id, leader)
+            ctx.log.info("job %d: leader %s is not among my peers yet; waiting for discovery", job_id, leader)
             return False
         req = TaskRequest(job_id=job_id, round=r, node_class=ctx.config.node_class)
         raw = await ctx.net.request(peer, TASK_PROTOCOL, req.to_bytes(), timeout=ctx.config.request_timeout_s)
