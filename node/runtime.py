@@ -86,6 +86,7 @@ class DtNode:
                 store = LocalContentStore(blockstore, exchange, providers, fetch_timeout_s=cfg.fetch_timeout_s)
                 ctx = NodeContext(config=cfg, account=self.account, client=self.client,
                                   chain=AsyncChain(timeout_s=cfg.chain_timeout_s), net=net, store=store, log=self.log)
+                ctx.nursery = nursery
                 self.ctx = ctx
                 ctx_box.append(ctx)
                 await self._register(ctx)

@@ -23,6 +23,8 @@ from node.config import NodeConfig
 from node.training.data import ArraySet, decode_shard
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo
+from protocols.errors import DtnodeError
+from protocols.p2p.errors import RequestTimeout
 from protocols.p2p.identity import address_of_peer
 from protocols.p2p.node import P2PNode
 from protocols.specs import JobSpec
@@ -47,6 +49,8 @@ class NodeContext:
     _customers: dict[int, str] = field(default_factory=dict)
     _seen_peers: dict[str, str] = field(default_factory=dict)
     hints: dict[str, list[str]] = field(default_factory=dict)
+    nursery: trio.Nursery | None = None
+    """The node's nursery, for calls the caller may abandon (:meth:`request`)."""
     """CID → addresses of nodes known to hold it, for the fetch in progress."""
     timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     """Seconds spent per activity (fetch, train, replay, aggregate, ...): the devnet benchmark's breakdown."""
@@ -83,6 +87,35 @@ class NodeContext:
                 finally:
                     self.hints.pop(cid, None)
             return await self.store.get(cid, max_bytes=limit, timeout_s=self.config.fetch_timeout_s)
+
+    async def request(self, peer: Any, protocol: Any, payload: bytes) -> bytes:
+        """A request/response call that the caller can always walk away from at its deadline.
+
+        py-libp2p 0.8.1 resets a stream that failed to open inside a shielded cancel scope with no deadline
+        (``BasicHost.new_stream``); on a wedged connection that reset never returns, so the library call can
+        outlive any deadline we put around it. The call therefore runs in its own task in the node's nursery and
+        the caller waits only until the deadline; a wedged call finishes (or not) on its own.
+        """
+        timeout = self.config.request_timeout_s
+        if self.nursery is None:
+            return await self.net.request(peer, protocol, payload, timeout=timeout)
+        send, receive = trio.open_memory_channel[tuple[bytes | None, DtnodeError | None]](1)
+
+        async def call() -> None:
+            try:
+                result = await self.net.request(peer, protocol, payload, timeout=timeout)
+                send.send_nowait((result, None))
+            except DtnodeError as exc:
+                send.send_nowait((None, exc))
+
+        self.nursery.start_soon(call)
+        with trio.move_on_after(timeout + 2):
+            result, error = await receive.receive()
+            if error is not None:
+                raise error
+            assert result is not None
+            return result
+        raise RequestTimeout(f"{protocol} to {peer}: no answer within {timeout + 2:.0f} s")
 
     def hinted_peers(self, cid: str) -> list[Any]:
         """Peer ids of the hinted providers of ``cid`` that are in the peer table (used by the store)."""

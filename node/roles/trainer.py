@@ -33,10 +33,12 @@ class TrainerRole:
         self.completed: list[tuple[int, int, str]] = []
         """(job, round, manifest CID) of every update this node submitted."""
         self._serving: set[int] = set()
+        self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve every open job (or only ``jobs``) until cancelled."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             task_status.started()
             while True:
                 for job_id in await self._jobs_to_serve():
@@ -93,7 +95,7 @@ class TrainerRole:
             ctx.log.info("job %d: leader %s is not among my peers yet; waiting for discovery", job_id, leader)
             return False
         req = TaskRequest(job_id=job_id, round=r, node_class=ctx.config.node_class)
-        raw = await ctx.net.request(peer, TASK_PROTOCOL, req.to_bytes(), timeout=ctx.config.request_timeout_s)
+        raw = await ctx.request(peer, TASK_PROTOCOL, req.to_bytes())
         resp = TaskResponse.from_bytes(raw)
         if resp.ticket is None:
             if resp.reject in (RejectCode.ROUND_FULL, RejectCode.ALREADY_SUBMITTED, RejectCode.BAD_ROUND):
@@ -113,11 +115,16 @@ class TrainerRole:
         self.completed.append((job_id, r, manifest_cid))
         ctx.log.info("job %d round %d: submitted update %s", job_id, r, manifest_cid)
         notice = UpdateNoticeBody(job_id=job_id, round=r, manifest_cid=manifest_cid)
-        try:
-            await ctx.net.request(peer, UPDATE_PROTOCOL, notice.to_bytes(), timeout=ctx.config.request_timeout_s)
-        except DtnodeError as exc:  # the leader also reads the chain: the notice only saves it a poll
-            ctx.log.debug("update notice to the leader failed: %s", exc)
+        if self._nursery is not None:  # best effort, off the critical path: the leader also reads the chain
+            self._nursery.start_soon(self._notify, peer, notice)
         return True
+
+    async def _notify(self, peer: object, notice: UpdateNoticeBody) -> None:
+        ctx = self.ctx
+        try:
+            await ctx.request(peer, UPDATE_PROTOCOL, notice.to_bytes())
+        except DtnodeError as exc:
+            ctx.log.debug("update notice to the leader failed: %s", exc)
 
     def _check_ticket(self, ticket: TaskTicket, job_id: int, r: int, leader: str) -> None:
         ticket.verify_leader()
