@@ -198,6 +198,7 @@ class LeaderRole:
                      base_cid[-10:], term)
         try:
             accepted = await self._collect(spec, st)
+            self.current = None  # no more tickets for this round while it is being committed
             if accepted:
                 await self._commit(spec, st, accepted)
             else:

@@ -98,9 +98,11 @@ class TrainerRole:
         raw = await ctx.request(peer, TASK_PROTOCOL, req.to_bytes())
         resp = TaskResponse.from_bytes(raw)
         if resp.ticket is None:
-            if resp.reject in (RejectCode.ROUND_FULL, RejectCode.ALREADY_SUBMITTED, RejectCode.BAD_ROUND):
-                await self._wait_round_change(job_id, r)
             ctx.log.info("job %d round %d: leader refused a task: %s %s", job_id, r, resp.reject, resp.detail)
+            # Only a full round (or our own update already in it) is worth waiting out; any other refusal
+            # (the leader still committing the previous round, not leading yet) is retried shortly.
+            if resp.reject in (RejectCode.ROUND_FULL, RejectCode.ALREADY_SUBMITTED):
+                await self._wait_round_change(job_id, r)
             return False
         ticket = resp.ticket
         self._check_ticket(ticket, job_id, r, leader)
