@@ -112,6 +112,10 @@ class DevnetResult:
     totals_conserved: bool
     final_cid: str
     workdir: Path
+    updates: list[tuple[int, str, int, bool]] = field(default_factory=list)
+    """(round, trainer address lower-case, UpdateStatus, paid) of every submitted update, read at the end."""
+    trainer_stakes: dict[str, int] = field(default_factory=dict)
+    min_trainer_stake: int = 0
 
 
 # -- account plan -----------------------------------------------------------------------------------------------
@@ -319,12 +323,15 @@ async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] |
             await trio.to_thread.run_sync(client.withdraw)
         earnings = await trio.to_thread.run_sync(lambda: _earnings(client, job_id))
         conserved = (await trio.to_thread.run_sync(client.totals)).conserved
+        updates, stakes = await trio.to_thread.run_sync(lambda: _ledger(client, job_id, spec.rounds, net.labels))
+        min_stake = await trio.to_thread.run_sync(client.min_trainer_stake)
         nursery.cancel_scope.cancel()
 
     result = DevnetResult(
         job_id=job_id, rounds=rounds, final_accuracy=accuracy, final_loss=loss, wall_s=time.monotonic() - started,
         earnings=earnings, labels=net.labels, refund=refund, deposit=deposit, totals_conserved=conserved,
-        final_cid=job.last_checkpoint_cid or "", workdir=net.workdir,
+        final_cid=job.last_checkpoint_cid or "", workdir=net.workdir, updates=updates, trainer_stakes=stakes,
+        min_trainer_stake=min_stake,
     )
     out(summary_table(result, test_samples=len(test_set)))
     return result
@@ -366,6 +373,18 @@ async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobS
             raise DtnodeError(f"devnet: job {job_id} did not finish within {plan.timeout_s:.0f} s "
                               f"(committed {job.committed_rounds}/{spec.rounds}); see the node logs in {net.workdir}")
         await trio.sleep(0.5)
+
+
+def _ledger(client: JobManagerClient, job_id: int, rounds: int,
+            labels: dict[str, str]) -> tuple[list[tuple[int, str, int, bool]], dict[str, int]]:
+    """Every update's final status and paid flag, and every trainer's remaining stake."""
+    updates: list[tuple[int, str, int, bool]] = []
+    for r in range(rounds):
+        for trainer in client.get_round_updates(job_id, r):
+            u = client.get_update(job_id, r, trainer)
+            updates.append((r, trainer.lower(), int(u.status), u.paid))
+    stakes = {a: client.trainers(a).stake for a, label in labels.items() if label.startswith("trainer")}
+    return updates, stakes
 
 
 def _earnings(client: JobManagerClient, job_id: int) -> dict[str, int]:

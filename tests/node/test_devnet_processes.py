@@ -35,10 +35,6 @@ NODE_SETTINGS = {
 }
 
 
-def client_of(net: Devnet) -> JobManagerClient:
-    return JobManagerClient(connect_http(net.rpc_url), net.contract_address, dev_accounts(1)[0])
-
-
 def address_of(net: Devnet, label: str) -> str:
     return next(a for a, lab in net.labels.items() if lab == label)
 
@@ -47,12 +43,12 @@ def earned(result: DevnetResult, label: str) -> int:
     return result.earnings.get(next(a for a, lab in result.labels.items() if lab == label), 0)
 
 
-def check_paid_once(client: JobManagerClient, result: DevnetResult, rounds: int) -> None:
-    for r in range(rounds):
-        for trainer in client.get_round_updates(result.job_id, r):
-            update = client.get_update(result.job_id, r, trainer)
-            if update.status == UpdateStatus.ACCEPTED:
-                assert update.paid, f"round {r}: accepted update of {trainer} unpaid"
+def check_paid_once(result: DevnetResult) -> None:
+    for r, trainer, status, paid in result.updates:
+        if status == UpdateStatus.ACCEPTED:
+            assert paid, f"round {r}: accepted update of {trainer} unpaid"
+        else:
+            assert not paid, f"round {r}: {UpdateStatus(status).name} update of {trainer} paid"
     assert result.totals_conserved
     assert sum(result.earnings.values()) + result.refund == result.deposit
 
@@ -64,7 +60,7 @@ async def test_job_survives_leader_sigkill_mid_round(tmp_path: Path) -> None:
     seen: dict[str, str] = {}
 
     async def kill_leader_mid_round(net: Devnet, job_id: int) -> None:
-        client = client_of(net)
+        client = JobManagerClient(connect_http(net.rpc_url), net.contract_address, dev_accounts(1)[0])
         while True:  # wait until round 2 is being served: an update of round 2 is on-chain
             job = client.get_job(job_id)
             if job.committed_rounds >= 1 and client.get_round_updates(job_id, job.committed_rounds):
@@ -78,16 +74,10 @@ async def test_job_survives_leader_sigkill_mid_round(tmp_path: Path) -> None:
     result = await run_devnet(plan, on_ready=kill_leader_mid_round)
     assert len(result.rounds) == 3
     leaders = [line.leader for line in result.rounds]
-    assert leaders[0] == seen["victim"] and leaders[-1] != seen["victim"], leaders
-    check_paid_once(client_of_result(result, tmp_path), result, 3)
+    # Rounds 2 and 3 were committed after the kill, so by the other candidate; the run shows both leaders.
+    assert seen["victim"] not in leaders[1:] and len(set(leaders)) == 2, leaders
+    check_paid_once(result)
     assert result.final_accuracy > 0.6
-
-
-def client_of_result(result: DevnetResult, workdir: Path) -> JobManagerClient:
-    toml = (workdir / "trainer-1.toml").read_text()
-    values = dict(line.split(" = ", 1) for line in toml.splitlines() if " = " in line)
-    return JobManagerClient(connect_http(values["chain_rpc_url"].strip('"')), values["contract_address"].strip('"'),
-                            dev_accounts(1)[0])
 
 
 async def test_adversaries_are_caught_and_do_not_stall_the_job(tmp_path: Path) -> None:
@@ -98,7 +88,7 @@ async def test_adversaries_are_caught_and_do_not_stall_the_job(tmp_path: Path) -
         timeout_s=600.0, node_settings=dict(NODE_SETTINGS), out=lambda _l: None,
         commands={"trainer-4": [*adversary, "fabricate"], "validator-4": [*adversary, "silent"]},
     )
-    state: dict[str, object] = {}
+    state: dict[str, str] = {}
 
     async def kill_trainer_holding_a_ticket(net: Devnet, job_id: int) -> None:
         victim = address_of(net, "trainer-3")
@@ -109,20 +99,17 @@ async def test_adversaries_are_caught_and_do_not_stall_the_job(tmp_path: Path) -
             await trio.sleep(0.1)
         net.kill("trainer-3", signal.SIGKILL)
         net.procs["killed:trainer-3"] = net.procs.pop("trainer-3")
-        state["client"] = client_of(net)
         state["cheat"] = address_of(net, "trainer-4")
 
     result = await run_devnet(plan, on_ready=kill_trainer_holding_a_ticket)
-    client = state["client"]
-    assert isinstance(client, JobManagerClient)
     cheat = str(state["cheat"])
     assert len(result.rounds) == 2
-    statuses = [client.get_update(result.job_id, r, cheat).status for r in range(2)]
+    statuses = [status for _r, trainer, status, _paid in result.updates if trainer == cheat]
     assert UpdateStatus.REJECTED in statuses and UpdateStatus.ACCEPTED not in statuses, statuses
     assert earned(result, "trainer-4") == 0
-    assert client.trainers(cheat).stake < client.min_trainer_stake(), "the fabricating trainer was not slashed"
+    assert result.trainer_stakes[cheat] < result.min_trainer_stake, "the fabricating trainer was not slashed"
     assert earned(result, "trainer-3") == 0
     assert earned(result, "trainer-1") > 0 and earned(result, "trainer-2") > 0
     assert earned(result, "validator-4") == 0
     assert sum(earned(result, f"validator-{n}") for n in (1, 2, 3)) > 0
-    check_paid_once(client, result, 2)
+    check_paid_once(result)
