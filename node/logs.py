@@ -40,3 +40,6 @@ def setup_logging(*, fmt: str = "text", level: str = "INFO", name: str = "", str
     # py-libp2p and web3 are chatty at INFO; their warnings still show.
     for noisy in ("libp2p", "web3", "urllib3", "multiaddr", "async_service", "eth"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # py-libp2p 0.8.1's Kademlia logs a warning with an empty message every time a peer closes a DHT stream
+    # (normal when peers come and go); keep its errors only.
+    logging.getLogger("libp2p.kad_dht").setLevel(max(logging.ERROR, root.level))
