@@ -53,8 +53,16 @@ for dir in contracts tests/ipfs_daemon; do
   key=npm-$(echo "$dir" | tr '/' '_')
   if [ ! -d "$dir/node_modules" ] || ! stamp_ok "$key" "$NDIGEST"; then
     command -v npm >/dev/null 2>&1 || { echo "[setup] npm (Node.js 20) is needed for $dir" >&2; exit 1; }
-    say "npm ci in $dir"
-    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    if [ "$dir" = contracts ]; then
+      say "npm ci in $dir"
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    else
+      # js-ipfs 0.66.1 pulls an optional dependency from a GitHub tarball (electron-eval -> headless), which
+      # `npm ci` insists on and this offline machine cannot fetch; `npm install` honours the lock file and skips
+      # the unreachable optional package.
+      say "npm install (from package-lock.json) in $dir"
+      (cd "$dir" && npm install --no-save --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
     echo "$NDIGEST" > "$STAMPS/$key"
   fi
 done
