@@ -16,6 +16,7 @@ Prints the ratio devnet / simulated wall time (the protocol's overhead factor) a
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections import defaultdict
 
@@ -54,13 +55,10 @@ def main() -> None:
     reach = next((line for line in result.rounds if line.accuracy >= target), None)
 
     breakdown: dict[str, float] = defaultdict(float)
-    if nets and nets[0].nodes:
-        for node in nets[0].nodes.values():
-            if node.ctx is None:
-                continue
-            for key, value in node.ctx.timings.items():
-                breakdown[key] += value
-            breakdown["chain"] += node.ctx.chain.seconds
+    if nets:  # every node (process or in-process) leaves data_dir/timings.json when it stops
+        for path in nets[0].workdir.glob("*/timings.json"):
+            for key, value in json.loads(path.read_text()).items():
+                breakdown[key] += float(value)
 
     train, test = load_fashion_mnist()
     cfg = SimConfig(model_name=model, n_trainers=trainers, local_steps=k, batch_size=spec.batch_size,
@@ -87,7 +85,7 @@ def main() -> None:
     print(f"overhead ratio, all rounds: {devnet_wall / max(sim_wall, 1e-9):.2f}x")
     if breakdown:
         total = sum(breakdown.values())
-        print("devnet seconds by activity, summed over nodes (in-process run):")
+        print("devnet seconds by activity, summed over all nodes:")
         for key, value in sorted(breakdown.items(), key=lambda kv: -kv[1]):
             print(f"  {key:<12}{value:>9.1f} s  {value / total:>6.1%}   per round {value / rounds:>7.2f} s")
 

@@ -9,6 +9,8 @@ are written atomically and only referenced once complete).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +72,24 @@ class DtNode:
         blocks_dir = Path(cfg.data_path) / "blocks"
         blocks_dir.mkdir(parents=True, exist_ok=True)
         blockstore = FilesystemBlockStore(blocks_dir, max_bytes=cfg.store_max_bytes)
+        try:
+            await self._run(net, blockstore, task_status)
+        finally:
+            self._write_timings()
+
+    def _write_timings(self) -> None:
+        """Leave the seconds this node spent per activity in its data dir (read by bench/bench_devnet.py)."""
+        if self.ctx is None:
+            return
+        timings = dict(self.ctx.timings)
+        timings["chain"] = self.ctx.chain.seconds
+        path = Path(self.config.data_path) / "timings.json"
+        with contextlib.suppress(OSError):
+            path.write_text(json.dumps({k: round(v, 3) for k, v in timings.items()}, sort_keys=True))
+
+    async def _run(self, net: P2PNode, blockstore: FilesystemBlockStore,
+                   task_status: trio.TaskStatus[DtNode]) -> None:
+        cfg = self.config
         with trio.CancelScope() as scope:
             self._cancel = scope
             async with trio.open_nursery() as nursery:
