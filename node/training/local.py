@@ -18,6 +18,7 @@ the deterministic-algorithms flag are process-wide (they are restored on exit).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -113,18 +114,27 @@ class LocalResult:
         return loss_to_micro(self.loss_after)
 
 
+_TORCH_SETTINGS = threading.RLock()
+"""Both settings are process-wide: two worker threads that interleave enter/exit would leave them changed (and
+could train with another thread count mid-task). One deterministic computation at a time per process."""
+
+
 @contextmanager
 def deterministic_torch(threads: int = 1) -> Iterator[None]:
-    """Run the body with ``threads`` intra-op threads and deterministic algorithms; restore both after."""
-    prev_threads = torch.get_num_threads()
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev_det)
-        torch.set_num_threads(prev_threads)
+    """Run the body with ``threads`` intra-op threads and deterministic algorithms; restore both after.
+
+    Serialised per process by a lock (re-entrant, so nested use is fine): the settings are global.
+    """
+    with _TORCH_SETTINGS:
+        prev_threads = torch.get_num_threads()
+        prev_det = torch.are_deterministic_algorithms_enabled()
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(prev_det)
+            torch.set_num_threads(prev_threads)
 
 
 def task_view(shard: ArraySet, sample_range: tuple[int, int] | None) -> ArraySet:
