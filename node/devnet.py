@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -419,13 +418,3 @@ def summary_table(r: DevnetResult, *, test_samples: int) -> str:
         "=" * 64,
     ]
     return "\n".join(rows)
-
-
-@contextlib.contextmanager
-def keep_or_remove(workdir: Path, keep: bool) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-

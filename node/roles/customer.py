@@ -42,7 +42,7 @@ async def publish_fashion_mnist(store: ContentStore, *, shards: int = 16, eval_s
     encoded = [await trio.to_thread.run_sync(encode_shard, p) for p in parts]
     dataset_cid = await publish_dataset(store, encoded, [len(p) for p in parts], "fashion-mnist-idx/shard-v1",
                                         FASHION_MNIST_LICENCE)
-    held_out = test.subset(np.arange(min(eval_samples, len(test)), dtype=np.int64))
+    held_out = eval_subset(test, eval_samples)
     eval_cid = await store.put(encode_shard(held_out))
     return PublishedData(dataset_cid, eval_cid, shards, len(train), len(held_out))
 

@@ -222,8 +222,7 @@ class LeaderRole:
                         if st.decided.get(t.lower(), (None, ""))[0] == UPDATE_ACCEPTED]
             decided = len(st.decided)
             now = time.time()
-            submitted = {t.lower() for t in trainers}
-            outstanding = [t for k, t in st.tickets.items() if k not in submitted and t.expires_at > now]
+            outstanding = [t for k, t in st.tickets.items() if k not in st.submitted and t.expires_at > now]
             if decided >= spec.tasks_per_round:
                 return accepted
             if st.tickets and not outstanding and decided == len(trainers) and accepted:

@@ -180,7 +180,6 @@ class ValidatorRole:
             return "ticket or manifest names another trainer (a copied update?)"
         if ticket.leader.lower() not in await ctx.leader_history(job_id):
             return f"ticket signed by {ticket.leader}, who never led job {job_id}"
-        job = await ctx.job(job_id)
         expected_base = spec.initial_checkpoint_cid if r == 0 else await ctx.chain(
             lambda: ctx.client.get_round_checkpoint(job_id, r - 1))
         if ticket.base_cid != expected_base:
@@ -190,5 +189,4 @@ class ValidatorRole:
             return "ticket's shard is not part of the job's dataset"
         if manifest.segment_every != spec.segment_every or ticket.batch_size <= 0:
             return "task parameters differ from the job spec"
-        del job
         return ""
