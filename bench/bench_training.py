@@ -59,6 +59,7 @@ def single_process(model_name: str, train: ArraySet, test: ArraySet, *, target: 
 
 
 def replay_share(model_name: str, train: ArraySet, *, steps: int, batch: int, k_values: list[int]) -> None:
+    """Training one task vs replaying k of its segments (the devnet's validators check 2 of 10 at K=100)."""
     base = initial_state(model_name, 0)
     shard = train.subset(slice(0, 7500))
     start = time.perf_counter()
@@ -93,10 +94,13 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet alpha of the non-IID shards")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--max-steps", type=int, default=6000, help="cap on total local steps per federated run")
+    parser.add_argument("--max-steps", type=int, default=9600, help="cap on total local steps per federated run")
+    parser.add_argument("--max-rounds", type=int, default=80, help="cap on rounds per federated run")
     parser.add_argument("--eval-samples", type=int, default=None, help="test samples per evaluation (all 10k)")
     parser.add_argument("--skip-single", action="store_true")
     parser.add_argument("--skip-replay", action="store_true")
+    parser.add_argument("--skip-grid", action="store_true", help="only the single-process and replay figures")
+    parser.add_argument("--replay-steps", type=int, default=100, help="K of the task whose replay is timed")
     args = parser.parse_args()
 
     train, test = load_fashion_mnist()
@@ -112,8 +116,11 @@ def main() -> None:
         print(f"single process: {single_steps} steps, {single_s:.1f} s training to {acc:.2%}")
 
     if not args.skip_replay:
-        replay_share(args.model, train, steps=50, batch=args.batch, k_values=[1, 2, 5])
+        replay_share(args.model, train, steps=args.replay_steps, batch=args.batch,
+                     k_values=sorted({1, 2, 5, -(-args.replay_steps // 10)}))
 
+    if args.skip_grid:
+        return
     if args.quick:
         # Most informative first: the devnet default, then one axis changed at a time.
         grid = [(4, 50, "diloco", "iid"), (4, 50, "fedavg", "iid"), (8, 50, "diloco", "iid"),
@@ -125,7 +132,7 @@ def main() -> None:
               f"{'parallel s':>10} {'vs single':>9} {'final acc':>9}")
     print("\n" + header)
     for n, k, strategy, shards in grid:
-        rounds = max(1, args.max_steps // (n * k))
+        rounds = max(1, min(args.max_rounds, args.max_steps // (n * k)))
         config = SimConfig(model_name=args.model, n_trainers=n, local_steps=k, batch_size=args.batch, lr=args.lr,
                            strategy=get_strategy(strategy), iid=shards == "iid", alpha=args.alpha, rounds=rounds,
                            target_accuracy=args.target, eval_samples=args.eval_samples)

@@ -8,10 +8,8 @@ import torch
 from torch import nn
 
 from node.training.data import ArraySet
-from node.training.local import deterministic_torch, to_inputs, to_targets
+from node.training.local import EVAL_CHUNK, deterministic_torch, to_inputs, to_targets
 from node.training.models import build_model
-
-_CHUNK = 1000
 
 
 def evaluate(
@@ -25,8 +23,8 @@ def evaluate(
     correct = 0
     total_loss = 0.0
     with deterministic_torch(), torch.no_grad():
-        for lo in range(0, n, _CHUNK):
-            hi = min(n, lo + _CHUNK)
+        for lo in range(0, n, EVAL_CHUNK):
+            hi = min(n, lo + EVAL_CHUNK)
             logits = model(to_inputs(test.images[lo:hi]))
             targets = to_targets(test.labels[lo:hi])
             total_loss += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
