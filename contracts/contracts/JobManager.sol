@@ -7,7 +7,8 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 /// @notice A customer posts a training job with a deposit that covers its worst-case cost. Registered nodes
 /// stand as the job's leader (a lease renewed by every committed round, with failover to a successor drawn from
 /// chain randomness), trainers submit the CIDs of their update manifests, validators drawn by this contract
-/// vote on them, and every wei that leaves the deposit is credited to a balance that its owner withdraws.
+/// vote on them, validators audit committed rounds (a disputed job can be cancelled by its customer at once),
+/// and every wei that leaves the deposit is credited to a balance that its owner withdraws.
 /// @dev Money accounting, exact at every step (the Hardhat invariant test checks it over random call sequences):
 ///      totalHeld() + totalPaid + totalRefunded + totalSlashed == totalDeposits + totalStakes, where
 ///      totalHeld() = escrowHeld (unspent or owed deposits) + stakeHeld (locked stakes), totalPaid = earnings
@@ -83,6 +84,7 @@ contract JobManager is ReentrancyGuard {
         address successor;
         uint256 refunded;
         uint64 progressAt; // first election or last commit (see STALL_LEASES)
+        bool disputed; // some round's failed audits reached the quorum (see auditRound)
     }
 
     /// @notice One update as seen by a node (returned by getUpdate).
@@ -120,6 +122,7 @@ contract JobManager is ReentrancyGuard {
         uint64 leaseExpiry;
         address successor;
         uint64 progressAt;
+        bool disputed;
         uint256 deposit;
         uint256 spent;
         uint256 refunded;
@@ -128,6 +131,8 @@ contract JobManager is ReentrancyGuard {
     struct Round {
         address[] trainers;
         uint32 accepted;
+        uint32 auditsOk;
+        uint32 auditsFailed;
         bytes checkpointCid;
     }
 
@@ -197,6 +202,7 @@ contract JobManager is ReentrancyGuard {
     mapping(uint256 jobId => mapping(uint32 round => mapping(address trainer => Update))) private _updates;
     mapping(uint256 jobId => mapping(address trainer => uint32[])) private _trainerRounds;
     mapping(uint256 jobId => mapping(address trainer => uint256)) private _payoutCursor;
+    mapping(uint256 jobId => mapping(uint32 round => mapping(address validator => bool))) private _audited;
 
     // ------------------------------------------------------------------ events
 
@@ -239,6 +245,8 @@ contract JobManager is ReentrancyGuard {
     event JobFinished(uint256 indexed jobId, bytes finalCheckpointCid, uint256 refund);
     event JobCancelled(uint256 indexed jobId, uint256 refund);
     event Withdrawn(address indexed account, uint256 amount);
+    event RoundAudited(uint256 indexed jobId, uint32 indexed round, address indexed auditor, bool ok);
+    event RoundDisputed(uint256 indexed jobId, uint32 indexed round, uint32 failures);
 
     // ------------------------------------------------------------------ errors
 
@@ -279,6 +287,7 @@ contract JobManager is ReentrancyGuard {
     error NothingToWithdraw(address account);
     error TransferFailed(address account, uint256 amount);
     error RoundNotCommitted(uint256 jobId, uint32 round);
+    error AlreadyAudited(uint256 jobId, uint32 round, address validator);
 
     // ------------------------------------------------------------------ constructor
 
@@ -550,14 +559,39 @@ contract JobManager is ReentrancyGuard {
         emit PaidOut(jobId, trainer, total);
     }
 
+    /// @notice A registered validator reports whether it recomputed a committed round's checkpoint from the
+    /// round's base checkpoint and its accepted updates and got the CID the leader committed. Once per validator
+    /// and round; any job status (a finished job's last round can be audited too). When a round's failed audits
+    /// reach the job's quorum the job is marked disputed (RoundDisputed, once per round), and its customer may
+    /// cancel it at once. Moves no money.
+    /// @param jobId The job.
+    /// @param round A committed round.
+    /// @param ok True when the recomputed checkpoint's CID equals the committed one.
+    function auditRound(uint256 jobId, uint32 round, bool ok) external {
+        Job storage job = _job(jobId);
+        if (!validators[msg.sender].registered || exitAvailableAt[msg.sender] != 0) revert NotRegistered(msg.sender);
+        if (round >= job.committedRounds) revert RoundNotCommitted(jobId, round);
+        if (_audited[jobId][round][msg.sender]) revert AlreadyAudited(jobId, round, msg.sender);
+        _audited[jobId][round][msg.sender] = true;
+        Round storage r = _rounds[jobId][round];
+        if (ok) ++r.auditsOk;
+        else ++r.auditsFailed;
+        emit RoundAudited(jobId, round, msg.sender, ok);
+        // Equality, not >=: the round is disputed once, by the audit that reaches the quorum.
+        if (!ok && r.auditsFailed == job.params.quorum) {
+            job.disputed = true;
+            emit RoundDisputed(jobId, round, r.auditsFailed);
+        }
+    }
+
     /// @notice The customer cancels a job nobody serves: one without a leader, one whose leader's lease expired
-    /// more than a grace window (leaseSeconds) ago, or one that made no progress for STALL_LEASES leases. Pending
-    /// updates expire; what is not owed is refunded.
+    /// more than a grace window (leaseSeconds) ago, one that made no progress for STALL_LEASES leases, or, at
+    /// once, a disputed one (see auditRound). Pending updates expire; what is not owed is refunded.
     /// @param jobId The job.
     function cancelJob(uint256 jobId) external nonReentrant {
         Job storage job = _activeJob(jobId);
         if (msg.sender != job.customer) revert NotCustomer(jobId, msg.sender);
-        if (job.leader != address(0)) {
+        if (job.leader != address(0) && !job.disputed) {
             uint256 cancellableAfter = _cancellableAfter(job);
             if (block.timestamp <= cancellableAfter) revert JobStillServed(jobId, job.leader, cancellableAfter);
         }
@@ -615,6 +649,7 @@ contract JobManager is ReentrancyGuard {
         info.successor = job.successor;
         info.refunded = job.refunded;
         info.progressAt = job.progressAt;
+        info.disputed = job.disputed;
     }
 
     /// @notice The checkpoint CID committed for a round.
@@ -625,6 +660,25 @@ contract JobManager is ReentrancyGuard {
         Job storage job = _job(jobId);
         if (round >= job.committedRounds) revert RoundNotCommitted(jobId, round);
         return _rounds[jobId][round].checkpointCid;
+    }
+
+    /// @notice How a committed round's audits went so far.
+    /// @param jobId The job.
+    /// @param round The round.
+    /// @return ok Audits that reproduced the committed checkpoint.
+    /// @return failed Audits that did not.
+    function getRoundAudits(uint256 jobId, uint32 round) external view returns (uint32 ok, uint32 failed) {
+        Round storage r = _rounds[jobId][round];
+        return (r.auditsOk, r.auditsFailed);
+    }
+
+    /// @notice Whether a validator already audited a round.
+    /// @param jobId The job.
+    /// @param round The round.
+    /// @param validator The validator.
+    /// @return True when it did.
+    function hasAudited(uint256 jobId, uint32 round, address validator) external view returns (bool) {
+        return _audited[jobId][round][validator];
     }
 
     /// @notice The leader candidates of a job, in the order they stood.

@@ -55,6 +55,8 @@ describe("JobManager: invariants over random call sequences", function () {
     const actionCounts = {};
     const decided = new Set(); // `${jobId}:${round}:${trainer}` of updates that left Pending
     const closedJobs = new Set();
+    const committed = new Map(); // jobId -> rounds committed (from RoundCommitted)
+    const disputes = new Map(); // `${jobId}:${round}` -> RoundDisputed events seen (must stay at most 1)
     const key = (j, r, t) => `${j}:${r}:${t}`;
 
     const add = (m, k, v) => m.set(k, (m.get(k) ?? 0n) + v);
@@ -74,6 +76,11 @@ describe("JobManager: invariants over random call sequences", function () {
             decided.add(key(ev.args.jobId, ev.args.round, ev.args.trainer));
           }
           if (ev.name === "JobFinished" || ev.name === "JobCancelled") closedJobs.add(ev.args.jobId);
+          if (ev.name === "RoundCommitted") committed.set(ev.args.jobId, ev.args.round + 1n);
+          if (ev.name === "RoundDisputed") {
+            const k = `${ev.args.jobId}:${ev.args.round}`;
+            disputes.set(k, (disputes.get(k) ?? 0) + 1);
+          }
           if (ev.name === "FeePaid") add(credited, ev.args.jobId, ev.args.amount);
           if (ev.name === "PaidOut") {
             add(credited, ev.args.jobId, ev.args.amount);
@@ -124,7 +131,7 @@ describe("JobManager: invariants over random call sequences", function () {
         const round = rnd.chance(0.95) ? info.committedRounds : info.committedRounds + 1n;
         return send("submitUpdate", () => jm.connect(rnd.pick(trainers)).submitUpdate(job.jobId, round, h.cid(`u${rnd.next()}`)));
       }
-      if (r < 0.74) {
+      if (r < 0.67) {
         const pending = updates.filter((u) => !decided.has(key(u.jobId, u.round, u.trainer)));
         if (!pending.length) return;
         const u = rnd.chance(0.95) ? rnd.pick(pending) : rnd.pick(updates);
@@ -133,6 +140,14 @@ describe("JobManager: invariants over random call sequences", function () {
         return send("validateUpdate", () =>
           jm.connect(v).validateUpdate(u.jobId, u.round, u.trainer, valid, BigInt(rnd.int(0, 1000))),
         );
+      }
+      if (r < 0.74) {
+        // Audits of committed rounds (sometimes of a round not committed yet, or by a non-validator).
+        const audited = committed.size && rnd.chance(0.9) ? rnd.pick([...committed.keys()]) : job.jobId;
+        const done = Number(committed.get(audited) ?? 0n);
+        const round = done > 0 && rnd.chance(0.9) ? rnd.int(0, done - 1) : done;
+        const who = rnd.chance(0.9) ? rnd.pick(validators) : rnd.pick(everyone);
+        return send("auditRound", () => jm.connect(who).auditRound(audited, round, rnd.chance(0.4)));
       }
       if (r < 0.85) {
         const leader = info.leader !== ethers.ZeroAddress && rnd.chance(0.9) ? bySigner.get(info.leader) : rnd.pick(nodes);
@@ -190,6 +205,8 @@ describe("JobManager: invariants over random call sequences", function () {
         expect(j.spent + j.refunded, `job ${jobId} spent + refunded`).to.be.lte(j.deposit);
         expect(c, `job ${jobId} credited <= spent`).to.be.lte(j.spent);
         if (j.status !== 1n) expect(j.spent + j.refunded, `closed job ${jobId}`).to.equal(j.deposit);
+        const disputed = [...disputes.keys()].some((k) => k.startsWith(`${jobId}:`));
+        expect(j.disputed, `job ${jobId} disputed flag`).to.equal(disputed);
         escrowExpected += j.deposit - c - j.refunded;
       }
       expect(escrow, "escrowHeld").to.equal(escrowExpected);
@@ -211,6 +228,7 @@ describe("JobManager: invariants over random call sequences", function () {
     for (let step = 0; step < STEPS; step++) {
       await randomAction();
       await checkMoney();
+      for (const [k, n] of disputes) expect(n, `RoundDisputed once for ${k}`).to.equal(1);
       if (step % 25 === 24) await checkPaidOnce();
     }
     await checkPaidOnce();
@@ -218,8 +236,9 @@ describe("JobManager: invariants over random call sequences", function () {
     expect(counts.ok).to.be.gte(STEPS / 4);
     expect(await jm.totalPaid()).to.be.gt(0n);
     expect(closedJobs.size).to.be.gt(0);
+    expect(actionCounts.auditRound ?? 0, "audits happened").to.be.gt(0);
     if (process.env.INVARIANT_VERBOSE) {
-      console.log(counts, "successful:", actionCounts, "jobs", jobs.length, "closed", closedJobs.size, "updates", updates.length);
+      console.log(counts, "successful:", actionCounts, "disputed rounds", disputes.size, "jobs", jobs.length, "closed", closedJobs.size, "updates", updates.length);
     }
   });
 });

@@ -31,6 +31,7 @@ from protocols.chain.models import (
     JobInfo,
     JobParams,
     NodeClass,
+    RoundAudits,
     Totals,
     TrainerInfo,
     UpdateInfo,
@@ -176,6 +177,12 @@ class JobManagerClient:
         """``commitRound(jobId, round, cid)`` by the leader; the last round's commit finishes the job."""
         return self._send("commitRound", [job_id, round, cid_to_bytes(checkpoint_cid)])
 
+    def audit_round(self, job_id: int, round: int, ok: bool) -> TxResult:
+        """``auditRound(jobId, round, ok)`` by a registered validator, once per committed round: whether it
+        recomputed the committed checkpoint's CID. ``RoundDisputed`` comes with the audit that brings the round's
+        failures to the quorum."""
+        return self._send("auditRound", [job_id, round, ok])
+
     def payout(self, job_id: int, trainer: str) -> TxResult:
         """``payout(jobId, trainer)``: anyone may credit a trainer's pay for committed rounds."""
         return self._send("payout", [job_id, to_checksum_address(trainer)])
@@ -231,6 +238,14 @@ class JobManagerClient:
 
     def get_round_checkpoint(self, job_id: int, round: int) -> Cid:
         return cid_from_bytes(bytes(self._call("getRoundCheckpoint", job_id, round)))
+
+    def get_round_audits(self, job_id: int, round: int) -> RoundAudits:
+        """Audit verdicts recorded so far for a round (zero and zero for a round nobody audited)."""
+        ok, failed = self._call("getRoundAudits", job_id, round)
+        return RoundAudits(ok=int(ok), failed=int(failed))
+
+    def has_audited(self, job_id: int, round: int, validator: str) -> bool:
+        return bool(self._call("hasAudited", job_id, round, to_checksum_address(validator)))
 
     def get_candidates(self, job_id: int) -> tuple[Address, ...]:
         return tuple(address(a) for a in self._call("getCandidates", job_id))

@@ -120,6 +120,8 @@ class JobInfo:
     refunded: int
     progress_at: int
     """Time of the first election or the last commit; a job stalled for STALL_LEASES leases can be cancelled."""
+    disputed: bool = False
+    """Some round's failed audits reached the quorum: the customer may cancel the job at once."""
 
     @property
     def current_round(self) -> int:
@@ -142,6 +144,7 @@ class JobInfo:
             successor=optional_address(f["successor"]),
             refunded=int(f["refunded"]),
             progress_at=int(f.get("progressAt", 0)),
+            disputed=bool(f.get("disputed", False)),
         )
 
 
@@ -170,6 +173,15 @@ class UpdateInfo:
             paid=bool(f["paid"]),
             amount=int(f["amount"]),
         )
+
+
+@dataclass(frozen=True)
+class RoundAudits:
+    """How a committed round's audits went (``getRoundAudits``): validators that reproduced the committed
+    checkpoint's CID, and those that did not."""
+
+    ok: int
+    failed: int
 
 
 @dataclass(frozen=True)
