@@ -24,21 +24,29 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
 from node.config import NodeConfig
-from node.roles.customer import eval_subset, fetch_final_weights, post_job, publish_fashion_mnist
+from node.roles.context import NodeContext
+from node.roles.customer import (
+    eval_subset,
+    evaluate_checkpoint,
+    fetch_final_weights,
+    post_job,
+    publish_fashion_mnist,
+)
+from node.roles.trainer import TrainerRole
+from node.roles.validator import ValidatorRole
 from node.runtime import DtNode
 from node.training.data import load_fashion_mnist
 from node.training.evaluate import evaluate
 from protocols.chain.backends import HardhatNode, dev_accounts, in_process_chain
 from protocols.chain.client import JobManagerClient, deploy
-from protocols.chain.models import JobInfo, JobStatus
+from protocols.chain.models import JobInfo, JobStatus, UpdateStatus
 from protocols.errors import DtnodeError
 from protocols.specs import AggregationSpec, JobSpec, PaymentSpec
-from protocols.types import Cid
 
 log = logging.getLogger("dtnode.devnet")
 
@@ -81,8 +89,10 @@ class DevnetPlan:
     })
     p2p_settings: dict[str, Any] = field(default_factory=lambda: {"presence_interval_s": 3.0, "peer_ttl_s": 15.0})
     timeout_s: float = 1800.0
-    trainer_cls: dict[str, Any] = field(default_factory=dict)
+    trainer_cls: dict[str, type[TrainerRole]] = field(default_factory=dict)
     """label → TrainerRole subclass (embedded runs only; tests use it for adversaries)."""
+    validator_cls: dict[str, type[ValidatorRole]] = field(default_factory=dict)
+    """label → ValidatorRole subclass (embedded runs only; tests use it for adversaries)."""
     commands: dict[str, list[str]] = field(default_factory=dict)
     """label → the command that runs that node's process, before ``--config FILE`` (default ``python -m node.cli``);
     tests use it to run adversaries."""
@@ -95,6 +105,16 @@ class RoundLine:
     leader: str
     accuracy: float
     wall_s: float
+
+
+class UpdateLine(NamedTuple):
+    round: int
+    trainer: str
+    """Address, lower-case."""
+    status: UpdateStatus
+    paid: bool
+    amount: int
+    """Wei owed for it (base + bonus; zero unless accepted)."""
 
 
 @dataclass
@@ -111,10 +131,14 @@ class DevnetResult:
     totals_conserved: bool
     final_cid: str
     workdir: Path
-    updates: list[tuple[int, str, int, bool]] = field(default_factory=list)
-    """(round, trainer address lower-case, UpdateStatus, paid) of every submitted update, read at the end."""
+    updates: list[UpdateLine] = field(default_factory=list)
+    """Every submitted update, read at the end."""
     trainer_stakes: dict[str, int] = field(default_factory=dict)
     min_trainer_stake: int = 0
+    commits: list[tuple[int, str]] = field(default_factory=list)
+    """(round, leader address lower-case) of every RoundCommitted event, in chain order."""
+    payouts: list[tuple[str, int]] = field(default_factory=list)
+    """(trainer address lower-case, amount) of every PaidOut event, in chain order."""
 
 
 # -- account plan -----------------------------------------------------------------------------------------------
@@ -172,6 +196,10 @@ class Devnet:
         self.labels: dict[str, str] = {}
         self.contract_address = ""
         self.rpc_url = ""
+        self.bootstrap = ""
+        """The customer node's listen address, every other node's bootstrap peer."""
+        self.client: JobManagerClient | None = None
+        """The customer's chain client, once the contract is deployed (embedded tests read the chain with it)."""
 
     def close(self) -> None:
         for proc in self.procs.values():
@@ -192,11 +220,23 @@ class Devnet:
             self.hardhat = None
 
     def kill(self, label: str, sig: int = signal.SIGKILL) -> None:
-        """Kill one node process (tests: a leader dying mid-round)."""
-        proc = self.procs[label]
+        """Stop one node abruptly, with no hand-over (tests: a leader or a trainer dying mid-round).
+
+        A node process gets ``sig``. An embedded node has its scope cancelled, the closest in-process analogue of
+        SIGKILL: its host closes and its roles stop at their next checkpoint, sending nothing more (a transaction
+        already handed to the chain may still be mined, as with a killed process; a training step already in a
+        worker thread runs to its end, unpublished). Either way the node is then listed as ``killed:<label>``.
+        """
+        if label in self.nodes:
+            node = self.nodes.pop(label)
+            node.stop()
+            self.nodes[f"killed:{label}"] = node
+            return
+        proc = self.procs.pop(label)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         proc.wait(timeout=10)
+        self.procs[f"killed:{label}"] = proc
 
     def spawn(self, m: Member, cfg: NodeConfig) -> None:
         toml = self.workdir / f"{m.label}.toml"
@@ -234,17 +274,25 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-async def run_devnet(plan: DevnetPlan, *, devnet: Devnet | None = None,
-                     on_ready: Callable[[Devnet, int], Awaitable[None]] | None = None) -> DevnetResult:
-    """Start the network, run one job to the end, and return what happened."""
+Hook = Callable[[Devnet, int], Awaitable[None]]
+"""A test's coroutine, given the devnet and the job id."""
+
+
+async def run_devnet(plan: DevnetPlan, *, devnet: Devnet | None = None, on_ready: Hook | None = None,
+                     on_finished: Hook | None = None) -> DevnetResult:
+    """Start the network, run one job to the end, and return what happened.
+
+    ``on_ready`` runs beside the job once every node is up (tests: kill a node mid-round); ``on_finished`` is
+    awaited once the job has finished, while every node still serves (tests: query the network about the job).
+    """
     net = devnet or Devnet(plan)
     try:
-        return await _run(net, on_ready)
+        return await _run(net, on_ready, on_finished)
     finally:
         net.close()
 
 
-async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] | None) -> DevnetResult:
+async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> DevnetResult:
     plan, out = net.plan, net.plan.out
     started = time.monotonic()
     accounts = dev_accounts(20)
@@ -268,7 +316,7 @@ async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] |
         w3, customer, min_trainer_stake=MIN_STAKE, min_validator_stake=MIN_STAKE, slash_amount=MIN_STAKE // 2,
         deregistration_delay=3600))
     out(f"contract: JobManager at {client.address}")
-    net.contract_address, net.rpc_url = client.address, rpc
+    net.contract_address, net.rpc_url, net.client = client.address, rpc, client
     net.labels[customer.address.lower()] = "customer"
 
     async with trio.open_nursery() as nursery:
@@ -278,7 +326,7 @@ async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] |
         await nursery.start(customer_node.run)
         assert customer_node.ctx is not None
         store = customer_node.ctx.store
-        bootstrap = customer_node.ctx.net.listen_addrs()[0]
+        bootstrap = net.bootstrap = customer_node.ctx.net.listen_addrs()[0]
         out(f"bootstrap: {bootstrap}")
 
         out(f"customer: sharding Fashion-MNIST into {plan.shards} shards and adding them to IPFS ...")
@@ -300,8 +348,8 @@ async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] |
                 cfg = replace(cfg, chain_poll_interval_s=max(cfg.chain_poll_interval_s, 1.0))
                 node = DtNode(config=cfg, account=account, client=client.with_account(account),
                               log=logging.getLogger(f"dtnode.{m.label}"), p2p_overrides=dict(plan.p2p_settings))
-                if m.label in plan.trainer_cls:
-                    node.trainer_cls = plan.trainer_cls[m.label]
+                node.trainer_cls = plan.trainer_cls.get(m.label, TrainerRole)
+                node.validator_cls = plan.validator_cls.get(m.label, ValidatorRole)
                 await nursery.start(node.run)
                 net.nodes[m.label] = node
             else:
@@ -311,7 +359,9 @@ async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] |
         if on_ready is not None:  # tests: kill a node mid-round, and the like
             nursery.start_soon(on_ready, net, job_id)
 
-        rounds = await _follow(net, client, job_id, spec, store, started)
+        rounds = await _follow(net, client, job_id, spec, customer_node.ctx, started)
+        if on_finished is not None:
+            await on_finished(net, job_id)
         job = await trio.to_thread.run_sync(lambda: client.get_job(job_id))
         model = await fetch_final_weights(store, job, spec)
         _, test = await trio.to_thread.run_sync(lambda: load_fashion_mnist(None))
@@ -322,21 +372,20 @@ async def _run(net: Devnet, on_ready: Callable[[Devnet, int], Awaitable[None]] |
             await trio.to_thread.run_sync(client.withdraw)
         earnings = await trio.to_thread.run_sync(lambda: _earnings(client, job_id))
         conserved = (await trio.to_thread.run_sync(client.totals)).conserved
-        updates, stakes = await trio.to_thread.run_sync(lambda: _ledger(client, job_id, spec.rounds, net.labels))
+        ledger = await trio.to_thread.run_sync(lambda: _ledger(client, job_id, spec.rounds, net.labels))
         min_stake = await trio.to_thread.run_sync(client.min_trainer_stake)
         nursery.cancel_scope.cancel()
 
     result = DevnetResult(
         job_id=job_id, rounds=rounds, final_accuracy=accuracy, final_loss=loss, wall_s=time.monotonic() - started,
         earnings=earnings, labels=net.labels, refund=refund, deposit=deposit, totals_conserved=conserved,
-        final_cid=job.last_checkpoint_cid or "", workdir=net.workdir, updates=updates, trainer_stakes=stakes,
-        min_trainer_stake=min_stake,
+        final_cid=job.last_checkpoint_cid or "", workdir=net.workdir, min_trainer_stake=min_stake, **ledger,
     )
     out(summary_table(result, test_samples=len(test_set)))
     return result
 
 
-async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobSpec, store: Any,
+async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobSpec, ctx: NodeContext,
                   started: float) -> list[RoundLine]:
     """Print a line per committed round until the job finishes; raise if it stalls past the plan's timeout."""
     plan, out = net.plan, net.plan.out
@@ -352,11 +401,12 @@ async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobS
             commits = await trio.to_thread.run_sync(
                 lambda: client.get_events(names=["RoundCommitted"], job_id=job_id))
             commit = next(ev for ev in commits if int(ev.args["round"]) == seen)  # noqa: B023
-            cid = str(commit.args["checkpointCid"])
-            job_now = replace(job, last_checkpoint_cid=Cid(cid))
-            model = await fetch_final_weights(store, job_now, spec)
-            acc, _ = await trio.to_thread.run_sync(lambda: evaluate(spec.model, model, held_out))  # noqa: B023
             committer = str(commit.args["leader"]).lower()
+            # Ask the committing leader first: it holds the checkpoint, and a peer that left (a killed leader)
+            # costs a stall timeout when asked.
+            data = await ctx.fetch(str(commit.args["checkpointCid"]), max_bytes=spec.max_dag_bytes,
+                                   what=f"round {seen + 1} checkpoint", providers=[committer])
+            acc, _ = await evaluate_checkpoint(data, spec, held_out)
             leader = net.labels.get(committer, committer)
             line = RoundLine(seen, leader, acc, time.monotonic() - started)
             lines.append(line)
@@ -374,16 +424,20 @@ async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobS
         await trio.sleep(0.5)
 
 
-def _ledger(client: JobManagerClient, job_id: int, rounds: int,
-            labels: dict[str, str]) -> tuple[list[tuple[int, str, int, bool]], dict[str, int]]:
-    """Every update's final status and paid flag, and every trainer's remaining stake."""
-    updates: list[tuple[int, str, int, bool]] = []
+def _ledger(client: JobManagerClient, job_id: int, rounds: int, labels: dict[str, str]) -> dict[str, Any]:
+    """The :class:`DevnetResult` fields read from the chain: every update's final status and paid flag, every
+    trainer's remaining stake, every round commit and every payout."""
+    updates: list[UpdateLine] = []
     for r in range(rounds):
         for trainer in client.get_round_updates(job_id, r):
             u = client.get_update(job_id, r, trainer)
-            updates.append((r, trainer.lower(), int(u.status), u.paid))
+            updates.append(UpdateLine(r, trainer.lower(), u.status, u.paid, u.amount))
     stakes = {a: client.trainers(a).stake for a, label in labels.items() if label.startswith("trainer")}
-    return updates, stakes
+    commits = [(int(ev.args["round"]), str(ev.args["leader"]).lower())
+               for ev in client.get_events(names=["RoundCommitted"], job_id=job_id)]
+    payouts = [(str(ev.args["trainer"]).lower(), int(ev.args["amount"]))
+               for ev in client.get_events(names=["PaidOut"], job_id=job_id)]
+    return {"updates": updates, "trainer_stakes": stakes, "commits": commits, "payouts": payouts}
 
 
 def _earnings(client: JobManagerClient, job_id: int) -> dict[str, int]:

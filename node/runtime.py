@@ -53,7 +53,9 @@ class DtNode:
     validator: ValidatorRole | None = None
     leaders: dict[int, LeaderRole] = field(default_factory=dict)
     trainer_cls: type[TrainerRole] = TrainerRole
-    """Tests swap in an adversary (a trainer that fabricates deltas); production always uses TrainerRole."""
+    validator_cls: type[ValidatorRole] = ValidatorRole
+    """Tests swap in adversaries (a trainer that fabricates deltas, a validator that never votes); production
+    always uses TrainerRole and ValidatorRole."""
     _cancel: trio.CancelScope | None = None
 
     def p2p_config(self) -> P2PConfig:
@@ -121,7 +123,7 @@ class DtNode:
                     # drawn validator that never votes leaves the update pending until its round is given up.
                     # Measured: with one validator and one leader (quorum 1) every update drew the leader, so no
                     # round was ever accepted.
-                    self.validator = ValidatorRole(ctx)
+                    self.validator = self.validator_cls(ctx)
                     await nursery.start(self.validator.run)
                 if "leader" in cfg.roles:
                     for job_id in cfg.jobs:

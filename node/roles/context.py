@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import trio
 from eth_account.signers.local import LocalAccount
@@ -27,10 +27,29 @@ from protocols.errors import DtnodeError
 from protocols.p2p.errors import RequestTimeout
 from protocols.p2p.identity import address_of_peer
 from protocols.p2p.node import P2PNode
-from protocols.specs import JobSpec
+from protocols.specs import JobSpec, TaskTicket
 from storage.content import ContentStore
 from storage.dataset import DatasetManifest, fetch_dataset_manifest
 from storage.errors import StorageError
+
+
+class TaskArgs(TypedDict):
+    """The keyword arguments of local training that a ticket and its job's spec fix (``train_local``,
+    ``replay_verify``): a trainer and its validators must derive them identically or no replay matches."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    segment_every: int
+    optimizer: str
+    sample_range: tuple[int, int]
+
+
+def task_args(spec: JobSpec, ticket: TaskTicket) -> TaskArgs:
+    return TaskArgs(steps=ticket.steps, batch_size=ticket.batch_size, lr=float(spec.inner_lr), seed=ticket.seed,
+                    segment_every=spec.segment_every, optimizer=spec.inner_optimizer,
+                    sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count))
 
 
 @dataclass

@@ -14,6 +14,7 @@ import trio
 
 from node.checkpoint import decode_checkpoint, initial_checkpoint
 from node.training.data import ArraySet, encode_shard, load_fashion_mnist, make_shards
+from node.training.evaluate import evaluate
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo, JobParams
 from protocols.errors import DtnodeError
@@ -81,8 +82,19 @@ async def fetch_final_weights(store: ContentStore, job: JobInfo, spec: JobSpec, 
     if job.last_checkpoint_cid is None:
         raise DtnodeError(f"job {job.job_id} has no committed round yet")
     data = await store.get(job.last_checkpoint_cid, max_bytes=spec.max_dag_bytes, timeout_s=timeout_s)
+    return checkpoint_model(data, spec)
+
+
+def checkpoint_model(data: bytes, spec: JobSpec) -> dict[str, torch.Tensor]:
+    """A checkpoint's model weights (its outer-optimizer state dropped), validated against the job's model."""
     model, _ = decode_checkpoint(data, spec.model, max_bytes=spec.max_dag_bytes)
     return model
+
+
+async def evaluate_checkpoint(data: bytes, spec: JobSpec, eval_set: ArraySet) -> tuple[float, float]:
+    """(accuracy, loss) of a checkpoint's model on ``eval_set``, computed in a worker thread."""
+    model = checkpoint_model(data, spec)
+    return await trio.to_thread.run_sync(lambda: evaluate(spec.model, model, eval_set))
 
 
 def eval_subset(test: ArraySet, n: int) -> ArraySet:

@@ -77,6 +77,8 @@ class RoundState:
     tickets: dict[str, TaskTicket] = field(default_factory=dict)
     """trainer address (lower-case) → the ticket it holds this round."""
     slots_used: int = 0
+    eligible: set[str] = field(default_factory=set)
+    """Trainers (lower-case) the chain showed registered with enough stake this round (read once per round)."""
     submitted: set[str] = field(default_factory=set)
     """Trainers (lower-case) with an update on-chain this round, as last read by the collector."""
     decided: dict[str, tuple[UpdateStatus, str]] = field(default_factory=dict)
@@ -92,7 +94,7 @@ class LeaderRole:
         self.on_commit = on_commit
         self.current: RoundState | None = None
         self.records: list[RoundRecord] = []
-        self._registered: set[str] = set()
+        self._min_stake: int | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Stand as candidate, then lead whenever the chain says so, until the job is finished or cancelled."""
@@ -109,7 +111,8 @@ class LeaderRole:
                 if job.leader is not None and job.leader.lower() == ctx.address.lower() and now < job.lease_expiry:
                     await self._run_round(job.committed_rounds, job.term, job.lease_expiry, now)
                     continue
-                if job.leader is None or now >= job.lease_expiry:
+                # claimLeadership needs block time strictly past the expiry; at the expiry second it reverts.
+                if job.leader is None or now > job.lease_expiry:
                     await self._try_claim(job.leader or "nobody")
             except DtnodeError as exc:  # chain down, content unreachable, bad data: retry, never crash the node
                 ctx.log.warning("leader of job %d: %s: %s; retrying", self.job_id, type(exc).__name__, exc)
@@ -145,10 +148,11 @@ class LeaderRole:
             return TaskResponse(ticket=st.tickets[key])
         # Answer from memory wherever possible: a slow handler makes trainers time out and reset streams.
         spec = await ctx.spec(self.job_id)
-        if key not in self._registered:
-            if not (await ctx.chain(lambda: ctx.client.trainers(trainer))).registered:
-                return TaskResponse(reject=RejectCode.NOT_REGISTERED, detail="register as a trainer on-chain first")
-            self._registered.add(key)
+        if key not in st.eligible:
+            problem = await self._ineligible(trainer)
+            if problem:
+                return TaskResponse(reject=RejectCode.NOT_REGISTERED, detail=problem)
+            st.eligible.add(key)
         if key in st.submitted:
             return TaskResponse(reject=RejectCode.ALREADY_SUBMITTED, detail="one update per trainer per round")
         outstanding = sum(1 for k, t in st.tickets.items() if t.expires_at > time.time() and k not in st.submitted)
@@ -160,6 +164,22 @@ class LeaderRole:
         ctx.log.info("job %d round %d: ticket for %s (class %s, %d steps on shard %s)", self.job_id, st.round,
                      trainer, request.node_class, ticket.steps, ticket.shard_cid[-8:])
         return TaskResponse(ticket=ticket)
+
+    async def _ineligible(self, trainer: str) -> str:
+        """Why the contract would refuse an update from ``trainer`` (empty when it would not).
+
+        Such a trainer's ticket would only hold a slot until it expires: a trainer slashed for fabricated work
+        keeps asking (measured: it held a slot of every later round for the whole ticket lifetime).
+        """
+        ctx = self.ctx
+        info = await ctx.chain(lambda: ctx.client.trainers(trainer))
+        if not info.registered:
+            return "register as a trainer on-chain first"
+        if self._min_stake is None:
+            self._min_stake = await ctx.chain(ctx.client.min_trainer_stake)
+        if info.stake < self._min_stake:
+            return f"stake {info.stake} wei is below the minimum {self._min_stake} wei (slashed?): top it up"
+        return ""
 
     async def _make_ticket(self, spec: JobSpec, st: RoundState, trainer: str, node_class: str) -> TaskTicket:
         dataset = await self.ctx.dataset(spec.dataset_cid)

@@ -13,8 +13,9 @@ import hashlib
 import trio
 
 from node.checkpoint import decode_checkpoint
-from node.roles.context import NodeContext
-from node.training.codec import encode_delta, encode_state
+from node.roles.context import NodeContext, task_args
+from node.training.codec import State, encode_delta, encode_state
+from node.training.data import ArraySet
 from node.training.local import LocalResult, loss_to_micro, train_local
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus
@@ -143,16 +144,8 @@ class TrainerRole:
         base_model, _ = decode_checkpoint(base_bytes, spec.model, max_bytes=spec.max_dag_bytes)
         shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=customer)
 
-        def work() -> LocalResult:
-            return train_local(
-                spec.model, base_model, shard, steps=ticket.steps, batch_size=ticket.batch_size,
-                lr=float(spec.inner_lr), seed=ticket.seed, segment_every=spec.segment_every,
-                optimizer=spec.inner_optimizer,
-                sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count),
-            )
-
         with ctx.timed("training"):
-            result = await trio.to_thread.run_sync(work)
+            result = await trio.to_thread.run_sync(self.train, spec, ticket, base_model, shard)
         delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding))
         segment_cids: list[str] = [await ctx.store.put(encode_state(s)) for s in result.segment_states]
         manifest = UpdateManifest(
@@ -168,6 +161,13 @@ class TrainerRole:
             result.loss_before, result.loss_after, hashlib.sha256(manifest_cid.encode()).hexdigest()[:8],
         )
         return manifest_cid
+
+    def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
+        """The ticket's K deterministic local steps (blocking: runs in a worker thread).
+
+        The one place a trainer's work is computed; the end-to-end tests' cheating trainer overrides it.
+        """
+        return train_local(spec.model, base_model, shard, **task_args(spec, ticket))
 
     async def _withdraw_if_owed(self) -> None:
         ctx = self.ctx

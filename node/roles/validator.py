@@ -17,7 +17,7 @@ import torch
 import trio
 
 from node.checkpoint import decode_checkpoint
-from node.roles.context import NodeContext
+from node.roles.context import NodeContext, task_args
 from node.training.codec import decode_delta, decode_state
 from node.training.local import micro_to_loss
 from node.training.replay import Verdict, choose_segments, replay_verify
@@ -148,10 +148,8 @@ class ValidatorRole:
 
             def work() -> Verdict:
                 return replay_verify(
-                    spec.model, base_model, shard, steps=ticket.steps, batch_size=ticket.batch_size,
-                    lr=float(spec.inner_lr), seed=ticket.seed, segment_every=manifest.segment_every,
-                    optimizer=spec.inner_optimizer,
-                    sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count),
+                    # segment_every: the spec's, which _check_ticket_context checked the manifest claims too.
+                    spec.model, base_model, shard, **task_args(spec, ticket),
                     claimed_segment_hashes=manifest.segment_hashes, segment_states_fetch=fetch_state,
                     claimed_delta=delta, claimed_loss_before=micro_to_loss(manifest.loss_before_micro),
                     claimed_loss_after=micro_to_loss(manifest.loss_after_micro), segments_to_check=chosen,

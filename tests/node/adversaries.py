@@ -1,47 +1,38 @@
-"""Adversarial dtnode processes for the end-to-end tests: real nodes that cheat in one specific way.
+"""Adversarial dtnodes for the end-to-end tests: real nodes that cheat or fail in one specific way.
 
-Run as ``python -m tests.node.adversaries fabricate|silent --config node.toml``. Fakes only for adversaries: the
-honest code path is the production one, and these subclasses change a single behaviour.
+Embedded devnets take the role classes through ``DevnetPlan.trainer_cls``/``validator_cls``; the process devnet runs
+``python -m tests.node.adversaries fabricate|silent --config node.toml``. Fakes only for adversaries: the honest
+code path is the production one, and these subclasses change a single behaviour.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-from typing import Any
 
 import trio
 
 from node import commands
 from node.config import load_config
 from node.logs import setup_logging
+from node.roles.context import NodeContext
 from node.roles.trainer import TrainerRole
 from node.roles.validator import ValidatorRole
 from node.runtime import DtNode
-from node.training import local as local_training
+from node.training.codec import State
+from node.training.data import ArraySet
 from node.training.local import LocalResult
+from protocols.specs import JobSpec, TaskTicket
 
 
 class FabricatingTrainer(TrainerRole):
     """Trains honestly, then publishes a delta scaled ×10 (model-poisoning boost) with the honest segment hashes."""
 
-    async def _train_and_publish(self, spec: Any, ticket: Any) -> str:
-        import node.roles.trainer as trainer_module
-
-        real = local_training.train_local
-
-        def boosted(*args: Any, **kwargs: Any) -> LocalResult:
-            result = real(*args, **kwargs)
-            scaled = {k: v * 10.0 for k, v in result.delta.items()}
-            return LocalResult(scaled, result.final_state, result.loss_before, result.loss_after,
-                               result.segment_hashes, result.segment_states)
-
-        trainer_module.train_local = boosted  # type: ignore[assignment]
-        try:
-            return await super()._train_and_publish(spec, ticket)
-        finally:
-            trainer_module.train_local = real
+    def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
+        honest = super().train(spec, ticket, base_model, shard)
+        return dataclasses.replace(honest, delta={k: v * 10.0 for k, v in honest.delta.items()})
 
 
 class SilentValidator(ValidatorRole):
@@ -50,6 +41,22 @@ class SilentValidator(ValidatorRole):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         await trio.sleep_forever()
+
+
+class TicketHoldingTrainer(TrainerRole):
+    """Takes its ticket, then hangs before training: a node about to die while it holds a task.
+
+    ``holding`` is set once it holds the ticket, so a test can kill the node at exactly that moment.
+    """
+
+    def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
+        super().__init__(ctx, jobs=jobs)
+        self.holding = trio.Event()
+
+    async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> str:
+        self.holding.set()
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
 
 
 def main() -> int:
@@ -64,9 +71,7 @@ def main() -> int:
     if args.kind == "fabricate":
         node.trainer_cls = FabricatingTrainer
     else:
-        import node.runtime as runtime
-
-        runtime.ValidatorRole = SilentValidator  # type: ignore[misc]
+        node.validator_cls = SilentValidator
     trio.run(commands._serve_until_signal, node)
     return 0
 

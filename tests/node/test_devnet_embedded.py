@@ -1,26 +1,118 @@
-"""``dtnode devnet --embedded``: the same network inside one process on an in-process py-evm chain.
+"""``dtnode devnet --embedded``: whole networks inside one process on an in-process py-evm chain.
 
-Kept small on purpose: every node shares one Python interpreter (and the pure-Python EVM behind one lock), so the
-whole-network scenarios run with one OS process per node in test_devnet_processes.py. Here: one leader, two trainers
-and one validator (quorum 1) run a 2-round MLP job from creation to final weights and refund.
+The in-process variants of the end-to-end scenarios of test_devnet_processes.py, and the bulk of the suite's
+end-to-end coverage. Kept small on purpose: every node shares one Python interpreter (and the pure-Python EVM behind
+one lock), so networks have at most eight nodes and the deadlines are generous. Each scenario asserts on the
+on-chain ledger read at the end: statuses, paid flags, amounts, payouts, stakes, commits.
+
+- a job from creation to final weights and refund (smoke);
+- the serving leader stopped abruptly mid-round (its node's scope cancelled: the host closes, no hand-over): the
+  other candidate takes over after the lease and finishes;
+- adversaries: a trainer publishing a fabricated delta (rejected, unpaid, slashed), a validator that never votes, and
+  a trainer that dies holding a ticket: none of them stalls a round.
 """
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+from typing import Any
 
-from node.devnet import DevnetPlan, demo_spec, run_devnet
+import pytest
+import trio
+
+from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
+from protocols.chain.models import UpdateStatus
+from tests.node.adversaries import FabricatingTrainer, SilentValidator, TicketHoldingTrainer
+from tests.node.ledger import address_of, check_ledger, earned, node_address
 
 pytestmark = pytest.mark.slow
 
+# One interpreter runs every node: poll the chain at the embedded minimum, and give every wait room.
+NODE_SETTINGS: dict[str, Any] = {
+    "chain_poll_interval_s": 1.0, "task_timeout_s": 15.0, "round_timeout_s": 60.0, "fetch_timeout_s": 30.0,
+    "request_timeout_s": 15.0, "chain_timeout_s": 30.0,
+}
+HOOK_TIMEOUT_S = 120.0
 
-async def test_embedded_devnet_runs_a_job_end_to_end() -> None:
-    spec = demo_spec(rounds=2, trainers=2, model="fmnist-mlp-v1", local_steps=20, lease_seconds=120, quorum=1)
-    plan = DevnetPlan(trainers=2, validators=1, leaders=1, embedded=True, spec=spec, shards=8, eval_samples=500,
-                      final_eval_samples=2000, timeout_s=400.0, out=lambda _line: None)
+
+def small_plan(tmp_path: Path, *, rounds: int, trainers: int, validators: int, leaders: int, lease_seconds: int,
+               quorum: int, **extra: Any) -> DevnetPlan:
+    spec = demo_spec(rounds=rounds, trainers=trainers, model="fmnist-mlp-v1", local_steps=20,
+                     lease_seconds=lease_seconds, quorum=quorum)
+    return DevnetPlan(trainers=trainers, validators=validators, leaders=leaders, embedded=True, spec=spec, shards=8,
+                      eval_samples=500, final_eval_samples=2000, workdir=tmp_path, timeout_s=300.0,
+                      node_settings=dict(NODE_SETTINGS), out=lambda _line: None, **extra)
+
+
+async def test_embedded_devnet_runs_a_job_end_to_end(tmp_path: Path) -> None:
+    """One leader, two trainers and one validator (quorum 1): a 2-round job from creation to weights and refund."""
+    plan = small_plan(tmp_path, rounds=2, trainers=2, validators=1, leaders=1, lease_seconds=120, quorum=1)
     result = await run_devnet(plan)
     assert len(result.rounds) == 2
     assert result.final_accuracy > 0.6
-    assert result.totals_conserved
-    assert sum(result.earnings.values()) + result.refund == result.deposit
+    check_ledger(result, 2)
     assert all(result.earnings.get(a, 0) > 0 for a, label in result.labels.items() if label.startswith("trainer"))
+
+
+async def test_leader_stopped_mid_round_is_replaced_after_its_lease(tmp_path: Path) -> None:
+    """Two candidates, two trainers, one validator; quorum 3 (every voter drawn, two decide), so the survivors
+    still reach a verdict. The serving leader stops while it collects round 2 with an update of that round on-chain."""
+    plan = small_plan(tmp_path, rounds=3, trainers=2, validators=1, leaders=2, lease_seconds=30, quorum=3)
+    seen: dict[str, str] = {}
+
+    async def stop_leader_mid_round(net: Devnet, job_id: int) -> None:
+        with trio.fail_after(HOOK_TIMEOUT_S):
+            while True:
+                for label, node in list(net.nodes.items()):
+                    leader = node.leaders.get(job_id)
+                    round_state = leader.current if leader is not None else None
+                    # Checked and stopped in one trio step: the leader cannot commit in between.
+                    if round_state is not None and round_state.round == 1 and round_state.submitted:
+                        seen["victim"] = node_address(net, label)
+                        net.kill(label)
+                        return
+                await trio.sleep(0.05)
+
+    result = await run_devnet(plan, on_ready=stop_leader_mid_round)
+    assert len(result.rounds) == 3
+    committers = [leader for _round, leader in result.commits]
+    assert seen["victim"] == committers[0], "the first leader served round 1"
+    assert seen["victim"] not in committers[1:], committers
+    assert len(set(committers)) == 2
+    check_ledger(result, 3)
+    assert result.final_accuracy > 0.6
+
+
+async def test_adversaries_are_caught_and_do_not_stall_rounds(tmp_path: Path) -> None:
+    """One leader; trainer-1 honest, trainer-2 fabricates, trainer-3 dies holding its ticket; validator-2 never
+    votes. Quorum 3 draws every voter (the leader, validator-1 and the silent validator-2): two honest votes decide."""
+    plan = small_plan(
+        tmp_path, rounds=2, trainers=3, validators=2, leaders=1, lease_seconds=60, quorum=3,
+        trainer_cls={"trainer-2": FabricatingTrainer, "trainer-3": TicketHoldingTrainer},
+        validator_cls={"validator-2": SilentValidator},
+    )
+    held: dict[str, bool] = {}
+
+    async def kill_trainer_holding_a_ticket(net: Devnet, job_id: int) -> None:
+        holder = net.nodes["trainer-3"].trainer
+        assert isinstance(holder, TicketHoldingTrainer)
+        with trio.fail_after(HOOK_TIMEOUT_S):
+            await holder.holding.wait()
+        leader = net.nodes["leader-1"].leaders[job_id].current
+        held["ticket"] = leader is not None and node_address(net, "trainer-3") in leader.tickets
+        net.kill("trainer-3")
+
+    result = await run_devnet(plan, on_ready=kill_trainer_holding_a_ticket)
+    assert held["ticket"], "trainer-3 was killed without holding a ticket of the serving leader"
+    assert len(result.rounds) == 2
+    cheat = address_of(result.labels, "trainer-2")
+    statuses = [u.status for u in result.updates if u.trainer == cheat]
+    assert statuses == [UpdateStatus.REJECTED], statuses  # slashed below the minimum stake: no second update
+    assert earned(result, "trainer-2") == 0
+    assert result.trainer_stakes[cheat] < result.min_trainer_stake, "the fabricating trainer was not slashed"
+    assert earned(result, "trainer-3") == 0
+    assert not [u for u in result.updates if u.trainer == address_of(result.labels, "trainer-3")]
+    assert earned(result, "trainer-1") > 0
+    assert earned(result, "validator-2") == 0
+    assert earned(result, "validator-1") > 0
+    check_ledger(result, 2)

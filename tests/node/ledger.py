@@ -1,0 +1,39 @@
+"""Checks on a finished devnet job's on-chain ledger, shared by the embedded and the process end-to-end tests."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from node.devnet import Devnet, DevnetResult
+from protocols.chain.models import UpdateStatus
+
+
+def address_of(labels: dict[str, str], label: str) -> str:
+    return next(a for a, lab in labels.items() if lab == label)
+
+
+def earned(result: DevnetResult, label: str) -> int:
+    return result.earnings.get(address_of(result.labels, label), 0)
+
+
+def node_address(net: Devnet, label: str) -> str:
+    return address_of(net.labels, label)
+
+
+def check_ledger(result: DevnetResult, rounds: int) -> None:
+    """Every round committed exactly once, in order; every accepted update paid exactly once and nothing else paid;
+    the contract's money conserved and the deposit fully accounted for."""
+    assert [r for r, _leader in result.commits] == list(range(rounds)), result.commits
+    owed: Counter[str] = Counter()
+    for u in result.updates:
+        if u.status == UpdateStatus.ACCEPTED:
+            assert u.paid, f"round {u.round}: accepted update of {u.trainer} unpaid"
+            owed[u.trainer] += u.amount
+        else:
+            assert not u.paid and u.amount == 0, f"round {u.round}: {u.status.name} update of {u.trainer} paid"
+    paid: Counter[str] = Counter()
+    for trainer, amount in result.payouts:
+        paid[trainer] += amount
+    assert paid == owed, f"paid out {dict(paid)}, owed for accepted updates {dict(owed)}"
+    assert result.totals_conserved
+    assert sum(result.earnings.values()) + result.refund == result.deposit
