@@ -51,6 +51,8 @@ class NodeConfig:
     task_timeout_s: float = 300.0
     validation_timeout_s: float = 120.0
     round_timeout_s: float = 600.0
+    audit_all_rounds: bool = False
+    """Validators audit every committed round, not only those in which they were drawn to vote on an update."""
     max_dag_bytes: int = 256 * 1024 * 1024
     store_max_bytes: int = 4 * 1024 * 1024 * 1024
     trainer_stake_wei: int = 10**17

@@ -219,9 +219,7 @@ class LeaderRole:
         try:
             accepted = await self._collect(spec, st)
             self.current = None  # no more tickets for this round while it is being committed
-            if accepted:
-                await self._commit(spec, st, accepted)
-            else:
+            if not accepted or not await self._commit(spec, st, accepted):
                 await trio.sleep(max(0.0, st.hard_deadline - time.monotonic()) + margin)
         finally:
             self.current = None
@@ -260,24 +258,59 @@ class LeaderRole:
                     return []
             await trio.sleep(ctx.config.chain_poll_interval_s)
 
-    async def _commit(self, spec: JobSpec, st: RoundState, accepted: list[tuple[str, str]]) -> None:
+    def aggregate(self, spec: JobSpec, base_bytes: bytes, deltas: list[tuple[bytes, int]]) -> bytes:
+        """The round's new checkpoint (runs in a worker thread; tests override it to play a cheating leader)."""
+        return aggregate_checkpoint(spec, base_bytes, deltas)
+
+    async def _fetch_accepted(self, spec: JobSpec, st: RoundState, trainer: str,
+                              manifest_cid: str) -> tuple[bytes, int] | None:
+        """An accepted update's (delta bytes, weight), from its trainer or else from any peer that holds it (its
+        validators fetched it to replay it), retried until the round's hard deadline; None if it never came."""
+        ctx = self.ctx
+        holders = [trainer]
+        while True:
+            left = st.hard_deadline - time.monotonic()
+            problem = f"no answer within {max(left, 1.0):.0f} s"
+            with trio.move_on_after(max(left, 1.0)):
+                try:
+                    manifest = UpdateManifest.from_bytes(await ctx.fetch(manifest_cid, max_bytes=1 << 20,
+                                                                         providers=holders))
+                    delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, providers=holders)
+                    return delta, manifest.task.weight
+                except DtnodeError as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= st.hard_deadline:
+                ctx.log.error("job %d round %d: the accepted update %s of %s cannot be fetched (%s)", self.job_id,
+                              st.round, manifest_cid, trainer, problem)
+                return None
+            ctx.log.warning("job %d round %d: fetching %s's accepted update failed (%s); retrying", self.job_id,
+                            st.round, trainer, problem)
+            if holders == [trainer]:
+                u = await ctx.chain(lambda: ctx.client.get_update(self.job_id, st.round, trainer))
+                holders = [trainer, *u.validators]
+            await trio.sleep(ctx.config.chain_poll_interval_s)
+
+    async def _commit(self, spec: JobSpec, st: RoundState, accepted: list[tuple[str, str]]) -> bool:
+        """Aggregate every accepted update, publish and commit; False when it did not commit (the caller then lets
+        the lease lapse)."""
         ctx = self.ctx
         base_bytes = await ctx.fetch_cached(st.base_cid, max_bytes=spec.max_dag_bytes,
                                             providers=ctx.customer_of(self.job_id))
         deltas: list[tuple[bytes, int]] = []
-        used: list[str] = []
+        used = [manifest_cid for _, manifest_cid in accepted]
         for trainer, manifest_cid in accepted:
-            try:
-                manifest = UpdateManifest.from_bytes(await ctx.fetch(manifest_cid, max_bytes=1 << 20,
-                                                                     providers=[trainer]))
-                delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, providers=[trainer])
-            except DtnodeError as exc:  # accepted on-chain but unfetchable now: leave it out, still paid
-                ctx.log.warning("job %d round %d: cannot fetch %s's update: %s", self.job_id, st.round, trainer, exc)
-                continue
-            deltas.append((delta, manifest.task.weight))
-            used.append(manifest_cid)
+            fetched = await self._fetch_accepted(spec, st, trainer, manifest_cid)
+            if fetched is None:
+                # Auditors recompute the round from every update the chain marks accepted: an aggregate without
+                # this one would be a wrong checkpoint. Better no commit: the lease lapses and a successor (or
+                # this node, re-elected) tries again, or the job stalls and its customer cancels it.
+                ctx.log.error("job %d round %d: not committing: an aggregate without %s's accepted update would "
+                              "not be the round's checkpoint; letting the lease lapse", self.job_id, st.round,
+                              trainer)
+                return False
+            deltas.append(fetched)
         with ctx.timed("aggregation"):
-            new_bytes = await trio.to_thread.run_sync(aggregate_checkpoint, spec, base_bytes, deltas)
+            new_bytes = await trio.to_thread.run_sync(self.aggregate, spec, base_bytes, deltas)
         eval_set = await ctx.shard(spec.eval_cid, spec.max_dag_bytes, providers=ctx.customer_of(self.job_id))
         model_state, _ = decode_checkpoint(new_bytes, spec.model, max_bytes=spec.max_dag_bytes)
 
@@ -298,7 +331,7 @@ class LeaderRole:
             await ctx.chain(lambda: ctx.client.commit_round(self.job_id, st.round, new_cid), what="commitRound")
         except ContractRevert as exc:
             ctx.log.error("job %d round %d: commitRound reverted (%s)", self.job_id, st.round, exc.error_name)
-            return
+            return True  # nothing to wait out: the chain says this round is not ours to commit (any more)
         self.records.append(record)
         if self.on_commit is not None:
             self.on_commit(record)
@@ -310,6 +343,7 @@ class LeaderRole:
             except ContractRevert as exc:
                 ctx.log.info("payout to %s: %s", trainer, exc.error_name)
         await self._withdraw()
+        return True
 
     async def _withdraw(self) -> None:
         ctx = self.ctx

@@ -17,6 +17,7 @@ import torch
 import trio
 
 from node.checkpoint import decode_checkpoint
+from node.roles.auditor import Auditor
 from node.roles.context import NodeContext, task_args
 from node.training.codec import decode_delta, decode_state
 from node.training.local import micro_to_loss
@@ -41,9 +42,12 @@ class ValidatorRole:
         self._in_progress: set[tuple[int, int, str]] = set()
         self._closed_jobs: set[int] = set()
         self._limit = trio.Semaphore(3)
+        self.auditor = Auditor(ctx, jobs=jobs)
+        """Recomputes the rounds committed after this node was drawn in them (node/roles/auditor.py)."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.auditor.run)
             task_status.started()
             while True:
                 try:
@@ -131,6 +135,10 @@ class ValidatorRole:
             delta = decode_delta(await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes,
                                                  providers=[trainer]), like=base_model,
                                  max_bytes=spec.max_dag_bytes)
+            # Kept (pinned): the leader aggregating this update and the auditors recomputing its round may have to
+            # fetch it from us, e.g. when its trainer is gone by then.
+            for cid in (update.cid or "", manifest.delta_cid):
+                await ctx.store.pin(cid)
             n = len(manifest.segment_hashes)
             seed = hashlib.sha256(
                 f"{job_id}:{r}:{update.cid}:{','.join(sorted(v.lower() for v in update.validators))}".encode()

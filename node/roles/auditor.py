@@ -1,0 +1,184 @@
+"""Auditor: recompute the checkpoints leaders commit and report on-chain whether they match (``auditRound``).
+
+Aggregation is deterministic (:func:`node.roles.leader.aggregate_checkpoint`): the same base checkpoint and the same
+accepted deltas, in any order, give the same bytes and so the same CID. Once round r of a job is committed, the
+auditor rebuilds it from what the chain alone says went into it — the base (the job's initial checkpoint, or round
+r-1's committed CID) and every update the chain marks ACCEPTED in round r — and compares the CID of the result,
+computed exactly as the content store names what it adds, with the CID the leader committed. When a round's failed
+audits reach the job's quorum, the contract disputes the job and its customer may cancel at once.
+
+Which rounds: those in which this node was drawn to vote on at least one update (it was asked, and it already holds
+those updates), or every committed round with ``audit_all_rounds``; never a round this node committed itself.
+
+This module must never crash the node or vote on what it could not check: content or chain trouble leaves the
+round for a later scan (up to ``MAX_ATTEMPTS``); content that arrives but cannot be aggregated is logged and left
+unaudited, because a wrong verdict either way would be worse than none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import trio
+
+from node.roles.context import NodeContext
+from node.roles.leader import aggregate_checkpoint
+from protocols.chain.errors import ChainError, ContractRevert
+from protocols.chain.models import JobStatus, UpdateStatus
+from protocols.errors import DtnodeError
+from protocols.p2p.errors import P2PError
+from protocols.specs import UpdateManifest
+from storage.cid import cid_to_str
+from storage.errors import StorageError
+from storage.unixfs import import_bytes
+
+MAX_ATTEMPTS = 5
+"""Scans that may fail to fetch a round's content before the auditor gives that round up."""
+
+
+def content_cid(data: bytes) -> str:
+    """The CID :meth:`ContentStore.put` gives ``data`` (UnixFS, 256 KiB chunks, raw leaves, CIDv1), unstored."""
+    result, _blocks = import_bytes(data)
+    return cid_to_str(result.root)
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What RoundCommitted said about one round."""
+
+    leader: str
+    """lower-case"""
+    checkpoint_cid: str
+
+
+class Auditor:
+    """Audits the committed rounds of ``jobs`` (every job on-chain when empty). Run as a trio service."""
+
+    def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
+        self.ctx = ctx
+        self.jobs = jobs
+        self.verdicts: dict[tuple[int, int], bool] = {}
+        """(job, round) → the verdict this node sent."""
+        self._handled: dict[int, set[int]] = {}
+        """job → rounds audited, skipped or given up."""
+        self._commits: dict[int, dict[int, Commit]] = {}
+        self._attempts: dict[tuple[int, int], int] = {}
+        self._closed: set[int] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                await self._scan()
+            except DtnodeError as exc:  # chain down: retry on the next scan
+                self.ctx.log.warning("auditor: %s: %s; retrying", type(exc).__name__, exc)
+            await trio.sleep(self.ctx.config.chain_poll_interval_s)
+
+    async def _scan(self) -> None:
+        ctx = self.ctx
+        if self.jobs:
+            jobs = list(self.jobs)
+        else:
+            jobs = list(range(1, await ctx.chain(ctx.client.job_count, what="jobCount") + 1))
+        for job_id in jobs:
+            if job_id in self._closed:
+                continue
+            job = await ctx.job(job_id)
+            handled = self._handled.setdefault(job_id, set())
+            for r in range(job.committed_rounds):
+                if r not in handled and await self._audit_guarded(job_id, r):
+                    handled.add(r)
+            if job.status != JobStatus.ACTIVE and len(handled) >= job.committed_rounds:
+                self._closed.add(job_id)
+
+    async def _audit_guarded(self, job_id: int, r: int) -> bool:
+        """Audit one round; True once it needs no more attention (audited, skipped or given up)."""
+        log = self.ctx.log
+        try:
+            await self.audit(job_id, r)
+            return True
+        except (StorageError, P2PError, ChainError) as exc:  # not a verdict: content or chain unreachable for now
+            attempts = self._attempts[(job_id, r)] = self._attempts.get((job_id, r), 0) + 1
+            if attempts < MAX_ATTEMPTS:
+                log.warning("audit of job %d round %d: %s: %s; will retry", job_id, r, type(exc).__name__, exc)
+                return False
+            log.error("audit of job %d round %d: gave up after %d attempts (%s: %s)", job_id, r, attempts,
+                      type(exc).__name__, exc)
+            return True
+        except (DtnodeError, KeyError, ValueError) as exc:  # fetched, but no checkpoint can be built from it
+            log.error("audit of job %d round %d: cannot recompute the aggregate (%s: %s); not voting", job_id, r,
+                      type(exc).__name__, exc)
+            return True
+
+    async def _commit_of(self, job_id: int, r: int) -> Commit:
+        commits = self._commits.setdefault(job_id, {})
+        if r not in commits:
+            client = self.ctx.client
+            events = await self.ctx.chain(lambda: client.get_events(names=["RoundCommitted"], job_id=job_id),
+                                          what="RoundCommitted logs")
+            for ev in events:
+                commits[int(ev.args["round"])] = Commit(str(ev.args["leader"]).lower(), str(ev.args["checkpointCid"]))
+            if r not in commits:  # a node behind the one that answered getJob: ask again later
+                raise ChainError(f"job {job_id}: no RoundCommitted event for round {r} yet")
+        return commits[r]
+
+    async def audit(self, job_id: int, r: int) -> bool | None:
+        """Audit round ``r`` of ``job_id`` (committed) unless this node need not; returns the verdict it sent.
+
+        Raises StorageError/P2PError/ChainError when content or the chain cannot be reached (retry later), and
+        SchemaError/ValueError-like errors when what was fetched cannot be aggregated.
+        """
+        ctx = self.ctx
+        me = ctx.address.lower()
+        commit = await self._commit_of(job_id, r)
+        if commit.leader == me:
+            return None
+        if await ctx.chain(lambda: ctx.client.has_audited(job_id, r, ctx.address), what="hasAudited"):
+            return None
+        trainers = await ctx.chain(lambda: ctx.client.get_round_updates(job_id, r), what="getRoundUpdates")
+        updates = []
+        for trainer in trainers:
+            u = await ctx.chain(lambda: ctx.client.get_update(job_id, r, trainer), what="getUpdate")  # noqa: B023
+            updates.append((trainer, u))
+        asked = any(me in (v.lower() for v in u.validators) for _, u in updates)
+        if not asked and not ctx.config.audit_all_rounds:
+            return None
+
+        spec = await ctx.spec(job_id)
+        base_cid = spec.initial_checkpoint_cid if r == 0 else (await self._commit_of(job_id, r - 1)).checkpoint_cid
+        base = await ctx.fetch_cached(base_cid, max_bytes=spec.max_dag_bytes,
+                                      providers=[commit.leader, *ctx.customer_of(job_id)])
+        deltas: list[tuple[bytes, int]] = []
+        for trainer, u in updates:
+            if u.status != UpdateStatus.ACCEPTED:
+                continue
+            holders = [trainer, *u.validators]  # the trainer published it; its validators fetched it to replay
+            manifest = UpdateManifest.from_bytes(await ctx.fetch(u.cid or "", max_bytes=1 << 20,
+                                                                 what="update manifest", providers=holders))
+            delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, what="delta",
+                                    providers=holders)
+            deltas.append((delta, manifest.task.weight))
+
+        def recompute() -> str:
+            return content_cid(aggregate_checkpoint(spec, base, deltas))
+
+        with ctx.timed("audit"):
+            recomputed = await trio.to_thread.run_sync(recompute)
+        ok = recomputed == commit.checkpoint_cid
+        if ok:
+            ctx.log.info("job %d round %d: audit OK (%d accepted updates give the committed checkpoint %s)", job_id,
+                         r, len(deltas), recomputed[-10:])
+        else:
+            ctx.log.warning("job %d round %d: audit FAILED: leader %s committed %s, but the base %s and the %d "
+                            "accepted updates give %s", job_id, r, commit.leader, commit.checkpoint_cid, base_cid,
+                            len(deltas), recomputed)
+        try:
+            result = await ctx.chain(lambda: ctx.client.audit_round(job_id, r, ok), what="auditRound")
+        except ContractRevert as exc:  # audited before a restart, or left the validator pool
+            ctx.log.info("audit of job %d round %d reverted: %s", job_id, r, exc.error_name)
+            return None
+        self.verdicts[(job_id, r)] = ok
+        if any(ev.name == "RoundDisputed" for ev in result.events):
+            ctx.log.warning("job %d round %d: DISPUTED (failed audits reached the quorum); its customer may cancel",
+                            job_id, r)
+        return ok
