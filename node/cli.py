@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_flags(jc)
     js = job_sub.add_parser("status", help="rounds, leader, accuracy per round, payments")
     js.add_argument("job_id", type=int)
+    js.add_argument("--no-eval", action="store_true",
+                    help="skip measuring each round's accuracy (which fetches the checkpoints and the eval shard)")
     _add_node_flags(js)
     jf = job_sub.add_parser("fetch", help="fetch the verified final weights")
     jf.add_argument("job_id", type=int)

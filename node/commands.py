@@ -13,8 +13,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 from eth_account import Account
@@ -23,6 +24,12 @@ from eth_account.signers.local import LocalAccount
 from node.config import NodeConfig, load_config
 from node.logs import setup_logging
 from protocols.errors import ConfigError
+
+if TYPE_CHECKING:
+    from node.content import ContentNode
+    from protocols.chain.client import JobManagerClient
+
+T = TypeVar("T")
 
 _FLAG_NAMES = (
     "chain_rpc_url", "contract_address", "key_file", "dev_account", "data_dir", "node_class",
@@ -144,33 +151,61 @@ async def _with_store(cfg: NodeConfig, fn: Any, *, kubo: str | None = None) -> A
             return await fn(store)
         finally:
             store.close()
-    from storage.blockstore import FilesystemBlockStore
-    from storage.content import LocalContentStore
+    return await _with_content(cfg, lambda node: fn(node.store))
 
-    blocks = cfg.data_path / "blocks"
-    blocks.mkdir(parents=True, exist_ok=True)
+
+async def _with_content(cfg: NodeConfig, fn: Callable[[ContentNode], Awaitable[T]]) -> T:
+    """Run ``fn`` with this machine's block store: offline without bootstrap peers, else behind a short-lived libp2p
+    host (a fresh identity) that fetches from and serves to the network while ``fn`` runs. The same assembly as a
+    running node's (:func:`node.content.start_content_node`)."""
+    from node.content import ContentNode, open_blockstore, start_content_node
+
     if not cfg.bootstrap:
-        return await fn(LocalContentStore(FilesystemBlockStore(blocks, max_bytes=cfg.store_max_bytes)))
+        return await fn(ContentNode(open_blockstore(cfg), fetch_timeout_s=cfg.fetch_timeout_s))
     from protocols.p2p.config import P2PConfig
     from protocols.p2p.identity import NodeIdentity
     from protocols.p2p.node import P2PNode
-    from storage.exchange import BlockExchange
 
     net = P2PNode(NodeIdentity.generate(), P2PConfig(listen_addrs=tuple(cfg.listen), bootstrap=tuple(cfg.bootstrap)))
-    blockstore = FilesystemBlockStore(blocks, max_bytes=cfg.store_max_bytes)
     async with trio.open_nursery() as nursery:
-        await nursery.start(net.run)
-        exchange = BlockExchange(net.host, blockstore)
-        await nursery.start(exchange.run)
-
-        async def providers(_cid: object) -> list[Any]:
-            return list(net.connected_peers())
-
-        with trio.fail_after(cfg.fetch_timeout_s):
-            await net.wait_for_peers(1, cfg.fetch_timeout_s)
-        result = await fn(LocalContentStore(blockstore, exchange, providers, fetch_timeout_s=cfg.fetch_timeout_s))
+        node = await start_content_node(nursery, cfg, net)
+        await net.wait_for_peers(1, cfg.fetch_timeout_s)
+        result = await fn(node)
         nursery.cancel_scope.cancel()
     return result
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+async def job_status(cfg: NodeConfig, client: JobManagerClient, job_id: int, *, evaluate: bool = True,
+                     progress: Callable[[str], None] = _progress) -> dict[str, Any]:
+    """``dtnode job status N``: state, lease, money, and per committed round its leader, checkpoint and accuracy.
+
+    The accuracy is measured here, on the job's evaluation shard, from each checkpoint fetched by its CID
+    (``evaluate=False``: chain reads only).
+    """
+    from node.roles.customer import evaluate_rounds, job_payments, round_history
+    from protocols.chain.models import JobStatus
+
+    job = await trio.to_thread.run_sync(lambda: client.get_job(job_id))
+    history = await trio.to_thread.run_sync(lambda: round_history(client, job_id))
+    payments = await trio.to_thread.run_sync(lambda: job_payments(client, job_id))
+    measured_on: dict[str, Any] | None = None
+    if evaluate and history:
+        eval_cid, samples, history = await _with_content(
+            cfg, lambda node: evaluate_rounds(node, job, history, progress=progress))
+        measured_on = {"eval_cid": eval_cid, "samples": samples}
+    return {
+        "job_id": job_id, "status": JobStatus(job.status).name, "rounds": f"{job.committed_rounds}/{job.params.rounds}",
+        "leader": job.leader, "lease_expiry": job.lease_expiry, "term": job.term,
+        "deposit_wei": job.deposit, "spent_wei": job.spent, "refunded_wei": job.refunded,
+        "accuracy_measured_on": measured_on,
+        "history": [{"round": e.round, "leader": e.leader, "checkpoint": e.checkpoint_cid, "accuracy": e.accuracy,
+                     "loss": e.loss, **({"error": e.error} if e.error else {})} for e in history],
+        "payments_wei": dict(sorted(payments.items(), key=lambda kv: -kv[1])),
+    }
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
@@ -209,7 +244,6 @@ def cmd_job(args: argparse.Namespace) -> int:
     setup_logging(fmt=cfg.log_format, level=cfg.log_level)
     account = load_account(cfg)
     client = _client(cfg, account)
-    from protocols.chain.models import JobStatus
     from protocols.specs import JobSpec
 
     if args.job_command == "create":
@@ -233,17 +267,11 @@ def cmd_job(args: argparse.Namespace) -> int:
             client.withdraw()
         print(json.dumps({"job_id": args.job_id, "cancelled": True, "refund_withdrawn_wei": owed}))
         return 0
-    job = client.get_job(args.job_id)
     if args.job_command == "status":
-        rounds = [{"round": r, "checkpoint": client.get_round_checkpoint(args.job_id, r)}
-                  for r in range(job.committed_rounds)]
-        print(json.dumps({
-            "job_id": args.job_id, "status": JobStatus(job.status).name, "rounds": f"{job.committed_rounds}/"
-            f"{job.params.rounds}", "leader": job.leader, "lease_expiry": job.lease_expiry, "term": job.term,
-            "deposit_wei": job.deposit, "spent_wei": job.spent, "refunded_wei": job.refunded,
-            "checkpoints": rounds,
-        }, indent=2))
+        report = trio.run(lambda: job_status(cfg, client, args.job_id, evaluate=not args.no_eval))
+        print(json.dumps(report, indent=2))
         return 0
+    job = client.get_job(args.job_id)
     # fetch
     from node.roles.customer import fetch_final_weights
     from node.training.codec import encode_state

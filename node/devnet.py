@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from node.roles.customer import (
     eval_subset,
     evaluate_checkpoint,
     fetch_final_weights,
+    job_payments,
     post_job,
     publish_fashion_mnist,
 )
@@ -44,6 +44,7 @@ from node.training.data import load_fashion_mnist
 from node.training.evaluate import evaluate
 from protocols.chain.backends import HardhatNode, dev_accounts, in_process_chain
 from protocols.chain.client import JobManagerClient, deploy
+from protocols.chain.errors import ContractRevert
 from protocols.chain.models import JobInfo, JobStatus, UpdateStatus
 from protocols.errors import DtnodeError
 from protocols.specs import AggregationSpec, JobSpec, PaymentSpec
@@ -360,6 +361,7 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
             nursery.start_soon(on_ready, net, job_id)
 
         rounds = await _follow(net, client, job_id, spec, customer_node.ctx, started)
+        await _settle_payouts(client, job_id, spec.rounds, timeout_s=customer_cfg.chain_timeout_s)
         if on_finished is not None:
             await on_finished(net, job_id)
         job = await trio.to_thread.run_sync(lambda: client.get_job(job_id))
@@ -370,7 +372,7 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
         refund = job.refunded
         if await trio.to_thread.run_sync(lambda: client.balance_of(customer.address)) > 0:
             await trio.to_thread.run_sync(client.withdraw)
-        earnings = await trio.to_thread.run_sync(lambda: _earnings(client, job_id))
+        earnings = await trio.to_thread.run_sync(lambda: job_payments(client, job_id))
         conserved = (await trio.to_thread.run_sync(client.totals)).conserved
         ledger = await trio.to_thread.run_sync(lambda: _ledger(client, job_id, spec.rounds, net.labels))
         min_stake = await trio.to_thread.run_sync(client.min_trainer_stake)
@@ -424,28 +426,52 @@ async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobS
         await trio.sleep(0.5)
 
 
-def _ledger(client: JobManagerClient, job_id: int, rounds: int, labels: dict[str, str]) -> dict[str, Any]:
-    """The :class:`DevnetResult` fields read from the chain: every update's final status and paid flag, every
-    trainer's remaining stake, every round commit and every payout."""
+async def _settle_payouts(client: JobManagerClient, job_id: int, rounds: int, *, timeout_s: float) -> None:
+    """Wait until every accepted update is paid, so the ledger read next is final.
+
+    The last round's leader pays its trainers right after the commit that finishes the job, so the follower can see
+    the job finished before those payouts are mined. A leader that died in between never pays: after
+    ``timeout_s`` the customer calls ``payout`` itself (anyone may).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        owed = await trio.to_thread.run_sync(lambda: _owed(client, job_id, rounds))
+        if not owed:
+            return
+        if time.monotonic() > deadline:
+            for trainer in owed:
+                log.warning("job %d: %s is still owed for an accepted update; paying out as the customer", job_id,
+                            trainer)
+                with contextlib.suppress(ContractRevert):  # paid meanwhile: NothingToPay
+                    await trio.to_thread.run_sync(lambda: client.payout(job_id, trainer))  # noqa: B023
+            return
+        await trio.sleep(0.5)
+
+
+def _owed(client: JobManagerClient, job_id: int, rounds: int) -> set[str]:
+    """Trainers with an accepted update not paid yet."""
+    return {u.trainer for u in _updates(client, job_id, rounds) if u.status == UpdateStatus.ACCEPTED and not u.paid}
+
+
+def _updates(client: JobManagerClient, job_id: int, rounds: int) -> list[UpdateLine]:
     updates: list[UpdateLine] = []
     for r in range(rounds):
         for trainer in client.get_round_updates(job_id, r):
             u = client.get_update(job_id, r, trainer)
             updates.append(UpdateLine(r, trainer.lower(), u.status, u.paid, u.amount))
+    return updates
+
+
+def _ledger(client: JobManagerClient, job_id: int, rounds: int, labels: dict[str, str]) -> dict[str, Any]:
+    """The :class:`DevnetResult` fields read from the chain: every update's final status and paid flag, every
+    trainer's remaining stake, every round commit and every payout."""
+    updates = _updates(client, job_id, rounds)
     stakes = {a: client.trainers(a).stake for a, label in labels.items() if label.startswith("trainer")}
     commits = [(int(ev.args["round"]), str(ev.args["leader"]).lower())
                for ev in client.get_events(names=["RoundCommitted"], job_id=job_id)]
     payouts = [(str(ev.args["trainer"]).lower(), int(ev.args["amount"]))
                for ev in client.get_events(names=["PaidOut"], job_id=job_id)]
     return {"updates": updates, "trainer_stakes": stakes, "commits": commits, "payouts": payouts}
-
-
-def _earnings(client: JobManagerClient, job_id: int) -> dict[str, int]:
-    earned: dict[str, int] = defaultdict(int)
-    for ev in client.get_events(names=["PaidOut", "FeePaid"], job_id=job_id):
-        who = str(ev.args.get("trainer") or ev.args.get("account")).lower()
-        earned[who] += int(ev.args["amount"])
-    return dict(earned)
 
 
 def summary_table(r: DevnetResult, *, test_samples: int) -> str:

@@ -22,6 +22,7 @@ from libp2p.peer.id import ID
 
 from node.chainio import AsyncChain
 from node.config import NodeConfig
+from node.content import start_content_node
 from node.roles.context import NodeContext
 from node.roles.leader import LeaderRole
 from node.roles.trainer import TrainerRole
@@ -36,9 +37,6 @@ from protocols.p2p.keystore import identity_from_account
 from protocols.p2p.node import P2PNode
 from protocols.topics import TASK_PROTOCOL, UPDATE_PROTOCOL
 from protocols.wire import RejectCode, TaskRequest, TaskResponse, UpdateNoticeBody, ack
-from storage.blockstore import FilesystemBlockStore
-from storage.content import LocalContentStore
-from storage.exchange import BlockExchange, Provider
 
 
 @dataclass
@@ -68,14 +66,8 @@ class DtNode:
         return P2PConfig(**settings)
 
     async def run(self, *, task_status: trio.TaskStatus[DtNode] = trio.TASK_STATUS_IGNORED) -> None:
-        cfg = self.config
-        identity = identity_from_account(self.account)
-        net = P2PNode(identity, self.p2p_config())
-        blocks_dir = Path(cfg.data_path) / "blocks"
-        blocks_dir.mkdir(parents=True, exist_ok=True)
-        blockstore = FilesystemBlockStore(blocks_dir, max_bytes=cfg.store_max_bytes)
         try:
-            await self._run(net, blockstore, task_status)
+            await self._run(task_status)
         finally:
             self._write_timings()
 
@@ -89,28 +81,18 @@ class DtNode:
         with contextlib.suppress(OSError):
             path.write_text(json.dumps({k: round(v, 3) for k, v in timings.items()}, sort_keys=True))
 
-    async def _run(self, net: P2PNode, blockstore: FilesystemBlockStore,
-                   task_status: trio.TaskStatus[DtNode]) -> None:
+    async def _run(self, task_status: trio.TaskStatus[DtNode]) -> None:
         cfg = self.config
         with trio.CancelScope() as scope:
             self._cancel = scope
             async with trio.open_nursery() as nursery:
-                await nursery.start(net.run)
-                exchange = BlockExchange(net.host, blockstore)
-                await nursery.start(exchange.run)
-
-                ctx_box: list[NodeContext] = []
-
-                async def providers(cid: object) -> list[Provider]:
-                    hinted = ctx_box[0].hinted_peers(str(cid)) if ctx_box else []
-                    return list(hinted) if hinted else list(net.connected_peers())
-
-                store = LocalContentStore(blockstore, exchange, providers, fetch_timeout_s=cfg.fetch_timeout_s)
+                net = P2PNode(identity_from_account(self.account), self.p2p_config())
+                content = await start_content_node(nursery, cfg, net, log=self.log)
                 ctx = NodeContext(config=cfg, account=self.account, client=self.client,
-                                  chain=AsyncChain(timeout_s=cfg.chain_timeout_s), net=net, store=store, log=self.log)
+                                  chain=AsyncChain(timeout_s=cfg.chain_timeout_s), net=net, content=content,
+                                  log=self.log)
                 ctx.nursery = nursery
                 self.ctx = ctx
-                ctx_box.append(ctx)
                 await self._register(ctx)
                 net.set_request_handler(TASK_PROTOCOL, self._on_task_request)
                 net.set_request_handler(UPDATE_PROTOCOL, self._on_update_notice)

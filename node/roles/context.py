@@ -16,21 +16,19 @@ from typing import Any, TypedDict
 
 import trio
 from eth_account.signers.local import LocalAccount
-from libp2p.peer.id import ID
 
 from node.chainio import AsyncChain
 from node.config import NodeConfig
+from node.content import ContentNode
 from node.training.data import ArraySet, decode_shard
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import RequestTimeout
-from protocols.p2p.identity import address_of_peer
 from protocols.p2p.node import P2PNode
 from protocols.specs import JobSpec, TaskTicket
 from storage.content import ContentStore
 from storage.dataset import DatasetManifest, fetch_dataset_manifest
-from storage.errors import StorageError
 
 
 class TaskArgs(TypedDict):
@@ -59,18 +57,16 @@ class NodeContext:
     client: JobManagerClient
     chain: AsyncChain
     net: P2PNode
-    store: ContentStore
+    content: ContentNode
+    """The node's block store and exchange (``content.store``), shared with the customer commands' assembly."""
     log: logging.Logger
     _specs: dict[int, JobSpec] = field(default_factory=dict)
     _datasets: dict[str, DatasetManifest] = field(default_factory=dict)
     _shards: dict[str, ArraySet] = field(default_factory=dict)
     _blobs: dict[str, bytes] = field(default_factory=dict)
     _customers: dict[int, str] = field(default_factory=dict)
-    _seen_peers: dict[str, str] = field(default_factory=dict)
-    hints: dict[str, list[str]] = field(default_factory=dict)
     nursery: trio.Nursery | None = None
     """The node's nursery, for calls the caller may abandon (:meth:`request`)."""
-    """CID → addresses of nodes known to hold it, for the fetch in progress."""
     timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     """Seconds spent per activity (fetch, train, replay, aggregate, ...): the devnet benchmark's breakdown."""
 
@@ -86,26 +82,17 @@ class NodeContext:
     def address(self) -> str:
         return str(self.account.address)
 
+    @property
+    def store(self) -> ContentStore:
+        return self.content.store
+
     async def fetch(self, cid: str, *, max_bytes: int | None = None, what: str = "content",
                     providers: Sequence[str] = ()) -> bytes:
-        """Verified bytes of ``cid`` from this node's store or a peer, under the fetch deadline.
-
-        ``providers``: Ethereum addresses of nodes known to hold it (the trainer for its update, the customer for
-        the dataset). Asking them first matters: the exchange spreads wants over its providers, and a peer that
-        lacks a block may never say so, which costs a stall timeout per block. If they cannot deliver, the fetch
-        is retried once from every connected peer.
-        """
+        """Verified bytes of ``cid`` under the fetch deadline, asking ``providers`` (addresses) first: see
+        :meth:`node.content.ContentNode.fetch`."""
         limit = max_bytes if max_bytes is not None else self.config.max_dag_bytes
         with self.timed("transfer"):
-            if providers:
-                self.hints[cid] = [a.lower() for a in providers]
-                try:
-                    return await self.store.get(cid, max_bytes=limit, timeout_s=self.config.fetch_timeout_s / 2)
-                except StorageError as exc:
-                    self.log.info("%s %s: hinted providers failed (%s); asking every peer", what, cid, exc)
-                finally:
-                    self.hints.pop(cid, None)
-            return await self.store.get(cid, max_bytes=limit, timeout_s=self.config.fetch_timeout_s)
+            return await self.content.fetch(cid, max_bytes=limit, what=what, providers=providers)
 
     async def request(self, peer: Any, protocol: Any, payload: bytes) -> bytes:
         """A request/response call that the caller can always walk away from at its deadline.
@@ -135,11 +122,6 @@ class NodeContext:
             assert result is not None
             return result
         raise RequestTimeout(f"{protocol} to {peer}: no answer within {timeout + 2:.0f} s")
-
-    def hinted_peers(self, cid: str) -> list[Any]:
-        """Peer ids of the hinted providers of ``cid`` that are in the peer table (used by the store)."""
-        peers = [self.peer_of(a) for a in self.hints.get(cid, ())]
-        return [ID.from_base58(str(p)) for p in peers if p is not None]
 
     async def fetch_cached(self, cid: str, *, max_bytes: int | None = None, providers: Sequence[str] = ()) -> bytes:
         """Like :meth:`fetch`, memoised for immutable content this node reads repeatedly (checkpoints, shards)."""
@@ -202,20 +184,5 @@ class NodeContext:
         return self._shards[cid]
 
     def peer_of(self, address: str) -> Any | None:
-        """The peer id of the node acting as ``address`` on-chain, or None if this node knows no such peer.
-
-        A connected peer's id carries its secp256k1 key, hence its address, so connections answer first; the
-        presence table (which loses entries when gossip drops announcements under load) second; peers seen before
-        last.
-        """
-        target = address.lower()
-        for peer_id in self.net.connected_peers():
-            found = address_of_peer(peer_id)
-            if found is not None and found.lower() == target:
-                self._seen_peers[target] = str(peer_id)
-                return str(peer_id)
-        for peer in self.net.peers():
-            if str(peer.eth_address).lower() == target:
-                self._seen_peers[target] = str(peer.peer_id)
-                return peer.peer_id
-        return self._seen_peers.get(target)
+        """The peer id of the node acting as ``address`` on-chain, or None: see :meth:`ContentNode.peer_of`."""
+        return self.content.peer_of(address)

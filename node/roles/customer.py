@@ -1,19 +1,25 @@
 """Customer actions: publish a dataset, post a job with its deposit, follow it, fetch the final weights.
 
+Following a job reads the chain (round commits, payments) and measures each committed checkpoint itself on the
+job's evaluation shard: a leader's own accuracy figure is nowhere on-chain, so nothing would make it verifiable.
+
 The customer's content (dataset shards, the evaluation shard, the initial checkpoint and the spec) is added to its
 own block store and served to the network by its node; only CIDs go on-chain.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import trio
 
 from node.checkpoint import decode_checkpoint, initial_checkpoint
-from node.training.data import ArraySet, encode_shard, load_fashion_mnist, make_shards
+from node.content import ContentNode
+from node.training.data import ArraySet, decode_shard, encode_shard, load_fashion_mnist, make_shards
 from node.training.evaluate import evaluate
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo, JobParams
@@ -99,3 +105,62 @@ async def evaluate_checkpoint(data: bytes, spec: JobSpec, eval_set: ArraySet) ->
 
 def eval_subset(test: ArraySet, n: int) -> ArraySet:
     return test.subset(np.arange(min(n, len(test)), dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class RoundEntry:
+    """One committed round as the chain records it, and (once measured) its checkpoint's held-out accuracy."""
+
+    round: int
+    leader: str
+    """The address that committed it (lower-case)."""
+    checkpoint_cid: str
+    accuracy: float | None = None
+    loss: float | None = None
+    error: str = ""
+    """Why it could not be measured (its checkpoint unreachable, say), when it could not."""
+
+
+def round_history(client: JobManagerClient, job_id: int) -> list[RoundEntry]:
+    """Every committed round of the job, from its RoundCommitted events (blocking: call it in a thread)."""
+    return [RoundEntry(int(ev.args["round"]), str(ev.args["leader"]).lower(), str(ev.args["checkpointCid"]))
+            for ev in client.get_events(names=["RoundCommitted"], job_id=job_id)]
+
+
+def job_payments(client: JobManagerClient, job_id: int) -> dict[str, int]:
+    """Wei credited per account (lower-case) by the job: trainers' pay and validators' and leaders' fees."""
+    earned: dict[str, int] = defaultdict(int)
+    for ev in client.get_events(names=["PaidOut", "FeePaid"], job_id=job_id):
+        who = str(ev.args.get("trainer") or ev.args.get("account")).lower()
+        earned[who] += int(ev.args["amount"])
+    return dict(earned)
+
+
+async def evaluate_rounds(content: ContentNode, job: JobInfo, rounds: list[RoundEntry], *,
+                          progress: Callable[[str], None]) -> tuple[str, int, list[RoundEntry]]:
+    """Measure each round's checkpoint on the job's evaluation shard; returns (eval CID, samples, measured rounds).
+
+    Spec, shard and checkpoints are fetched by CID (verified), the spec and shard from the customer first, each
+    checkpoint from the leader that committed it first. A checkpoint that cannot be fetched is reported in its
+    entry's ``error``, and the others are still measured.
+    """
+    spec = JobSpec.from_bytes(await content.fetch(job.params.spec_cid, max_bytes=1 << 20, what="job spec",
+                                                  providers=[job.customer]))
+    progress(f"job {job.job_id}: fetching the evaluation shard {spec.eval_cid}")
+    shard = await content.fetch(spec.eval_cid, max_bytes=spec.max_dag_bytes, what="evaluation shard",
+                                providers=[job.customer])
+    eval_set = await trio.to_thread.run_sync(decode_shard, shard)
+    measured: list[RoundEntry] = []
+    for entry in rounds:
+        try:
+            data = await content.fetch(entry.checkpoint_cid, max_bytes=spec.max_dag_bytes, what="checkpoint",
+                                       providers=[entry.leader])
+            accuracy, loss = await evaluate_checkpoint(data, spec, eval_set)
+        except DtnodeError as exc:
+            measured.append(replace(entry, error=f"{type(exc).__name__}: {exc}"))
+            progress(f"round {entry.round + 1}/{job.params.rounds}: not measured: {exc}")
+            continue
+        measured.append(replace(entry, accuracy=accuracy, loss=loss))
+        progress(f"round {entry.round + 1}/{job.params.rounds}: accuracy {accuracy * 100:.2f}% on "
+                 f"{len(eval_set)} held-out samples (checkpoint {entry.checkpoint_cid}, leader {entry.leader})")
+    return spec.eval_cid, len(eval_set), measured

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node import __version__
-from node.cli import main
+from node.cli import build_parser, main
 from node.config import load_config
 from protocols.errors import ConfigError
 
@@ -25,6 +25,12 @@ def test_version_and_help() -> None:
     assert out.returncode == 0
     for word in ("--role", "devnet", "dataset", "job", "keys"):
         assert word in out.stdout
+
+
+def test_job_status_can_skip_measuring_accuracy() -> None:
+    args = build_parser().parse_args(["job", "status", "5", "--no-eval"])
+    assert (args.job_command, args.job_id, args.no_eval) == ("status", 5, True)
+    assert build_parser().parse_args(["job", "status", "5"]).no_eval is False
 
 
 def test_bad_flag_is_a_clear_error() -> None:

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import trio
 
+from node.commands import job_status
+from node.config import NodeConfig
 from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
 from protocols.chain.models import UpdateStatus
 from tests.node.adversaries import FabricatingTrainer, SilentValidator, TicketHoldingTrainer
@@ -56,9 +58,14 @@ async def test_embedded_devnet_runs_a_job_end_to_end(tmp_path: Path) -> None:
 
 async def test_leader_stopped_mid_round_is_replaced_after_its_lease(tmp_path: Path) -> None:
     """Two candidates, two trainers, one validator; quorum 3 (every voter drawn, two decide), so the survivors
-    still reach a verdict. The serving leader stops while it collects round 2 with an update of that round on-chain."""
+    still reach a verdict. The serving leader stops while it collects round 2 with an update of that round on-chain.
+
+    Once the job is finished, ``dtnode job status`` runs from a fresh node that knows only the bootstrap address:
+    it names each round's leader and measures each round's accuracy from the checkpoints it fetches by CID."""
     plan = small_plan(tmp_path, rounds=3, trainers=2, validators=1, leaders=2, lease_seconds=30, quorum=3)
     seen: dict[str, str] = {}
+    status: dict[str, dict[str, Any]] = {}
+    progress: list[str] = []
 
     async def stop_leader_mid_round(net: Devnet, job_id: int) -> None:
         with trio.fail_after(HOOK_TIMEOUT_S):
@@ -73,7 +80,14 @@ async def test_leader_stopped_mid_round_is_replaced_after_its_lease(tmp_path: Pa
                         return
                 await trio.sleep(0.05)
 
-    result = await run_devnet(plan, on_ready=stop_leader_mid_round)
+    async def job_status_from_a_fresh_node(net: Devnet, job_id: int) -> None:
+        assert net.client is not None
+        cfg = NodeConfig(data_dir=str(tmp_path / "status"), bootstrap=(net.bootstrap,), **NODE_SETTINGS).validate()
+        status["chain only"] = await job_status(cfg, net.client, job_id, evaluate=False, progress=progress.append)
+        assert not progress
+        status["measured"] = await job_status(cfg, net.client, job_id, progress=progress.append)
+
+    result = await run_devnet(plan, on_ready=stop_leader_mid_round, on_finished=job_status_from_a_fresh_node)
     assert len(result.rounds) == 3
     committers = [leader for _round, leader in result.commits]
     assert seen["victim"] == committers[0], "the first leader served round 1"
@@ -81,6 +95,17 @@ async def test_leader_stopped_mid_round_is_replaced_after_its_lease(tmp_path: Pa
     assert len(set(committers)) == 2
     check_ledger(result, 3)
     assert result.final_accuracy > 0.6
+
+    quick, report = status["chain only"], status["measured"]
+    assert (report["status"], report["rounds"]) == ("FINISHED", "3/3")
+    assert [(h["round"], h["leader"]) for h in report["history"]] == result.commits
+    assert [h["accuracy"] for h in quick["history"]] == [None] * 3 and quick["accuracy_measured_on"] is None
+    # Measured by the command on the evaluation shard it fetched: the very figures the customer measured on the
+    # same held-out images while following the job.
+    assert report["accuracy_measured_on"]["samples"] == plan.eval_samples
+    assert [h["accuracy"] for h in report["history"]] == pytest.approx([line.accuracy for line in result.rounds])
+    assert sum("accuracy" in line for line in progress) == 3, progress
+    assert report["payments_wei"] == result.earnings
 
 
 async def test_adversaries_are_caught_and_do_not_stall_rounds(tmp_path: Path) -> None:

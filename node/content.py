@@ -1,0 +1,107 @@
+"""A node's content plumbing: its block store, and (online) its libp2p host with the bitswap exchange between them.
+
+One assembly serves every running dtnode (:class:`node.runtime.DtNode`) and the customer commands that move content
+(``dataset add|get``, ``job create|status|fetch``), so both find providers the same way: the nodes known to hold a
+CID first (hints, by Ethereum address), every connected peer otherwise. It never talks to the chain, and it hands
+out content only through the store, which re-hashes every block it fetches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+
+from node.config import NodeConfig
+from protocols.p2p.identity import address_of_peer
+from protocols.p2p.node import P2PNode
+from storage.blockstore import FilesystemBlockStore
+from storage.content import LocalContentStore
+from storage.errors import StorageError
+from storage.exchange import BlockExchange, Provider
+
+
+def open_blockstore(cfg: NodeConfig) -> FilesystemBlockStore:
+    """The block store in ``<data dir>/blocks`` (created if missing), bounded by ``store_max_bytes``."""
+    blocks = cfg.data_path / "blocks"
+    blocks.mkdir(parents=True, exist_ok=True)
+    return FilesystemBlockStore(blocks, max_bytes=cfg.store_max_bytes)
+
+
+class ContentNode:
+    """A block store, fetching what it lacks over bitswap from peers of ``net`` (offline when ``net`` is None)."""
+
+    def __init__(self, blockstore: FilesystemBlockStore, *, net: P2PNode | None = None,
+                 exchange: BlockExchange | None = None, fetch_timeout_s: float = 60.0,
+                 log: logging.Logger | None = None) -> None:
+        self.net = net
+        self.fetch_timeout_s = fetch_timeout_s
+        self.log = log or logging.getLogger("dtnode.content")
+        self.store = LocalContentStore(blockstore, exchange, self._providers, fetch_timeout_s=fetch_timeout_s)
+        self.hints: dict[str, list[str]] = {}
+        """CID → addresses (lower-case) of nodes known to hold it, for the fetch in progress."""
+        self._seen_peers: dict[str, str] = {}
+
+    async def fetch(self, cid: str, *, max_bytes: int, timeout_s: float | None = None, what: str = "content",
+                    providers: Sequence[str] = ()) -> bytes:
+        """Verified bytes of ``cid`` from the local store or a peer, within ``timeout_s`` (default: the node's).
+
+        ``providers``: Ethereum addresses of nodes known to hold it (the trainer for its update, the customer for
+        the dataset, the committing leader for a checkpoint). Asking them first matters: the exchange spreads wants
+        over its providers, and a peer that lacks a block (or left) may never say so, which costs a stall timeout
+        per block. If they cannot deliver within half the time, every connected peer is asked.
+        """
+        timeout = timeout_s if timeout_s is not None else self.fetch_timeout_s
+        if providers:
+            self.hints[cid] = [a.lower() for a in providers]
+            try:
+                return await self.store.get(cid, max_bytes=max_bytes, timeout_s=timeout / 2)
+            except StorageError as exc:
+                self.log.info("%s %s: hinted providers failed (%s); asking every peer", what, cid, exc)
+            finally:
+                self.hints.pop(cid, None)
+        return await self.store.get(cid, max_bytes=max_bytes, timeout_s=timeout)
+
+    def peer_of(self, address: str) -> Any | None:
+        """The peer id of the node acting as ``address`` on-chain, or None if this node knows no such peer.
+
+        A connected peer's id carries its secp256k1 key, hence its address, so connections answer first; the
+        presence table (which loses entries when gossip drops announcements under load) second; peers seen before
+        last.
+        """
+        if self.net is None:
+            return None
+        target = address.lower()
+        for peer_id in self.net.connected_peers():
+            found = address_of_peer(peer_id)
+            if found is not None and found.lower() == target:
+                self._seen_peers[target] = str(peer_id)
+                return str(peer_id)
+        for peer in self.net.peers():
+            if str(peer.eth_address).lower() == target:
+                self._seen_peers[target] = str(peer.peer_id)
+                return peer.peer_id
+        return self._seen_peers.get(target)
+
+    async def _providers(self, cid: object) -> list[Provider]:
+        peers = [self.peer_of(a) for a in self.hints.get(str(cid), ())]
+        hinted: list[Provider] = [ID.from_base58(str(p)) for p in peers if p is not None]
+        if hinted or self.net is None:
+            return hinted
+        return list(self.net.connected_peers())
+
+
+async def start_content_node(nursery: trio.Nursery, cfg: NodeConfig, net: P2PNode, *,
+                             log: logging.Logger | None = None) -> ContentNode:
+    """Start the libp2p host ``net`` and a bitswap exchange over this node's block store in ``nursery``.
+
+    Cancellation: cancelling ``nursery`` stops both; blocks already written stay (writes are atomic).
+    """
+    blockstore = open_blockstore(cfg)
+    await nursery.start(net.run)
+    exchange = BlockExchange(net.host, blockstore)
+    await nursery.start(exchange.run)
+    return ContentNode(blockstore, net=net, exchange=exchange, fetch_timeout_s=cfg.fetch_timeout_s, log=log)
