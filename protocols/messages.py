@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,7 +190,13 @@ def require(condition: bool, message: str) -> None:
 
 def is_address(value: str) -> bool:
     """An EIP-55 checksummed Ethereum address."""
-    return isinstance(value, str) and is_checksum_address(value)
+    return isinstance(value, str) and _is_checksummed(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_checksummed(value: str) -> bool:
+    # Checked for the signer and the addresses in every gossip message, which come from a few nodes.
+    return bool(is_checksum_address(value))
 
 
 def is_cid(value: str) -> bool:

