@@ -47,8 +47,8 @@ function fail (message, code = 1) {
 }
 
 function usage (message) {
-  fail(`${message}\nusage: peer.mjs fetch --dial MULTIADDR --cid CID [--cid CID ...] | add --file PATH [--dial MULTIADDR]` +
-    ' [--timeout-ms N]', 2)
+  fail(`${message}\nusage: peer.mjs fetch --dial MULTIADDR --cid CID [--cid CID ...] [--timeout-ms N]\n` +
+    '       peer.mjs add --file PATH [--dial MULTIADDR] [--timeout-ms N]', 2)
 }
 
 const log = (message) => process.stderr.write(`helia-peer: ${message}\n`)
@@ -78,12 +78,10 @@ async function dial (helia, addr, signal) {
   const conn = await helia.libp2p.dial(ma, { signal })
   log(`connected to ${conn.remotePeer} (${conn.remoteAddr})`)
   // Helia's bitswap learns that a peer speaks bitswap from identify; it sends wants to it only after that.
-  const deadline = Date.now() + 10_000
   for (;;) {
     const peer = await helia.libp2p.peerStore.get(conn.remotePeer).catch(() => null)
     if (peer?.protocols.some(p => p.startsWith('/ipfs/bitswap/'))) return conn
-    if (Date.now() > deadline) throw new Error(`${conn.remotePeer} did not announce a bitswap protocol via identify`)
-    if (signal.aborted) throw signal.reason
+    if (signal.aborted) throw new Error(`${conn.remotePeer} announced no bitswap protocol via identify`)
     await new Promise(resolve => setTimeout(resolve, 20))
   }
 }
@@ -119,15 +117,20 @@ async function waitForStop (signal) {
 }
 
 async function main () {
-  const { values, positionals } = parseArgs({
-    allowPositionals: true,
-    options: {
-      dial: { type: 'string' },
-      cid: { type: 'string', multiple: true },
-      file: { type: 'string' },
-      'timeout-ms': { type: 'string', default: '60000' }
-    }
-  })
+  let values, positionals
+  try {
+    ({ values, positionals } = parseArgs({
+      allowPositionals: true,
+      options: {
+        dial: { type: 'string' },
+        cid: { type: 'string', multiple: true },
+        file: { type: 'string' },
+        'timeout-ms': { type: 'string', default: '60000' }
+      }
+    }))
+  } catch (err) {
+    usage(err.message)
+  }
   const mode = positionals[0]
   const timeoutMs = Number(values['timeout-ms'])
   if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) usage(`bad --timeout-ms ${values['timeout-ms']}`)
@@ -144,7 +147,9 @@ async function main () {
     try {
       return await fn()
     } catch (err) {
-      const why = signal.aborted ? `deadline of ${timeoutMs} ms passed` : (err?.stack ?? String(err))
+      const why = signal.aborted
+        ? `deadline of ${timeoutMs} ms passed (${err?.message ?? err})`
+        : (err?.stack ?? String(err))
       fail(`${why}\n  while ${what}`, signal.aborted ? 3 : 1)
     }
   }
