@@ -37,6 +37,7 @@ from node.roles.customer import (
     post_job,
     publish_fashion_mnist,
 )
+from node.roles.leader import LeaderRole
 from node.roles.trainer import TrainerRole
 from node.roles.validator import ValidatorRole
 from node.runtime import DtNode
@@ -94,6 +95,8 @@ class DevnetPlan:
     """label → TrainerRole subclass (embedded runs only; tests use it for adversaries)."""
     validator_cls: dict[str, type[ValidatorRole]] = field(default_factory=dict)
     """label → ValidatorRole subclass (embedded runs only; tests use it for adversaries)."""
+    leader_cls: dict[str, type[LeaderRole]] = field(default_factory=dict)
+    """label → LeaderRole subclass (embedded runs only; tests use it for adversaries)."""
     commands: dict[str, list[str]] = field(default_factory=dict)
     """label → the command that runs that node's process, before ``--config FILE`` (default ``python -m node.cli``);
     tests use it to run adversaries."""
@@ -351,6 +354,7 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
                               log=logging.getLogger(f"dtnode.{m.label}"), p2p_overrides=dict(plan.p2p_settings))
                 node.trainer_cls = plan.trainer_cls.get(m.label, TrainerRole)
                 node.validator_cls = plan.validator_cls.get(m.label, ValidatorRole)
+                node.leader_cls = plan.leader_cls.get(m.label, LeaderRole)
                 await nursery.start(node.run)
                 net.nodes[m.label] = node
             else:

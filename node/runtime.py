@@ -52,8 +52,9 @@ class DtNode:
     leaders: dict[int, LeaderRole] = field(default_factory=dict)
     trainer_cls: type[TrainerRole] = TrainerRole
     validator_cls: type[ValidatorRole] = ValidatorRole
-    """Tests swap in adversaries (a trainer that fabricates deltas, a validator that never votes); production
-    always uses TrainerRole and ValidatorRole."""
+    leader_cls: type[LeaderRole] = LeaderRole
+    """Tests swap in adversaries (a trainer that fabricates deltas, a validator that never votes, a leader that
+    commits a wrong aggregate); production always uses TrainerRole, ValidatorRole and LeaderRole."""
     _cancel: trio.CancelScope | None = None
 
     def p2p_config(self) -> P2PConfig:
@@ -109,7 +110,7 @@ class DtNode:
                     await nursery.start(self.validator.run)
                 if "leader" in cfg.roles:
                     for job_id in cfg.jobs:
-                        self.leaders[job_id] = LeaderRole(ctx, job_id)
+                        self.leaders[job_id] = self.leader_cls(ctx, job_id)
                         await nursery.start(self.leaders[job_id].run)
                 self.log.info("dtnode %s up: roles %s, listening on %s", self.account.address,
                               ",".join(cfg.roles) or "none", " ".join(net.listen_addrs()))

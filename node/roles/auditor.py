@@ -145,9 +145,12 @@ class Auditor:
             return None
 
         spec = await ctx.spec(job_id)
-        base_cid = spec.initial_checkpoint_cid if r == 0 else (await self._commit_of(job_id, r - 1)).checkpoint_cid
-        base = await ctx.fetch_cached(base_cid, max_bytes=spec.max_dag_bytes,
-                                      providers=[commit.leader, *ctx.customer_of(job_id)])
+        if r == 0:
+            base_cid, base_holders = spec.initial_checkpoint_cid, [*ctx.customer_of(job_id), commit.leader]
+        else:
+            before = await self._commit_of(job_id, r - 1)
+            base_cid, base_holders = before.checkpoint_cid, [before.leader, commit.leader]
+        base = await ctx.fetch_cached(base_cid, max_bytes=spec.max_dag_bytes, providers=base_holders)
         deltas: list[tuple[bytes, int]] = []
         for trainer, u in updates:
             if u.status != UpdateStatus.ACCEPTED:
