@@ -11,8 +11,8 @@ Which rounds: those in which this node was drawn to vote on at least one update 
 those updates), or every committed round with ``audit_all_rounds``; never a round this node committed itself.
 
 This module must never crash the node or vote on what it could not check: content or chain trouble leaves the
-round for a later scan (up to ``MAX_ATTEMPTS``); content that arrives but cannot be aggregated is logged and left
-unaudited, because a wrong verdict either way would be worse than none.
+round for a later scan (missing content: up to ``MAX_ATTEMPTS`` times); content that arrives but cannot be
+aggregated is logged and left unaudited, because a wrong verdict either way would be worse than none.
 """
 
 from __future__ import annotations
@@ -97,7 +97,10 @@ class Auditor:
         try:
             await self.audit(job_id, r)
             return True
-        except (StorageError, P2PError, ChainError) as exc:  # not a verdict: content or chain unreachable for now
+        except ChainError as exc:  # the chain is down or behind: it will answer again, so never give up for that
+            log.warning("audit of job %d round %d: %s: %s; will retry", job_id, r, type(exc).__name__, exc)
+            return False
+        except (StorageError, P2PError) as exc:  # not a verdict: content unreachable for now, perhaps for good
             attempts = self._attempts[(job_id, r)] = self._attempts.get((job_id, r), 0) + 1
             if attempts < MAX_ATTEMPTS:
                 log.warning("audit of job %d round %d: %s: %s; will retry", job_id, r, type(exc).__name__, exc)
