@@ -337,13 +337,19 @@ class LeaderRole:
             self.on_commit(record)
         ctx.log.info("job %d: committed round %d/%d: %d accepted, eval accuracy %.2f%%, checkpoint %s",
                      self.job_id, st.round + 1, spec.rounds, len(used), accuracy * 100, new_cid[-10:])
-        for trainer, _ in accepted:
+        await self.pay([trainer for trainer, _ in accepted])
+        await self._withdraw()
+        return True
+
+    async def pay(self, trainers: list[str]) -> None:
+        """``payout`` each trainer accepted in the round just committed (tests override it: a leader that dies
+        before paying; trainers then collect their pay themselves when the job closes)."""
+        ctx = self.ctx
+        for trainer in trainers:
             try:
                 await ctx.chain(lambda: ctx.client.payout(self.job_id, trainer), what="payout")  # noqa: B023
             except ContractRevert as exc:
                 ctx.log.info("payout to %s: %s", trainer, exc.error_name)
-        await self._withdraw()
-        return True
 
     async def _withdraw(self) -> None:
         ctx = self.ctx

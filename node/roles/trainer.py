@@ -18,7 +18,7 @@ from node.training.codec import State, encode_delta, encode_state
 from node.training.data import ArraySet
 from node.training.local import LocalResult, loss_to_micro, train_local
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import JobStatus
+from protocols.chain.models import JobStatus, UpdateStatus
 from protocols.errors import DtnodeError, SchemaError
 from protocols.specs import JobSpec, TaskTicket, UpdateManifest
 from protocols.topics import TASK_PROTOCOL, UPDATE_PROTOCOL
@@ -61,6 +61,7 @@ class TrainerRole:
                 job = await self.ctx.job(job_id)
                 if job.status != JOB_OPEN:
                     log.info("job %d is closed (status %d): trainer stops serving it", job_id, job.status)
+                    await self._claim_pay(job_id, job.committed_rounds)
                     return
                 if job.leader is None:
                     await trio.sleep(self.ctx.config.chain_poll_interval_s)
@@ -168,6 +169,25 @@ class TrainerRole:
         The one place a trainer's work is computed; the end-to-end tests' cheating trainer overrides it.
         """
         return train_local(spec.model, base_model, shard, **task_args(spec, ticket))
+
+    async def _claim_pay(self, job_id: int, committed: int) -> None:
+        """Call ``payout`` for this trainer's accepted updates that nobody paid, then withdraw.
+
+        Each leader pays its round's trainers right after committing, but one that dies after the commit that
+        finishes the job pays nobody; ``payout`` is open to anyone, so the trainer collects its own pay.
+        """
+        ctx = self.ctx
+        me = ctx.address
+        for r in range(committed):
+            u = await ctx.chain(lambda: ctx.client.get_update(job_id, r, me))  # noqa: B023
+            if u.status == UpdateStatus.ACCEPTED and not u.paid:
+                try:
+                    await ctx.chain(lambda: ctx.client.payout(job_id, me), what="payout")
+                    ctx.log.info("job %d: collected pay a leader left unpaid", job_id)
+                except ContractRevert as exc:  # paid meanwhile (NothingToPay)
+                    ctx.log.info("job %d: payout: %s", job_id, exc.error_name)
+                break  # one payout covers every unpaid round
+        await self._withdraw_if_owed()
 
     async def _withdraw_if_owed(self) -> None:
         ctx = self.ctx

@@ -18,6 +18,7 @@ from node import commands
 from node.config import load_config
 from node.logs import setup_logging
 from node.roles.context import NodeContext
+from node.roles.leader import LeaderRole
 from node.roles.trainer import TrainerRole
 from node.roles.validator import ValidatorRole
 from node.runtime import DtNode
@@ -41,6 +42,13 @@ class SilentValidator(ValidatorRole):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         await trio.sleep_forever()
+
+
+class NonPayingLeader(LeaderRole):
+    """Commits rounds like any leader, but never calls ``payout``: as if it died right after each commit."""
+
+    async def pay(self, trainers: list[str]) -> None:
+        return None
 
 
 class TicketHoldingTrainer(TrainerRole):

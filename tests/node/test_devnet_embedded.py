@@ -24,7 +24,7 @@ from node.commands import job_status
 from node.config import NodeConfig
 from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
 from protocols.chain.models import UpdateStatus
-from tests.node.adversaries import FabricatingTrainer, SilentValidator, TicketHoldingTrainer
+from tests.node.adversaries import FabricatingTrainer, NonPayingLeader, SilentValidator, TicketHoldingTrainer
 from tests.node.ledger import address_of, check_ledger, earned, node_address
 
 pytestmark = pytest.mark.slow
@@ -108,13 +108,15 @@ async def test_leader_stopped_mid_round_is_replaced_after_its_lease(tmp_path: Pa
     assert report["payments_wei"] == result.earnings
 
 
-async def test_adversaries_are_caught_and_do_not_stall_rounds(tmp_path: Path) -> None:
-    """One leader; trainer-1 honest, trainer-2 fabricates, trainer-3 dies holding its ticket; validator-2 never
-    votes. Quorum 3 draws every voter (the leader, validator-1 and the silent validator-2): two honest votes decide."""
+async def test_adversaries_are_caught_and_do_not_stall_rounds(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """One leader, which never calls ``payout``; trainer-1 honest, trainer-2 fabricates, trainer-3 dies holding its
+    ticket; validator-2 never votes. Quorum 3 draws every voter (the leader, validator-1 and the silent
+    validator-2): two honest votes decide. The honest trainer collects its own pay once the job closes."""
     plan = small_plan(
         tmp_path, rounds=2, trainers=3, validators=2, leaders=1, lease_seconds=60, quorum=3,
         trainer_cls={"trainer-2": FabricatingTrainer, "trainer-3": TicketHoldingTrainer},
-        validator_cls={"validator-2": SilentValidator},
+        validator_cls={"validator-2": SilentValidator}, leader_cls={"leader-1": NonPayingLeader},
     )
     held: dict[str, bool] = {}
 
@@ -138,6 +140,7 @@ async def test_adversaries_are_caught_and_do_not_stall_rounds(tmp_path: Path) ->
     assert earned(result, "trainer-3") == 0
     assert not [u for u in result.updates if u.trainer == address_of(result.labels, "trainer-3")]
     assert earned(result, "trainer-1") > 0
+    assert "paying out as the customer" not in caplog.text, "the trainer did not collect its own pay"
     assert earned(result, "validator-2") == 0
     assert earned(result, "validator-1") > 0
     check_ledger(result, 2)
