@@ -7,9 +7,10 @@ on-chain ledger read at the end: statuses, paid flags, amounts, payouts, stakes,
 
 - a job from creation to final weights and refund (smoke);
 - the serving leader stopped abruptly mid-round (its node's scope cancelled: the host closes, no hand-over): the
-  other candidate takes over after the lease and finishes;
+  other candidate takes over after the lease and finishes; then ``dtnode job status`` from a fresh node;
 - adversaries: a trainer publishing a fabricated delta (rejected, unpaid, slashed), a validator that never votes, and
-  a trainer that dies holding a ticket: none of them stalls a round.
+  a trainer that dies holding a ticket: none of them stalls a round; a leader that never pays: trainers collect
+  their pay themselves.
 """
 
 from __future__ import annotations
