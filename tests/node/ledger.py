@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
+
+import pytest
 
 from node.devnet import Devnet, DevnetResult
 from protocols.chain.models import UpdateStatus
@@ -37,3 +40,15 @@ def check_ledger(result: DevnetResult, rounds: int) -> None:
     assert paid == owed, f"paid out {dict(paid)}, owed for accepted updates {dict(owed)}"
     assert result.totals_conserved
     assert sum(result.earnings.values()) + result.refund == result.deposit
+
+
+def check_job_status(report: dict[str, Any], result: DevnetResult, *, samples: int) -> None:
+    """What ``dtnode job status`` said about the finished job agrees with the chain and with the devnet's follower."""
+    rounds = len(result.rounds)
+    assert (report["status"], report["rounds"]) == ("FINISHED", f"{rounds}/{rounds}")
+    assert [(h["round"], h["leader"]) for h in report["history"]] == result.commits
+    # Measured by the command on the evaluation shard it fetched: the very figures the follower measured on the
+    # same held-out images while the job ran.
+    assert report["accuracy_measured_on"]["samples"] == samples
+    assert [h["accuracy"] for h in report["history"]] == pytest.approx([line.accuracy for line in result.rounds])
+    assert report["payments_wei"] == result.earnings

@@ -4,16 +4,19 @@ Two runs cover the end-to-end scenarios of the roles issue:
 
 1. a job from creation to final weights and refund while the serving leader is SIGKILLed mid-round; the other
    candidate takes over after the lease and finishes: every round committed once, in order, every accepted update
-   paid exactly once, the money adding up;
+   paid exactly once, the money adding up; then ``dtnode job status`` as a process reports each round's leader and
+   accuracy;
 2. the same with adversaries: a trainer that publishes a fabricated (scaled) delta — rejected, unpaid, slashed; a
    validator that never votes; and a trainer SIGKILLed while it holds a ticket — none of them stalls the job.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -22,7 +25,7 @@ from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
 from protocols.chain.backends import connect_http, dev_accounts, hardhat_available
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import UpdateStatus
-from tests.node.ledger import check_ledger, earned, node_address
+from tests.node.ledger import check_job_status, check_ledger, earned, node_address
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,10 +40,13 @@ NODE_SETTINGS = {
 
 
 async def test_job_survives_leader_sigkill_mid_round(tmp_path: Path) -> None:
+    """Then, with the job finished and the network still up, the real ``dtnode job status`` command (a process
+    that knows only the RPC URL, the contract and the bootstrap address) reports each round's leader and accuracy."""
     spec = demo_spec(rounds=3, trainers=3, model="fmnist-mlp-v1", local_steps=20, lease_seconds=90)
     plan = DevnetPlan(trainers=3, validators=3, spec=spec, shards=8, eval_samples=500, final_eval_samples=2000,
                       workdir=tmp_path, timeout_s=600.0, node_settings=dict(NODE_SETTINGS), out=lambda _l: None)
     seen: dict[str, str] = {}
+    status: dict[str, Any] = {}
 
     async def kill_leader_mid_round(net: Devnet, job_id: int) -> None:
         client = JobManagerClient(connect_http(net.rpc_url), net.contract_address, dev_accounts(1)[0])
@@ -53,13 +59,25 @@ async def test_job_survives_leader_sigkill_mid_round(tmp_path: Path) -> None:
         seen["victim"] = victim
         net.kill(victim, signal.SIGKILL)
 
-    result = await run_devnet(plan, on_ready=kill_leader_mid_round)
+    async def job_status_command(net: Devnet, job_id: int) -> None:
+        with trio.fail_after(180):
+            done = await trio.run_process(
+                [sys.executable, "-m", "node.cli", "job", "status", str(job_id), "--rpc", net.rpc_url, "--contract",
+                 net.contract_address, "--dev-account", "0", "--bootstrap", net.bootstrap, "--data-dir",
+                 str(tmp_path / "status")],
+                capture_stdout=True, capture_stderr=True, check=False)
+        status.update(code=done.returncode, stdout=done.stdout.decode(), stderr=done.stderr.decode())
+
+    result = await run_devnet(plan, on_ready=kill_leader_mid_round, on_finished=job_status_command)
     assert len(result.rounds) == 3
     leaders = [line.leader for line in result.rounds]
     # Rounds 2 and 3 were committed after the kill, so by the other candidate; the run shows both leaders.
     assert seen["victim"] not in leaders[1:] and len(set(leaders)) == 2, leaders
     check_ledger(result, 3)
     assert result.final_accuracy > 0.6
+    assert status["code"] == 0, status["stderr"]
+    check_job_status(json.loads(status["stdout"]), result, samples=plan.eval_samples)
+    assert status["stderr"].count("held-out samples") == 3, status["stderr"]
 
 
 async def test_adversaries_are_caught_and_do_not_stall_the_job(tmp_path: Path) -> None:
