@@ -186,12 +186,14 @@ async def job_status(cfg: NodeConfig, client: JobManagerClient, job_id: int, *, 
     The accuracy is measured here, on the job's evaluation shard, from each checkpoint fetched by its CID
     (``evaluate=False``: chain reads only).
     """
+    from node.chainio import AsyncChain
     from node.roles.customer import evaluate_rounds, job_payments, round_history
     from protocols.chain.models import JobStatus
 
-    job = await trio.to_thread.run_sync(lambda: client.get_job(job_id))
-    history = await trio.to_thread.run_sync(lambda: round_history(client, job_id))
-    payments = await trio.to_thread.run_sync(lambda: job_payments(client, job_id))
+    chain = AsyncChain(timeout_s=cfg.chain_timeout_s)
+    job = await chain(lambda: client.get_job(job_id), what=f"getJob({job_id})")
+    history = await chain(lambda: round_history(client, job_id), what="RoundCommitted logs")
+    payments = await chain(lambda: job_payments(client, job_id), what="PaidOut and FeePaid logs")
     measured_on: dict[str, Any] | None = None
     if evaluate and history:
         eval_cid, samples, history = await _with_content(
