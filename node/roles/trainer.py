@@ -178,15 +178,17 @@ class TrainerRole:
         """
         ctx = self.ctx
         me = ctx.address
-        for r in range(committed):
-            u = await ctx.chain(lambda: ctx.client.get_update(job_id, r, me))  # noqa: B023
-            if u.status == UpdateStatus.ACCEPTED and not u.paid:
-                try:
+        try:
+            for r in range(committed):
+                u = await ctx.chain(lambda: ctx.client.get_update(job_id, r, me))  # noqa: B023
+                if u.status == UpdateStatus.ACCEPTED and not u.paid:
                     await ctx.chain(lambda: ctx.client.payout(job_id, me), what="payout")
                     ctx.log.info("job %d: collected pay a leader left unpaid", job_id)
-                except ContractRevert as exc:  # paid meanwhile (NothingToPay)
-                    ctx.log.info("job %d: payout: %s", job_id, exc.error_name)
-                break  # one payout covers every unpaid round
+                    break  # one payout covers every unpaid round
+        except ContractRevert as exc:  # paid meanwhile (NothingToPay)
+            ctx.log.info("job %d: payout: %s", job_id, exc.error_name)
+        except ChainError as exc:  # the chain is down: the pay stays claimable by anyone, later
+            ctx.log.warning("job %d: could not check for unpaid updates: %s", job_id, exc)
         await self._withdraw_if_owed()
 
     async def _withdraw_if_owed(self) -> None:
