@@ -196,8 +196,16 @@ async def job_status(cfg: NodeConfig, client: JobManagerClient, job_id: int, *, 
     payments = await chain(lambda: job_payments(client, job_id), what="PaidOut and FeePaid logs")
     measured_on: dict[str, Any] | None = None
     if evaluate and history:
-        eval_cid, samples, history = await _with_content(
-            cfg, lambda node: evaluate_rounds(node, job, history, progress=progress))
+        from storage.errors import StorageError
+
+        try:
+            eval_cid, samples, history = await _with_content(
+                cfg, lambda node: evaluate_rounds(node, job, history, progress=progress))
+        except StorageError as exc:
+            if cfg.bootstrap:
+                raise
+            raise ConfigError(f"setting 'bootstrap': the job's spec or evaluation shard is not in {cfg.data_path} "
+                              f"({exc}); pass --bootstrap MULTIADDR to fetch from the network, or --no-eval") from exc
         measured_on = {"eval_cid": eval_cid, "samples": samples}
     return {
         "job_id": job_id, "status": JobStatus(job.status).name, "rounds": f"{job.committed_rounds}/{job.params.rounds}",

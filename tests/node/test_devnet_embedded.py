@@ -25,6 +25,7 @@ from node.commands import job_status
 from node.config import NodeConfig
 from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
 from protocols.chain.models import UpdateStatus
+from protocols.errors import ConfigError
 from tests.node.adversaries import FabricatingTrainer, NonPayingLeader, SilentValidator, TicketHoldingTrainer
 from tests.node.ledger import address_of, check_job_status, check_ledger, earned, node_address
 
@@ -87,6 +88,9 @@ async def test_leader_stopped_mid_round_is_replaced_after_its_lease(tmp_path: Pa
         status["chain only"] = await job_status(cfg, net.client, job_id, evaluate=False, progress=progress.append)
         assert not progress
         status["measured"] = await job_status(cfg, net.client, job_id, progress=progress.append)
+        offline = NodeConfig(data_dir=str(tmp_path / "offline"), **NODE_SETTINGS).validate()
+        with pytest.raises(ConfigError, match="setting 'bootstrap'"):
+            await job_status(offline, net.client, job_id, progress=progress.append)
 
     result = await run_devnet(plan, on_ready=stop_leader_mid_round, on_finished=job_status_from_a_fresh_node)
     assert len(result.rounds) == 3
