@@ -128,8 +128,10 @@ def main() -> None:
                 (4, 50, "fedavg", "noniid")]
     else:
         grid = list(itertools.product(args.trainers, args.local_steps, args.strategies, args.shards))
-    header = (f"{'N':>2} {'K':>4} {'strategy':>8} {'shards':>7} {'rounds':>6} {'steps':>6} {'compute s':>9} "
-              f"{'parallel s':>10} {'vs single':>9} {'final acc':>9}")
+    # "path steps" (rounds x K) are the local steps on the critical path when the N trainers run at once: the
+    # load-independent twin of "parallel s", to compare with the single process's steps.
+    header = (f"{'N':>2} {'K':>4} {'strategy':>8} {'shards':>7} {'rounds':>6} {'steps':>6} {'path steps':>10} "
+              f"{'compute s':>9} {'parallel s':>10} {'vs single':>9} {'final acc':>9}")
     print("\n" + header)
     for n, k, strategy, shards in grid:
         rounds = max(1, min(args.max_rounds, args.max_steps // (n * k)))
@@ -141,7 +143,8 @@ def main() -> None:
         hit = result.reached
         mark = "" if hit else " (not reached)"
         ratio = f"{last.parallel_s / single_s:8.2f}x" if hit and single_steps else f"{'-':>9}"
-        print(f"{n:>2} {k:>4} {strategy:>8} {shards:>7} {last.round:>6} {last.steps:>6} {last.compute_s:9.1f} "
+        print(f"{n:>2} {k:>4} {strategy:>8} {shards:>7} {last.round:>6} {last.steps:>6} {last.round * k:>10} "
+              f"{last.compute_s:9.1f} "
               f"{last.parallel_s:10.1f} {ratio} {last.accuracy:9.2%}{mark}", flush=True)
 
 
