@@ -24,9 +24,10 @@ What and why (each measured on 0.8.1, see DESIGN.md §7):
   the muxed stream. Every such read takes the net stream's lock, yamux's stream lock and window lock (each a trio
   scheduling point) and sends the peer a yamux WINDOW_UPDATE frame for the bytes read, so one RPC costs about a
   dozen passes of the scheduler and three extra frames on the wire. With many hosts in one process (a pass takes
-  milliseconds) one stream then carries only ~15 RPCs/s: at 20 msg/s latency grew without bound and messages
-  dropped (BENCHMARKS.md, P2P). :class:`HardenedPubsub` hands the parser a :class:`BufferedReader` that takes
-  whatever the stream has buffered in one read and parses every RPC in it without yielding.
+  milliseconds) one stream then carries only ~15 RPCs/s: at 20 msg/s latency grew without bound (the benchmark
+  counted what had not arrived 3 s after the last publish as lost; BENCHMARKS.md, P2P). :class:`HardenedPubsub`
+  hands the parser a :class:`BufferedReader` that takes whatever the stream has buffered in one read and parses
+  every RPC in it without yielding.
 * ``Pubsub.handle_sending_messages`` writes one RPC per stream write, i.e. one yamux frame, one Noise message and
   one socket send each. :meth:`HardenedPubsub.handle_sending_messages` writes everything queued for a peer (up to
   one yamux frame) in one write; the receiver sees the same varint-framed RPCs in the same order.
