@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import trio
@@ -31,6 +31,18 @@ from storage.errors import StorageError
 
 JOB_OPEN = JobStatus.ACTIVE
 UPDATE_PENDING = UpdateStatus.PENDING
+
+
+def segment_seed(job_id: int, round_: int, update_cid: str, drawn: Sequence[str]) -> bytes:
+    """The seed of the segments the drawn validators replay for one update.
+
+    Fixed only at submission (the contract draws the validator set then, so the trainer cannot know it), and the
+    same for every drawn validator on purpose: the quorum decides by strict majority, so honest validators must
+    check the same segments to agree. With choices of their own, one validator catching a forged segment would be
+    outvoted by two who replayed other segments: P(caught) would fall from k/n to P(a majority catches it).
+    """
+    voters = ",".join(sorted(v.lower() for v in drawn))
+    return hashlib.sha256(f"{job_id}:{round_}:{update_cid}:{voters}".encode()).digest()
 
 
 class ValidatorRole:
@@ -140,9 +152,7 @@ class ValidatorRole:
             for cid in (update.cid or "", manifest.delta_cid):
                 await ctx.store.pin(cid)
             n = len(manifest.segment_hashes)
-            seed = hashlib.sha256(
-                f"{job_id}:{r}:{update.cid}:{','.join(sorted(v.lower() for v in update.validators))}".encode()
-            ).digest()
+            seed = segment_seed(job_id, r, update.cid or "", update.validators)
             k = spec.spot_check_segments or n
             chosen = choose_segments(seed, n, k)
             needed = sorted({n - 1} | {i for s in chosen for i in (s - 1, s) if 0 <= i < n})
