@@ -13,7 +13,7 @@ from libp2p.peer.id import ID as PeerID
 
 from storage.cid import ContentId, parse_cid
 from storage.errors import BlockNotFound, DagTooLarge, FetchTimeout
-from storage.exchange import BlockExchange, ExchangeConfig
+from storage.exchange import BITSWAP_PROTOCOL_V120, BlockExchange, ExchangeConfig, _cid_from_prefix
 from tests.storage.conftest import storage_nodes
 
 MB = 1 << 20
@@ -176,3 +176,45 @@ async def test_oversize_dag_is_refused(tmp_path: Path) -> None:
         with pytest.raises(DagTooLarge):
             await b.content.get(cid, max_bytes=MB, timeout_s=30)
         assert b.store.used_bytes < 64 * 1024  # refused at the root, before the leaves
+
+
+class RecordingExchange(BlockExchange):
+    """Records the presences and blocks a peer sends us (on the new streams the bitswap spec prescribes)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.presences: list[tuple[str, bool]] = []
+        self.blocks: list[str] = []
+
+    def _receive_presence(self, peer: PeerID, cid: ContentId, *, have: bool) -> None:
+        self.presences.append((str(cid), have))
+
+    async def _receive_block(self, peer: PeerID, prefix: bytes | None, data: bytes) -> None:
+        self.blocks.append(str(_cid_from_prefix(prefix or b"", data)))
+
+
+async def test_want_have_gets_have_and_dont_have_not_the_block(tmp_path: Path) -> None:
+    """Bitswap 1.2.0: want-have is answered with HAVE (not the block), a missing CID with DONT_HAVE when asked,
+    want-block with the block. Helia never sends want-have, so the interop test does not cover this."""
+    async with storage_nodes(2, tmp_path, config=FAST) as (a, b), trio.open_nursery() as nursery:
+        have_cid = parse_cid(await a.content.put(b"held by a, asked with want-have"))
+        block_cid = parse_cid(await a.content.put(b"held by a, asked with want-block"))
+        missing = parse_cid("bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq")
+        await _swap_exchange(b, RecordingExchange, nursery)
+        recorder = b.exchange
+        assert isinstance(recorder, RecordingExchange)
+        msg = Message()
+        for cid, want_type in ((have_cid, Message.Wantlist.Have), (missing, Message.Wantlist.Have),
+                               (block_cid, Message.Wantlist.Block)):
+            entry = msg.wantlist.entries.add()
+            entry.block = cid.to_bytes()
+            entry.wantType = want_type
+            entry.sendDontHave = True
+        await b.host.connect(a.info)
+        stream = await b.host.new_stream(a.host.get_id(), [BITSWAP_PROTOCOL_V120])
+        await recorder._send(stream, msg)
+        await until(lambda: len(recorder.presences) >= 2 and recorder.blocks, timeout=20)
+        assert sorted(recorder.presences) == sorted([(str(have_cid), True), (str(missing), False)])
+        assert recorder.blocks == [str(block_cid)]
+        await stream.close()
+        nursery.cancel_scope.cancel()
