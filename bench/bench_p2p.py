@@ -49,6 +49,10 @@ async def bench(n: int, rate: float, seconds: float, payload_mb: int, drain_s: f
             for node in nodes:
                 await node.wait_for_peers(n - 1, timeout=swarm_timeout_s)
             out["swarm_up_s"] = time.perf_counter() - started
+            # Knowing every peer must not take a connection to every peer (P2PConfig.target_peers).
+            links = {frozenset((node.peer_id, peer)) for node in nodes for peer in node.connected_peers()}
+            out["links"] = len(links)
+            out["max_degree"] = max(len(node.connected_peers()) for node in nodes[1:])
         if "swarm_up_s" not in out:
             known = [len(node.peers()) for node in nodes]
             out["swarm_up_s"] = (f"no: after {swarm_timeout_s:.0f} s nodes knew {min(known)}-{max(known)} "
@@ -261,7 +265,8 @@ async def main() -> None:
         rows = [await bench(n, args.rate, args.seconds, args.payload_mb, args.drain_s, args.swarm_timeout_s)
                 for n in args.nodes]
     keys = ["nodes", "discover_all_s", "gossip_delivery_pct", "gossip_p50_ms", "gossip_p99_ms",
-            "publish_late_s", "gossip_cpu_s_per_s", "stream_MBps", "load_before", "load_after", "swarm_up_s"]
+            "publish_late_s", "gossip_cpu_s_per_s", "stream_MBps", "load_before", "load_after", "swarm_up_s",
+            "links", "max_degree"]
     print(" | ".join(f"{k:>19}" for k in keys))
     for row in rows:
         cells = [row.get(k, float("nan")) for k in keys]

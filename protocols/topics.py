@@ -16,6 +16,9 @@ TASK_PROTOCOL = TProtocol("/dtnode/task/1.0.0")
 UPDATE_PROTOCOL = TProtocol("/dtnode/update/1.0.0")
 """Trainer → leader/validator: update notice; answer: an acknowledgement."""
 
+PEERS_PROTOCOL = TProtocol("/dtnode/peers/1.0.0")
+"""Peer exchange: a newcomer asks its bootstrap for the signed presence envelopes of the peers it knows."""
+
 PING_PROTOCOL = TProtocol("/dtnode/ping/1.0.0")
 """Liveness and round-trip checks between dtnodes; answers the request bytes back."""
 

@@ -19,7 +19,12 @@ TASK_REQUEST_SCHEMA = "dtnode/task-request/1"
 TASK_RESPONSE_SCHEMA = "dtnode/task-response/1"
 UPDATE_NOTICE_SCHEMA = "dtnode/update-notice/1"
 ACK_SCHEMA = "dtnode/ack/1"
+PEERS_REQUEST_SCHEMA = "dtnode/peers-request/1"
+PEERS_RESPONSE_SCHEMA = "dtnode/peers-response/1"
 MAX_BODY_BYTES = 64 * 1024
+MAX_PEERS_PER_EXCHANGE = 256
+MAX_PEERS_BODY_BYTES = 1 << 20
+"""A peer-exchange reply: at most 256 presence envelopes of at most a few KiB each."""
 
 
 class RejectCode(enum.StrEnum):
@@ -143,3 +148,44 @@ def parse_ack(data: bytes) -> tuple[bool, str]:
     if not isinstance(d.get("ok"), bool):
         raise SchemaError("ack: 'ok' must be a boolean")
     return bool(d["ok"]), _str(d, "detail", 500)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeersRequest:
+    """Newcomer → known peer (``/dtnode/peers/1.0.0``): 'send me the presence of up to ``max_peers`` live peers'."""
+
+    max_peers: int
+
+    def to_bytes(self) -> bytes:
+        return canonical_json({"schema": PEERS_REQUEST_SCHEMA, "max_peers": self.max_peers})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        d = parse_json_object(data, what="peers request", max_bytes=MAX_BODY_BYTES)
+        _schema(d, PEERS_REQUEST_SCHEMA, {"max_peers"})
+        return cls(max_peers=_int(d, "max_peers", 1, MAX_PEERS_PER_EXCHANGE))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeersResponse:
+    """The answer: each peer's own signed presence envelope (``protocols.messages`` wire form), as text.
+
+    The envelopes are passed on unchanged, so the receiver re-verifies every signature: the answering peer can
+    withhold peers but cannot forge anyone's addresses.
+    """
+
+    presences: tuple[str, ...]
+
+    def to_bytes(self) -> bytes:
+        return canonical_json({"schema": PEERS_RESPONSE_SCHEMA, "presences": list(self.presences)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        d = parse_json_object(data, what="peers response", max_bytes=MAX_PEERS_BODY_BYTES)
+        _schema(d, PEERS_RESPONSE_SCHEMA, {"presences"})
+        presences = d.get("presences")
+        if not isinstance(presences, list) or len(presences) > MAX_PEERS_PER_EXCHANGE:
+            raise SchemaError(f"field 'presences': expected a list of at most {MAX_PEERS_PER_EXCHANGE} strings")
+        if not all(isinstance(p, str) and len(p) <= MAX_BODY_BYTES for p in presences):
+            raise SchemaError("field 'presences': each must be a string of at most 64 KiB")
+        return cls(presences=tuple(presences))

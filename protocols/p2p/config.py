@@ -32,12 +32,19 @@ class P2PConfig:
     presence_interval_s: float = 5.0
     peer_ttl_s: float = 20.0
     """A peer whose last presence is older than this leaves the peer table."""
+    presence_scale_peers: int = 16
+    """Up to this many nodes, each announces every ``presence_interval_s`` and ages out after ``peer_ttl_s``; in
+    a larger network both grow in proportion to its size, so presence costs O(N) deliveries a second, not O(N²)."""
     max_clock_skew_s: float = 30.0
     """Messages stamped further in the future than this are rejected (FUTURE)."""
     max_message_age_s: float = 120.0
     """Messages older than this are rejected (STALE); also bounds replays."""
+    target_peers: int = 8
+    """Discovery dials newly learned peers only while fewer than this many are connected (or being dialled).
+    The peer table does not need a connection per peer: it comes from gossiped presence and peer exchange, and
+    requests and block fetches dial on demand by the addresses in it."""
     max_connected_peers: int = 64
-    """Discovery dials peers it learns about until this many are connected."""
+    """Hard cap: discovery never dials beyond this many connections (a bootstrap's inbound ones count)."""
     dial_timeout_s: float = 5.0
     bootstrap_retry_s: float = 2.0
     request_timeout_s: float = 10.0
@@ -74,7 +81,8 @@ class P2PConfig:
             raise ConfigError(f"p2p.node_class: must be S, M or L, got {self.node_class!r}")
         positive = (
             "heartbeat_s", "presence_interval_s", "peer_ttl_s", "max_clock_skew_s", "max_message_age_s",
-            "max_connected_peers", "dial_timeout_s", "bootstrap_retry_s", "request_timeout_s", "handler_timeout_s",
+            "target_peers", "max_connected_peers", "dial_timeout_s", "bootstrap_retry_s", "request_timeout_s",
+            "handler_timeout_s", "presence_scale_peers",
             "max_request_bytes", "max_response_bytes", "stream_chunk_bytes", "gossip_degree",
             "gossip_max_msgs_per_topic_per_s", "gossip_validation_timeout_s", "peer_queue_size",
             "subscription_buffer",
@@ -84,5 +92,7 @@ class P2PConfig:
                 raise ConfigError(f"p2p.{name}: must be positive, got {getattr(self, name)!r}")
         if not self.gossip_degree_low <= self.gossip_degree <= self.gossip_degree_high:
             raise ConfigError("p2p.gossip_degree: need gossip_degree_low <= gossip_degree <= gossip_degree_high")
+        if self.target_peers > self.max_connected_peers:
+            raise ConfigError("p2p.target_peers: must not exceed max_connected_peers")
         if self.peer_ttl_s <= self.presence_interval_s:
             raise ConfigError("p2p.peer_ttl_s: must exceed presence_interval_s, or live peers would age out")

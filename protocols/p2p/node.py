@@ -10,10 +10,14 @@ The node roles in ``node/`` use only this class's public methods. Lifecycle::
         await node.stop()
 
 Discovery: the node dials its bootstrap peers, then every node announces a signed :class:`Presence` on
-``PRESENCE_TOPIC``; a node that sees a peer it does not know dials it (up to ``max_connected_peers``) and
-re-announces itself soon, so a newcomer learns the whole network within about one gossip heartbeat. The Kademlia DHT
-(random walk on) keeps a routing table for peer and provider lookups. Peers whose presence is older than
-``peer_ttl_s`` leave the peer table.
+``PRESENCE_TOPIC``. A newcomer asks its bootstrap peer for the signed presence envelopes it holds
+(``/dtnode/peers/1.0.0``, every signature re-verified here) and announces itself at once, so it learns the network
+in one round trip and the network learns it in one gossip wave: O(N) messages per join. Knowing a peer does not
+need a connection to it: the node dials newly learned peers only while it has fewer than ``target_peers``
+connections, and requests and block fetches dial on demand by the addresses in the peer table (also put in the
+peerstore). The Kademlia DHT (random walk on) keeps a routing table for peer and provider lookups. Peers whose
+presence is older than ``peer_ttl_s`` leave the peer table; beyond ``presence_scale_peers`` nodes the presence
+interval and that TTL grow with the network, so presence costs O(N) deliveries a second rather than O(N^2).
 
 Gossip messages are validated before delivery and before being forwarded: signature, schema, timestamp window,
 signer = publishing peer, job id = topic's job, then the subscriber's validator. A rejection is counted in
@@ -53,12 +57,14 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
+from protocols.errors import SchemaError
 from protocols.messages import (
     MessageRejected,
     Presence,
     RejectReason,
     WireMessage,
     decode,
+    decode_envelope,
     encode,
 )
 from protocols.p2p.config import P2PConfig
@@ -83,8 +89,9 @@ from protocols.p2p.hardening import (
 from protocols.p2p.identity import NodeIdentity, address_of_peer
 from protocols.p2p.peers import PeerEntry, PeerTable
 from protocols.p2p.reqresp import RequestHandler, StreamClosedEarly, call_stream, serve_stream
-from protocols.topics import PING_PROTOCOL, PRESENCE_TOPIC, job_of_topic
+from protocols.topics import PEERS_PROTOCOL, PING_PROTOCOL, PRESENCE_TOPIC, job_of_topic
 from protocols.types import Address
+from protocols.wire import MAX_PEERS_PER_EXCHANGE, PeersRequest, PeersResponse
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +100,7 @@ Validator = Callable[[WireMessage, Address], bool | Awaitable[bool]]
 _VALIDATED_CACHE = 4096
 _FAST_START_ANNOUNCES = 3
 _ANNOUNCE_COALESCE_S = 0.3
+_PEER_EXCHANGE_TRIES = 3
 
 
 @dataclass
@@ -179,11 +187,14 @@ class P2PNode:
         self._validated: collections.OrderedDict[bytes, Delivery] = collections.OrderedDict()
         self._dialing: set[ID] = set()
         self._first_seen: dict[ID, float] = {}
+        self._presence_envelopes: dict[str, bytes] = {}
+        """Each peer's latest signed presence as received, passed on unchanged by peer exchange."""
         self._table_changed = trio.Event()
         self._announce_soon = trio.Event()
         self._stop_requested = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.set_request_handler(PING_PROTOCOL, self._echo)
+        self.set_request_handler(PEERS_PROTOCOL, self._serve_peers)
 
     # --- identity and addresses -----------------------------------------------------------------------------
 
@@ -340,7 +351,7 @@ class P2PNode:
             if raw.from_id == own or delivery is None:
                 continue
             if topic == PRESENCE_TOPIC and isinstance(delivery[0], Presence):
-                self._on_presence(delivery[0])
+                self._on_presence(delivery[0], raw.data, trio.current_time())
             subscribers = self._subscribers.get(topic, [])
             for sub in list(subscribers):
                 try:
@@ -365,6 +376,13 @@ class P2PNode:
             version=self.config.software_version,
         )
 
+    def _presence_scale(self) -> float:
+        # Every presence reaches every node, so N nodes announcing every interval cost N^2 deliveries per interval
+        # (50 nodes at 5 s saturated a core). Beyond presence_scale_peers the interval, and with it the TTL, grows
+        # with N, so the network-wide rate stays at ~presence_scale_peers / presence_interval_s. Every node
+        # sees about the same N, so announcers and age-out agree.
+        return max(1.0, (len(self.peer_table) + 1) / self.config.presence_scale_peers)
+
     async def _presence_loop(self) -> None:
         announces = 0
         while True:
@@ -375,7 +393,7 @@ class P2PNode:
             except Exception:  # no peers yet, a closing stream: the next round retries
                 logger.debug("presence publish failed", exc_info=True)
             announces += 1
-            interval = self.config.presence_interval_s
+            interval = self.config.presence_interval_s * self._presence_scale()
             if announces <= _FAST_START_ANNOUNCES:
                 interval = min(interval, float(self.config.heartbeat_s))
             with trio.move_on_after(interval):
@@ -383,16 +401,30 @@ class P2PNode:
                 await trio.sleep(_ANNOUNCE_COALESCE_S)
             self._announce_soon = trio.Event()
 
-    def _on_presence(self, presence: Presence) -> None:
+    def _on_presence(self, presence: Presence, envelope: bytes, seen: float) -> None:
+        # ``presence`` is verified and bound to its signer (gossip validator or peer exchange); ``seen`` is when
+        # it was signed, on the trio clock.
         if presence.peer_id == self.peer_id.to_base58():
             return
-        if self.peer_table.update(presence, trio.current_time()):
-            self._announce_soon.set()  # let the newcomer learn about us without waiting a full interval
+        current = self.peer_table.get(presence.peer_id)
+        if current is not None and current.last_seen > seen:
+            return  # older news than we have
+        # No re-announcement here: with every node answering every newcomer, one join cost N^2 messages and a
+        # wave of N joins N^3, which kept 50 nodes on two cores from ever settling. Newcomers use peer exchange.
+        if self.peer_table.update(presence, seen):
             self._notify_table()
+        self._presence_envelopes[presence.peer_id] = envelope
         peer = ID.from_base58(presence.peer_id)
-        if peer in self._host.get_network().connections or peer in self._dialing:
+        addrs = [multiaddr.Multiaddr(a) for a in presence.addrs]
+        # Requests and bitswap dial by peer id: the peerstore must know the addresses of peers we are not
+        # connected to.
+        self._host.get_peerstore().add_addrs(peer, addrs, int(2 * self.config.peer_ttl_s * self._presence_scale()))
+        network = self._host.get_network()
+        if peer in network.connections or peer in self._dialing:
             return
-        if len(self._host.get_network().connections) >= self.config.max_connected_peers:
+        pending = sum(1 for p in self._dialing if p not in network.connections)
+        degree = len(network.connections) + pending
+        if degree >= min(self.config.target_peers, self.config.max_connected_peers):
             return
         # Two peers that learn of each other at once would dial each other at once, and with one connection per
         # peer the loser's streams fail mid-negotiation. So the smaller peer id dials first; the larger one dials
@@ -401,8 +433,7 @@ class P2PNode:
         if peer.to_bytes() < self.peer_id.to_bytes():
             if trio.current_time() - first_seen < 2 * self.config.presence_interval_s:
                 return
-        info = PeerInfo(peer, [multiaddr.Multiaddr(a) for a in presence.addrs])
-        self._require_running().start_soon(self._dial, info)
+        self._require_running().start_soon(self._dial, PeerInfo(peer, addrs))
 
     async def _dial(self, info: PeerInfo) -> bool:
         self._dialing.add(info.peer_id)
@@ -422,19 +453,33 @@ class P2PNode:
 
     async def _bootstrap_loop(self, addr: str) -> None:
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        exchange_tries = 0
         while True:
-            if info.peer_id not in self._host.get_network().connections and info.peer_id not in self._dialing:
-                if not await self._dial(info):
+            connections = self._host.get_network().connections
+            if info.peer_id not in connections and info.peer_id not in self._dialing:
+                if await self._dial(info):
+                    self._announce_soon.set()  # announce now that someone will hear it
+                    exchange_tries = _PEER_EXCHANGE_TRIES
+                else:
                     logger.info("bootstrap peer %s not reachable yet; retrying", addr)
+            if exchange_tries > 0 and info.peer_id in connections:
+                # Learn the network from the bootstrap; retried because a busy bootstrap may miss the deadline.
+                exchange_tries -= 1
+                try:
+                    await self.exchange_peers(info.peer_id)
+                    exchange_tries = 0
+                except P2PError as exc:  # an older or busy bootstrap: gossiped presence still arrives
+                    logger.info("peer exchange with %s failed: %s", addr, exc)
             await trio.sleep(self.config.bootstrap_retry_s)
 
     async def _expiry_loop(self) -> None:
         period = min(self.config.presence_interval_s, self.config.peer_ttl_s / 4)
         while True:
             await trio.sleep(period)
-            gone = self.peer_table.expire(trio.current_time(), self.config.peer_ttl_s)
+            gone = self.peer_table.expire(trio.current_time(), self.config.peer_ttl_s * self._presence_scale())
             for entry in gone:
                 self._first_seen.pop(ID.from_base58(entry.peer_id), None)
+                self._presence_envelopes.pop(entry.peer_id, None)
             self._repair_pubsub_streams()
             if gone:
                 logger.info("peers aged out: %s", [e.peer_id for e in gone])
@@ -457,6 +502,56 @@ class P2PNode:
             logger.debug("pubsub stream to %s not restored: %r", peer, exc)
         finally:
             self._dialing.discard(peer)
+
+    async def exchange_peers(self, peer: ID | str, timeout: float | None = None) -> int:
+        """Ask ``peer`` for the signed presence of the peers it knows; returns how many entries were accepted.
+
+        Every envelope is verified as if it came by gossip (signature, schema, age within ``peer_ttl_s``, the
+        announced peer id and account both the signer's), so ``peer`` can withhold peers but not forge them;
+        rejected envelopes are counted in ``metrics.rejected``. Raises what :meth:`request` raises, and
+        :class:`RemoteError` with code ``PROTOCOL_VIOLATION`` for an unreadable reply.
+        """
+        body = await self.request(peer, PEERS_PROTOCOL, PeersRequest(max_peers=MAX_PEERS_PER_EXCHANGE).to_bytes(),
+                                  timeout)
+        try:
+            reply = PeersResponse.from_bytes(body)
+        except SchemaError as exc:
+            raise RemoteError("PROTOCOL_VIOLATION", f"peers reply from {peer}: {exc}") from exc
+        accepted = 0
+        for text in reply.presences:
+            envelope = text.encode("utf-8")
+            now = time.time()
+            try:
+                msg, signer = decode(envelope, now=now, max_skew=self.config.max_clock_skew_s,
+                                     max_age=self.config.peer_ttl_s * self._presence_scale(), expected=(Presence,))
+                assert isinstance(msg, Presence)
+                try:
+                    announced = address_of_peer(ID.from_base58(msg.peer_id))
+                except Exception as exc:  # base58 and key-decoding errors have several types
+                    raise _Rejected(RejectReason.BAD_SCHEMA, f"presence.peer_id {msg.peer_id!r}") from exc
+                if announced != signer or msg.eth_address != signer:
+                    raise _Rejected(RejectReason.WRONG_SIGNER, "presence announces another peer or account")
+                age = max(0.0, now - decode_envelope(envelope)[0].timestamp_ms / 1000)
+            except MessageRejected as exc:
+                self.metrics.rejected[exc.reason] += 1
+                logger.info("peer exchange from %s: rejected %s: %s", peer, exc.reason, exc)
+                continue
+            self._on_presence(msg, envelope, trio.current_time() - age)
+            accepted += 1
+        return accepted
+
+    async def _serve_peers(self, request: bytes, _peer: ID) -> bytes:
+        try:
+            wanted = PeersRequest.from_bytes(request).max_peers
+        except SchemaError as exc:
+            raise RemoteError("PROTOCOL_VIOLATION", str(exc)) from exc
+        # Our own presence first, freshly signed: the asker learns this peer's addresses from it as well.
+        presences = [encode(self._presence(), self.identity, now=time.time()).decode("utf-8")]
+        for entry in self.peer_table.entries():
+            envelope = self._presence_envelopes.get(entry.peer_id)
+            if envelope is not None and len(presences) < wanted:
+                presences.append(envelope.decode("utf-8"))
+        return PeersResponse(presences=tuple(presences)).to_bytes()
 
     def _notify_table(self) -> None:
         self._table_changed.set()
@@ -497,7 +592,7 @@ class P2PNode:
             raise DiscoveryTimeout(f"fewer than {n} peers joined {topic} within {timeout} s") from None
 
     async def wait_until_gone(self, peer_id: str, timeout: float) -> None:
-        """Wait until ``peer_id`` has left the peer table (stopped announcing for ``peer_ttl_s``)."""
+        """Wait until ``peer_id`` has left the peer table (stopped announcing for ``peer_ttl_s``, scaled as above)."""
         try:
             with trio.fail_after(timeout):
                 while peer_id in self.peer_table:
@@ -577,7 +672,7 @@ class P2PNode:
 
     async def _resolve(self, peer: ID | str) -> ID:
         if isinstance(peer, ID):
-            return peer
+            return self._with_table_addrs(peer)
         if peer.startswith("/"):
             try:
                 info = info_from_p2p_addr(multiaddr.Multiaddr(peer))
@@ -594,8 +689,13 @@ class P2PNode:
             peer_id = ID.from_base58(peer)
         except Exception as exc:  # base58 errors
             raise PeerUnreachable(f"{peer!r} is not a peer id") from exc
-        entry = self.peer_table.get(peer)
-        if entry is not None:
+        return self._with_table_addrs(peer_id)
+
+    def _with_table_addrs(self, peer_id: ID) -> ID:
+        # Connections are bounded (target_peers): a peer we know but are not connected to is dialled by the
+        # addresses it announced.
+        entry = self.peer_table.get(peer_id.to_base58())
+        if entry is not None and peer_id not in self._host.get_network().connections:
             self._host.get_peerstore().add_addrs(peer_id, [multiaddr.Multiaddr(a) for a in entry.addrs], 600)
         return peer_id
 

@@ -29,9 +29,16 @@ class PeerTable:
         self._entries: dict[PeerIdStr, PeerEntry] = {}
 
     def update(self, presence: Presence, now: float) -> bool:
-        """Record ``presence``; True when the peer was not in the table before."""
+        """Record ``presence`` as seen at ``now``; True when the peer was not in the table before.
+
+        A presence seen earlier than the entry's ``last_seen`` (an older envelope from peer exchange) is ignored,
+        so second-hand news never makes a peer look more recent, nor replaces what it announced later.
+        """
         peer_id = PeerIdStr(presence.peer_id)
-        is_new = peer_id not in self._entries
+        current = self._entries.get(peer_id)
+        if current is not None and current.last_seen > now:
+            return False
+        is_new = current is None
         self._entries[peer_id] = PeerEntry(
             peer_id=peer_id,
             eth_address=Address(presence.eth_address),
