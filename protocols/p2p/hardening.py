@@ -51,6 +51,11 @@ What and why (each measured on 0.8.1, see DESIGN.md §7):
   behind once ~8 mesh peers forwarded 20 msg/s to one node: frames waited seconds in the socket.
   :func:`buffer_tcp_reads` makes each read take up to :data:`TCP_READ_CHUNK` bytes from the socket and serve later
   reads from that buffer without yielding.
+* ``BasicHost.new_stream`` logs an ERROR with a multi-line dump whenever a stream cannot be opened, then raises
+  ``StreamFailure`` anyway. A peer that does not speak a protocol is normal in an open network (a Helia or Kubo
+  node has no ``/meshsub/*``, so pubsub's attempt to open its stream fails on every such connection):
+  :func:`quiet_unsupported_protocol_errors` drops exactly those records ("protocols not supported") and logs one
+  DEBUG line instead; every other stream failure still logs as the library wrote it.
 """
 
 from __future__ import annotations
@@ -402,3 +407,24 @@ def make_yamux_frames_atomic() -> None:
     check_library()
     if getattr(Yamux, "_write_frame", None) is not _atomic_write_frame:
         setattr(Yamux, "_write_frame", _atomic_write_frame)  # noqa: B010 (patching the library class)
+
+
+class _UnsupportedProtocolFilter(logging.Filter):
+    """Drops ``BasicHost.new_stream``'s ERROR for a peer that merely lacks the protocol (see module docstring)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Failed to open stream to peer") and "protocols not supported" in message:
+            logger.debug("peer does not speak the protocol: %s", message.splitlines()[0])
+            return False
+        return True
+
+
+_UNSUPPORTED_FILTER = _UnsupportedProtocolFilter()
+
+
+def quiet_unsupported_protocol_errors() -> None:
+    """Install the filter on the library's host logger (idempotent; a logging filter, so nothing else changes)."""
+    host_logger = logging.getLogger("libp2p.host.basic_host")
+    if _UNSUPPORTED_FILTER not in host_logger.filters:
+        host_logger.addFilter(_UNSUPPORTED_FILTER)

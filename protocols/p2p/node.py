@@ -84,6 +84,7 @@ from protocols.p2p.hardening import (
     check_library,
     disable_auto_connector,
     make_yamux_frames_atomic,
+    quiet_unsupported_protocol_errors,
     raise_pubsub_queue_limits,
 )
 from protocols.p2p.identity import NodeIdentity, address_of_peer
@@ -140,6 +141,8 @@ class P2PNode:
         cache_sender_records()
         # One connection's reader is one task: it must not yield per Noise length prefix (hardening.buffer_tcp_reads).
         buffer_tcp_reads()
+        # A peer without our protocols (an IPFS node) is not an error (hardening.quiet_unsupported_protocol_errors).
+        quiet_unsupported_protocol_errors()
         self.identity = identity
         self.config = config or P2PConfig()
         self.metrics = P2PMetrics()
