@@ -404,13 +404,12 @@ async def _follow(net: Devnet, client: JobManagerClient, job_id: int, spec: JobS
         net.check_children()
         job: JobInfo = await trio.to_thread.run_sync(lambda: client.get_job(job_id))
         while seen < job.committed_rounds:
-            commits = await trio.to_thread.run_sync(
-                lambda: client.get_events(names=["RoundCommitted"], job_id=job_id))
-            commit = next(ev for ev in commits if int(ev.args["round"]) == seen)  # noqa: B023
-            committer = str(commit.args["leader"]).lower()
+            commits = await trio.to_thread.run_sync(lambda: client.round_commits(job_id))
+            commit = next(c for c in commits if c.round == seen)  # noqa: B023
+            committer = commit.leader
             # Ask the committing leader first: it holds the checkpoint, and a peer that left (a killed leader)
             # costs a stall timeout when asked.
-            data = await ctx.fetch(str(commit.args["checkpointCid"]), max_bytes=spec.max_dag_bytes,
+            data = await ctx.fetch(commit.checkpoint_cid, max_bytes=spec.max_dag_bytes,
                                    what=f"round {seen + 1} checkpoint", providers=[committer])
             acc, _ = await evaluate_checkpoint(data, spec, held_out)
             leader = net.labels.get(committer, committer)
@@ -471,8 +470,7 @@ def _ledger(client: JobManagerClient, job_id: int, rounds: int, labels: dict[str
     trainer's remaining stake, every round commit and every payout."""
     updates = _updates(client, job_id, rounds)
     stakes = {a: client.trainers(a).stake for a, label in labels.items() if label.startswith("trainer")}
-    commits = [(int(ev.args["round"]), str(ev.args["leader"]).lower())
-               for ev in client.get_events(names=["RoundCommitted"], job_id=job_id)]
+    commits = [(c.round, c.leader) for c in client.round_commits(job_id)]
     payouts = [(str(ev.args["trainer"]).lower(), int(ev.args["amount"]))
                for ev in client.get_events(names=["PaidOut"], job_id=job_id)]
     return {"updates": updates, "trainer_stakes": stakes, "commits": commits, "payouts": payouts}

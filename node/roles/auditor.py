@@ -17,14 +17,12 @@ aggregated is logged and left unaudited, because a wrong verdict either way woul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import trio
 
 from node.roles.context import NodeContext
 from node.roles.leader import aggregate_checkpoint
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import JobStatus, UpdateStatus
+from protocols.chain.models import JobStatus, RoundCommit, UpdateStatus
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
 from protocols.specs import UpdateManifest
@@ -42,15 +40,6 @@ def content_cid(data: bytes) -> str:
     return cid_to_str(result.root)
 
 
-@dataclass(frozen=True)
-class Commit:
-    """What RoundCommitted said about one round."""
-
-    leader: str
-    """lower-case"""
-    checkpoint_cid: str
-
-
 class Auditor:
     """Audits the committed rounds of ``jobs`` (every job on-chain when empty). Run as a trio service."""
 
@@ -61,7 +50,7 @@ class Auditor:
         """(job, round) → the verdict this node sent."""
         self._handled: dict[int, set[int]] = {}
         """job → rounds audited, skipped or given up."""
-        self._commits: dict[int, dict[int, Commit]] = {}
+        self._commits: dict[int, dict[int, RoundCommit]] = {}
         self._attempts: dict[tuple[int, int], int] = {}
         self._closed: set[int] = set()
 
@@ -113,14 +102,12 @@ class Auditor:
                       type(exc).__name__, exc)
             return True
 
-    async def _commit_of(self, job_id: int, r: int) -> Commit:
+    async def _commit_of(self, job_id: int, r: int) -> RoundCommit:
         commits = self._commits.setdefault(job_id, {})
         if r not in commits:
             client = self.ctx.client
-            events = await self.ctx.chain(lambda: client.get_events(names=["RoundCommitted"], job_id=job_id),
-                                          what="RoundCommitted logs")
-            for ev in events:
-                commits[int(ev.args["round"])] = Commit(str(ev.args["leader"]).lower(), str(ev.args["checkpointCid"]))
+            for commit in await self.ctx.chain(lambda: client.round_commits(job_id), what="RoundCommitted logs"):
+                commits[commit.round] = commit
             if r not in commits:  # a node behind the one that answered getJob: ask again later
                 raise ChainError(f"job {job_id}: no RoundCommitted event for round {r} yet")
         return commits[r]

@@ -123,8 +123,7 @@ class RoundEntry:
 
 def round_history(client: JobManagerClient, job_id: int) -> list[RoundEntry]:
     """Every committed round of the job, from its RoundCommitted events (blocking: call it in a thread)."""
-    return [RoundEntry(int(ev.args["round"]), str(ev.args["leader"]).lower(), str(ev.args["checkpointCid"]))
-            for ev in client.get_events(names=["RoundCommitted"], job_id=job_id)]
+    return [RoundEntry(c.round, c.leader, c.checkpoint_cid) for c in client.round_commits(job_id)]
 
 
 def job_payments(client: JobManagerClient, job_id: int) -> dict[str, int]:

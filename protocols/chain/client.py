@@ -32,6 +32,7 @@ from protocols.chain.models import (
     JobParams,
     NodeClass,
     RoundAudits,
+    RoundCommit,
     Totals,
     TrainerInfo,
     UpdateInfo,
@@ -238,6 +239,11 @@ class JobManagerClient:
 
     def get_round_checkpoint(self, job_id: int, round: int) -> Cid:
         return cid_from_bytes(bytes(self._call("getRoundCheckpoint", job_id, round)))
+
+    def round_commits(self, job_id: int) -> list[RoundCommit]:
+        """Every committed round of the job, in chain order (its ``RoundCommitted`` events)."""
+        return [RoundCommit(int(ev.args["round"]), str(ev.args["leader"]).lower(), str(ev.args["checkpointCid"]))
+                for ev in self.get_events(names=["RoundCommitted"], job_id=job_id)]
 
     def get_round_audits(self, job_id: int, round: int) -> RoundAudits:
         """Audit verdicts recorded so far for a round (zero and zero for a round nobody audited)."""

@@ -176,6 +176,15 @@ class UpdateInfo:
 
 
 @dataclass(frozen=True)
+class RoundCommit:
+    """One ``RoundCommitted`` event: which round, who committed it (lower-case), and its checkpoint's CID."""
+
+    round: int
+    leader: str
+    checkpoint_cid: str
+
+
+@dataclass(frozen=True)
 class RoundAudits:
     """How a committed round's audits went (``getRoundAudits``): validators that reproduced the committed
     checkpoint's CID, and those that did not."""

@@ -8,7 +8,7 @@ import pytest
 from protocols.chain.backends import increase_time
 from protocols.chain.client import JobManagerClient
 from protocols.chain.errors import ContractRevert, revert_class
-from protocols.chain.models import JobParams, JobStatus, NodeClass, UpdateStatus
+from protocols.chain.models import JobParams, JobStatus, NodeClass, RoundCommit, UpdateStatus
 
 from .helpers import LEASE, MIN_STAKE, PARAMS, SLASH, Chain, cid_of
 
@@ -140,6 +140,8 @@ def test_whole_job_with_leader_failover(chain: Chain, manager: JobManagerClient)
     job = manager.get_job(job_id)
     assert job.status == JobStatus.FINISHED and job.committed_rounds == 2 and job.last_checkpoint_cid == final
     assert finished.args["finalCheckpointCid"] == final
+    assert manager.round_commits(job_id) == [RoundCommit(0, leader_a.sender.lower(), ckpt0),
+                                             RoundCommit(1, leader_b.sender.lower(), final)]
     refund = finished.args["refund"]
     assert refund == job.deposit - job.spent == job.refunded > extra
     with pytest.raises(revert_class("JobNotActive")) as closed:
