@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {JobManager} from "../JobManager.sol";
+import {IJobManager} from "../IJobManager.sol";
 
 /// @title ReentrantAttacker: a customer whose receive hook re-enters JobManager (test only)
 /// @notice It creates a job, cancels it to get a refund credited, then withdraws; on receiving ether it calls back
@@ -29,7 +30,7 @@ contract ReentrantAttacker {
     }
 
     /// @notice Creates a job with msg.value as deposit and cancels it at once (no leader), crediting the refund.
-    function fundAndCancel(JobManager.JobParams calldata p) external payable {
+    function fundAndCancel(IJobManager.JobParams calldata p) external payable {
         jobId = target.createJob{value: msg.value}(p);
         target.cancelJob(jobId);
     }
@@ -49,8 +50,8 @@ contract ReentrantAttacker {
             _tryGuarded(abi.encodeCall(JobManager.withdraw, ()));
             _tryGuarded(abi.encodeCall(JobManager.payout, (jobId, address(this))));
             _tryGuarded(abi.encodeCall(JobManager.cancelJob, (jobId)));
-            _tryGuarded(abi.encodeCall(JobManager.commitRound, (jobId, 0, hex"01")));
-            _tryGuarded(abi.encodeCall(JobManager.validateUpdate, (jobId, 0, address(this), true, 0)));
+            _tryGuarded(abi.encodeCall(JobManager.commitRound, (jobId, 0, hex"01", 1)));
+            _tryGuarded(abi.encodeCall(JobManager.validateUpdate, (jobId, 0, 0, true)));
             _tryGuarded(abi.encodeCall(JobManager.completeDeregistration, ()));
         } else {
             try target.withdraw() {

@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {IJobManagerTypes} from "./IJobManager.sol";
+import {JobManagerLib} from "./JobManagerLib.sol";
+
+/// @title JobManagerState: the storage, configuration and shared rules of JobManager and its extension
+/// @notice JobManager runs the hot paths (registration, jobs, updates, verdicts, commits, money) and delegates
+/// the rest (leader candidacy, audits, views) to JobManagerExtension with DELEGATECALL, so both halves must see
+/// one storage layout: both inherit this contract and declare no state of their own (immutables only).
+/// @dev Accounting, exact at every step: escrowHeld + stakeHeld + totalPaid + totalRefunded + totalSlashed ==
+///      totalDeposits + totalStakes (stakes include leader bonds). Loops are bounded by MAX_TASKS_PER_ROUND,
+///      ESCALATION_PANEL, MAX_CANDIDATES, log2(MAX_VALIDATORS) and a trainer's own submissions.
+abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
+    using JobManagerLib for JobManagerLib.SumTree;
+
+    // ------------------------------------------------------------------ constants
+
+    /// @notice Upper bound on tasksPerRound (a slot mask is 64 bits).
+    uint32 public constant MAX_TASKS_PER_ROUND = 64;
+    /// @notice Upper bound on quorum (first-panel masks are 16 bits).
+    uint8 public constant MAX_QUORUM = 15;
+    /// @notice Size of an escalation panel (capped by the pool).
+    uint256 public constant ESCALATION_PANEL = 63;
+    /// @notice Upper bound on rounds (bounds a trainer's payout walk).
+    uint32 public constant MAX_ROUNDS = 1000;
+    /// @notice Upper bound on the candidates of one job.
+    uint256 public constant MAX_CANDIDATES = 16;
+    /// @notice Upper bound on the validator pool.
+    uint256 public constant MAX_VALIDATORS = 1024;
+    /// @notice Upper bound on a CID's byte length.
+    uint256 public constant MAX_CID_LENGTH = 128;
+    /// @notice Upper bound on leaseSeconds.
+    uint64 public constant MAX_LEASE_SECONDS = 7 days;
+    /// @notice A job without progress for this many leases can be cancelled.
+    uint64 public constant STALL_LEASES = 4;
+    /// @notice Blocks between the act that fixes a draw's inputs and the block whose hash draws.
+    uint256 public constant DRAW_DELAY = 2;
+    /// @notice A trainer's bond per pending update is this multiple of the most the update can earn.
+    uint256 public constant SLASH_MULTIPLE = 3;
+    /// @notice Share of a lapsed leader's bond that is burnt, in basis points.
+    uint256 public constant LAPSE_FORFEIT_BPS = 5000;
+
+    uint32 internal constant AUDIT_SLOT = type(uint32).max;
+
+    // ------------------------------------------------------------------ storage types
+
+    struct Job {
+        JobParams params;
+        address customer;
+        JobStatus status;
+        uint32 committedRounds;
+        uint32 term;
+        bool disputed;
+        address leader;
+        uint64 leaseExpiry;
+        uint64 progressAt;
+        uint64 successorAnchor;
+        uint256 deposit;
+        uint256 spent;
+        uint256 refunded;
+    }
+
+    struct Candidate {
+        uint128 bond;
+        uint64 lastCommitAt;
+        bool standing;
+    }
+
+    struct Round {
+        uint64 submittedMask;
+        uint64 acceptedMask;
+        bool priced;
+        address committer;
+        uint64 auditAnchor;
+        AuditOutcome audit;
+        uint8 auditOk;
+        uint8 auditFailed;
+        uint16 auditVoted;
+        address[] auditors;
+        bytes checkpointCid;
+    }
+
+    struct Update {
+        address trainer;
+        UpdateStatus status;
+        Phase phase;
+        uint32 workUnits;
+        uint48 anchorBlock;
+        uint64 lossReduction;
+        uint128 amount;
+        bool paid;
+        uint16 votedMask;
+        uint16 validMask;
+        uint64 escVotedMask;
+        uint64 escValidMask;
+        uint96 challenge;
+        uint128 escStake;
+        uint128 escValidStake;
+        uint128 escInvalidStake;
+        address[] panel;
+        address[] escPanel;
+    }
+
+    // ------------------------------------------------------------------ configuration
+
+    /// @notice Minimum stake of a trainer (wei).
+    uint256 public immutable minTrainerStake;
+    /// @notice Minimum stake of a validator (wei); a validator slashed below it leaves the pool.
+    uint256 public immutable minValidatorStake;
+    /// @notice Floor of a job's update bond (wei).
+    uint256 public immutable minUpdateBond;
+    /// @notice Stake a voter on the losing side of a settled verdict loses (capped at its stake).
+    uint256 public immutable validatorSlash;
+    /// @notice Minimum bond of a leader candidate (wei).
+    uint256 public immutable minLeaderBond;
+    /// @notice Seconds between requestDeregistration and completeDeregistration.
+    uint64 public immutable deregistrationDelay;
+
+    // ------------------------------------------------------------------ state
+
+    /// @notice Number of jobs created; ids are 1 .. jobCount.
+    uint256 public jobCount;
+    /// @notice Withdrawable balance of an account (wei).
+    mapping(address account => uint256) public balanceOf;
+    /// @notice Trainer registrations.
+    mapping(address account => TrainerInfo) public trainers;
+    /// @notice Validator registrations.
+    mapping(address account => ValidatorInfo) public validators;
+    /// @notice When an account may complete its deregistration; 0 while it is not leaving.
+    mapping(address account => uint64) public exitAvailableAt;
+
+    /// @notice Sum of all deposits received.
+    uint256 public totalDeposits;
+    /// @notice Sum of all stakes and leader bonds received.
+    uint256 public totalStakes;
+    /// @notice Earnings credited (trainer pay, fees, slash rewards).
+    uint256 public totalPaid;
+    /// @notice Deposit refunds, returned stakes and bonds credited.
+    uint256 public totalRefunded;
+    /// @notice Stake and bonds burnt (locked in this contract forever).
+    uint256 public totalSlashed;
+    /// @notice Ether sent out by withdraw.
+    uint256 public totalWithdrawn;
+    /// @notice Deposits not yet credited or refunded (includes owed, uncollected trainer pay).
+    uint256 public escrowHeld;
+    /// @notice Stakes and bonds still locked.
+    uint256 public stakeHeld;
+
+    JobManagerLib.SumTree internal _pool;
+    mapping(uint256 jobId => Job) internal _jobs;
+    mapping(uint256 jobId => address[]) internal _candidates;
+    mapping(uint256 jobId => mapping(address account => Candidate)) internal _candidacy;
+    mapping(uint256 jobId => mapping(uint32 round => Round)) internal _rounds;
+    mapping(uint256 jobId => mapping(uint32 round => mapping(uint32 slot => Update))) internal _updates;
+    mapping(uint256 jobId => mapping(address trainer => uint64[])) internal _trainerUpdates; // round << 8 | slot
+    mapping(uint256 jobId => mapping(address trainer => uint256)) internal _payoutCursor;
+
+    // ------------------------------------------------------------------ constructor
+
+    /// @param minTrainerStake_ Minimum trainer stake (wei).
+    /// @param minValidatorStake_ Minimum validator stake (wei, > 0: it is the draw weight).
+    /// @param minUpdateBond_ Floor of the per-update bond (wei).
+    /// @param validatorSlash_ Stake a losing voter loses (wei).
+    /// @param minLeaderBond_ Minimum candidate bond (wei).
+    /// @param deregistrationDelay_ Seconds between requesting and completing deregistration.
+    constructor(
+        uint256 minTrainerStake_,
+        uint256 minValidatorStake_,
+        uint256 minUpdateBond_,
+        uint256 validatorSlash_,
+        uint256 minLeaderBond_,
+        uint64 deregistrationDelay_
+    ) EIP712("dtnode JobManager", "2") {
+        if (minValidatorStake_ == 0) revert JobManagerInvalidJobParam("minValidatorStake");
+        minTrainerStake = minTrainerStake_;
+        minValidatorStake = minValidatorStake_;
+        minUpdateBond = minUpdateBond_;
+        validatorSlash = validatorSlash_;
+        minLeaderBond = minLeaderBond_;
+        deregistrationDelay = deregistrationDelay_;
+    }
+
+    // ------------------------------------------------------------------ shared rules
+
+    function _job(uint256 jobId) internal view returns (Job storage job) {
+        job = _jobs[jobId];
+        if (job.status == JobStatus.None) revert JobManagerUnknownJob(jobId);
+    }
+
+    function _activeJob(uint256 jobId) internal view returns (Job storage job) {
+        job = _job(jobId);
+        if (job.status != JobStatus.Active) revert JobManagerJobNotActive(jobId, job.status);
+    }
+
+    function _cancellableAfter(Job storage job) internal view returns (uint256) {
+        uint256 lease = job.params.leaseSeconds;
+        uint256 served = uint256(job.leaseExpiry) + lease;
+        uint256 stalled = uint256(job.progressAt) + STALL_LEASES * lease;
+        return served < stalled ? served : stalled;
+    }
+
+    function _isActiveNode(address account) internal view returns (bool) {
+        if (exitAvailableAt[account] != 0) return false;
+        return trainers[account].registered || validators[account].registered;
+    }
+
+    function _checkCid(bytes calldata cid) internal pure {
+        if (cid.length == 0 || cid.length > MAX_CID_LENGTH) revert JobManagerInvalidCid(cid.length);
+    }
+
+    /// @dev The most one update can earn: its base plus the whole bonus pool of a full round.
+    function _maxUpdatePay(uint32 units, uint128 base, uint128 bonus, uint32 tasks) internal pure returns (uint256) {
+        return uint256(units) * (uint256(base) + uint256(bonus) * tasks);
+    }
+
+    function _updateBond(JobParams storage p) internal view returns (uint256) {
+        uint256 bond = SLASH_MULTIPLE * _maxUpdatePay(p.maxWorkUnits, p.baseRate, p.bonusRate, p.tasksPerRound);
+        return bond > minUpdateBond ? bond : minUpdateBond;
+    }
+
+    function _addStake(uint256 amount) internal {
+        totalStakes += amount;
+        stakeHeld += amount;
+    }
+
+    /// @dev Returns locked stake or bond to its owner's balance.
+    function _release(address account, uint256 amount) internal {
+        stakeHeld -= amount;
+        totalRefunded += amount;
+        balanceOf[account] += amount;
+    }
+
+    function _burn(uint256 amount) internal {
+        stakeHeld -= amount;
+        totalSlashed += amount;
+    }
+
+    function _creditFee(uint256 jobId, Job storage job, address account, uint256 amount) internal {
+        if (amount == 0) return;
+        job.spent += amount;
+        escrowHeld -= amount;
+        totalPaid += amount;
+        balanceOf[account] += amount;
+        emit FeePaid(jobId, account, amount);
+    }
+
+    function _refund(Job storage job) internal returns (uint256 refund) {
+        refund = job.deposit - job.spent;
+        job.refunded = refund;
+        escrowHeld -= refund;
+        totalRefunded += refund;
+        balanceOf[job.customer] += refund;
+    }
+
+    function _elect(uint256 jobId, Job storage job, address leader) internal {
+        uint32 term = job.term + 1;
+        uint64 leaseExpiry = uint64(block.timestamp) + job.params.leaseSeconds;
+        job.leader = leader;
+        job.term = term;
+        job.leaseExpiry = leaseExpiry;
+        job.successorAnchor = 0;
+        emit LeaderElected(jobId, leader, term, leaseExpiry);
+    }
+
+    /// @dev The candidate (not the leader) drawn in proportion to bond from blockhash(successorAnchor + DRAW_DELAY);
+    /// zero while no draw was requested or its block is not mined, or once its hash is gone.
+    function _successor(uint256 jobId, Job storage job) internal view returns (address) {
+        uint64 anchor = job.successorAnchor;
+        if (anchor == 0) return address(0);
+        (bool ready, bytes32 hash) = JobManagerLib.seedAt(anchor, DRAW_DELAY);
+        if (!ready || hash == bytes32(0)) return address(0);
+        address[] storage list = _candidates[jobId];
+        uint256 n = list.length;
+        uint256[] memory bonds = new uint256[](n);
+        for (uint256 i; i < n; ++i) {
+            if (list[i] != job.leader) bonds[i] = _candidacy[jobId][list[i]].bond;
+        }
+        uint256 index = JobManagerLib.pickWeighted(bonds, keccak256(abi.encode(hash, jobId, job.term)));
+        return index == type(uint256).max ? address(0) : list[index];
+    }
+
+    /// @dev Removes a candidate and credits its remaining bond back.
+    function _endCandidacy(uint256 jobId, address account) internal {
+        address[] storage list = _candidates[jobId];
+        uint256 n = list.length;
+        for (uint256 i; i < n; ++i) {
+            if (list[i] == account) {
+                list[i] = list[n - 1];
+                list.pop();
+                break;
+            }
+        }
+        uint256 bond = _candidacy[jobId][account].bond;
+        delete _candidacy[jobId][account];
+        _release(account, bond);
+        emit CandidacyEnded(jobId, account, bond);
+    }
+
+    /// @dev Burns `bps` of a candidate's bond (nothing when it no longer stands).
+    function _forfeit(uint256 jobId, address account, uint256 bps) internal {
+        Candidate storage c = _candidacy[jobId][account];
+        uint256 amount = (uint256(c.bond) * bps) / 10000;
+        if (amount == 0) return;
+        c.bond -= uint128(amount);
+        _burn(amount);
+        emit LeaderBondForfeited(jobId, account, amount);
+    }
+
+    function _indexOf(address[] storage list, address account) internal view returns (uint256) {
+        uint256 n = list.length;
+        for (uint256 i; i < n; ++i) {
+            if (list[i] == account) return i;
+        }
+        return type(uint256).max;
+    }
+
+    /// @dev The one path out of the pool; the pool holds exactly the registered, non-leaving validators with stake
+    /// at least minValidatorStake.
+    function _leavePool(address validator) internal {
+        if (!_pool.contains(validator)) return;
+        _pool.remove(validator);
+        emit ValidatorLeftPool(validator, validators[validator].stake);
+    }
+
+    /// @dev Takes validatorSlash (capped at its stake) from a validator; the caller burns or redistributes it. A
+    /// pool member slashed below the minimum leaves the pool; one still above keeps weight == stake.
+    function _slashValidator(uint256 jobId, address validator) internal returns (uint256 amount) {
+        ValidatorInfo storage v = validators[validator];
+        uint256 stake = v.stake;
+        amount = stake < validatorSlash ? stake : validatorSlash;
+        if (amount == 0) return 0;
+        stake -= amount;
+        v.stake = stake;
+        emit ValidatorSlashed(jobId, validator, amount);
+        if (_pool.contains(validator)) {
+            if (stake < minValidatorStake) _leavePool(validator);
+            else _pool.setWeight(validator, stake);
+        }
+    }
+}
