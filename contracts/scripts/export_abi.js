@@ -3,8 +3,10 @@
 //   npx hardhat run scripts/export_abi.js        (compiles first)
 //   ABI_OUT=/path/JobManager.json npx hardhat run scripts/export_abi.js
 //
-// The output's sourceHash is the sha256 of contracts/JobManager.sol, so the Python side can fail a test when the
-// export is older than the source.
+// The ABI is IJobManager's (the whole surface: JobManager's own functions and those its fallback delegates to
+// JobManagerExtension) plus JobManager's constructor and fallback; the bytecode is JobManager's (its constructor
+// deploys the extension, so one transaction deploys everything). sourceHash is the sha256 of
+// contracts/JobManager.sol (kept for the Python staleness test); sourceHashes covers every source file.
 const fs = require("fs");
 const path = require("path");
 const crypto = require("crypto");
@@ -15,16 +17,24 @@ const DEFAULT_OUT = path.join(__dirname, "..", "..", "protocols", "chain", "abi"
 async function main() {
   await hre.run("compile", { quiet: true });
   const artifact = await hre.artifacts.readArtifact("JobManager");
-  const sourcePath = path.join(hre.config.paths.sources, "JobManager.sol");
-  const sourceHash = crypto.createHash("sha256").update(fs.readFileSync(sourcePath)).digest("hex");
+  const surface = await hre.artifacts.readArtifact("IJobManager");
+  const own = artifact.abi.filter((e) => e.type === "constructor" || e.type === "fallback");
+  const abi = [...own, ...surface.abi];
+  const sha = (file) => crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
+  const sourceHash = sha(path.join(hre.config.paths.sources, "JobManager.sol"));
+  const sourceHashes = {};
+  for (const name of ["IJobManager.sol", "JobManager.sol", "JobManagerExtension.sol", "JobManagerLib.sol", "JobManagerState.sol"]) {
+    sourceHashes[name] = sha(path.join(hre.config.paths.sources, name));
+  }
   const out = process.env.ABI_OUT || DEFAULT_OUT;
   const exported = {
     contractName: artifact.contractName,
-    abi: artifact.abi,
+    abi,
     bytecode: artifact.bytecode,
     deployedBytecode: artifact.deployedBytecode,
     solcVersion: hre.config.solidity.compilers[0].version,
     sourceHash,
+    sourceHashes,
   };
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.writeFileSync(out, JSON.stringify(exported, null, 2) + "\n");
