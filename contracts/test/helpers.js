@@ -1,12 +1,22 @@
 // Shared fixtures and helpers for the JobManager tests.
+//
+// `jm` is the deployed JobManager seen through IJobManager (the whole surface: the core's functions and those its
+// fallback delegates to the extension), so tests call every function, and match every event and error, on it.
 const { ethers } = require("hardhat");
+const { mine } = require("@nomicfoundation/hardhat-toolbox/network-helpers");
 
 const E = (x) => ethers.parseEther(x);
 const MIN_TRAINER_STAKE = E("1");
 const MIN_VALIDATOR_STAKE = E("2");
-const SLASH = E("0.4");
+const MIN_UPDATE_BOND = E("0.05");
+const VALIDATOR_SLASH = E("0.5");
+const MIN_LEADER_BOND = E("0.5");
 const DELAY = 3600;
 const LEASE = 600;
+const DRAW_DELAY = 2;
+
+const Status = { None: 0n, Pending: 1n, Accepted: 2n, Rejected: 3n, Expired: 4n };
+const Phase = { AwaitingPanel: 0n, Voting: 1n, AwaitingEscalation: 2n, Escalated: 3n };
 
 // A CIDv1 (raw codec, sha2-256) for a tag: the same 36 bytes a real CID of that content would have.
 function cid(tag) {
@@ -19,9 +29,10 @@ function jobParams(overrides = {}) {
     rounds: 2,
     tasksPerRound: 4,
     localSteps: 50,
+    maxWorkUnits: 10,
     quorum: 3,
-    baseRate: E("0.01"),
-    bonusRate: E("0.005"),
+    baseRate: E("0.001"),
+    bonusRate: E("0.0005"),
     validatorFee: E("0.001"),
     leaderFee: E("0.002"),
     leaseSeconds: LEASE,
@@ -30,18 +41,35 @@ function jobParams(overrides = {}) {
 }
 
 function requiredDeposit(p) {
-  return (
-    BigInt(p.rounds) *
-    (BigInt(p.tasksPerRound) * (BigInt(p.baseRate) + BigInt(p.bonusRate) + BigInt(p.quorum) * BigInt(p.validatorFee)) +
-      BigInt(p.leaderFee))
-  );
+  const perUpdate =
+    BigInt(p.maxWorkUnits) * (BigInt(p.baseRate) + BigInt(p.bonusRate)) + BigInt(p.quorum) * BigInt(p.validatorFee);
+  return BigInt(p.rounds) * (BigInt(p.tasksPerRound) * perUpdate + BigInt(p.leaderFee));
+}
+
+function updateBond(p) {
+  const maxPay = BigInt(p.maxWorkUnits) * (BigInt(p.baseRate) + BigInt(p.bonusRate) * BigInt(p.tasksPerRound));
+  const bond = 3n * maxPay;
+  return bond > MIN_UPDATE_BOND ? bond : MIN_UPDATE_BOND;
+}
+
+async function deploy(args) {
+  const core = await ethers.deployContract("JobManager", args);
+  await core.waitForDeployment();
+  return { core, jm: await ethers.getContractAt("IJobManager", await core.getAddress()) };
 }
 
 async function deployFixture() {
   const signers = await ethers.getSigners();
   const [owner, customer, l1, l2, l3, t1, t2, t3, t4, v1, v2, v3, v4, v5, outsider] = signers;
-  const jm = await ethers.deployContract("JobManager", [MIN_TRAINER_STAKE, MIN_VALIDATOR_STAKE, SLASH, DELAY]);
-  return { jm, signers, owner, customer, l1, l2, l3, t1, t2, t3, t4, v1, v2, v3, v4, v5, outsider };
+  const { core, jm } = await deploy([
+    MIN_TRAINER_STAKE,
+    MIN_VALIDATOR_STAKE,
+    MIN_UPDATE_BOND,
+    VALIDATOR_SLASH,
+    MIN_LEADER_BOND,
+    DELAY,
+  ]);
+  return { jm, core, signers, owner, customer, l1, l2, l3, t1, t2, t3, t4, v1, v2, v3, v4, v5, outsider };
 }
 
 async function registeredFixture() {
@@ -60,21 +88,31 @@ async function registeredFixture() {
   return f;
 }
 
+function parse(jm, receipt, name) {
+  return receipt.logs
+    .map((l) => {
+      try {
+        return jm.interface.parseLog(l);
+      } catch {
+        return null;
+      }
+    })
+    .filter((e) => e && e.name === name);
+}
+
 async function createJob(jm, customer, overrides = {}, extra = 0n) {
   const p = jobParams(overrides);
   const deposit = requiredDeposit(p) + extra;
-  const tx = await jm.connect(customer).createJob(p, { value: deposit });
-  const receipt = await tx.wait();
-  const ev = receipt.logs.map((l) => jm.interface.parseLog(l)).find((e) => e && e.name === "JobCreated");
-  return { jobId: ev.args.jobId, p, deposit };
+  const receipt = await (await jm.connect(customer).createJob(p, { value: deposit })).wait();
+  return { jobId: parse(jm, receipt, "JobCreated")[0].args.jobId, p, deposit };
 }
 
-// A job with l1 as leader (term 1) and l2 as its successor.
+// A job with l1 as leader (term 1) and l2 as a second candidate.
 async function jobFixture() {
   const f = await registeredFixture();
   const { jobId, p, deposit } = await createJob(f.jm, f.customer);
-  await f.jm.connect(f.l1).standForLeader(jobId);
-  await f.jm.connect(f.l2).standForLeader(jobId);
+  await f.jm.connect(f.l1).standForLeader(jobId, { value: MIN_LEADER_BOND });
+  await f.jm.connect(f.l2).standForLeader(jobId, { value: MIN_LEADER_BOND });
   return { ...f, jobId, p, deposit };
 }
 
@@ -84,30 +122,72 @@ function signerOf(f, address) {
   return s;
 }
 
-// Drawn validators of an update, as signers.
-async function drawn(f, jobId, round, trainer) {
-  const u = await f.jm.getUpdate(jobId, round, trainer);
-  return u.validators.map((a) => signerOf(f, a));
+async function domain(jm) {
+  const { chainId } = await ethers.provider.getNetwork();
+  return { name: "dtnode JobManager", version: "2", chainId, verifyingContract: await jm.getAddress() };
 }
 
-// Votes `votes` (array of [isValid, lossReduction]) by the first drawn validators, in order.
-async function vote(f, jobId, round, trainer, votes) {
-  const vs = await drawn(f, jobId, round, trainer);
-  for (const [i, [ok, loss]] of votes.entries()) {
-    await f.jm.connect(vs[i]).validateUpdate(jobId, round, trainer, ok, loss);
-  }
-  return vs;
+const TICKET_TYPES = {
+  Ticket: [
+    { name: "jobId", type: "uint256" },
+    { name: "round", type: "uint32" },
+    { name: "term", type: "uint32" },
+    { name: "trainer", type: "address" },
+    { name: "slot", type: "uint32" },
+    { name: "workUnits", type: "uint32" },
+    { name: "expiry", type: "uint64" },
+    { name: "taskHash", type: "bytes32" },
+  ],
+};
+
+// A ticket for the job's current round and term, signed by `signer` (default: the job's leader).
+async function ticket(f, jobId, trainer, slot, opts = {}) {
+  const job = await f.jm.getJob(jobId);
+  const latest = (await ethers.provider.getBlock("latest")).timestamp;
+  const t = {
+    jobId,
+    round: opts.round ?? job.committedRounds,
+    term: opts.term ?? job.term,
+    trainer: trainer.address ?? trainer,
+    slot,
+    workUnits: opts.workUnits ?? 10,
+    expiry: opts.expiry ?? latest + 3600,
+    taskHash: opts.taskHash ?? ethers.keccak256(ethers.toUtf8Bytes(`task-${jobId}-${slot}`)),
+  };
+  const signer = opts.signer ?? signerOf(f, job.leader);
+  const sig = await signer.signTypedData(await domain(f.jm), TICKET_TYPES, t);
+  return { t, sig };
 }
 
-// Submits and gets accepted an update of `trainer` in `round` with the given loss reduction.
-async function acceptedUpdate(f, jobId, round, trainer, loss = 1000n) {
-  await f.jm.connect(trainer).submitUpdate(jobId, round, cid(`u-${jobId}-${round}-${trainer.address}`));
-  const vs = await drawn(f, jobId, round, trainer.address);
-  const majority = Math.floor(vs.length / 2) + 1;
-  for (let i = 0; i < majority; i++) {
-    await f.jm.connect(vs[i]).validateUpdate(jobId, round, trainer.address, true, loss);
-  }
-  return vs;
+// Submits an update of `trainer` in `slot` under a ticket of the current leader.
+async function submit(f, jobId, trainer, slot, opts = {}) {
+  const { t, sig } = await ticket(f, jobId, trainer, slot, opts);
+  return f.jm.connect(trainer).submitUpdate(t, opts.cid ?? cid(`u-${jobId}-${t.round}-${slot}`), opts.loss ?? 1000n, sig);
+}
+
+// Mines past the draw delay and draws the panel of the update's current phase; returns it as signers.
+async function draw(f, jobId, round, slot) {
+  await mine(DRAW_DELAY);
+  await f.jm.drawValidators(jobId, round, slot);
+  const u = await f.jm.getUpdate(jobId, round, slot);
+  const list = u.phase === Phase.Escalated ? u.escalationPanel : u.panel;
+  return list.map((a) => signerOf(f, a));
+}
+
+// Submits, draws and gets the whole first panel to vote valid: an accepted update.
+async function acceptedUpdate(f, jobId, round, trainer, slot, opts = {}) {
+  await submit(f, jobId, trainer, slot, opts);
+  const panel = await draw(f, jobId, round, slot);
+  for (const v of panel) await f.jm.connect(v).validateUpdate(jobId, round, slot, true);
+  return panel;
+}
+
+// The leader commits the current round with exactly its accepted set.
+async function commit(f, jobId, tag = "ckpt") {
+  const job = await f.jm.getJob(jobId);
+  const round = job.committedRounds;
+  const r = await f.jm.getRound(jobId, round);
+  return f.jm.connect(signerOf(f, job.leader)).commitRound(jobId, round, cid(`${tag}-${jobId}-${round}`), r.acceptedMask);
 }
 
 // Pins the next block's timestamp (automining under coverage moves with the wall clock) and returns it.
@@ -119,22 +199,34 @@ async function nextTimestamp() {
 }
 
 module.exports = {
-  nextTimestamp,
   E,
   MIN_TRAINER_STAKE,
   MIN_VALIDATOR_STAKE,
-  SLASH,
+  MIN_UPDATE_BOND,
+  VALIDATOR_SLASH,
+  MIN_LEADER_BOND,
   DELAY,
   LEASE,
+  DRAW_DELAY,
+  Status,
+  Phase,
+  TICKET_TYPES,
   cid,
   jobParams,
   requiredDeposit,
+  updateBond,
+  deploy,
   deployFixture,
   registeredFixture,
   createJob,
   jobFixture,
   signerOf,
-  drawn,
-  vote,
+  parse,
+  domain,
+  ticket,
+  submit,
+  draw,
   acceptedUpdate,
+  commit,
+  nextTimestamp,
 };
