@@ -437,6 +437,21 @@ interface IJobManager is IJobManagerTypes {
     function escrowHeld() external view returns (uint256);
     /// @notice Stakes and bonds still locked.
     function stakeHeld() external view returns (uint256);
+    /// @notice Every money counter in one call (for monitors and invariant checks): escrowHeld + stakeHeld +
+    /// paid + refunded + slashed == deposits + stakes, and the ether balance == deposits + stakes - withdrawn.
+    function accounting()
+        external
+        view
+        returns (
+            uint256 deposits,
+            uint256 stakes,
+            uint256 paid,
+            uint256 refunded,
+            uint256 slashed,
+            uint256 withdrawn,
+            uint256 escrow,
+            uint256 locked
+        );
     /// @notice Number of validators in the draw pool.
     function validatorCount() external view returns (uint256);
     /// @notice Sum of the pool's weights.

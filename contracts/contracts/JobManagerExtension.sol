@@ -259,6 +259,24 @@ contract JobManagerExtension is JobManagerState {
         return _pool.weightOf(validator);
     }
 
+    /// @notice See IJobManager.accounting.
+    function accounting()
+        external
+        view
+        returns (
+            uint256 deposits,
+            uint256 stakes,
+            uint256 paid,
+            uint256 refunded,
+            uint256 slashed,
+            uint256 withdrawn,
+            uint256 escrow,
+            uint256 locked
+        )
+    {
+        return (totalDeposits, totalStakes, totalPaid, totalRefunded, totalSlashed, totalWithdrawn, escrowHeld, stakeHeld);
+    }
+
     /// @notice See IJobManager.totalHeld.
     function totalHeld() external view returns (uint256) {
         return escrowHeld + stakeHeld;
