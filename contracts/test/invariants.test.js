@@ -178,7 +178,9 @@ describe("JobManager: invariants over random call sequences", function () {
           await mine(h.DRAW_DELAY + 1);
           return send("drawSuccessor", () => jm.connect(rnd.pick(everyone)).drawSuccessor(job.jobId));
         }
-        const who = next !== ethers.ZeroAddress && rnd.chance(0.8) ? bySigner.get(next) : rnd.pick(nodes);
+        const [cands] = await jm.getCandidates(job.jobId);
+        const any = cands.length && rnd.chance(0.8) ? bySigner.get(rnd.pick(cands)) : rnd.pick(nodes);
+        const who = next !== ethers.ZeroAddress && rnd.chance(0.8) ? bySigner.get(next) : any;
         return send("claimLeadership", () => jm.connect(who).claimLeadership(job.jobId));
       }
       if (r < 0.08) {
@@ -239,17 +241,25 @@ describe("JobManager: invariants over random call sequences", function () {
         const who = rnd.chance(0.8) ? bySigner.get(job.customer) : rnd.pick(everyone);
         return send("cancelJob", () => jm.connect(who).cancelJob(job.jobId));
       }
-      if (r < 0.95) return send("withdraw", () => jm.connect(rnd.pick(everyone)).withdraw());
+      if (r < 0.94) return send("withdraw", () => jm.connect(rnd.pick(everyone)).withdraw());
+      // Node upkeep: leaving nodes finish leaving, unregistered ones come back, some start leaving.
       const node = rnd.pick(nodes);
-      if (r < 0.96) return send("requestDeregistration", () => jm.connect(node).requestDeregistration());
-      if (r < 0.97) {
+      const isValidator = validators.includes(node);
+      const [tr, va, leaving] = await Promise.all([jm.trainers(node.address), jm.validators(node.address), jm.exitAvailableAt(node.address)]);
+      if (leaving !== 0n) {
         await time.increase(h.DELAY);
         return send("completeDeregistration", () => jm.connect(node).completeDeregistration());
       }
-      if (r < 0.98) return send("addTrainerStake", () => jm.connect(node).addTrainerStake({ value: h.E("0.5") }));
-      if (validators.includes(node)) {
+      if (isValidator && !va.registered) {
         return send("registerValidator", () => jm.connect(node).registerValidator({ value: h.MIN_VALIDATOR_STAKE }));
       }
+      if (!isValidator && !tr.registered) {
+        return send("registerTrainer", () => jm.connect(node).registerTrainer(rnd.int(0, 2), { value: h.MIN_TRAINER_STAKE }));
+      }
+      if (isValidator && va.stake < h.MIN_VALIDATOR_STAKE) return send("requestDeregistration", () => jm.connect(node).requestDeregistration());
+      if (r < 0.965) return send("requestDeregistration", () => jm.connect(node).requestDeregistration());
+      if (r < 0.98) return send("addTrainerStake", () => jm.connect(node).addTrainerStake({ value: h.E("0.5") }));
+      if (isValidator) return send("registerValidator", () => jm.connect(node).registerValidator({ value: h.MIN_VALIDATOR_STAKE }));
       return send("registerTrainer", () => jm.connect(node).registerTrainer(rnd.int(0, 2), { value: h.MIN_TRAINER_STAKE }));
     }
 
