@@ -205,17 +205,16 @@ contract JobManager is JobManagerState {
         bytes32 seed = keccak256(abi.encode(hash, jobId, round, slot, phase));
         address[] memory panel;
         if (phase == Phase.AwaitingPanel) {
-            (panel, ) = _pool.draw(seed, job.params.quorum, u.trainer);
+            panel = _pool.draw(seed, job.params.quorum, u.trainer);
             u.panel = panel;
             u.challenge = uint96(uint256(keccak256(abi.encode(seed, "challenge"))));
             u.phase = Phase.Voting;
         } else {
             uint256 available = _pool.count - (_pool.contains(u.trainer) ? 1 : 0);
             uint256 size = available < ESCALATION_PANEL ? available : ESCALATION_PANEL;
-            uint256 stake;
-            (panel, stake) = _pool.draw(seed, size == 0 ? 1 : size, u.trainer);
+            panel = _pool.draw(seed, size == 0 ? 1 : size, u.trainer);
             u.escPanel = panel;
-            u.escStake = uint128(stake);
+            u.escStake = uint128(_pool.weightOfAll(panel));
             u.phase = Phase.Escalated;
         }
         emit ValidatorsDrawn(jobId, round, slot, u.phase, panel);
@@ -419,7 +418,8 @@ contract JobManager is JobManagerState {
         address leader = job.leader;
         if (!_isActiveNode(leader)) revert JobManagerLeaderInactive(jobId, leader);
         digest = _hashTypedDataV4(JobManagerLib.hashTicket(ticket));
-        (address signer, ECDSA.RecoverError err, ) = ECDSA.tryRecover(digest, signature);
+        // slither-disable-next-line unused-return
+        (address signer, ECDSA.RecoverError err, ) = ECDSA.tryRecover(digest, signature); // the error's argument adds nothing
         if (err != ECDSA.RecoverError.NoError || signer != leader) {
             revert JobManagerBadTicketSignature(jobId, signer, leader);
         }
@@ -487,7 +487,7 @@ contract JobManager is JobManagerState {
         uint256 n = esc.length;
         uint256 voted = u.escVotedMask;
         uint256 agree = valid ? u.escValidMask : voted & ~uint256(u.escValidMask);
-        uint256 winners;
+        uint256 winners = 0;
         for (uint256 i; i < n; ++i) {
             if (voted & (1 << i) == 0) continue;
             address v = esc[i];
@@ -496,7 +496,7 @@ contract JobManager is JobManagerState {
             else slashed += _slashValidator(jobId, v);
         }
         uint256 share = slashed / winners;
-        _burn(slashed - share * winners);
+        _burn(slashed % winners);
         if (share == 0) return;
         for (uint256 i; i < n; ++i) {
             if (agree & (1 << i) == 0) continue;
@@ -516,8 +516,8 @@ contract JobManager is JobManagerState {
         r.priced = true;
         uint256 submitted = r.submittedMask;
         uint256 accepted = r.acceptedMask;
-        uint256 units;
-        uint256 totalLoss;
+        uint256 units = 0;
+        uint256 totalLoss = 0;
         for (uint32 slot; submitted >> slot != 0; ++slot) {
             if (submitted & (1 << slot) == 0) continue;
             Update storage u = _updates[jobId][round][slot];

@@ -8,6 +8,7 @@ import {JobManagerLib} from "./JobManagerLib.sol";
 /// @notice Runs only through JobManager's fallback (DELEGATECALL): it reads and writes JobManager's storage, and
 /// its state-changing functions refuse a direct call (JobManagerNotDelegated), so no ether or state can land in
 /// the extension's own account.
+// slither-disable-next-line locked-ether
 contract JobManagerExtension is JobManagerState {
     using JobManagerLib for JobManagerLib.SumTree;
 
@@ -124,7 +125,7 @@ contract JobManagerExtension is JobManagerState {
             emit DrawRescheduled(jobId, round, AUDIT_SLOT, uint64(block.number));
             return;
         }
-        (address[] memory panel, ) = _pool.draw(
+        address[] memory panel = _pool.draw(
             keccak256(abi.encode(hash, jobId, round, "audit")),
             job.params.quorum,
             r.committer

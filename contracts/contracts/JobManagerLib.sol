@@ -93,7 +93,7 @@ library JobManagerLib {
     /// @dev The members in slot order (for views; O(size)).
     function members(SumTree storage t) internal view returns (address[] memory list) {
         list = new address[](t.count);
-        uint256 j;
+        uint256 j = 0;
         uint256 n = t.size;
         for (uint256 slot = 1; slot <= n; ++slot) {
             address a = t.memberAt[slot];
@@ -105,13 +105,12 @@ library JobManagerLib {
     /// `exclude`. Draw i hashes (seed, i) to a point of the remaining weight and descends the tree; weights
     /// already drawn (and exclude's) are subtracted in memory, so nothing is written.
     /// @return picked The members drawn, in draw order.
-    /// @return stake The sum of their weights.
     function draw(
         SumTree storage t,
         bytes32 seed,
         uint256 k,
         address exclude
-    ) internal view returns (address[] memory picked, uint256 stake) {
+    ) internal view returns (address[] memory picked) {
         Taken memory out = Taken(new uint256[](k + 1), new uint256[](k + 1), 0);
         uint256 remaining = t.total;
         {
@@ -137,15 +136,20 @@ library JobManagerLib {
             out.weights[out.n] = w;
             ++out.n;
             remaining -= w;
-            stake += w;
         }
+    }
+
+    /// @dev The sum of the weights of `list` (members only).
+    function weightOfAll(SumTree storage t, address[] memory list) internal view returns (uint256 sum) {
+        uint256 n = list.length;
+        for (uint256 i = 0; i < n; ++i) sum += weightOf(t, list[i]);
     }
 
     /// @dev The slot holding point r of the weights minus the slots already taken: the smallest slot whose
     /// adjusted prefix sum exceeds r (Fenwick descent from the highest power of two <= size).
     function _find(SumTree storage t, uint256 r, uint256 top, Taken memory out) private view returns (uint256) {
         uint256 size = t.size;
-        uint256 pos;
+        uint256 pos = 0;
         for (uint256 step = top; step != 0; step >>= 1) {
             uint256 next = pos + step;
             if (next > size) continue;
@@ -164,7 +168,7 @@ library JobManagerLib {
 
     /// @dev Picks one index of `weights` with probability proportional to its weight (0 total: type(uint256).max).
     function pickWeighted(uint256[] memory weights, bytes32 seed) internal pure returns (uint256) {
-        uint256 total;
+        uint256 total = 0;
         uint256 n = weights.length;
         for (uint256 i; i < n; ++i) total += weights[i];
         if (total == 0) return type(uint256).max;

@@ -120,19 +120,25 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
     uint64 public immutable deregistrationDelay;
 
     // ------------------------------------------------------------------ state
+    // Slither's uninitialized-state and constable-states findings on these variables are false positives: the
+    // extension only reads them, JobManager writes them, and both run on JobManager's storage (DELEGATECALL).
 
     /// @notice Number of jobs created; ids are 1 .. jobCount.
+    // slither-disable-next-line uninitialized-state,constable-states
     uint256 public jobCount;
     /// @notice Withdrawable balance of an account (wei).
     mapping(address account => uint256) public balanceOf;
     /// @notice Trainer registrations.
+    // slither-disable-next-line uninitialized-state,constable-states
     mapping(address account => TrainerInfo) public trainers;
     /// @notice Validator registrations.
     mapping(address account => ValidatorInfo) public validators;
     /// @notice When an account may complete its deregistration; 0 while it is not leaving.
+    // slither-disable-next-line uninitialized-state,constable-states
     mapping(address account => uint64) public exitAvailableAt;
 
     /// @notice Sum of all deposits received.
+    // slither-disable-next-line uninitialized-state,constable-states
     uint256 public totalDeposits;
     /// @notice Sum of all stakes and leader bonds received.
     uint256 public totalStakes;
@@ -143,6 +149,7 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
     /// @notice Stake and bonds burnt (locked in this contract forever).
     uint256 public totalSlashed;
     /// @notice Ether sent out by withdraw.
+    // slither-disable-next-line uninitialized-state,constable-states
     uint256 public totalWithdrawn;
     /// @notice Deposits not yet credited or refunded (includes owed, uncollected trainer pay).
     uint256 public escrowHeld;
@@ -151,9 +158,11 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
 
     JobManagerLib.SumTree internal _pool;
     mapping(uint256 jobId => Job) internal _jobs;
+    // slither-disable-next-line uninitialized-state,constable-states
     mapping(uint256 jobId => address[]) internal _candidates;
     mapping(uint256 jobId => mapping(address account => Candidate)) internal _candidacy;
     mapping(uint256 jobId => mapping(uint32 round => Round)) internal _rounds;
+    // slither-disable-next-line uninitialized-state,constable-states
     mapping(uint256 jobId => mapping(uint32 round => mapping(uint32 slot => Update))) internal _updates;
     mapping(uint256 jobId => mapping(address trainer => uint64[])) internal _trainerUpdates; // round << 8 | slot
     mapping(uint256 jobId => mapping(address trainer => uint256)) internal _payoutCursor;

@@ -7,8 +7,9 @@
 // DEPLOYMENT_OUT / deployments/<network>.json written by deploy_contract.js.
 //
 // job.json (camelCase or snake_case keys; amounts in wei as decimal strings or numbers, or "<x> ether"):
-//   { "specCid": "bafy...",  rounds, tasksPerRound, localSteps, quorum, baseRate, bonusRate, validatorFee,
-//     leaderFee, leaseSeconds, "deposit": optional (default: requiredDeposit) }
+//   { "specCid": "bafy...",  rounds, tasksPerRound, localSteps, maxWorkUnits, quorum, baseRate, bonusRate,
+//     validatorFee, leaderFee, leaseSeconds, "deposit": optional (default: requiredDeposit) }
+// baseRate and bonusRate are per work unit (see docs/economy.md).
 // specCid may be a base32 CIDv1 ("b..."), a base58btc CIDv0 ("Qm..."), or 0x-prefixed hex of the CID's bytes.
 // Prints the job id and writes it with the tx hash as JSON to stdout's last line.
 const fs = require("fs");
@@ -109,6 +110,7 @@ async function main() {
     rounds: int(spec, "rounds"),
     tasksPerRound: int(spec, "tasksPerRound"),
     localSteps: int(spec, "localSteps"),
+    maxWorkUnits: int(spec, "maxWorkUnits"),
     quorum: int(spec, "quorum"),
     baseRate: wei(spec, "baseRate"),
     bonusRate: wei(spec, "bonusRate"),
@@ -116,7 +118,7 @@ async function main() {
     leaderFee: wei(spec, "leaderFee"),
     leaseSeconds: int(spec, "leaseSeconds"),
   };
-  const jm = await ethers.getContractAt("JobManager", contractAddress(network.name));
+  const jm = await ethers.getContractAt("IJobManager", contractAddress(network.name));
   const required = await jm.requiredDeposit(params);
   const deposit = wei(spec, "deposit", { required: false }) ?? required;
   const tx = await jm.createJob(params, { value: deposit });

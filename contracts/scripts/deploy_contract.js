@@ -2,8 +2,8 @@
 //
 //   npx hardhat run scripts/deploy_contract.js --network localhost
 //
-// Environment (all optional): MIN_TRAINER_STAKE, MIN_VALIDATOR_STAKE, SLASH_AMOUNT (wei),
-// DEREGISTRATION_DELAY (seconds), DEPLOYMENT_OUT (default deployments/<network>.json).
+// Environment (all optional): MIN_TRAINER_STAKE, MIN_VALIDATOR_STAKE, MIN_UPDATE_BOND, VALIDATOR_SLASH,
+// MIN_LEADER_BOND (wei), DEREGISTRATION_DELAY (seconds), DEPLOYMENT_OUT (default deployments/<network>.json).
 // Writes {network, chainId, address, abiPath, artifactPath, deployer, blockNumber, txHash, constructorArgs}.
 const fs = require("fs");
 const path = require("path");
@@ -23,7 +23,9 @@ async function main() {
   const args = [
     envWei("MIN_TRAINER_STAKE", ethers.parseEther("0.1")),
     envWei("MIN_VALIDATOR_STAKE", ethers.parseEther("0.1")),
-    envWei("SLASH_AMOUNT", ethers.parseEther("0.05")),
+    envWei("MIN_UPDATE_BOND", ethers.parseEther("0.01")),
+    envWei("VALIDATOR_SLASH", ethers.parseEther("0.05")),
+    envWei("MIN_LEADER_BOND", ethers.parseEther("0.05")),
     envWei("DEREGISTRATION_DELAY", 3600n),
   ];
   const [deployer] = await ethers.getSigners();
