@@ -148,7 +148,7 @@ describe("JobManager: invariants over random call sequences", function () {
     async function randomAction() {
       const r = rnd.next();
       const live = jobs.filter((j) => !closed.has(j.jobId));
-      if (r < 0.03 || live.length < 2) {
+      if (r < 0.015 || live.length < 2) {
         const p = h.jobParams({
           rounds: rnd.int(1, 3),
           tasksPerRound: rnd.int(1, 4),
