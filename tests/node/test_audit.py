@@ -176,6 +176,6 @@ async def test_an_accepted_update_of_a_dead_trainer_still_goes_into_the_aggregat
     result = await run_devnet(_plan(leader_cls={"leader-1": WaitingLeader}), on_ready=on_ready,
                               on_finished=on_finished)
     assert len(result.rounds) == 2 and result.totals_conserved
-    dead = [u for u in result.updates if u.round == 0 and u.trainer == victim[0]]
+    dead = [u for u in result.ledger.updates if u.round == 0 and u.trainer == victim[0]]
     assert [(u.status, u.paid) for u in dead] == [(UpdateStatus.ACCEPTED, True)]
     assert audits and all(e.args["ok"] for e in audits), [dict(e.args) for e in audits]
