@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from node.training.aggregate import get_strategy  # noqa: E402
+from node.training.aggregate import FedAvg, OuterOptimizer  # noqa: E402
 from node.training.data import ArraySet, load_fashion_mnist  # noqa: E402
 from node.training.evaluate import evaluate  # noqa: E402
 from node.training.local import BatchSchedule, deterministic_torch, to_inputs, to_targets, train_local  # noqa: E402
@@ -136,7 +136,8 @@ def main() -> None:
     for n, k, strategy, shards in grid:
         rounds = max(1, min(args.max_rounds, args.max_steps // (n * k)))
         config = SimConfig(model_name=args.model, n_trainers=n, local_steps=k, batch_size=args.batch, lr=args.lr,
-                           strategy=get_strategy(strategy), iid=shards == "iid", alpha=args.alpha, rounds=rounds,
+                           strategy=FedAvg(outer=OuterOptimizer() if strategy == "diloco" else None),
+                           iid=shards == "iid", alpha=args.alpha, rounds=rounds,
                            target_accuracy=args.target, eval_samples=args.eval_samples)
         result = simulate(train, test, config)
         last = result.history[-1]

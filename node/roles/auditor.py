@@ -1,6 +1,6 @@
 """Auditor: recompute the checkpoints leaders commit and report on-chain whether they match (``auditRound``).
 
-Aggregation is deterministic (:func:`node.roles.leader.aggregate_checkpoint`): the same base checkpoint and the same
+Aggregation is deterministic (:func:`node.checkpoint.aggregate_checkpoint`): the same base checkpoint and the same
 accepted deltas, in any order, give the same bytes and so the same CID. Once round r of a job is committed, the
 auditor rebuilds it from what the chain alone says went into it — the base (the job's initial checkpoint, or round
 r-1's committed CID) and every update the chain marks ACCEPTED in round r — and compares the CID of the result,
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import trio
 
+from node.checkpoint import aggregate_checkpoint
 from node.roles.context import NodeContext
-from node.roles.leader import aggregate_checkpoint
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, RoundCommit, UpdateStatus
 from protocols.errors import DtnodeError

@@ -18,52 +18,23 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import trio
 
-from node.checkpoint import decode_checkpoint, encode_checkpoint
+from node.checkpoint import aggregate_checkpoint, decode_checkpoint
 from node.roles.context import NodeContext
-from node.training.aggregate import Strategy, get_strategy
-from node.training.codec import decode_delta
 from node.training.evaluate import evaluate
 from node.training.tasks import NodeClass, TaskFactory
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, UpdateStatus
 from protocols.errors import DtnodeError
-from protocols.specs import AggregationSpec, JobSpec, RoundRecord, TaskTicket, UpdateManifest
+from protocols.specs import JobSpec, RoundRecord, TaskTicket, UpdateManifest
 from protocols.wire import RejectCode, TaskRequest, TaskResponse
 
 JOB_OPEN = JobStatus.ACTIVE
 UPDATE_ACCEPTED = UpdateStatus.ACCEPTED
 UPDATE_REJECTED = UpdateStatus.REJECTED
-
-
-def strategy_for(agg: AggregationSpec) -> Strategy:
-    params: dict[str, Any] = {}
-    if agg.strategy == "trimmed_mean":
-        params["beta"] = agg.trim_ratio
-    elif agg.strategy == "krum":
-        params = {"f": agg.krum_f, "m": 1}
-    elif agg.strategy == "centered_clip":
-        params["tau"] = agg.clip_tau
-    outer = "nesterov" if agg.outer == "nesterov" else None
-    return get_strategy(agg.strategy, outer=outer, outer_lr=agg.outer_lr, outer_momentum=agg.outer_momentum,
-                        **params)
-
-
-def aggregate_checkpoint(spec: JobSpec, base_bytes: bytes, deltas: list[tuple[bytes, int]]) -> bytes:
-    """The next checkpoint's bytes from the base checkpoint and the accepted (delta bytes, weight) pairs.
-
-    Pure and deterministic: the same inputs in any order give the same bytes, so anyone can audit a commit.
-    """
-    base_model, base_outer = decode_checkpoint(base_bytes, spec.model, max_bytes=spec.max_dag_bytes)
-    if not deltas:
-        return base_bytes
-    weighted = [(decode_delta(d, like=base_model, max_bytes=spec.max_dag_bytes), float(w)) for d, w in deltas]
-    new_model, new_outer = strategy_for(spec.aggregation).apply(base_model, weighted, base_outer)
-    return encode_checkpoint(new_model, new_outer or None)
 
 
 @dataclass

@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from node.training.aggregate import Strategy, get_strategy
+from node.training.aggregate import Strategy, strategy_from_spec
 from node.training.codec import State
 from node.training.data import ArraySet, make_shards
 from node.training.errors import TrainingError
 from node.training.evaluate import evaluate
 from node.training.local import train_local
 from node.training.models import initial_state
+from protocols.specs import AggregationSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +32,8 @@ class SimConfig:
     batch_size: int = 32
     lr: float = 1e-3
     optimizer: str = "adamw"
-    strategy: Strategy = field(default_factory=lambda: get_strategy("diloco"))
+    strategy: Strategy = field(default_factory=lambda: strategy_from_spec(AggregationSpec()))
+    """The job spec's default: DiLoCo (mean + Nesterov outer step)."""
     iid: bool = True
     alpha: float = 0.5
     rounds: int = 20
