@@ -35,8 +35,9 @@ from protocols.p2p.errors import RemoteError
 from protocols.p2p.identity import address_of_peer
 from protocols.p2p.keystore import identity_from_account
 from protocols.p2p.node import P2PNode
-from protocols.topics import TASK_PROTOCOL, UPDATE_PROTOCOL
-from protocols.wire import RejectCode, TaskRequest, TaskResponse, UpdateNoticeBody, ack
+from protocols.topics import TASK_PROTOCOL
+from protocols.types import RejectCode
+from protocols.wire import TaskRequest, TaskResponse
 
 
 @dataclass
@@ -96,7 +97,6 @@ class DtNode:
                 self.ctx = ctx
                 await self._register(ctx)
                 net.set_request_handler(TASK_PROTOCOL, self._on_task_request)
-                net.set_request_handler(UPDATE_PROTOCOL, self._on_update_notice)
                 if "trainer" in cfg.roles:
                     self.trainer = self.trainer_cls(ctx, jobs=cfg.jobs)
                     await nursery.start(self.trainer.run)
@@ -154,11 +154,3 @@ class DtNode:
             return TaskResponse(reject=RejectCode.NOT_LEADER, detail=f"not a candidate for job {req.job_id}").to_bytes()
         return (await leader.handle_task_request(req, trainer)).to_bytes()
 
-    async def _on_update_notice(self, request: bytes, peer: ID) -> bytes:
-        try:
-            notice = UpdateNoticeBody.from_bytes(request)
-        except DtnodeError as exc:
-            raise RemoteError(RejectCode.PROTOCOL_VIOLATION, str(exc)) from exc
-        self.log.debug("update notice from %s: job %d round %d %s", address_of_peer(peer), notice.job_id,
-                       notice.round, notice.manifest_cid)
-        return ack(True)

@@ -35,7 +35,8 @@ subclasses in its own ``exceptions``/``errors`` module::
     └── TrainingError                                 node.training.errors
         ├── InvalidDelta(TrainingError, ValueError)
         ├── DatasetError(TrainingError, ValueError)
-        └── ReplayMismatch(TrainingError)
+        ├── ReplayMismatch(TrainingError)
+        └── TicketRejected(TrainingError, ValueError)   ``code``: a RejectCode
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from eth_account.signers.local import LocalAccount
 
 from protocols.canonical import canonical_json, parse_json_object
 from protocols.errors import SchemaError
+from protocols.types import NodeClass
 
 JOB_SPEC_SCHEMA = "dtnode/jobspec/1"
 TASK_TICKET_SCHEMA = "dtnode/ticket/1"
@@ -72,6 +73,13 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise SchemaError(f"field {name!r}: {value!r} is not one of {', '.join(choices)}")
     return str(value)
+
+
+def _node_class(name: str, value: Any) -> NodeClass:
+    try:
+        return NodeClass.from_name(value)
+    except SchemaError as exc:
+        raise SchemaError(f"field {name!r}: {exc}") from None
 
 
 def _check_str(name: str, value: Any, max_len: int = 200) -> str:
@@ -245,7 +253,8 @@ class TaskTicket(_Spec):
     steps: int
     batch_size: int
     seed: int
-    node_class: str
+    node_class: NodeClass
+    """On the wire by name ("S", "M", "L")."""
     weight: int
     """Work units this task represents (its delta's weight in aggregation)."""
     trainer: str
@@ -272,13 +281,16 @@ class TaskTicket(_Spec):
             steps=_check_int("steps", data["steps"], 1, 1_000_000),
             batch_size=_check_int("batch_size", data["batch_size"], 1, 4096),
             seed=_check_int("seed", data["seed"], 0, 2**63 - 1),
-            node_class=_check_choice("node_class", data["node_class"], ("S", "M", "L")),
+            node_class=_node_class("node_class", data["node_class"]),
             weight=_check_int("weight", data["weight"], 1, 2**32),
             trainer=_check_addr("trainer", data["trainer"]),
             leader=_check_addr("leader", data["leader"]),
             expires_at=_check_int("expires_at", data["expires_at"], 0, 2**40),
             signature=sig,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "node_class": self.node_class.name}
 
     def signing_bytes(self) -> bytes:
         body = self.to_dict()
@@ -314,7 +326,8 @@ class UpdateManifest(_Spec):
     SCHEMA = UPDATE_MANIFEST_SCHEMA
 
     schema: str = UPDATE_MANIFEST_SCHEMA
-    ticket: dict[str, Any]
+    ticket: TaskTicket
+    """The signed ticket the update answers (in the JSON: the ticket's own object, signature included)."""
     trainer: str
     delta_cid: str
     delta_encoding: str
@@ -333,7 +346,7 @@ class UpdateManifest(_Spec):
             raise SchemaError(f"update manifest: schema {data['schema']!r} is not {UPDATE_MANIFEST_SCHEMA!r}")
         if not isinstance(data["ticket"], dict):
             raise SchemaError("field 'ticket': expected an object")
-        TaskTicket.from_dict(data["ticket"])
+        ticket = TaskTicket.from_dict(data["ticket"])
         hashes, cids = data["segment_hashes"], data["segment_cids"]
         if not isinstance(hashes, list) or not isinstance(cids, list) or len(hashes) != len(cids) or not hashes:
             raise SchemaError("fields 'segment_hashes'/'segment_cids': two non-empty lists of equal length")
@@ -345,7 +358,7 @@ class UpdateManifest(_Spec):
         for i, c in enumerate(cids):
             _check_cid(f"segment_cids[{i}]", c)
         return cls(
-            ticket=data["ticket"],
+            ticket=ticket,
             trainer=_check_addr("trainer", data["trainer"]),
             delta_cid=_check_cid("delta_cid", data["delta_cid"]),
             delta_encoding=_check_choice("delta_encoding", data["delta_encoding"], DELTA_ENCODINGS),
@@ -356,9 +369,8 @@ class UpdateManifest(_Spec):
             segment_cids=list(cids),
         )
 
-    @property
-    def task(self) -> TaskTicket:
-        return TaskTicket.from_dict(self.ticket)
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ticket": self.ticket.to_dict()}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,9 +13,6 @@ _JOB_TOPIC_VERSION = "/1"
 TASK_PROTOCOL = TProtocol("/dtnode/task/1.0.0")
 """Trainer → leader: task request; answer: a signed task ticket."""
 
-UPDATE_PROTOCOL = TProtocol("/dtnode/update/1.0.0")
-"""Trainer → leader/validator: update notice; answer: an acknowledgement."""
-
 PEERS_PROTOCOL = TProtocol("/dtnode/peers/1.0.0")
 """Peer exchange: a newcomer asks its bootstrap for the signed presence envelopes of the peers it knows."""
 

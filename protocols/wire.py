@@ -1,4 +1,4 @@
-"""Request/response bodies for dtnode's point-to-point streams (``/dtnode/task/1.0.0``, ``/dtnode/update/1.0.0``).
+"""Request/response bodies for dtnode's point-to-point streams (``/dtnode/task/1.0.0``, ``/dtnode/peers/1.0.0``).
 
 The stream itself is authenticated by Noise: the remote peer id carries its secp256k1 public key, which maps to the
 Ethereum address that acts on-chain, so these bodies carry no signature of their own. A refusal is a typed answer
@@ -7,36 +7,22 @@ with an explicit reason (hivemind's style), never a dropped stream.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Any, Self
 
 from protocols.canonical import canonical_json, parse_json_object
 from protocols.errors import SchemaError
 from protocols.specs import TaskTicket
+from protocols.types import NodeClass, RejectCode
 
 TASK_REQUEST_SCHEMA = "dtnode/task-request/1"
 TASK_RESPONSE_SCHEMA = "dtnode/task-response/1"
-UPDATE_NOTICE_SCHEMA = "dtnode/update-notice/1"
-ACK_SCHEMA = "dtnode/ack/1"
 PEERS_REQUEST_SCHEMA = "dtnode/peers-request/1"
 PEERS_RESPONSE_SCHEMA = "dtnode/peers-response/1"
 MAX_BODY_BYTES = 64 * 1024
 MAX_PEERS_PER_EXCHANGE = 256
 MAX_PEERS_BODY_BYTES = 1 << 20
 """A peer-exchange reply: at most 256 presence envelopes of at most a few KiB each."""
-
-
-class RejectCode(enum.StrEnum):
-    """Why a leader refused a task request."""
-
-    NOT_LEADER = "NOT_LEADER"
-    BAD_ROUND = "BAD_ROUND"
-    ROUND_FULL = "ROUND_FULL"
-    NOT_REGISTERED = "NOT_REGISTERED"
-    ALREADY_SUBMITTED = "ALREADY_SUBMITTED"
-    JOB_CLOSED = "JOB_CLOSED"
-    PROTOCOL_VIOLATION = "PROTOCOL_VIOLATION"
 
 
 def _int(data: dict[str, Any], key: str, lo: int = 0, hi: int = 2**64) -> int:
@@ -67,20 +53,18 @@ class TaskRequest:
 
     job_id: int
     round: int
-    node_class: str
+    node_class: NodeClass
 
     def to_bytes(self) -> bytes:
         return canonical_json({"schema": TASK_REQUEST_SCHEMA, "job_id": self.job_id, "round": self.round,
-                               "node_class": self.node_class})
+                               "node_class": self.node_class.name})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         d = parse_json_object(data, what="task request", max_bytes=MAX_BODY_BYTES)
         _schema(d, TASK_REQUEST_SCHEMA, {"job_id", "round", "node_class"})
-        node_class = _str(d, "node_class", 1)
-        if node_class not in ("S", "M", "L"):
-            raise SchemaError("field 'node_class': expected S, M or L")
-        return cls(job_id=_int(d, "job_id", 1), round=_int(d, "round", 0, 2**32), node_class=node_class)
+        return cls(job_id=_int(d, "job_id", 1), round=_int(d, "round", 0, 2**32),
+                   node_class=NodeClass.from_name(d.get("node_class")))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,38 +100,6 @@ class TaskResponse:
         if not isinstance(ticket, dict):
             raise SchemaError("task response: 'ticket' must be an object")
         return cls(ticket=TaskTicket.from_dict(ticket), detail=_str(d, "detail", 500))
-
-
-@dataclass(frozen=True, kw_only=True)
-class UpdateNoticeBody:
-    """Trainer → leader: 'my update for this round is on-chain under this manifest CID'."""
-
-    job_id: int
-    round: int
-    manifest_cid: str
-
-    def to_bytes(self) -> bytes:
-        return canonical_json({"schema": UPDATE_NOTICE_SCHEMA, "job_id": self.job_id, "round": self.round,
-                               "manifest_cid": self.manifest_cid})
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        d = parse_json_object(data, what="update notice", max_bytes=MAX_BODY_BYTES)
-        _schema(d, UPDATE_NOTICE_SCHEMA, {"job_id", "round", "manifest_cid"})
-        return cls(job_id=_int(d, "job_id", 1), round=_int(d, "round", 0, 2**32),
-                   manifest_cid=_str(d, "manifest_cid"))
-
-
-def ack(ok: bool, detail: str = "") -> bytes:
-    return canonical_json({"schema": ACK_SCHEMA, "ok": ok, "detail": detail})
-
-
-def parse_ack(data: bytes) -> tuple[bool, str]:
-    d = parse_json_object(data, what="ack", max_bytes=MAX_BODY_BYTES)
-    _schema(d, ACK_SCHEMA, {"ok", "detail"})
-    if not isinstance(d.get("ok"), bool):
-        raise SchemaError("ack: 'ok' must be a boolean")
-    return bool(d["ok"]), _str(d, "detail", 500)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -150,7 +150,7 @@ class Auditor:
                                                                  what="update manifest", providers=holders))
             delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, what="delta",
                                     providers=holders)
-            deltas.append((delta, manifest.task.weight))
+            deltas.append((delta, manifest.ticket.weight))
 
         def recompute() -> str:
             return content_cid(aggregate_checkpoint(spec, base, deltas))

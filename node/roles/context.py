@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 
 import trio
 from eth_account.signers.local import LocalAccount
@@ -21,33 +21,29 @@ from node.chainio import AsyncChain
 from node.config import NodeConfig
 from node.content import ContentNode
 from node.training.data import ArraySet, decode_shard
+from node.training.ticket_check import TicketExpectations
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import RequestTimeout
 from protocols.p2p.node import P2PNode
-from protocols.specs import JobSpec, TaskTicket
+from protocols.specs import JobSpec
+from protocols.types import NodeClass
 from storage.content import ContentStore
 from storage.dataset import DatasetManifest, fetch_dataset_manifest
 
 
-class TaskArgs(TypedDict):
-    """The keyword arguments of local training that a ticket and its job's spec fix (``train_local``,
-    ``replay_verify``): a trainer and its validators must derive them identically or no replay matches."""
-
-    steps: int
-    batch_size: int
-    lr: float
-    seed: int
-    segment_every: int
-    optimizer: str
-    sample_range: tuple[int, int]
-
-
-def task_args(spec: JobSpec, ticket: TaskTicket) -> TaskArgs:
-    return TaskArgs(steps=ticket.steps, batch_size=ticket.batch_size, lr=float(spec.inner_lr), seed=ticket.seed,
-                    segment_every=spec.segment_every, optimizer=spec.inner_optimizer,
-                    sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count))
+async def ticket_expectations(ctx: NodeContext, spec: JobSpec, job_id: int, r: int, *, trainer: str,
+                              leaders: Collection[str], node_class: NodeClass | None = None,
+                              now: float | None = None) -> TicketExpectations:
+    """What the chain and the job's spec say a ticket of ``trainer`` in round ``r`` must be (for
+    :func:`node.training.ticket_check.check_ticket`, shared by trainer and validator)."""
+    base = spec.initial_checkpoint_cid if r == 0 else await ctx.chain(
+        lambda: ctx.client.get_round_checkpoint(job_id, r - 1), what="getRoundCheckpoint")
+    dataset = await ctx.dataset(spec.dataset_cid, providers=ctx.customer_of(job_id))
+    return TicketExpectations(spec=spec, job_id=job_id, round=r, trainer=trainer, leaders=leaders, base_cid=base,
+                              shard_samples={s.cid: s.samples for s in dataset.shards}, node_class=node_class,
+                              now=now)
 
 
 @dataclass

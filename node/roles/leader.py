@@ -4,7 +4,7 @@ The chain is the only source of truth about who leads and which round is next, s
 last committed round and its checkpoint on IPFS (the checkpoint carries the outer optimizer's state), never from the
 old leader's memory. A round:
 
-1. announce it (gossip) and hand each asking trainer one signed ticket sized by its class;
+1. hand each trainer that asks (trainers learn of the round from the chain) one signed ticket sized by its class;
 2. watch the chain for the submitted updates' quorum verdicts;
 3. close when every slot is decided, or when no ticket is outstanding, or at the round's deadline (before the lease
    runs out), so a trainer or validator that never answers cannot stall it;
@@ -25,12 +25,13 @@ import trio
 from node.checkpoint import aggregate_checkpoint, decode_checkpoint
 from node.roles.context import NodeContext
 from node.training.evaluate import evaluate
-from node.training.tasks import NodeClass, TaskFactory
+from node.training.task import task_size
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, UpdateStatus
 from protocols.errors import DtnodeError
 from protocols.specs import JobSpec, RoundRecord, TaskTicket, UpdateManifest
-from protocols.wire import RejectCode, TaskRequest, TaskResponse
+from protocols.types import NodeClass, RejectCode
+from protocols.wire import TaskRequest, TaskResponse
 
 JOB_OPEN = JobStatus.ACTIVE
 UPDATE_ACCEPTED = UpdateStatus.ACCEPTED
@@ -152,12 +153,11 @@ class LeaderRole:
             return f"stake {info.stake} wei is below the minimum {self._min_stake} wei (slashed?): top it up"
         return ""
 
-    async def _make_ticket(self, spec: JobSpec, st: RoundState, trainer: str, node_class: str) -> TaskTicket:
+    async def _make_ticket(self, spec: JobSpec, st: RoundState, trainer: str, node_class: NodeClass) -> TaskTicket:
         dataset = await self.ctx.dataset(spec.dataset_cid)
         slot = st.slots_used
         shard_index = (st.round * spec.tasks_per_round + slot) % len(dataset.shard_cids)
-        size = TaskFactory(base_steps=spec.local_steps, batch_size=spec.batch_size,
-                           reference=NodeClass.M, scale="steps").size(NodeClass[node_class])
+        size = task_size(spec, node_class)
         count = dataset.shards[shard_index].samples
         seed_src = f"{self.job_id}:{st.round}:{slot}:{spec.seed}".encode()
         ticket = TaskTicket(
@@ -247,7 +247,7 @@ class LeaderRole:
                     manifest = UpdateManifest.from_bytes(await ctx.fetch(manifest_cid, max_bytes=1 << 20,
                                                                          providers=holders))
                     delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, providers=holders)
-                    return delta, manifest.task.weight
+                    return delta, manifest.ticket.weight
                 except DtnodeError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
             if time.monotonic() >= st.hard_deadline:

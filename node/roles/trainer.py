@@ -9,20 +9,24 @@ before ``submitUpdate`` leaves only unreferenced blocks (collected by GC).
 from __future__ import annotations
 
 import hashlib
+import time
 
 import trio
 
 from node.checkpoint import decode_checkpoint
-from node.roles.context import NodeContext, task_args
+from node.roles.context import NodeContext, ticket_expectations
 from node.training.codec import State, encode_delta, encode_state
 from node.training.data import ArraySet
 from node.training.local import LocalResult, loss_to_micro, train_local
+from node.training.task import Task
+from node.training.ticket_check import check_ticket
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, UpdateStatus
-from protocols.errors import DtnodeError, SchemaError
+from protocols.errors import DtnodeError
 from protocols.specs import JobSpec, TaskTicket, UpdateManifest
-from protocols.topics import TASK_PROTOCOL, UPDATE_PROTOCOL
-from protocols.wire import RejectCode, TaskRequest, TaskResponse, UpdateNoticeBody
+from protocols.topics import TASK_PROTOCOL
+from protocols.types import NodeClass, RejectCode
+from protocols.wire import TaskRequest, TaskResponse
 
 JOB_OPEN = JobStatus.ACTIVE
 
@@ -34,12 +38,10 @@ class TrainerRole:
         self.completed: list[tuple[int, int, str]] = []
         """(job, round, manifest CID) of every update this node submitted."""
         self._serving: set[int] = set()
-        self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve every open job (or only ``jobs``) until cancelled."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             task_status.started()
             while True:
                 for job_id in await self._jobs_to_serve():
@@ -96,7 +98,8 @@ class TrainerRole:
         if peer is None:
             ctx.log.info("job %d: leader %s is not among my peers yet; waiting for discovery", job_id, leader)
             return False
-        req = TaskRequest(job_id=job_id, round=r, node_class=ctx.config.node_class)
+        node_class = NodeClass.from_name(ctx.config.node_class)
+        req = TaskRequest(job_id=job_id, round=r, node_class=node_class)
         raw = await ctx.request(peer, TASK_PROTOCOL, req.to_bytes())
         resp = TaskResponse.from_bytes(raw)
         if resp.ticket is None:
@@ -107,8 +110,9 @@ class TrainerRole:
                 await self._wait_round_change(job_id, r)
             return False
         ticket = resp.ticket
-        self._check_ticket(ticket, job_id, r, leader)
         spec = await ctx.spec(job_id)
+        check_ticket(ticket, await ticket_expectations(ctx, spec, job_id, r, trainer=ctx.address, leaders=(leader,),
+                                                       node_class=node_class, now=time.time()))
         manifest_cid = await self._train_and_publish(spec, ticket)
         try:
             await ctx.chain(lambda: ctx.client.submit_update(job_id, r, manifest_cid), what="submitUpdate")
@@ -118,24 +122,7 @@ class TrainerRole:
             return False
         self.completed.append((job_id, r, manifest_cid))
         ctx.log.info("job %d round %d: submitted update %s", job_id, r, manifest_cid)
-        notice = UpdateNoticeBody(job_id=job_id, round=r, manifest_cid=manifest_cid)
-        if self._nursery is not None:  # best effort, off the critical path: the leader also reads the chain
-            self._nursery.start_soon(self._notify, peer, notice)
         return True
-
-    async def _notify(self, peer: object, notice: UpdateNoticeBody) -> None:
-        ctx = self.ctx
-        try:
-            await ctx.request(peer, UPDATE_PROTOCOL, notice.to_bytes())
-        except DtnodeError as exc:
-            ctx.log.debug("update notice to the leader failed: %s", exc)
-
-    def _check_ticket(self, ticket: TaskTicket, job_id: int, r: int, leader: str) -> None:
-        ticket.verify_leader()
-        if ticket.leader.lower() != leader.lower():
-            raise SchemaError(f"ticket signed by {ticket.leader}, but the job's leader is {leader}")
-        if (ticket.job_id, ticket.round) != (job_id, r) or ticket.trainer.lower() != self.ctx.address.lower():
-            raise SchemaError("ticket is for another job, round or trainer")
 
     async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> str:
         ctx = self.ctx
@@ -150,7 +137,7 @@ class TrainerRole:
         delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding))
         segment_cids: list[str] = [await ctx.store.put(encode_state(s)) for s in result.segment_states]
         manifest = UpdateManifest(
-            ticket=ticket.to_dict(), trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,
+            ticket=ticket, trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,
             loss_before_micro=loss_to_micro(result.loss_before), loss_after_micro=loss_to_micro(result.loss_after),
             segment_every=spec.segment_every, segment_hashes=list(result.segment_hashes),
             segment_cids=segment_cids,
@@ -168,7 +155,7 @@ class TrainerRole:
 
         The one place a trainer's work is computed; the end-to-end tests' cheating trainer overrides it.
         """
-        return train_local(spec.model, base_model, shard, **task_args(spec, ticket))
+        return train_local(Task.from_ticket(spec, ticket), base_model, shard)
 
     async def _claim_pay(self, job_id: int, committed: int) -> None:
         """Call ``payout`` for this trainer's accepted updates that nobody paid, then withdraw.

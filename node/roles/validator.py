@@ -18,15 +18,19 @@ import trio
 
 from node.checkpoint import decode_checkpoint
 from node.roles.auditor import Auditor
-from node.roles.context import NodeContext, task_args
+from node.roles.context import NodeContext, ticket_expectations
 from node.training.codec import decode_delta, decode_state
+from node.training.errors import TicketRejected
 from node.training.local import micro_to_loss
 from node.training.replay import Verdict, choose_segments, replay_verify
+from node.training.task import Task
+from node.training.ticket_check import check_update_ticket
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, UpdateInfo, UpdateStatus
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
-from protocols.specs import JobSpec, UpdateManifest
+from protocols.specs import UpdateManifest
+from protocols.types import RejectCode
 from storage.errors import StorageError
 
 JOB_OPEN = JobStatus.ACTIVE
@@ -133,11 +137,15 @@ class ValidatorRole:
             spec = await ctx.spec(job_id)
             manifest = UpdateManifest.from_bytes(await ctx.fetch(update.cid or "", max_bytes=1 << 20,
                                                                  providers=[trainer]))
-            ticket = manifest.task
-            ticket.verify_leader()
-            problem = await self._check_ticket_context(job_id, r, trainer, spec, manifest)
-            if problem:
-                return Verdict(False, "bad_ticket", math.inf, (), problem), 0
+            ticket = manifest.ticket
+            # Any leader the job ever had: the update may have been handed out before a change of leader. No
+            # expiry: the chain accepted the update within its round.
+            expect = await ticket_expectations(ctx, spec, job_id, r, trainer=trainer,
+                                               leaders=await ctx.leader_history(job_id))
+            try:
+                check_update_ticket(manifest, expect)
+            except TicketRejected as exc:
+                return Verdict(False, exc.code, math.inf, (), exc.detail), 0
             customer = ctx.customer_of(job_id)
             base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
                                                 providers=[ticket.leader, trainer, *customer])
@@ -166,8 +174,8 @@ class ValidatorRole:
 
             def work() -> Verdict:
                 return replay_verify(
-                    # segment_every: the spec's, which _check_ticket_context checked the manifest claims too.
-                    spec.model, base_model, shard, **task_args(spec, ticket),
+                    # segment_every: the spec's, which check_update_ticket checked the manifest claims too.
+                    Task.from_ticket(spec, ticket), base_model, shard,
                     claimed_segment_hashes=manifest.segment_hashes, segment_states_fetch=fetch_state,
                     claimed_delta=delta, claimed_loss_before=micro_to_loss(manifest.loss_before_micro),
                     claimed_loss_after=micro_to_loss(manifest.loss_after_micro), segments_to_check=chosen,
@@ -181,28 +189,6 @@ class ValidatorRole:
             # that withholds its content never gets a vote, so its update expires unpaid at the round's commit.
             raise
         except (DtnodeError, KeyError, ValueError) as exc:  # fetched, and malformed or inconsistent: invalid
-            return Verdict(False, "unverifiable", math.inf, (), f"{type(exc).__name__}: {exc}"), 0
+            return Verdict(False, RejectCode.UNVERIFIABLE, math.inf, (), f"{type(exc).__name__}: {exc}"), 0
         reduction = max(0, manifest.loss_before_micro - manifest.loss_after_micro) if verdict.ok else 0
         return verdict, reduction
-
-    async def _check_ticket_context(self, job_id: int, r: int, trainer: str, spec: JobSpec,
-                                    manifest: UpdateManifest) -> str:
-        """What the chain and the job spec say about the ticket; an empty string when all is well."""
-        ctx = self.ctx
-        ticket = manifest.task
-        if (ticket.job_id, ticket.round) != (job_id, r):
-            return f"ticket is for job {ticket.job_id} round {ticket.round}"
-        if ticket.trainer.lower() != trainer.lower() or manifest.trainer.lower() != trainer.lower():
-            return "ticket or manifest names another trainer (a copied update?)"
-        if ticket.leader.lower() not in await ctx.leader_history(job_id):
-            return f"ticket signed by {ticket.leader}, who never led job {job_id}"
-        expected_base = spec.initial_checkpoint_cid if r == 0 else await ctx.chain(
-            lambda: ctx.client.get_round_checkpoint(job_id, r - 1))
-        if ticket.base_cid != expected_base:
-            return f"ticket's base {ticket.base_cid} is not the checkpoint committed before round {r}"
-        dataset = await ctx.dataset(spec.dataset_cid, providers=ctx.customer_of(job_id))
-        if ticket.shard_cid not in dataset.shard_cids:
-            return "ticket's shard is not part of the job's dataset"
-        if manifest.segment_every != spec.segment_every or ticket.batch_size <= 0:
-            return "task parameters differ from the job spec"
-        return ""

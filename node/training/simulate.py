@@ -19,6 +19,7 @@ from node.training.errors import TrainingError
 from node.training.evaluate import evaluate
 from node.training.local import train_local
 from node.training.models import initial_state
+from node.training.task import Task
 from protocols.specs import AggregationSpec
 
 
@@ -107,11 +108,10 @@ def simulate(
         losses = []
         for t, shard in enumerate(shards):
             start = time.perf_counter()
-            result = train_local(
-                config.model_name, state, shard, steps=config.local_steps, batch_size=config.batch_size,
-                lr=config.lr, seed=trainer_seed(config.seed, rnd, t), segment_every=config.segment_every,
-                optimizer=config.optimizer,
-            )
+            task = Task(model_name=config.model_name, steps=config.local_steps, batch_size=config.batch_size,
+                        lr=config.lr, seed=trainer_seed(config.seed, rnd, t), segment_every=config.segment_every,
+                        optimizer=config.optimizer)
+            result = train_local(task, state, shard)
             took = time.perf_counter() - start
             compute += took
             slowest = max(slowest, took)
