@@ -30,6 +30,7 @@ from node.training.aggregate import strategy_from_spec
 from node.training.data import load_fashion_mnist
 from node.training.evaluate import evaluate
 from node.training.simulate import SimConfig, simulate
+from protocols.p2p.hardening import install_hardening
 
 EVAL_SAMPLES = 2000
 """Held-out images scored after every round, on both sides (the first 2,000 of the test set)."""
@@ -51,6 +52,7 @@ def main() -> None:
     spec = demo_spec(rounds=rounds, trainers=trainers, model=model, local_steps=k)
     plan = DevnetPlan(trainers=trainers, validators=3, spec=spec, embedded=not args.processes, shards=16,
                       eval_samples=EVAL_SAMPLES, final_eval_samples=None, out=lambda _l: None)
+    install_hardening()  # the nodes run in this process (embedded): patch py-libp2p as the dtnode binary does
     t0 = time.monotonic()
     result = trio.run(lambda: run_devnet(plan))
     devnet_wall = time.monotonic() - t0

@@ -27,6 +27,7 @@ import trio
 from libp2p.peer.id import ID
 
 from protocols.messages import LeaderHeartbeat
+from protocols.p2p.hardening import install_hardening
 from protocols.p2p.node import Delivery, P2PNode
 from protocols.p2p.testing import loopback_config, make_nodes, start_node
 from protocols.topics import TASK_PROTOCOL, job_topic
@@ -252,6 +253,7 @@ async def main() -> None:
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--expect-peers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    install_hardening()  # as the dtnode binary does at start-up, before any host
     # The library logs a warning per message for some conditions it handles (GRAFT floods at start, pending queues
     # of peers not on a topic); they cost time and say nothing about the figures.
     logging.getLogger("libp2p").setLevel(logging.ERROR)

@@ -100,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from protocols.p2p.hardening import install_hardening  # libp2p: imported only past --help
+
+        install_hardening()  # once per process, before any command builds a libp2p host
         return _dispatch(parser, args)
     except DtnodeError as exc:
         print(f"dtnode: error: {exc}", file=sys.stderr)

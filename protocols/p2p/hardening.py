@@ -4,6 +4,12 @@ Everything here touches the library's internals, so it lives in one place and is
 (:func:`check_library`): if a name we patch has gone, start-up fails with :class:`LibraryDrift` instead of the
 node silently running unprotected. Pin ``libp2p==0.8.1``.
 
+The process-wide patches are applied once, by :func:`install_hardening`, which the ``dtnode`` binary calls at
+start-up (and test fixtures and benchmarks that build hosts call too). It is never applied from a constructor:
+:class:`protocols.p2p.node.P2PNode` only checks (:func:`require_hardening`) and refuses to build a host without it,
+so nothing runs the unpatched library by accident. :class:`HardenedPubsub` and :func:`disable_auto_connector` are
+per host and used by the node itself.
+
 What and why (each measured on 0.8.1, see DESIGN.md §7):
 
 * ``Pubsub.stream_handler`` lets a malformed protobuf frame (``DecodeError``) or any router error escape and cancel
@@ -80,7 +86,8 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.utils.varint import encode_varint_prefixed
 
-from protocols.p2p.errors import LibraryDrift
+from protocols.p2p.config import P2PConfig
+from protocols.p2p.errors import HardeningNotInstalled, LibraryDrift
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +123,52 @@ def check_library() -> None:
             "py-libp2p %s is not the pinned %s; the P2P hardening was measured on the pinned version",
             libp2p.__version__,
             PINNED_LIBP2P_VERSION,
+        )
+
+
+def install_hardening(config: P2PConfig | None = None) -> None:
+    """Apply every process-wide patch of this module, before any host is built (idempotent).
+
+    ``config`` sizes the pubsub queues (its ``peer_queue_size`` and ``subscription_buffer``; defaults otherwise);
+    a later call with a larger config raises them, never lowers them. Raises :class:`LibraryDrift` if py-libp2p
+    lacks a name patched here.
+    """
+    cfg = config or P2PConfig()
+    check_library()
+    # A deadline expiring mid-write must not tear down the connection.
+    make_yamux_frames_atomic()
+    # GossipSub rebuilds our signed peer record for every message it forwards.
+    cache_sender_records()
+    # One connection's reader is one task: it must not yield per Noise length prefix.
+    buffer_tcp_reads()
+    # A peer without our protocols (an IPFS node) is not an error.
+    quiet_unsupported_protocol_errors()
+    raise_pubsub_queue_limits(peer_queue_size=cfg.peer_queue_size, subscription_channel_size=cfg.subscription_buffer)
+
+
+def require_hardening(config: P2PConfig) -> None:
+    """Raise :class:`HardeningNotInstalled` unless :func:`install_hardening` has run with queues at least as large
+    as ``config`` asks for. Checks the library itself, so a patch undone later is caught too."""
+    missing = []
+    if getattr(Yamux, "_write_frame", None) is not _atomic_write_frame:
+        missing.append("atomic yamux frames")
+    if not getattr(TrioTCPStream.read, "dtnode_buffered", False):
+        missing.append("buffered TCP reads")
+    if not all(getattr(getattr(m, "env_to_send_in_RPC"), "dtnode_cached", False)  # noqa: B009
+               for m in _RECORD_MODULES):
+        missing.append("cached sender records")
+    if _UNSUPPORTED_FILTER not in logging.getLogger("libp2p.host.basic_host").filters:
+        missing.append("quiet unsupported-protocol errors")
+    queue: Any = getattr(_pubsub_module, "RpcQueue")  # noqa: B009 (not re-exported)
+    if int(getattr(queue, "dtnode_max_size", _rpc_queue_module.OutBoundQueueSize)) < config.peer_queue_size:
+        missing.append(f"peer queues of {config.peer_queue_size}")
+    if _pubsub_module.SUBSCRIPTION_CHANNEL_SIZE < config.subscription_buffer:
+        missing.append(f"subscription channels of {config.subscription_buffer}")
+    if missing:
+        raise HardeningNotInstalled(
+            f"the py-libp2p hardening is not installed in this process (missing: {', '.join(missing)}); call "
+            "protocols.p2p.hardening.install_hardening(config) once at start-up, before building a P2PNode "
+            "(the dtnode binary does; tests and benchmarks that build hosts must too)"
         )
 
 
@@ -359,7 +412,7 @@ def disable_auto_connector(host: Any) -> None:
 
     It dials every peerstore entry toward ~150 connections; together with our discovery that makes two peers dial
     each other at once, and with one connection per peer the loser's pubsub streams fail mid-negotiation (measured:
-    10 nodes took 35 s to discover each other instead of ~2 s). Discovery in ``protocols.p2p.node`` decides whom
+    10 nodes took 35 s to discover each other instead of ~2 s). Discovery in ``protocols.p2p.discovery`` decides whom
     to dial instead.
     """
     connector = getattr(host.get_network(), "auto_connector", None)

@@ -1,5 +1,7 @@
 """In-process swarms of real nodes on 127.0.0.1, for tests and benchmarks (the lead's role tests reuse this).
 
+The factories install the py-libp2p hardening first (idempotent), as the binary does at start-up.
+
 Usage::
 
     async with make_nodes(5, presence_interval_s=1.0) as nodes:
@@ -16,6 +18,7 @@ from typing import Any
 import trio
 
 from protocols.p2p.config import P2PConfig
+from protocols.p2p.hardening import install_hardening
 from protocols.p2p.identity import NodeIdentity
 from protocols.p2p.node import P2PNode
 
@@ -40,6 +43,7 @@ async def start_node(
     nursery: trio.Nursery, config: P2PConfig, identity: NodeIdentity | None = None
 ) -> AsyncIterator[P2PNode]:
     """Start one node in ``nursery``; stops it on exit."""
+    install_hardening(config)
     node = P2PNode(identity or NodeIdentity.generate(), config)
     await nursery.start(node.run)
     try:
@@ -61,6 +65,7 @@ async def make_nodes(
     With ``wait_discovery_s``, returns only once every node has every other in its peer table.
     """
     base = loopback_config(**overrides)
+    install_hardening(base)
     async with trio.open_nursery() as nursery:
         nodes: list[P2PNode] = []
         try:

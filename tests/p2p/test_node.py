@@ -64,7 +64,7 @@ async def test_job_message_reaches_every_subscriber() -> None:
 
 async def _raw_publish(node: P2PNode, topic: str, data: bytes) -> None:
     # Bypasses our encoder, not libp2p's own signing: the libp2p envelope stays valid.
-    await node._pubsub.publish(topic, data)
+    await node.gossip.pubsub.publish(topic, data)
 
 
 async def test_invalid_messages_are_rejected_counted_and_never_delivered() -> None:
@@ -85,7 +85,7 @@ async def test_invalid_messages_are_rejected_counted_and_never_delivered() -> No
         stale = encode(round_announce(), sender.identity, now=now - 3600)
         future = encode(round_announce(), sender.identity, now=now + 3600)
         wrong_job = encode(round_announce(job_id=2), sender.identity, now=now)
-        presence_on_job_topic = encode(sender._presence(), sender.identity, now=now)
+        presence_on_job_topic = encode(sender.presence(), sender.identity, now=now)
         for data in (forged, bad_schema, someone_else, stale, future, wrong_job, presence_on_job_topic):
             await _raw_publish(sender, TOPIC, data)
         await sender.publish(rejecting_topic, round_announce(job_id=3))
@@ -110,7 +110,7 @@ async def test_garbage_on_every_protocol_leaves_the_node_serving() -> None:
     async with make_nodes(3, wait_discovery_s=60) as (victim, attacker, witness):
         inbox = await victim.subscribe(TOPIC)
         await witness.subscribe(TOPIC)
-        protocols = [p for p in victim._host.get_mux().handlers if p is not None]
+        protocols = [p for p in victim.host.get_mux().handlers if p is not None]
         assert "/meshsub/1.1.0" in protocols and "/ipfs/kad/1.0.0" in protocols and TASK_PROTOCOL not in protocols
         victim.set_request_handler(TASK_PROTOCOL, _echo)
         protocols.append(TASK_PROTOCOL)
@@ -124,7 +124,7 @@ async def test_garbage_on_every_protocol_leaves_the_node_serving() -> None:
         for protocol in protocols:
             for junk in garbage:
                 try:
-                    stream = await attacker._host.new_stream(victim.peer_id, [protocol])
+                    stream = await attacker.host.new_stream(victim.peer_id, [protocol])
                     await stream.write(junk)
                     await stream.close()
                 except Exception:  # the victim may reset or drop the attacker: that is the point
