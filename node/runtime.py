@@ -92,8 +92,7 @@ class DtNode:
                 content = await start_content_node(nursery, cfg, net, log=self.log)
                 ctx = NodeContext(config=cfg, account=self.account, client=self.client,
                                   chain=AsyncChain(timeout_s=cfg.chain_timeout_s), net=net, content=content,
-                                  log=self.log)
-                ctx.nursery = nursery
+                                  log=self.log, nursery=nursery)
                 self.ctx = ctx
                 await self._register(ctx)
                 net.set_request_handler(TASK_PROTOCOL, self._on_task_request)

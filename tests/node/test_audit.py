@@ -16,7 +16,8 @@ import trio
 
 from node.checkpoint import decode_checkpoint, encode_checkpoint
 from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
-from node.roles.leader import LeaderRole, RoundState
+from node.roles.decisions import RoundState
+from node.roles.leader import LeaderRole
 from protocols.chain.client import JobManagerClient
 from protocols.chain.events import ChainEvent
 from protocols.chain.models import JobStatus, UpdateStatus
