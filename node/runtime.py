@@ -127,17 +127,16 @@ class DtNode:
 
     async def _register(self, ctx: NodeContext) -> None:
         """Register on-chain for the roles this node runs, unless already registered (idempotent across restarts)."""
-        cfg, client, me = self.config, self.client, self.account.address
+        cfg, me = self.config, self.account.address
         wants_trainer = "trainer" in cfg.roles
         # Leader candidates stand with a validator's stake: the contract takes candidates among registered nodes.
         # Such a node is then drawn to vote like any validator, so run() also starts its validator role.
         wants_validator = self.in_validator_pool
-        if wants_trainer and not (await ctx.chain(lambda: client.trainers(me))).registered:
-            await ctx.chain(lambda: client.register_trainer(NodeClass[cfg.node_class], cfg.trainer_stake_wei),
-                            what="registerTrainer")
+        if wants_trainer and not (await ctx.jobs.trainer_info(me)).registered:
+            await ctx.jobs.register_trainer(NodeClass[cfg.node_class], cfg.trainer_stake_wei)
             self.log.info("registered as a class-%s trainer (stake %d wei)", cfg.node_class, cfg.trainer_stake_wei)
-        if wants_validator and not (await ctx.chain(lambda: client.validators(me))).registered:
-            await ctx.chain(lambda: client.register_validator(cfg.validator_stake_wei), what="registerValidator")
+        if wants_validator and not (await ctx.jobs.validator_info(me)).registered:
+            await ctx.jobs.register_validator(cfg.validator_stake_wei)
             self.log.info("registered as a validator (stake %d wei)", cfg.validator_stake_wei)
 
     async def _on_task_request(self, request: bytes, peer: ID) -> bytes:

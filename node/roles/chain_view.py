@@ -18,9 +18,10 @@ from dataclasses import dataclass, field, fields
 from node.chainio import AsyncChain
 from node.roles.customer import job_params
 from protocols.chain.client import JobManagerClient, TxResult
-from protocols.chain.models import JobInfo, JobStatus, RoundCommit, TrainerInfo, UpdateInfo
+from protocols.chain.models import JobInfo, JobStatus, RoundCommit, TrainerInfo, UpdateInfo, ValidatorInfo
 from protocols.errors import SchemaError
 from protocols.specs import JobSpec
+from protocols.types import NodeClass
 
 
 class SpecMismatch(SchemaError):
@@ -111,6 +112,9 @@ class ChainView:
     async def trainer_info(self, trainer: str) -> TrainerInfo:
         return await self.chain(lambda: self.client.trainers(trainer), what="trainers")
 
+    async def validator_info(self, validator: str) -> ValidatorInfo:
+        return await self.chain(lambda: self.client.validators(validator), what="validators")
+
     async def min_trainer_stake(self) -> int:
         return await self.chain(self.client.min_trainer_stake, what="minTrainerStake")
 
@@ -127,6 +131,12 @@ class ChainView:
         return await self.chain(lambda: self.client.balance_of(self.address), what="balanceOf")
 
     # -- transactions ---------------------------------------------------------------------------------------------
+
+    async def register_trainer(self, node_class: NodeClass, stake_wei: int) -> TxResult:
+        return await self.chain(lambda: self.client.register_trainer(node_class, stake_wei), what="registerTrainer")
+
+    async def register_validator(self, stake_wei: int) -> TxResult:
+        return await self.chain(lambda: self.client.register_validator(stake_wei), what="registerValidator")
 
     async def stand_for_leader(self, job_id: int) -> TxResult:
         return await self.chain(lambda: self.client.stand_for_leader(job_id), what="standForLeader")
