@@ -29,7 +29,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 
 from protocols.errors import SchemaError
-from protocols.messages import MessageRejected, Presence, RejectReason, decode, decode_envelope, encode
+from protocols.messages import MessageRejected, Presence, decode, decode_envelope, encode
 from protocols.p2p.config import P2PConfig
 from protocols.p2p.errors import DiscoveryTimeout, P2PError, RemoteError
 from protocols.p2p.gossip import Gossip, Rejected
@@ -38,6 +38,7 @@ from protocols.p2p.metrics import P2PMetrics
 from protocols.p2p.peers import PeerEntry, PeerTable
 from protocols.p2p.reqresp import Requests
 from protocols.topics import PEERS_PROTOCOL, PRESENCE_TOPIC
+from protocols.types import RejectCode
 from protocols.wire import MAX_PEERS_PER_EXCHANGE, PeersRequest, PeersResponse
 
 logger = logging.getLogger(__name__)
@@ -273,9 +274,9 @@ class Discovery:
                 try:
                     announced = address_of_peer(ID.from_base58(msg.peer_id))
                 except Exception as exc:  # base58 and key-decoding errors have several types
-                    raise Rejected(RejectReason.BAD_SCHEMA, f"presence.peer_id {msg.peer_id!r}") from exc
+                    raise Rejected(RejectCode.BAD_SCHEMA, f"presence.peer_id {msg.peer_id!r}") from exc
                 if announced != signer or msg.eth_address != signer:
-                    raise Rejected(RejectReason.WRONG_SIGNER, "presence announces another peer or account")
+                    raise Rejected(RejectCode.WRONG_SIGNER, "presence announces another peer or account")
                 age = max(0.0, now - decode_envelope(envelope)[0].timestamp_ms / 1000)
             except MessageRejected as exc:
                 self.metrics.rejected[exc.reason] += 1

@@ -30,14 +30,14 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.tools.anyio_service import background_trio_service
 
-from protocols.messages import MessageRejected, Presence, RejectReason, WireMessage, decode, encode
+from protocols.messages import MessageRejected, Presence, WireMessage, decode, encode
 from protocols.p2p.config import P2PConfig
 from protocols.p2p.errors import DiscoveryTimeout, NotRunning
 from protocols.p2p.hardening import HardenedPubsub
 from protocols.p2p.identity import NodeIdentity, address_of_peer
 from protocols.p2p.metrics import P2PMetrics
-from protocols.topics import PRESENCE_TOPIC, job_of_topic
-from protocols.types import Address
+from protocols.topics import PRESENCE_TOPIC
+from protocols.types import Address, RejectCode
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ _VALIDATED_CACHE = 4096
 class Rejected(MessageRejected):
     """A rejection decided by the node (signer or job binding) rather than by decoding."""
 
-    def __init__(self, reason: RejectReason, detail: str) -> None:
+    def __init__(self, reason: RejectCode, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason  # type: ignore[misc]
 
@@ -155,10 +155,10 @@ class Gossip:
             return False
         except Exception:  # task boundary inside the library's validator call
             logger.exception("gossip validator failed on %s; message rejected", topic)
-            self.metrics.rejected[RejectReason.REJECTED] += 1
+            self.metrics.rejected[RejectCode.REJECTED] += 1
             return False
         if delivery is None:
-            self.metrics.rejected[RejectReason.REJECTED] += 1
+            self.metrics.rejected[RejectCode.REJECTED] += 1
             return False
         self._validated[self.pubsub.get_message_id(raw)] = delivery
         while len(self._validated) > _VALIDATED_CACHE:
@@ -176,16 +176,12 @@ class Gossip:
         )
         origin = ID(raw.from_id)
         if address_of_peer(origin) != signer:
-            raise Rejected(RejectReason.WRONG_SIGNER, f"signed by {signer} but published by {origin}")
+            raise Rejected(RejectCode.WRONG_SIGNER, f"signed by {signer} but published by {origin}")
         if isinstance(msg, Presence):
             if topic != PRESENCE_TOPIC:
-                raise Rejected(RejectReason.WRONG_TYPE, "presence belongs on the presence topic")
+                raise Rejected(RejectCode.WRONG_TYPE, "presence belongs on the presence topic")
             if msg.peer_id != origin.to_base58() or msg.eth_address != signer:
-                raise Rejected(RejectReason.WRONG_SIGNER, "presence announces another peer or account")
-        job = job_of_topic(topic)
-        msg_job = getattr(msg, "job_id", None)
-        if job is not None and msg_job is not None and msg_job != job:
-            raise Rejected(RejectReason.WRONG_JOB, f"job {msg_job} message on the topic of job {job}")
+                raise Rejected(RejectCode.WRONG_SIGNER, "presence announces another peer or account")
         address = Address(signer)
         for sub in self._subscribers.get(topic, []):
             if sub.validator is None:

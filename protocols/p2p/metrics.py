@@ -11,7 +11,7 @@ class P2PMetrics:
     """Counters for operators and tests. Plain ints and Counters; read them, never write them."""
 
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
-    """Gossip messages rejected, by :class:`RejectReason`."""
+    """Gossip messages rejected, by :class:`~protocols.types.RejectCode`."""
     delivered: int = 0
     dropped_slow_subscriber: int = 0
     """Valid messages dropped because a subscriber's channel was full."""

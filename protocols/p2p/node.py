@@ -8,7 +8,7 @@ gossip (:mod:`protocols.p2p.gossip`), presence, peer table, peer exchange and di
     node = P2PNode(identity, P2PConfig(bootstrap=(addr,), roles=("trainer",)))
     async with trio.open_nursery() as nursery:
         await nursery.start(node.run)
-        inbox = await node.subscribe(job_topic(7), validator=my_check)
+        inbox = await node.subscribe("my-app/1", validator=my_check)
         async for msg, signer in inbox: ...
         await node.stop()
 

@@ -13,14 +13,34 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import trio
 
+from protocols.messages import WireMessage, register_message
 from protocols.p2p.config import P2PConfig
 from protocols.p2p.hardening import install_hardening
 from protocols.p2p.identity import NodeIdentity
 from protocols.p2p.node import P2PNode
+
+
+def scratch_topic(n: int) -> str:
+    """A gossip topic for tests and benchmarks (the node itself gossips only presence)."""
+    return f"dtnode/scratch/{n}"
+
+
+@register_message
+@dataclass(frozen=True)
+class Note(WireMessage):
+    """A gossip message for tests and benchmarks: the node gossips only ``Presence``, but the gossip layer carries
+    any registered type, and its checks (signature, signer, age, schema, the application's verdict) apply alike."""
+
+    TYPE: ClassVar[str] = "scratch_note"
+    round: int
+    text: str = ""
+    schema: int = 1
+
 
 TEST_DEFAULTS: dict[str, Any] = {
     "presence_interval_s": 1.0,
