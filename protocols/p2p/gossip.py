@@ -33,7 +33,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from protocols.messages import MessageRejected, Presence, WireMessage, decode, encode
 from protocols.p2p.config import P2PConfig
 from protocols.p2p.errors import DiscoveryTimeout, NotRunning
-from protocols.p2p.hardening import HardenedPubsub
+from protocols.p2p.hardened_pubsub import HardenedPubsub
 from protocols.p2p.identity import NodeIdentity, address_of_peer
 from protocols.p2p.metrics import P2PMetrics
 from protocols.topics import PRESENCE_TOPIC

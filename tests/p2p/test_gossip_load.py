@@ -22,7 +22,8 @@ from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
-from protocols.p2p.hardening import BufferedReader, HardenedPubsub, buffer_tcp_reads
+from protocols.p2p.hardened_pubsub import BufferedReader, HardenedPubsub
+from protocols.p2p.hardening import buffer_tcp_reads
 from protocols.p2p.node import Delivery
 from protocols.p2p.testing import Note, make_nodes, scratch_topic
 
