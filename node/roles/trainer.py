@@ -59,7 +59,7 @@ class TrainerRole:
                     log.info("job %d is closed (status %d): trainer stops serving it", job_id, job.status)
                     await self._claim_pay(job_id, job.committed_rounds)
                     return
-                if step == TrainerStep.WAIT or job.leader is None:
+                if step == TrainerStep.WAIT or job.leader is None:  # (WAIT is exactly "no leader")
                     await trio.sleep(self.ctx.config.chain_poll_interval_s)
                     continue
                 r = job.committed_rounds
