@@ -2,7 +2,7 @@
 
 For each backend (in-process py-evm, Hardhat node): deploy, then time N sequential sends (``create_job`` from one
 account), N views (``get_job``), the same N sends from 10 concurrent trio tasks sharing the account, a revert decoded
-at estimation, and one ``poll_once`` over everything. Also: py-evm gas estimate, bisecting (py-evm's default) vs the
+at estimation, and one ``get_events`` over everything. Also: py-evm gas estimate, bisecting (py-evm's default) vs the
 single run ``in_process_chain`` installs.
 
     .venv/bin/python bench/bench_chain.py [--n 30]
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import trio
 from web3 import Web3
@@ -23,7 +21,6 @@ from web3 import Web3
 from protocols.chain.backends import HardhatNode, dev_accounts, hardhat_available, in_process_chain
 from protocols.chain.client import JobManagerClient, deploy
 from protocols.chain.errors import ContractRevert
-from protocols.chain.events import EventPoller, PollerConfig
 from protocols.chain.models import JobParams
 
 PARAMS = JobParams(
@@ -74,12 +71,9 @@ def measure(w3: Web3, n: int) -> dict[str, float]:
             pass
 
     out["revert decoded ms (median)"] = _ms(revert, n)
-    with tempfile.TemporaryDirectory() as tmp:
-        poller = EventPoller(w3, manager.address, cursor_path=Path(tmp) / "c.json",
-                             config=PollerConfig(confirmations=0, start_block=manager.deploy_block or 0))  # fmt: skip
-        t = time.perf_counter()
-        events = poller.poll_once()
-        out[f"poll_once ms ({len(events)} events)"] = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    events = manager.get_events()
+    out[f"get_events ms ({len(events)} events)"] = (time.perf_counter() - t) * 1000
     return out
 
 

@@ -24,12 +24,13 @@ from collections import defaultdict
 
 import trio
 
-from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
+from node.devnet import DevnetPlan, demo_spec, run_devnet
 from node.logs import setup_logging
-from node.roles.leader import strategy_for
+from node.training.aggregate import strategy_from_spec
 from node.training.data import load_fashion_mnist
 from node.training.evaluate import evaluate
 from node.training.simulate import SimConfig, simulate
+from protocols.p2p.hardening import install_hardening
 
 EVAL_SAMPLES = 2000
 """Held-out images scored after every round, on both sides (the first 2,000 of the test set)."""
@@ -49,15 +50,11 @@ def main() -> None:
     target = 0.75 if args.quick and args.target == 0.88 else args.target
     trainers = 4
     spec = demo_spec(rounds=rounds, trainers=trainers, model=model, local_steps=k)
-    nets: list[Devnet] = []
-
-    async def keep(net: Devnet, _job: int) -> None:
-        nets.append(net)
-
     plan = DevnetPlan(trainers=trainers, validators=3, spec=spec, embedded=not args.processes, shards=16,
                       eval_samples=EVAL_SAMPLES, final_eval_samples=None, out=lambda _l: None)
+    install_hardening()  # the nodes run in this process (embedded): patch py-libp2p as the dtnode binary does
     t0 = time.monotonic()
-    result = trio.run(lambda: run_devnet(plan, on_ready=keep))
+    result = trio.run(lambda: run_devnet(plan))
     devnet_wall = time.monotonic() - t0
     reach = next((line for line in result.rounds if line.accuracy >= target), None)
     # RoundLine.round counts from 0, RoundRecord.round from 1: compare 1-based round numbers.
@@ -65,15 +62,15 @@ def main() -> None:
 
     breakdown: dict[str, float] = defaultdict(float)
     n_nodes = 0
-    if nets:  # every node (process or in-process) leaves data_dir/timings.json when it stops
-        for path in nets[0].workdir.glob("*/timings.json"):
-            n_nodes += 1
-            for key, value in json.loads(path.read_text()).items():
-                breakdown[key] += float(value)
+    for path in result.workdir.glob("*/timings.json"):  # every node leaves one in its data dir when it stops
+        n_nodes += 1
+        for key, value in json.loads(path.read_text()).items():
+            breakdown[key] += float(value)
 
     train, test = load_fashion_mnist()
     cfg = SimConfig(model_name=model, n_trainers=trainers, local_steps=k, batch_size=spec.batch_size,
-                    lr=float(spec.inner_lr), optimizer=spec.inner_optimizer, strategy=strategy_for(spec.aggregation),
+                    lr=float(spec.inner_lr), optimizer=spec.inner_optimizer,
+                    strategy=strategy_from_spec(spec.aggregation),
                     rounds=rounds, seed=spec.seed, eval_samples=EVAL_SAMPLES)
     t1 = time.monotonic()
     sim = simulate(train, test, cfg)

@@ -26,12 +26,12 @@ from typing import Any
 import trio
 from libp2p.peer.id import ID
 
-from protocols.messages import LeaderHeartbeat
+from protocols.p2p.hardening import install_hardening
 from protocols.p2p.node import Delivery, P2PNode
-from protocols.p2p.testing import loopback_config, make_nodes, start_node
-from protocols.topics import TASK_PROTOCOL, job_topic
+from protocols.p2p.testing import Note, loopback_config, make_nodes, scratch_topic, start_node
+from protocols.topics import TASK_PROTOCOL
 
-TOPIC = job_topic(0)
+TOPIC = scratch_topic(0)
 SWARM: dict[str, Any] = {"presence_interval_s": 5.0, "peer_ttl_s": 30.0}
 
 
@@ -88,7 +88,7 @@ async def _gossip(nodes: list[P2PNode], out: dict[str, float | str], *, rate: fl
 
     async def collect(inbox: trio.MemoryReceiveChannel[Delivery]) -> None:
         async for msg, _signer in inbox:
-            assert isinstance(msg, LeaderHeartbeat)
+            assert isinstance(msg, Note)
             latencies.append(trio.current_time() - scheduled[msg.round])
             if len(latencies) == expected:
                 all_in.set()
@@ -101,7 +101,7 @@ async def _gossip(nodes: list[P2PNode], out: dict[str, float | str], *, rate: fl
         for i in range(count):
             scheduled[i] = t0 + i / rate
             await trio.sleep_until(scheduled[i])
-            await nodes[0].publish(TOPIC, LeaderHeartbeat(job_id=0, term=1, round=i, leader=nodes[0].eth_address))
+            await nodes[0].publish(TOPIC, Note(round=i, text=nodes[0].eth_address))
         out["publish_late_s"] = trio.current_time() - scheduled[count - 1]
         with trio.move_on_after(drain_s):
             await all_in.wait()
@@ -159,8 +159,7 @@ async def bench_procs(n: int, procs: int, rate: float, seconds: float, payload_m
             cpu = time.process_time()
             for i in range(count):
                 await trio.sleep_until(t0 + i / rate)
-                await publisher.publish(TOPIC, LeaderHeartbeat(job_id=0, term=1, round=i,
-                                                               leader=publisher.eth_address))
+                await publisher.publish(TOPIC, Note(round=i, text=publisher.eth_address))
             out["publish_late_s"] = trio.current_time() - (t0 + (count - 1) / rate)
             out["publisher_cpu_s_per_s"] = (time.process_time() - cpu) / (trio.current_time() - t0)
             await trio.sleep_until(t0 + (count - 1) / rate + drain_s)
@@ -219,7 +218,7 @@ async def worker(count: int, bootstrap: str, expect_peers: int) -> None:
 
         async def collect(inbox: trio.MemoryReceiveChannel[Delivery]) -> None:
             async for msg, _signer in inbox:
-                assert isinstance(msg, LeaderHeartbeat)
+                assert isinstance(msg, Note)
                 received.append((msg.round, time.monotonic()))
 
         for inbox in inboxes:
@@ -252,6 +251,7 @@ async def main() -> None:
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--expect-peers", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    install_hardening()  # as the dtnode binary does at start-up, before any host
     # The library logs a warning per message for some conditions it handles (GRAFT floods at start, pending queues
     # of peers not on a topic); they cost time and say nothing about the figures.
     logging.getLogger("libp2p").setLevel(logging.ERROR)

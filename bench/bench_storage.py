@@ -25,6 +25,7 @@ from libp2p.custom_types import TProtocol  # noqa: E402
 from libp2p.network.stream.exceptions import StreamEOF  # noqa: E402
 from libp2p.peer.peerinfo import info_from_p2p_addr  # noqa: E402
 
+from protocols.p2p.hardening import install_hardening  # noqa: E402
 from storage.blockstore import FilesystemBlockStore  # noqa: E402
 from storage.cid import parse_cid  # noqa: E402
 from storage.content import LocalContentStore  # noqa: E402
@@ -128,6 +129,7 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    install_hardening()  # as the dtnode binary does at start-up, before any host
     if args.serve:
         trio.run(serve, args.mb)
     else:

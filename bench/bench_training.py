@@ -22,13 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from node.training.aggregate import get_strategy  # noqa: E402
+from node.training.aggregate import FedAvg, OuterOptimizer  # noqa: E402
 from node.training.data import ArraySet, load_fashion_mnist  # noqa: E402
 from node.training.evaluate import evaluate  # noqa: E402
 from node.training.local import BatchSchedule, deterministic_torch, to_inputs, to_targets, train_local  # noqa: E402
 from node.training.models import build_model, initial_state  # noqa: E402
 from node.training.replay import choose_segments, replay_verify  # noqa: E402
 from node.training.simulate import SimConfig, simulate  # noqa: E402
+from node.training.task import Task  # noqa: E402
 
 
 def single_process(model_name: str, train: ArraySet, test: ArraySet, *, target: float, batch: int, lr: float,
@@ -63,7 +64,8 @@ def replay_share(model_name: str, train: ArraySet, *, steps: int, batch: int, k_
     base = initial_state(model_name, 0)
     shard = train.subset(slice(0, 7500))
     start = time.perf_counter()
-    result = train_local(model_name, base, shard, steps=steps, batch_size=batch, lr=1e-3, seed=1, segment_every=10)
+    task = Task(model_name=model_name, steps=steps, batch_size=batch, lr=1e-3, seed=1, segment_every=10)
+    result = train_local(task, base, shard)
     train_s = time.perf_counter() - start
     n = len(result.segment_hashes)
     print(f"\nreplay cost, {model_name}, task K={steps} batch={batch}, S=10 ({n} segments); training {train_s:.2f} s")
@@ -72,7 +74,7 @@ def replay_share(model_name: str, train: ArraySet, *, steps: int, batch: int, k_
         picks = choose_segments(b"bench-seed", n, k)
         start = time.perf_counter()
         verdict = replay_verify(
-            model_name, base, shard, steps=steps, batch_size=batch, lr=1e-3, seed=1, segment_every=10,
+            task, base, shard,
             claimed_segment_hashes=result.segment_hashes, segment_states_fetch=lambda i: result.segment_states[i],
             claimed_delta=result.delta, claimed_loss_before=result.loss_before,
             claimed_loss_after=result.loss_after, segments_to_check=picks,
@@ -136,7 +138,8 @@ def main() -> None:
     for n, k, strategy, shards in grid:
         rounds = max(1, min(args.max_rounds, args.max_steps // (n * k)))
         config = SimConfig(model_name=args.model, n_trainers=n, local_steps=k, batch_size=args.batch, lr=args.lr,
-                           strategy=get_strategy(strategy), iid=shards == "iid", alpha=args.alpha, rounds=rounds,
+                           strategy=FedAvg(outer=OuterOptimizer() if strategy == "diloco" else None),
+                           iid=shards == "iid", alpha=args.alpha, rounds=rounds,
                            target_accuracy=args.target, eval_samples=args.eval_samples)
         result = simulate(train, test, config)
         last = result.history[-1]

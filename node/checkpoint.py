@@ -12,9 +12,11 @@ from functools import cache
 
 import torch
 
-from node.training.codec import decode_state, encode_state
+from node.training.aggregate import strategy_from_spec
+from node.training.codec import decode_delta, decode_state, encode_state
 from node.training.errors import InvalidDelta
 from node.training.models import initial_state
+from protocols.specs import JobSpec
 
 MODEL = "model."
 OUTER = "outer."
@@ -64,3 +66,17 @@ def decode_checkpoint(data: bytes, model_name: str, *, max_bytes: int) -> tuple[
 
 def initial_checkpoint(model_name: str, seed: int) -> bytes:
     return encode_checkpoint(initial_state(model_name, seed), None)
+
+
+def aggregate_checkpoint(spec: JobSpec, base_bytes: bytes, deltas: list[tuple[bytes, int]]) -> bytes:
+    """The next checkpoint's bytes from the base checkpoint and the accepted (delta bytes, weight) pairs.
+
+    Pure and deterministic: the same inputs in any order give the same bytes, so anyone can audit a commit (the
+    leader builds the round's checkpoint with it, the auditors recompute it).
+    """
+    base_model, base_outer = decode_checkpoint(base_bytes, spec.model, max_bytes=spec.max_dag_bytes)
+    if not deltas:
+        return base_bytes
+    weighted = [(decode_delta(d, like=base_model, max_bytes=spec.max_dag_bytes), float(w)) for d, w in deltas]
+    new_model, new_outer = strategy_from_spec(spec.aggregation).apply(base_model, weighted, base_outer)
+    return encode_checkpoint(new_model, new_outer or None)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from node import __version__
 from protocols.errors import DtnodeError
+from protocols.types import NodeClass
 
 EXIT_USER_ERROR = 2
 
@@ -28,7 +29,7 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bootstrap", metavar="MULTIADDR", action="append", help="bootstrap peer (repeatable)")
     g.add_argument("--listen", metavar="MULTIADDR", action="append", help="listen address (repeatable)")
     g.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="block store, keys and state")
-    g.add_argument("--class", dest="node_class", choices=["S", "M", "L"], help="declared node class")
+    g.add_argument("--class", dest="node_class", choices=list(NodeClass.__members__), help="declared node class")
     g.add_argument("--log-format", dest="log_format", choices=["text", "json"], help="log output format")
     g.add_argument("--log-level", dest="log_level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
 
@@ -100,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from protocols.p2p.hardening import install_hardening  # libp2p: imported only past --help
+
+        install_hardening()  # once per process, before any command builds a libp2p host
         return _dispatch(parser, args)
     except DtnodeError as exc:
         print(f"dtnode: error: {exc}", file=sys.stderr)

@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from protocols.errors import ConfigError
+from protocols.types import NodeClass
 
 ROLES = ("trainer", "validator", "leader", "provider")
 """``provider``: no work, only serve this node's block store and help peers find each other (a customer's node)."""
-NODE_CLASSES = ("S", "M", "L")
+NODE_CLASSES = tuple(NodeClass.__members__)
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "DTNODE_"
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")

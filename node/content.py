@@ -2,26 +2,25 @@
 
 One assembly serves every running dtnode (:class:`node.runtime.DtNode`) and the customer commands that move content
 (``dataset add|get``, ``job create|status|fetch``), so both find providers the same way: the nodes known to hold a
-CID first (hints, by Ethereum address), every connected peer otherwise. It never talks to the chain, and it hands
-out content only through the store, which re-hashes every block it fetches.
+CID first (named per call by Ethereum address, looked up in the P2P layer's peer table), every connected peer
+otherwise. It never talks to the chain, and it hands out content only through the store, which re-hashes every
+block it fetches.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import trio
-from libp2p.peer.id import ID
 
 from node.config import NodeConfig
-from protocols.p2p.identity import address_of_peer
 from protocols.p2p.node import P2PNode
+from storage.bitswap_fetch import Provider
 from storage.blockstore import FilesystemBlockStore
 from storage.content import LocalContentStore
 from storage.errors import StorageError
-from storage.exchange import BlockExchange, Provider
+from storage.exchange import BlockExchange
 
 
 def open_blockstore(cfg: NodeConfig) -> FilesystemBlockStore:
@@ -40,10 +39,8 @@ class ContentNode:
         self.net = net
         self.fetch_timeout_s = fetch_timeout_s
         self.log = log or logging.getLogger("dtnode.content")
-        self.store = LocalContentStore(blockstore, exchange, self._providers, fetch_timeout_s=fetch_timeout_s)
-        self.hints: dict[str, list[str]] = {}
-        """CID → addresses (lower-case) of nodes known to hold it, for the fetch in progress."""
-        self._seen_peers: dict[str, str] = {}
+        self.store = LocalContentStore(blockstore, exchange, default_providers=self._connected_peers,
+                                       fetch_timeout_s=fetch_timeout_s)
 
     async def fetch(self, cid: str, *, max_bytes: int, timeout_s: float | None = None, what: str = "content",
                     providers: Sequence[str] = ()) -> bytes:
@@ -56,42 +53,31 @@ class ContentNode:
         """
         timeout = timeout_s if timeout_s is not None else self.fetch_timeout_s
         if providers:
-            self.hints[cid] = [a.lower() for a in providers]
+            known = self._peers_of(providers)
             try:
-                return await self.store.get(cid, max_bytes=max_bytes, timeout_s=timeout / 2)
+                # None when no named node is known here: the first try then asks every connected peer too.
+                return await self.store.get(cid, max_bytes=max_bytes, timeout_s=timeout / 2,
+                                            providers=known or None)
             except StorageError as exc:
-                self.log.info("%s %s: hinted providers failed (%s); asking every peer", what, cid, exc)
-            finally:
-                self.hints.pop(cid, None)
+                self.log.info("%s %s: named providers failed (%s); asking every peer", what, cid, exc)
         return await self.store.get(cid, max_bytes=max_bytes, timeout_s=timeout)
 
-    def peer_of(self, address: str) -> Any | None:
-        """The peer id of the node acting as ``address`` on-chain, or None if this node knows no such peer.
-
-        A connected peer's id carries its secp256k1 key, hence its address, so connections answer first; the
-        presence table (which loses entries when gossip drops announcements under load) second; peers seen before
-        last.
-        """
+    def peer_of(self, address: str) -> str | None:
+        """The peer id (base58) of the node acting as ``address`` on-chain, or None if this node knows no such
+        peer: see :meth:`protocols.p2p.node.P2PNode.peer_of`."""
         if self.net is None:
             return None
-        target = address.lower()
-        for peer_id in self.net.connected_peers():
-            found = address_of_peer(peer_id)
-            if found is not None and found.lower() == target:
-                self._seen_peers[target] = str(peer_id)
-                return str(peer_id)
-        for peer in self.net.peers():
-            if str(peer.eth_address).lower() == target:
-                self._seen_peers[target] = str(peer.peer_id)
-                return peer.peer_id
-        return self._seen_peers.get(target)
+        peer = self.net.peer_of(address)
+        return None if peer is None else peer.to_base58()
 
-    async def _providers(self, cid: object) -> list[Provider]:
-        peers = [self.peer_of(a) for a in self.hints.get(str(cid), ())]
-        hinted: list[Provider] = [ID.from_base58(str(p)) for p in peers if p is not None]
-        if hinted or self.net is None:
-            return hinted
-        return list(self.net.connected_peers())
+    def _peers_of(self, addresses: Sequence[str]) -> list[Provider]:
+        if self.net is None:
+            return []
+        peers = (self.net.peer_of(a) for a in addresses)
+        return [p for p in peers if p is not None]
+
+    def _connected_peers(self) -> list[Provider]:
+        return [] if self.net is None else list(self.net.connected_peers())
 
 
 async def start_content_node(nursery: trio.Nursery, cfg: NodeConfig, net: P2PNode, *,

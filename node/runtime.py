@@ -35,8 +35,9 @@ from protocols.p2p.errors import RemoteError
 from protocols.p2p.identity import address_of_peer
 from protocols.p2p.keystore import identity_from_account
 from protocols.p2p.node import P2PNode
-from protocols.topics import TASK_PROTOCOL, UPDATE_PROTOCOL
-from protocols.wire import RejectCode, TaskRequest, TaskResponse, UpdateNoticeBody, ack
+from protocols.topics import TASK_PROTOCOL
+from protocols.types import RejectCode
+from protocols.wire import TaskRequest, TaskResponse
 
 
 @dataclass
@@ -91,12 +92,10 @@ class DtNode:
                 content = await start_content_node(nursery, cfg, net, log=self.log)
                 ctx = NodeContext(config=cfg, account=self.account, client=self.client,
                                   chain=AsyncChain(timeout_s=cfg.chain_timeout_s), net=net, content=content,
-                                  log=self.log)
-                ctx.nursery = nursery
+                                  log=self.log, nursery=nursery)
                 self.ctx = ctx
                 await self._register(ctx)
                 net.set_request_handler(TASK_PROTOCOL, self._on_task_request)
-                net.set_request_handler(UPDATE_PROTOCOL, self._on_update_notice)
                 if "trainer" in cfg.roles:
                     self.trainer = self.trainer_cls(ctx, jobs=cfg.jobs)
                     await nursery.start(self.trainer.run)
@@ -128,17 +127,16 @@ class DtNode:
 
     async def _register(self, ctx: NodeContext) -> None:
         """Register on-chain for the roles this node runs, unless already registered (idempotent across restarts)."""
-        cfg, client, me = self.config, self.client, self.account.address
+        cfg, me = self.config, self.account.address
         wants_trainer = "trainer" in cfg.roles
         # Leader candidates stand with a validator's stake: the contract takes candidates among registered nodes.
         # Such a node is then drawn to vote like any validator, so run() also starts its validator role.
         wants_validator = self.in_validator_pool
-        if wants_trainer and not (await ctx.chain(lambda: client.trainers(me))).registered:
-            await ctx.chain(lambda: client.register_trainer(NodeClass[cfg.node_class], cfg.trainer_stake_wei),
-                            what="registerTrainer")
+        if wants_trainer and not (await ctx.jobs.trainer_info(me)).registered:
+            await ctx.jobs.register_trainer(NodeClass[cfg.node_class], cfg.trainer_stake_wei)
             self.log.info("registered as a class-%s trainer (stake %d wei)", cfg.node_class, cfg.trainer_stake_wei)
-        if wants_validator and not (await ctx.chain(lambda: client.validators(me))).registered:
-            await ctx.chain(lambda: client.register_validator(cfg.validator_stake_wei), what="registerValidator")
+        if wants_validator and not (await ctx.jobs.validator_info(me)).registered:
+            await ctx.jobs.register_validator(cfg.validator_stake_wei)
             self.log.info("registered as a validator (stake %d wei)", cfg.validator_stake_wei)
 
     async def _on_task_request(self, request: bytes, peer: ID) -> bytes:
@@ -154,11 +152,3 @@ class DtNode:
             return TaskResponse(reject=RejectCode.NOT_LEADER, detail=f"not a candidate for job {req.job_id}").to_bytes()
         return (await leader.handle_task_request(req, trainer)).to_bytes()
 
-    async def _on_update_notice(self, request: bytes, peer: ID) -> bytes:
-        try:
-            notice = UpdateNoticeBody.from_bytes(request)
-        except DtnodeError as exc:
-            raise RemoteError(RejectCode.PROTOCOL_VIOLATION, str(exc)) from exc
-        self.log.debug("update notice from %s: job %d round %d %s", address_of_peer(peer), notice.job_id,
-                       notice.round, notice.manifest_cid)
-        return ack(True)

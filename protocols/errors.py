@@ -8,6 +8,7 @@ subclasses in its own ``exceptions``/``errors`` module::
     ├── ConfigError(DtnodeError, ValueError)          node.config: a setting is invalid; names the setting
     ├── SchemaError(DtnodeError, ValueError)          protocols.schemas: a spec or message fails validation
     ├── MessageRejected(SchemaError)                  protocols.messages: BadSignature, BadSchema, StaleMessage, ...
+    ├── SpecMismatch(SchemaError)                     node.roles.chain_view: a job's spec disagrees with its chain copy
     ├── ChainError                                    protocols.chain.errors
     │   ├── ChainUnavailable(ChainError, ConnectionError)
     │   │   └── ChainTimeout(ChainUnavailable, TimeoutError)     node.chainio
@@ -35,7 +36,8 @@ subclasses in its own ``exceptions``/``errors`` module::
     └── TrainingError                                 node.training.errors
         ├── InvalidDelta(TrainingError, ValueError)
         ├── DatasetError(TrainingError, ValueError)
-        └── ReplayMismatch(TrainingError)
+        ├── ReplayMismatch(TrainingError)
+        └── TicketRejected(TrainingError, ValueError)   ``code``: a RejectCode
 """
 
 from __future__ import annotations

@@ -8,17 +8,18 @@ Wire form (canonical JSON, see :mod:`protocols.canonical`)::
 every other field, so the payload, type, signer and timestamp are all covered. :func:`decode` checks, in order:
 size and JSON shape, envelope schema, message type, signature (the recovered address must be ``signer``),
 timestamp window, then the payload's schema. Each failure raises a :class:`MessageRejected` subclass whose
-``reason`` is one of :class:`RejectReason`, so callers can count rejections by cause.
+``reason`` is a :class:`~protocols.types.RejectCode`, so callers can count rejections by cause.
 
-New message types: declare a frozen dataclass deriving :class:`WireMessage` with a unique ``TYPE``, fields of type
-``int``, ``str``, ``bool``, ``tuple[str, ...]`` or ``tuple[int, ...]`` and a trailing ``schema: int = 1``, then
-decorate it with :func:`register_message`. Override :meth:`WireMessage.validate` for range checks.
+The node gossips one message type, :class:`Presence` (discovery); everything about jobs and rounds is read from the
+chain. New message types: declare a frozen dataclass deriving :class:`WireMessage` with a unique ``TYPE``, fields
+checked by :mod:`protocols.schema` (plain ``int``, ``str``, ``bool``, ``tuple[str, ...]``, ``tuple[int, ...]``, or
+``Annotated`` with a check) and a trailing ``schema: int = 1``, then decorate it with :func:`register_message`.
+Override :meth:`WireMessage.validate` for checks across fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import functools
 import typing
 from collections.abc import Callable
@@ -30,56 +31,39 @@ from eth_utils.address import is_checksum_address
 from protocols.canonical import canonical_json, parse_json_object
 from protocols.errors import SchemaError
 from protocols.p2p.identity import verify
+from protocols.schema import decode_fields, field_checks
+from protocols.types import NodeClass, RejectCode
 
 ENVELOPE_VERSION = 1
 MAX_ENVELOPE_BYTES = 64 * 1024
 """Gossip carries small notices; anything larger goes by stream or storage (GossipSub's RPC limit is 1 MiB)."""
-MAX_STRING = 512
-MAX_ITEMS = 64
-NODE_CLASSES = ("S", "M", "L")
 ROLES = ("trainer", "validator", "leader", "customer", "bootstrap")
-
-
-class RejectReason(enum.StrEnum):
-    """Why a message was rejected; used as the key of rejection counters."""
-
-    BAD_SIGNATURE = "BAD_SIGNATURE"
-    BAD_SCHEMA = "BAD_SCHEMA"
-    STALE = "STALE"
-    FUTURE = "FUTURE"
-    WRONG_TYPE = "WRONG_TYPE"
-    WRONG_SIGNER = "WRONG_SIGNER"
-    """Validly signed, but by an account that may not send this message (e.g. not the publishing peer)."""
-    WRONG_JOB = "WRONG_JOB"
-    """A job message on another job's topic."""
-    REJECTED = "REJECTED"
-    """The application's validator said no."""
 
 
 class MessageRejected(SchemaError):
     """A gossip message failed a check; ``reason`` says which."""
 
-    reason: ClassVar[RejectReason] = RejectReason.BAD_SCHEMA
+    reason: ClassVar[RejectCode] = RejectCode.BAD_SCHEMA
 
 
 class BadSignature(MessageRejected):
-    reason = RejectReason.BAD_SIGNATURE
+    reason = RejectCode.BAD_SIGNATURE
 
 
 class BadSchema(MessageRejected):
-    reason = RejectReason.BAD_SCHEMA
+    reason = RejectCode.BAD_SCHEMA
 
 
 class StaleMessage(MessageRejected):
-    reason = RejectReason.STALE
+    reason = RejectCode.STALE
 
 
 class FutureMessage(MessageRejected):
-    reason = RejectReason.FUTURE
+    reason = RejectCode.FUTURE
 
 
 class WrongType(MessageRejected):
-    reason = RejectReason.WRONG_TYPE
+    reason = RejectCode.WRONG_TYPE
 
 
 class WireMessage:
@@ -93,8 +77,6 @@ class WireMessage:
 
 M = TypeVar("M", bound=WireMessage)
 _REGISTRY: dict[str, type[WireMessage]] = {}
-_FIELD_TYPES: dict[type[WireMessage], dict[str, Any]] = {}
-_ALLOWED_TYPES = (int, str, bool, tuple[str, ...], tuple[int, ...])
 
 
 def register_message(cls: type[M]) -> type[M]:
@@ -106,47 +88,15 @@ def register_message(cls: type[M]) -> type[M]:
         raise TypeError(f"{cls.__name__} needs a non-empty TYPE class variable")
     if type_name in _REGISTRY and _REGISTRY[type_name] is not cls:
         raise ValueError(f"message type {type_name!r} is already registered by {_REGISTRY[type_name].__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-    if "schema" not in fields:
+    if "schema" not in field_checks(cls):  # field_checks also refuses a field it cannot check (TypeError)
         raise TypeError(f"{cls.__name__} needs a trailing `schema: int = 1` field")
-    for name, hint in fields.items():
-        if hint not in _ALLOWED_TYPES:
-            raise TypeError(f"{cls.__name__}.{name}: type {hint} is not one of {_ALLOWED_TYPES}")
     _REGISTRY[type_name] = cls
-    _FIELD_TYPES[cls] = fields
     return cls
 
 
 def registered_types() -> dict[str, type[WireMessage]]:
     """A copy of the registry: message TYPE → class."""
     return dict(_REGISTRY)
-
-
-def _check_field(cls_name: str, name: str, hint: Any, value: Any) -> Any:
-    where = f"{cls_name}.{name}"
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise BadSchema(f"{where}: expected a boolean")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadSchema(f"{where}: expected an integer")
-        if not -(2**255) <= value < 2**256:
-            raise BadSchema(f"{where}: integer out of range")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise BadSchema(f"{where}: expected a string")
-        if len(value) > MAX_STRING:
-            raise BadSchema(f"{where}: longer than {MAX_STRING} characters")
-        return value
-    item_hint = typing.get_args(hint)[0]
-    if not isinstance(value, list):
-        raise BadSchema(f"{where}: expected a list")
-    if len(value) > MAX_ITEMS:
-        raise BadSchema(f"{where}: more than {MAX_ITEMS} items")
-    return tuple(_check_field(cls_name, f"{name}[{i}]", item_hint, item) for i, item in enumerate(value))
 
 
 def message_to_dict(msg: WireMessage) -> dict[str, Any]:
@@ -160,16 +110,12 @@ def message_to_dict(msg: WireMessage) -> dict[str, Any]:
 
 def message_from_dict(cls: type[M], payload: dict[str, Any]) -> M:
     """Build and validate a ``cls`` from a payload object; unknown or missing fields are errors."""
-    fields = _FIELD_TYPES.get(cls)
-    if fields is None:
+    if _REGISTRY.get(cls.TYPE) is not cls:
         raise TypeError(f"{cls.__name__} is not registered; decorate it with @register_message")
-    unknown = sorted(set(payload) - set(fields))
-    if unknown:
-        raise BadSchema(f"{cls.TYPE}: unknown fields {unknown}")
-    missing = sorted(set(fields) - set(payload))
-    if missing:
-        raise BadSchema(f"{cls.TYPE}: missing fields {missing}")
-    values = {name: _check_field(cls.TYPE, name, hint, payload[name]) for name, hint in fields.items()}
+    try:
+        values = decode_fields(cls, payload, what=cls.TYPE, prefix=f"{cls.TYPE}.")
+    except SchemaError as exc:
+        raise BadSchema(str(exc)) from None
     default_schema = next(f.default for f in dataclasses.fields(cls) if f.name == "schema")  # type: ignore[arg-type]
     if values["schema"] != default_schema:
         raise BadSchema(f"{cls.TYPE}: schema version {values['schema']} is not supported (this node speaks "
@@ -199,11 +145,6 @@ def _is_checksummed(value: str) -> bool:
     return bool(is_checksum_address(value))
 
 
-def is_cid(value: str) -> bool:
-    """A plausible CID string (CIDv1 base32 ``b...`` or CIDv0 ``Qm...``); the storage layer checks bytes."""
-    return 10 <= len(value) <= 128 and value.isascii() and value.isalnum() and (value[0] == "b" or value[:2] == "Qm")
-
-
 # --- the message types -------------------------------------------------------------------------------------
 
 
@@ -227,61 +168,8 @@ class Presence(WireMessage):
         require(all(a.startswith("/") for a in self.addrs), "presence.addrs: each must be a multiaddr")
         require(is_address(self.eth_address), "presence.eth_address: not a checksummed address")
         require(all(r in ROLES for r in self.roles), f"presence.roles: each must be one of {ROLES}")
-        require(self.node_class in NODE_CLASSES, f"presence.node_class: must be one of {NODE_CLASSES}")
+        require(self.node_class in NodeClass.__members__, "presence.node_class: must be S, M or L")
         require(all(j >= 0 for j in self.jobs), "presence.jobs: job ids are non-negative")
-
-
-@register_message
-@dataclass(frozen=True)
-class RoundAnnounce(WireMessage):
-    """The leader opens ``round`` of ``job_id`` from checkpoint ``base_cid``; work is due by ``deadline`` (unix s)."""
-
-    TYPE: ClassVar[str] = "round_announce"
-    job_id: int
-    round: int
-    base_cid: str
-    deadline: int
-    schema: int = 1
-
-    def validate(self) -> None:
-        require(self.job_id >= 0 and self.round >= 0, "round_announce: job_id and round are non-negative")
-        require(is_cid(self.base_cid), "round_announce.base_cid: not a CID")
-        require(self.deadline > 0, "round_announce.deadline: must be a unix time in seconds")
-
-
-@register_message
-@dataclass(frozen=True)
-class UpdateNotice(WireMessage):
-    """A trainer has submitted the update described by ``manifest_cid`` for (job, round)."""
-
-    TYPE: ClassVar[str] = "update_notice"
-    job_id: int
-    round: int
-    trainer: str
-    manifest_cid: str
-    schema: int = 1
-
-    def validate(self) -> None:
-        require(self.job_id >= 0 and self.round >= 0, "update_notice: job_id and round are non-negative")
-        require(is_address(self.trainer), "update_notice.trainer: not a checksummed address")
-        require(is_cid(self.manifest_cid), "update_notice.manifest_cid: not a CID")
-
-
-@register_message
-@dataclass(frozen=True)
-class LeaderHeartbeat(WireMessage):
-    """The job's leader is alive in ``term`` and working on ``round``."""
-
-    TYPE: ClassVar[str] = "leader_heartbeat"
-    job_id: int
-    term: int
-    round: int
-    leader: str
-    schema: int = 1
-
-    def validate(self) -> None:
-        require(self.job_id >= 0 and self.term >= 0 and self.round >= 0, "leader_heartbeat: negative number")
-        require(is_address(self.leader), "leader_heartbeat.leader: not a checksummed address")
 
 
 # --- the envelope ------------------------------------------------------------------------------------------
@@ -315,7 +203,7 @@ def _signed_part(type_name: str, payload: dict[str, Any], signer: str, timestamp
 
 def encode(msg: WireMessage, identity: Signer, *, now: float) -> bytes:
     """Sign ``msg`` as ``identity`` at time ``now`` (unix seconds) and return the envelope's bytes."""
-    if type(msg) not in _FIELD_TYPES:
+    if _REGISTRY.get(msg.TYPE) is not type(msg):
         raise TypeError(f"{type(msg).__name__} is not registered; decorate it with @register_message")
     msg.validate()
     payload = message_to_dict(msg)

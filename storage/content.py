@@ -2,29 +2,29 @@
 
 Whatever the backend, ``get`` returns bytes only after every block has been checked against its CID, and
 every wait has a deadline. ``put`` always yields the CID ``ipfs add --cid-version=1`` would give.
+
+Who to fetch from is an argument of each call (``providers``), never state of the store, so concurrent fetches of
+one CID from different peers cannot overwrite each other's providers.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import trio
 
 from protocols.types import Cid
+from storage.bitswap_fetch import Provider
 from storage.blockstore import FilesystemBlockStore
 from storage.cid import ContentId, cid_to_str, parse_cid
 from storage.errors import BlockNotFound, FetchTimeout, KuboError, StorageError
-from storage.exchange import BlockExchange, Provider
+from storage.exchange import BlockExchange
 from storage.unixfs import import_bytes, read_file
 
 logger = logging.getLogger(__name__)
-
-ProvidersFn = Callable[[str], Awaitable[Sequence[Provider]]]
-"""Given a CID, the peers that may have it (an explicit list, the DHT, gossip)."""
-
 
 class ContentStore(Protocol):
     """Content by CID. Every method may raise :class:`StorageError` subclasses."""
@@ -33,12 +33,16 @@ class ContentStore(Protocol):
         """Add ``data`` as a UnixFS file, pin it, return its CIDv1 (base32)."""
         ...
 
-    async def get(self, cid: str, *, max_bytes: int, timeout_s: float) -> bytes:
-        """The file under ``cid``, verified block by block; DagTooLarge above ``max_bytes``, FetchTimeout."""
+    async def get(self, cid: str, *, max_bytes: int, timeout_s: float,
+                  providers: Sequence[Provider] | None = None) -> bytes:
+        """The file under ``cid``, verified block by block; DagTooLarge above ``max_bytes``, FetchTimeout.
+
+        ``providers``: the peers to fetch missing blocks from; None leaves the choice to the backend.
+        """
         ...
 
-    async def pin(self, cid: str) -> None:
-        """Keep the whole DAG under ``cid`` (fetching what is missing)."""
+    async def pin(self, cid: str, *, providers: Sequence[Provider] | None = None) -> None:
+        """Keep the whole DAG under ``cid`` (fetching what is missing, from ``providers`` as in :meth:`get`)."""
         ...
 
     async def unpin(self, cid: str) -> None: ...
@@ -48,24 +52,28 @@ class ContentStore(Protocol):
         ...
 
 
-async def _no_providers(cid: str) -> Sequence[Provider]:
+def _no_providers() -> Sequence[Provider]:
     return []
 
 
 class LocalContentStore:
-    """The node's own block store; missing content is fetched over bitswap from ``providers_fn(cid)``."""
+    """The node's own block store; missing content is fetched over bitswap from the providers named per call.
+
+    ``default_providers()`` is asked when a call names none (``providers=None``): a node passes its connected
+    peers. An explicit list, even an empty one, is used as given.
+    """
 
     def __init__(
         self,
         blockstore: FilesystemBlockStore,
         exchange: BlockExchange | None = None,
-        providers_fn: ProvidersFn | None = None,
         *,
+        default_providers: Callable[[], Sequence[Provider]] | None = None,
         fetch_timeout_s: float = 60.0,
     ) -> None:
         self.blockstore = blockstore
         self.exchange = exchange
-        self.providers_fn = providers_fn or _no_providers
+        self.default_providers = default_providers or _no_providers
         self.fetch_timeout_s = fetch_timeout_s
 
     async def put(self, data: bytes) -> Cid:
@@ -77,30 +85,29 @@ class LocalContentStore:
                 await self.exchange.notify_new_block(cid)
         return cid_to_str(result.root)
 
-    async def _ensure_local(self, root: ContentId, *, max_bytes: int | None, timeout_s: float) -> None:
+    async def _ensure_local(self, root: ContentId, providers: Sequence[Provider] | None, *, max_bytes: int | None,
+                            timeout_s: float) -> None:
         missing = await trio.to_thread.run_sync(self.blockstore.missing_sync, root)
         if not missing:
             return
         if self.exchange is None:
             raise BlockNotFound(f"{root} is not in the local store and this node has no block exchange")
-        deadline = trio.current_time() + timeout_s
-        with trio.move_on_after(timeout_s):
-            providers = await self.providers_fn(cid_to_str(root))
-        left = deadline - trio.current_time()
-        if left <= 0:
-            raise FetchTimeout(f"{root}: finding providers took longer than {timeout_s:.0f} s")
-        if not providers:
+        chosen = self.default_providers() if providers is None else providers
+        if not chosen:
             raise BlockNotFound(f"{root}: not held locally and no provider is known for it")
-        await self.exchange.fetch_dag(root, providers, timeout_s=left, max_bytes=max_bytes)
+        if timeout_s <= 0:
+            raise FetchTimeout(f"{root}: no time left to fetch it")
+        await self.exchange.fetch_dag(root, chosen, timeout_s=timeout_s, max_bytes=max_bytes)
 
-    async def get(self, cid: str, *, max_bytes: int, timeout_s: float) -> bytes:
+    async def get(self, cid: str, *, max_bytes: int, timeout_s: float,
+                  providers: Sequence[Provider] | None = None) -> bytes:
         root = parse_cid(cid)
-        await self._ensure_local(root, max_bytes=max_bytes, timeout_s=timeout_s)
+        await self._ensure_local(root, providers, max_bytes=max_bytes, timeout_s=timeout_s)
         return await read_file(root, self.blockstore.get, max_bytes=max_bytes)
 
-    async def pin(self, cid: str) -> None:
+    async def pin(self, cid: str, *, providers: Sequence[Provider] | None = None) -> None:
         root = parse_cid(cid)
-        await self._ensure_local(root, max_bytes=None, timeout_s=self.fetch_timeout_s)
+        await self._ensure_local(root, providers, max_bytes=None, timeout_s=self.fetch_timeout_s)
         await self.blockstore.pin(root)
 
     async def unpin(self, cid: str) -> None:
@@ -164,7 +171,9 @@ class KuboContentStore:
         data: bytes = await self._call(f"block/get {cid}", lambda: self._client.block.get(cid_to_str(cid)))
         return data
 
-    async def get(self, cid: str, *, max_bytes: int, timeout_s: float) -> bytes:
+    async def get(self, cid: str, *, max_bytes: int, timeout_s: float,
+                  providers: Sequence[Provider] | None = None) -> bytes:
+        """As :meth:`ContentStore.get`; ``providers`` is ignored: the daemon finds its own."""
         root = parse_cid(cid)
         # Block by block, so each block is checked against its CID whatever layout the daemon used.
         try:
@@ -173,7 +182,7 @@ class KuboContentStore:
         except trio.TooSlowError:
             raise FetchTimeout(f"{cid}: not retrieved from Kubo RPC at {self.api} within {timeout_s:.0f} s") from None
 
-    async def pin(self, cid: str) -> None:
+    async def pin(self, cid: str, *, providers: Sequence[Provider] | None = None) -> None:
         text = cid_to_str(parse_cid(cid))
         await self._call(f"pin/add {text}", lambda: self._client.pin.add(text, opts={"cid-base": "base32"}))
 

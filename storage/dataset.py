@@ -19,6 +19,7 @@ import trio
 from protocols.canonical import canonical_json, parse_json_object
 from protocols.errors import SchemaError
 from protocols.types import Cid
+from storage.bitswap_fetch import Provider
 from storage.cid import validate_cid
 from storage.content import ContentStore
 from storage.errors import FetchTimeout, InvalidCid
@@ -110,23 +111,25 @@ async def publish_dataset(
     return await store.put(manifest.to_bytes())
 
 
-async def fetch_dataset_manifest(store: ContentStore, cid: str, *, timeout_s: float = 60.0) -> DatasetManifest:
+async def fetch_dataset_manifest(store: ContentStore, cid: str, *, timeout_s: float = 60.0,
+                                 providers: Sequence[Provider] | None = None) -> DatasetManifest:
     """Fetch, verify and validate a dataset manifest (shards are fetched separately, on demand)."""
-    data = await store.get(cid, max_bytes=MAX_MANIFEST_BYTES, timeout_s=timeout_s)
+    data = await store.get(cid, max_bytes=MAX_MANIFEST_BYTES, timeout_s=timeout_s, providers=providers)
     return await trio.to_thread.run_sync(DatasetManifest.from_bytes, data)
 
 
 async def fetch_dataset(
-    store: ContentStore, cid: str, *, max_shard_bytes: int, timeout_s: float = 300.0
+    store: ContentStore, cid: str, *, max_shard_bytes: int, timeout_s: float = 300.0,
+    providers: Sequence[Provider] | None = None,
 ) -> tuple[DatasetManifest, list[bytes]]:
     """The manifest and every shard, each verified and checked against the manifest's recorded size."""
     with trio.move_on_after(timeout_s):
-        manifest = await fetch_dataset_manifest(store, cid, timeout_s=timeout_s)
+        manifest = await fetch_dataset_manifest(store, cid, timeout_s=timeout_s, providers=providers)
         shards: list[bytes] = []
         for entry in manifest.shards:
             if entry.bytes > max_shard_bytes:
                 raise SchemaError(f"dataset {cid}: shard {entry.cid} has {entry.bytes} bytes, over {max_shard_bytes}")
-            data = await store.get(entry.cid, max_bytes=max_shard_bytes, timeout_s=timeout_s)
+            data = await store.get(entry.cid, max_bytes=max_shard_bytes, timeout_s=timeout_s, providers=providers)
             if len(data) != entry.bytes:
                 raise SchemaError(
                     f"dataset {cid}: shard {entry.cid} holds {len(data)} bytes, manifest says {entry.bytes}"

@@ -1,6 +1,6 @@
 """Auditor: recompute the checkpoints leaders commit and report on-chain whether they match (``auditRound``).
 
-Aggregation is deterministic (:func:`node.roles.leader.aggregate_checkpoint`): the same base checkpoint and the same
+Aggregation is deterministic (:func:`node.checkpoint.aggregate_checkpoint`): the same base checkpoint and the same
 accepted deltas, in any order, give the same bytes and so the same CID. Once round r of a job is committed, the
 auditor rebuilds it from what the chain alone says went into it — the base (the job's initial checkpoint, or round
 r-1's committed CID) and every update the chain marks ACCEPTED in round r — and compares the CID of the result,
@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import trio
 
+from node.checkpoint import aggregate_checkpoint
+from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext
-from node.roles.leader import aggregate_checkpoint
+from node.roles.decisions import asked_to_audit, audits_finished, rounds_to_audit
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import JobStatus, RoundCommit, UpdateStatus
+from protocols.chain.models import RoundCommit, UpdateStatus
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
 from protocols.specs import UpdateManifest
@@ -45,14 +47,13 @@ class Auditor:
 
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         self.ctx = ctx
-        self.jobs = jobs
+        self.scanner = JobScanner(ctx.jobs, only=jobs)
         self.verdicts: dict[tuple[int, int], bool] = {}
         """(job, round) → the verdict this node sent."""
         self._handled: dict[int, set[int]] = {}
         """job → rounds audited, skipped or given up."""
         self._commits: dict[int, dict[int, RoundCommit]] = {}
         self._attempts: dict[tuple[int, int], int] = {}
-        self._closed: set[int] = set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -64,21 +65,13 @@ class Auditor:
             await trio.sleep(self.ctx.config.chain_poll_interval_s)
 
     async def _scan(self) -> None:
-        ctx = self.ctx
-        if self.jobs:
-            jobs = list(self.jobs)
-        else:
-            jobs = list(range(1, await ctx.chain(ctx.client.job_count, what="jobCount") + 1))
-        for job_id in jobs:
-            if job_id in self._closed:
-                continue
-            job = await ctx.job(job_id)
-            handled = self._handled.setdefault(job_id, set())
-            for r in range(job.committed_rounds):
-                if r not in handled and await self._audit_guarded(job_id, r):
+        for job in await self.scanner.scan():
+            handled = self._handled.setdefault(job.job_id, set())
+            for r in rounds_to_audit(job.committed_rounds, handled):
+                if await self._audit_guarded(job.job_id, r):
                     handled.add(r)
-            if job.status != JobStatus.ACTIVE and len(handled) >= job.committed_rounds:
-                self._closed.add(job_id)
+            if audits_finished(job, handled):
+                self.scanner.finished.add(job.job_id)
 
     async def _audit_guarded(self, job_id: int, r: int) -> bool:
         """Audit one round; True once it needs no more attention (audited, skipped or given up)."""
@@ -105,8 +98,7 @@ class Auditor:
     async def _commit_of(self, job_id: int, r: int) -> RoundCommit:
         commits = self._commits.setdefault(job_id, {})
         if r not in commits:
-            client = self.ctx.client
-            for commit in await self.ctx.chain(lambda: client.round_commits(job_id), what="RoundCommitted logs"):
+            for commit in await self.ctx.jobs.round_commits(job_id):
                 commits[commit.round] = commit
             if r not in commits:  # a node behind the one that answered getJob: ask again later
                 raise ChainError(f"job {job_id}: no RoundCommitted event for round {r} yet")
@@ -123,23 +115,17 @@ class Auditor:
         commit = await self._commit_of(job_id, r)
         if commit.leader == me:
             return None
-        if await ctx.chain(lambda: ctx.client.has_audited(job_id, r, ctx.address), what="hasAudited"):
+        if await ctx.jobs.has_audited(job_id, r):
             return None
-        trainers = await ctx.chain(lambda: ctx.client.get_round_updates(job_id, r), what="getRoundUpdates")
-        updates = []
-        for trainer in trainers:
-            u = await ctx.chain(lambda: ctx.client.get_update(job_id, r, trainer), what="getUpdate")  # noqa: B023
-            updates.append((trainer, u))
-        asked = any(me in (v.lower() for v in u.validators) for _, u in updates)
-        if not asked and not ctx.config.audit_all_rounds:
+        updates = await ctx.jobs.updates(job_id, r)
+        if not asked_to_audit(me, [u for _, u in updates], audit_all=ctx.config.audit_all_rounds):
             return None
 
         spec = await ctx.spec(job_id)
-        if r == 0:
-            base_cid, base_holders = spec.initial_checkpoint_cid, [*ctx.customer_of(job_id), commit.leader]
-        else:
-            before = await self._commit_of(job_id, r - 1)
-            base_cid, base_holders = before.checkpoint_cid, [before.leader, commit.leader]
+        base_cid = await ctx.jobs.base_checkpoint(spec, job_id, r)
+        # Who holds the base: the customer published the first; each later one, the leader that committed it.
+        before = [*ctx.customer_of(job_id)] if r == 0 else [(await self._commit_of(job_id, r - 1)).leader]
+        base_holders = [*before, commit.leader]
         base = await ctx.fetch_cached(base_cid, max_bytes=spec.max_dag_bytes, providers=base_holders)
         deltas: list[tuple[bytes, int]] = []
         for trainer, u in updates:
@@ -150,7 +136,7 @@ class Auditor:
                                                                  what="update manifest", providers=holders))
             delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, what="delta",
                                     providers=holders)
-            deltas.append((delta, manifest.task.weight))
+            deltas.append((delta, manifest.ticket.weight))
 
         def recompute() -> str:
             return content_cid(aggregate_checkpoint(spec, base, deltas))
@@ -166,7 +152,7 @@ class Auditor:
                             "accepted updates give %s", job_id, r, commit.leader, commit.checkpoint_cid, base_cid,
                             len(deltas), recomputed)
         try:
-            result = await ctx.chain(lambda: ctx.client.audit_round(job_id, r, ok), what="auditRound")
+            result = await ctx.jobs.audit_round(job_id, r, ok)
         except ContractRevert as exc:  # audited before a restart, or left the validator pool
             ctx.log.info("audit of job %d round %d reverted: %s", job_id, r, exc.error_name)
             return None

@@ -1,4 +1,5 @@
-"""What every role shares: config, the node's account, the chain, the network and the content store.
+"""What every role shares: config, the node's account, the chain (:attr:`NodeContext.jobs`, a
+:class:`~node.roles.chain_view.ChainView`), the network and the content store.
 
 Fetching content always goes through :meth:`NodeContext.fetch` (size limit + deadline + verification by the
 store), and decoding of anything fetched happens here or in the role, never trusting the bytes.
@@ -7,12 +8,11 @@ store), and decoding of anything fetched happens here or in the role, never trus
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 
 import trio
 from eth_account.signers.local import LocalAccount
@@ -20,34 +20,29 @@ from eth_account.signers.local import LocalAccount
 from node.chainio import AsyncChain
 from node.config import NodeConfig
 from node.content import ContentNode
+from node.roles.chain_view import ChainView, check_spec
 from node.training.data import ArraySet, decode_shard
+from node.training.ticket_check import TicketExpectations
 from protocols.chain.client import JobManagerClient
-from protocols.chain.models import JobInfo
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import RequestTimeout
 from protocols.p2p.node import P2PNode
-from protocols.specs import JobSpec, TaskTicket
+from protocols.specs import JobSpec
+from protocols.types import NodeClass
 from storage.content import ContentStore
 from storage.dataset import DatasetManifest, fetch_dataset_manifest
 
 
-class TaskArgs(TypedDict):
-    """The keyword arguments of local training that a ticket and its job's spec fix (``train_local``,
-    ``replay_verify``): a trainer and its validators must derive them identically or no replay matches."""
-
-    steps: int
-    batch_size: int
-    lr: float
-    seed: int
-    segment_every: int
-    optimizer: str
-    sample_range: tuple[int, int]
-
-
-def task_args(spec: JobSpec, ticket: TaskTicket) -> TaskArgs:
-    return TaskArgs(steps=ticket.steps, batch_size=ticket.batch_size, lr=float(spec.inner_lr), seed=ticket.seed,
-                    segment_every=spec.segment_every, optimizer=spec.inner_optimizer,
-                    sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count))
+async def ticket_expectations(ctx: NodeContext, spec: JobSpec, job_id: int, r: int, *, trainer: str,
+                              leaders: Collection[str], node_class: NodeClass | None = None,
+                              now: float | None = None) -> TicketExpectations:
+    """What the chain and the job's spec say a ticket of ``trainer`` in round ``r`` must be (for
+    :func:`node.training.ticket_check.check_ticket`, shared by trainer and validator)."""
+    base = await ctx.jobs.base_checkpoint(spec, job_id, r)
+    dataset = await ctx.dataset(spec.dataset_cid, providers=ctx.customer_of(job_id))
+    return TicketExpectations(spec=spec, job_id=job_id, round=r, trainer=trainer, leaders=leaders, base_cid=base,
+                              shard_samples={s.cid: s.samples for s in dataset.shards}, node_class=node_class,
+                              now=now)
 
 
 @dataclass
@@ -69,6 +64,11 @@ class NodeContext:
     """The node's nursery, for calls the caller may abandon (:meth:`request`)."""
     timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     """Seconds spent per activity (fetch, train, replay, aggregate, ...): the devnet benchmark's breakdown."""
+    jobs: ChainView = field(init=False)
+    """The job contract as this node's roles use it: every call under the chain deadline."""
+
+    def __post_init__(self) -> None:
+        self.jobs = ChainView(client=self.client, chain=self.chain, address=str(self.account.address))
 
     @contextmanager
     def timed(self, what: str) -> Iterator[None]:
@@ -131,39 +131,16 @@ class NodeContext:
             self._blobs[cid] = await self.fetch(cid, max_bytes=max_bytes, providers=providers)
         return self._blobs[cid]
 
-    async def job(self, job_id: int) -> JobInfo:
-        return await self.chain(lambda: self.client.get_job(job_id), what=f"getJob({job_id})")
-
-    async def chain_time(self) -> int:
-        """What the chain will call "now" for our next transaction.
-
-        Leases are measured in block time, but a chain that mines only on transactions (Hardhat's automine, a quiet
-        testnet) leaves the latest block's timestamp behind while nobody sends anything; a stalled leader sends
-        nothing. The next block's timestamp is at least this machine's clock, so we take the later of the two: a
-        candidate that read only the stale block time would wait forever for a lease that has long expired.
-        """
-        w3 = self.client.w3
-        block_time = await self.chain(lambda: int(w3.eth.get_block("latest")["timestamp"]), what="latest block")
-        return max(block_time, int(time.time()))
-
-    async def leader_history(self, job_id: int) -> set[str]:
-        """Every address ever elected leader of ``job_id`` (from LeaderElected logs), lower-case."""
-        client = self.client
-
-        def read() -> set[str]:
-            events = client.get_events(names=["LeaderElected"], job_id=job_id)
-            return {str(e.args["leader"]).lower() for e in events}
-
-        return await self.chain(read, what="LeaderElected logs")
-
     async def spec(self, job_id: int) -> JobSpec:
-        """The job's spec, fetched by the CID recorded on-chain and validated."""
+        """The job's spec, fetched by the CID recorded on-chain and validated, also against the job's on-chain
+        parameters: raises :class:`~node.roles.chain_view.SpecMismatch` when they differ (the contract pays and
+        counts by its own copy)."""
         if job_id not in self._specs:
-            info = await self.job(job_id)
+            info = await self.jobs.job(job_id)
             data = await self.fetch(info.params.spec_cid, max_bytes=1 << 20, what="job spec",
                                     providers=[info.customer])
             self._customers[job_id] = info.customer
-            self._specs[job_id] = JobSpec.from_bytes(data)
+            self._specs[job_id] = check_spec(JobSpec.from_bytes(data), info)
         return self._specs[job_id]
 
     def customer_of(self, job_id: int) -> list[str]:

@@ -152,14 +152,25 @@ async def evaluate_rounds(content: ContentNode, job: JobInfo, rounds: list[Round
     measured: list[RoundEntry] = []
     for entry in rounds:
         try:
-            data = await content.fetch(entry.checkpoint_cid, max_bytes=spec.max_dag_bytes, what="checkpoint",
-                                       providers=[entry.leader])
-            accuracy, loss = await evaluate_checkpoint(data, spec, eval_set)
+            done = await measure_round(content, entry, spec, eval_set)
         except DtnodeError as exc:
             measured.append(replace(entry, error=f"{type(exc).__name__}: {exc}"))
             progress(f"round {entry.round + 1}/{job.params.rounds}: not measured: {exc}")
             continue
-        measured.append(replace(entry, accuracy=accuracy, loss=loss))
-        progress(f"round {entry.round + 1}/{job.params.rounds}: accuracy {accuracy * 100:.2f}% on "
+        measured.append(done)
+        progress(f"round {entry.round + 1}/{job.params.rounds}: accuracy {done.accuracy or 0.0:.2%} on "
                  f"{len(eval_set)} held-out samples (checkpoint {entry.checkpoint_cid}, leader {entry.leader})")
     return spec.eval_cid, len(eval_set), measured
+
+
+async def measure_round(content: ContentNode, entry: RoundEntry, spec: JobSpec, eval_set: ArraySet) -> RoundEntry:
+    """``entry`` with its checkpoint's accuracy and loss on ``eval_set``.
+
+    The checkpoint is fetched by CID (verified) from the leader that committed it first: it holds it, and a peer
+    that left (a killed leader) costs a stall timeout when asked. Raises the fetch's or the decoder's
+    :class:`~protocols.errors.DtnodeError`.
+    """
+    data = await content.fetch(entry.checkpoint_cid, max_bytes=spec.max_dag_bytes,
+                               what=f"round {entry.round + 1} checkpoint", providers=[entry.leader])
+    accuracy, loss = await evaluate_checkpoint(data, spec, eval_set)
+    return replace(entry, accuracy=accuracy, loss=loss)

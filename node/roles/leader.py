@@ -4,7 +4,7 @@ The chain is the only source of truth about who leads and which round is next, s
 last committed round and its checkpoint on IPFS (the checkpoint carries the outer optimizer's state), never from the
 old leader's memory. A round:
 
-1. announce it (gossip) and hand each asking trainer one signed ticket sized by its class;
+1. hand each trainer that asks (trainers learn of the round from the chain) one signed ticket sized by its class;
 2. watch the chain for the submitted updates' quorum verdicts;
 3. close when every slot is decided, or when no ticket is outstanding, or at the round's deadline (before the lease
    runs out), so a trainer or validator that never answers cannot stall it;
@@ -17,72 +17,30 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import trio
 
-from node.checkpoint import decode_checkpoint, encode_checkpoint
+from node.checkpoint import aggregate_checkpoint, decode_checkpoint
 from node.roles.context import NodeContext
-from node.training.aggregate import Strategy, get_strategy
-from node.training.codec import decode_delta
+from node.roles.decisions import (
+    CloseReason,
+    LeaderStep,
+    RoundState,
+    ineligibility,
+    leader_step,
+    refuse_before_reading,
+    refuse_slot,
+    round_close,
+)
 from node.training.evaluate import evaluate
-from node.training.tasks import NodeClass, TaskFactory
+from node.training.task import task_size
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, UpdateStatus
 from protocols.errors import DtnodeError
-from protocols.specs import AggregationSpec, JobSpec, RoundRecord, TaskTicket, UpdateManifest
-from protocols.wire import RejectCode, TaskRequest, TaskResponse
-
-JOB_OPEN = JobStatus.ACTIVE
-UPDATE_ACCEPTED = UpdateStatus.ACCEPTED
-UPDATE_REJECTED = UpdateStatus.REJECTED
-
-
-def strategy_for(agg: AggregationSpec) -> Strategy:
-    params: dict[str, Any] = {}
-    if agg.strategy == "trimmed_mean":
-        params["beta"] = agg.trim_ratio
-    elif agg.strategy == "krum":
-        params = {"f": agg.krum_f, "m": 1}
-    elif agg.strategy == "centered_clip":
-        params["tau"] = agg.clip_tau
-    outer = "nesterov" if agg.outer == "nesterov" else None
-    return get_strategy(agg.strategy, outer=outer, outer_lr=agg.outer_lr, outer_momentum=agg.outer_momentum,
-                        **params)
-
-
-def aggregate_checkpoint(spec: JobSpec, base_bytes: bytes, deltas: list[tuple[bytes, int]]) -> bytes:
-    """The next checkpoint's bytes from the base checkpoint and the accepted (delta bytes, weight) pairs.
-
-    Pure and deterministic: the same inputs in any order give the same bytes, so anyone can audit a commit.
-    """
-    base_model, base_outer = decode_checkpoint(base_bytes, spec.model, max_bytes=spec.max_dag_bytes)
-    if not deltas:
-        return base_bytes
-    weighted = [(decode_delta(d, like=base_model, max_bytes=spec.max_dag_bytes), float(w)) for d, w in deltas]
-    new_model, new_outer = strategy_for(spec.aggregation).apply(base_model, weighted, base_outer)
-    return encode_checkpoint(new_model, new_outer or None)
-
-
-@dataclass
-class RoundState:
-    round: int
-    base_cid: str
-    term: int
-    deadline: float
-    hard_deadline: float
-    """Past ``deadline`` a round with no accepted update keeps waiting, until this (just before the lease ends)."""
-    tickets: dict[str, TaskTicket] = field(default_factory=dict)
-    """trainer address (lower-case) → the ticket it holds this round."""
-    slots_used: int = 0
-    eligible: set[str] = field(default_factory=set)
-    """Trainers (lower-case) the chain showed registered with enough stake this round (read once per round)."""
-    submitted: set[str] = field(default_factory=set)
-    """Trainers (lower-case) with an update on-chain this round, as last read by the collector."""
-    decided: dict[str, tuple[UpdateStatus, str]] = field(default_factory=dict)
-    """Trainer → (final status, manifest CID): decided updates never change, so they are read once."""
+from protocols.specs import JobSpec, RoundRecord, TaskTicket, UpdateManifest
+from protocols.types import NodeClass, RejectCode
+from protocols.wire import TaskRequest, TaskResponse
 
 
 class LeaderRole:
@@ -103,16 +61,16 @@ class LeaderRole:
         task_status.started()
         while True:
             try:
-                job = await ctx.job(self.job_id)
-                if job.status != JOB_OPEN:
+                job = await ctx.jobs.job(self.job_id)
+                now = await ctx.jobs.chain_time() if job.status == JobStatus.ACTIVE else 0
+                step = leader_step(job, ctx.address, now)
+                if step == LeaderStep.STOP:
                     ctx.log.info("job %d is closed (status %d): leader candidate stops", self.job_id, job.status)
                     return
-                now = await ctx.chain_time()
-                if job.leader is not None and job.leader.lower() == ctx.address.lower() and now < job.lease_expiry:
+                if step == LeaderStep.LEAD:
                     await self._run_round(job.committed_rounds, job.term, job.lease_expiry, now)
                     continue
-                # claimLeadership needs block time strictly past the expiry; at the expiry second it reverts.
-                if job.leader is None or now > job.lease_expiry:
+                if step == LeaderStep.CLAIM:
                     await self._try_claim(job.leader or "nobody")
             except DtnodeError as exc:  # chain down, content unreachable, bad data: retry, never crash the node
                 ctx.log.warning("leader of job %d: %s: %s; retrying", self.job_id, type(exc).__name__, exc)
@@ -120,15 +78,15 @@ class LeaderRole:
 
     async def _stand(self) -> None:
         ctx = self.ctx
-        candidates = await ctx.chain(lambda: ctx.client.get_candidates(self.job_id))
+        candidates = await ctx.jobs.candidates(self.job_id)
         if ctx.address.lower() not in [c.lower() for c in candidates]:
-            await ctx.chain(lambda: ctx.client.stand_for_leader(self.job_id), what="standForLeader")
+            await ctx.jobs.stand_for_leader(self.job_id)
             ctx.log.info("stood as leader candidate for job %d", self.job_id)
 
     async def _try_claim(self, previous: str) -> None:
         ctx = self.ctx
         try:
-            await ctx.chain(lambda: ctx.client.claim_leadership(self.job_id), what="claimLeadership")
+            await ctx.jobs.claim_leadership(self.job_id)
             ctx.log.warning("job %d: took over leadership from %s", self.job_id, previous)
         except ContractRevert as exc:
             ctx.log.debug("job %d: cannot claim leadership yet (%s)", self.job_id, exc.error_name)
@@ -139,13 +97,14 @@ class LeaderRole:
         """Answer one trainer's request for a task (called by the node's stream handler)."""
         ctx = self.ctx
         st = self.current
-        if st is None:
-            return TaskResponse(reject=RejectCode.NOT_LEADER, detail="not leading a round right now")
-        if request.round != st.round:
-            return TaskResponse(reject=RejectCode.BAD_ROUND, detail=f"the current round is {st.round}")
+        refusal = refuse_before_reading(st, request.round)
+        if refusal is not None:
+            return refusal
+        assert st is not None  # refused above when not leading
         key = trainer.lower()
-        if key in st.tickets and st.tickets[key].expires_at > time.time():
-            return TaskResponse(ticket=st.tickets[key])
+        held = st.live_ticket(trainer, time.time())
+        if held is not None:
+            return TaskResponse(ticket=held)
         # Answer from memory wherever possible: a slow handler makes trainers time out and reset streams.
         spec = await ctx.spec(self.job_id)
         if key not in st.eligible:
@@ -153,11 +112,9 @@ class LeaderRole:
             if problem:
                 return TaskResponse(reject=RejectCode.NOT_REGISTERED, detail=problem)
             st.eligible.add(key)
-        if key in st.submitted:
-            return TaskResponse(reject=RejectCode.ALREADY_SUBMITTED, detail="one update per trainer per round")
-        outstanding = sum(1 for k, t in st.tickets.items() if t.expires_at > time.time() and k not in st.submitted)
-        if len(st.submitted) + outstanding >= spec.tasks_per_round:
-            return TaskResponse(reject=RejectCode.ROUND_FULL, detail="every slot of this round is taken")
+        refusal = refuse_slot(st, trainer, spec.tasks_per_round, time.time())
+        if refusal is not None:
+            return refusal
         ticket = await self._make_ticket(spec, st, trainer, request.node_class)
         st.tickets[key] = ticket
         st.slots_used += 1
@@ -166,27 +123,18 @@ class LeaderRole:
         return TaskResponse(ticket=ticket)
 
     async def _ineligible(self, trainer: str) -> str:
-        """Why the contract would refuse an update from ``trainer`` (empty when it would not).
-
-        Such a trainer's ticket would only hold a slot until it expires: a trainer slashed for fabricated work
-        keeps asking (measured: it held a slot of every later round for the whole ticket lifetime).
-        """
-        ctx = self.ctx
-        info = await ctx.chain(lambda: ctx.client.trainers(trainer))
-        if not info.registered:
-            return "register as a trainer on-chain first"
+        """Why the contract would refuse an update from ``trainer`` (empty when it would not): see
+        :func:`~node.roles.decisions.ineligibility`."""
+        info = await self.ctx.jobs.trainer_info(trainer)
         if self._min_stake is None:
-            self._min_stake = await ctx.chain(ctx.client.min_trainer_stake)
-        if info.stake < self._min_stake:
-            return f"stake {info.stake} wei is below the minimum {self._min_stake} wei (slashed?): top it up"
-        return ""
+            self._min_stake = await self.ctx.jobs.min_trainer_stake()
+        return ineligibility(info, self._min_stake)
 
-    async def _make_ticket(self, spec: JobSpec, st: RoundState, trainer: str, node_class: str) -> TaskTicket:
+    async def _make_ticket(self, spec: JobSpec, st: RoundState, trainer: str, node_class: NodeClass) -> TaskTicket:
         dataset = await self.ctx.dataset(spec.dataset_cid)
         slot = st.slots_used
         shard_index = (st.round * spec.tasks_per_round + slot) % len(dataset.shard_cids)
-        size = TaskFactory(base_steps=spec.local_steps, batch_size=spec.batch_size,
-                           reference=NodeClass.M, scale="steps").size(NodeClass[node_class])
+        size = task_size(spec, node_class)
         count = dataset.shards[shard_index].samples
         seed_src = f"{self.job_id}:{st.round}:{slot}:{spec.seed}".encode()
         ticket = TaskTicket(
@@ -203,8 +151,7 @@ class LeaderRole:
     async def _run_round(self, r: int, term: int, lease_expiry: int, now: int) -> None:
         ctx = self.ctx
         spec = await ctx.spec(self.job_id)
-        base_cid = spec.initial_checkpoint_cid if r == 0 else await ctx.chain(
-            lambda: ctx.client.get_round_checkpoint(self.job_id, r - 1))
+        base_cid = await ctx.jobs.base_checkpoint(spec, self.job_id, r)
         # Commit well before the lease runs out, whatever the round timeout says.
         margin = max(5.0, spec.payment.lease_seconds * 0.2)
         budget = min(ctx.config.round_timeout_s, lease_expiry - now - margin)
@@ -225,38 +172,28 @@ class LeaderRole:
             self.current = None
 
     async def _collect(self, spec: JobSpec, st: RoundState) -> list[tuple[str, str]]:
-        """Wait for verdicts; returns the accepted (trainer, manifest CID) pairs when the round can close."""
+        """Wait for verdicts; returns the accepted (trainer, manifest CID) pairs when the round can close (see
+        :func:`~node.roles.decisions.round_close`)."""
         ctx = self.ctx
         while True:
-            trainers = await ctx.chain(lambda: ctx.client.get_round_updates(self.job_id, st.round))
+            trainers = await ctx.jobs.round_updates(self.job_id, st.round)
             st.submitted = {t.lower() for t in trainers}
             for trainer in trainers:
                 if trainer.lower() in st.decided:
                     continue
-                u = await ctx.chain(lambda: ctx.client.get_update(self.job_id, st.round, trainer))  # noqa: B023
-                if u.status in (UPDATE_ACCEPTED, UPDATE_REJECTED):
+                u = await ctx.jobs.update(self.job_id, st.round, trainer)
+                if u.status in (UpdateStatus.ACCEPTED, UpdateStatus.REJECTED):
                     st.decided[trainer.lower()] = (u.status, u.cid or "")
-            accepted: list[tuple[str, str]] = [(t, st.decided[t.lower()][1]) for t in trainers
-                        if st.decided.get(t.lower(), (None, ""))[0] == UPDATE_ACCEPTED]
-            decided = len(st.decided)
-            now = time.time()
-            outstanding = [t for k, t in st.tickets.items() if k not in st.submitted and t.expires_at > now]
-            if decided >= spec.tasks_per_round:
-                return accepted
-            if st.tickets and not outstanding and decided == len(trainers) and accepted:
-                return accepted
-            if time.monotonic() >= st.deadline:
-                if accepted:
-                    ctx.log.warning("job %d round %d: deadline reached with %d accepted of %d submitted",
-                                    self.job_id, st.round, len(accepted), len(trainers))
-                    return accepted
-                if time.monotonic() >= st.hard_deadline:
-                    # The contract commits only rounds with accepted work: let the lease run out rather than
-                    # commit nothing; a successor (or this node, re-elected) starts the round again.
-                    ctx.log.warning("job %d round %d: no accepted update before the lease ends", self.job_id,
-                                    st.round)
-                    return []
-            await trio.sleep(ctx.config.chain_poll_interval_s)
+            close = round_close(st, trainers, spec.tasks_per_round, now=time.time(), mono=time.monotonic())
+            if close is None:
+                await trio.sleep(ctx.config.chain_poll_interval_s)
+                continue
+            if close.reason == CloseReason.DEADLINE:
+                ctx.log.warning("job %d round %d: deadline reached with %d accepted of %d submitted",
+                                self.job_id, st.round, len(close.accepted), len(trainers))
+            elif close.reason == CloseReason.LEASE_ENDING:
+                ctx.log.warning("job %d round %d: no accepted update before the lease ends", self.job_id, st.round)
+            return close.accepted
 
     def aggregate(self, spec: JobSpec, base_bytes: bytes, deltas: list[tuple[bytes, int]]) -> bytes:
         """The round's new checkpoint (runs in a worker thread; tests override it to play a cheating leader)."""
@@ -276,7 +213,7 @@ class LeaderRole:
                     manifest = UpdateManifest.from_bytes(await ctx.fetch(manifest_cid, max_bytes=1 << 20,
                                                                          providers=holders))
                     delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, providers=holders)
-                    return delta, manifest.task.weight
+                    return delta, manifest.ticket.weight
                 except DtnodeError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
             if time.monotonic() >= st.hard_deadline:
@@ -286,7 +223,7 @@ class LeaderRole:
             ctx.log.warning("job %d round %d: fetching %s's accepted update failed (%s); retrying", self.job_id,
                             st.round, trainer, problem)
             if holders == [trainer]:
-                u = await ctx.chain(lambda: ctx.client.get_update(self.job_id, st.round, trainer))
+                u = await ctx.jobs.update(self.job_id, st.round, trainer)
                 holders = [trainer, *u.validators]
             await trio.sleep(ctx.config.chain_poll_interval_s)
 
@@ -328,7 +265,7 @@ class LeaderRole:
         record_cid = await ctx.store.put(record.to_bytes())
         await ctx.store.pin(record_cid)
         try:
-            await ctx.chain(lambda: ctx.client.commit_round(self.job_id, st.round, new_cid), what="commitRound")
+            await ctx.jobs.commit_round(self.job_id, st.round, new_cid)
         except ContractRevert as exc:
             ctx.log.error("job %d round %d: commitRound reverted (%s)", self.job_id, st.round, exc.error_name)
             return True  # nothing to wait out: the chain says this round is not ours to commit (any more)
@@ -347,14 +284,14 @@ class LeaderRole:
         ctx = self.ctx
         for trainer in trainers:
             try:
-                await ctx.chain(lambda: ctx.client.payout(self.job_id, trainer), what="payout")  # noqa: B023
+                await ctx.jobs.payout(self.job_id, trainer)
             except ContractRevert as exc:
                 ctx.log.info("payout to %s: %s", trainer, exc.error_name)
 
     async def _withdraw(self) -> None:
         ctx = self.ctx
         try:
-            if await ctx.chain(lambda: ctx.client.balance_of(ctx.address)) > 0:
-                await ctx.chain(ctx.client.withdraw, what="withdraw")
+            if await ctx.jobs.balance() > 0:
+                await ctx.jobs.withdraw()
         except ChainError as exc:
             ctx.log.warning("withdraw failed: %s", exc)

@@ -9,65 +9,61 @@ before ``submitUpdate`` leaves only unreferenced blocks (collected by GC).
 from __future__ import annotations
 
 import hashlib
+import time
 
 import trio
 
 from node.checkpoint import decode_checkpoint
-from node.roles.context import NodeContext, task_args
+from node.roles.chain_view import JobScanner
+from node.roles.context import NodeContext, ticket_expectations
+from node.roles.decisions import TrainerStep, jobs_to_start, pay_left_unpaid, trainer_step, wait_out_round
 from node.training.codec import State, encode_delta, encode_state
 from node.training.data import ArraySet
 from node.training.local import LocalResult, loss_to_micro, train_local
+from node.training.task import Task
+from node.training.ticket_check import check_ticket
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import JobStatus, UpdateStatus
-from protocols.errors import DtnodeError, SchemaError
+from protocols.chain.models import JobStatus
+from protocols.errors import DtnodeError
 from protocols.specs import JobSpec, TaskTicket, UpdateManifest
-from protocols.topics import TASK_PROTOCOL, UPDATE_PROTOCOL
-from protocols.wire import RejectCode, TaskRequest, TaskResponse, UpdateNoticeBody
-
-JOB_OPEN = JobStatus.ACTIVE
+from protocols.topics import TASK_PROTOCOL
+from protocols.types import NodeClass
+from protocols.wire import TaskRequest, TaskResponse
 
 
 class TrainerRole:
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         self.ctx = ctx
-        self.jobs = jobs
+        self.scanner = JobScanner(ctx.jobs, only=jobs)
         self.completed: list[tuple[int, int, str]] = []
         """(job, round, manifest CID) of every update this node submitted."""
         self._serving: set[int] = set()
-        self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve every open job (or only ``jobs``) until cancelled."""
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             task_status.started()
             while True:
-                for job_id in await self._jobs_to_serve():
-                    if job_id not in self._serving:
-                        self._serving.add(job_id)
-                        nursery.start_soon(self._serve_job, job_id)
+                for job_id in jobs_to_start(await self.scanner.job_ids(), self._serving):
+                    self._serving.add(job_id)
+                    nursery.start_soon(self._serve_job, job_id)
                 await trio.sleep(self.ctx.config.chain_poll_interval_s * 4)
-
-    async def _jobs_to_serve(self) -> list[int]:
-        if self.jobs:
-            return list(self.jobs)
-        count = await self.ctx.chain(self.ctx.client.job_count, what="jobCount")
-        return list(range(1, count + 1))
 
     async def _serve_job(self, job_id: int) -> None:
         log = self.ctx.log
         try:
             while True:
-                job = await self.ctx.job(job_id)
-                if job.status != JOB_OPEN:
+                job = await self.ctx.jobs.job(job_id)
+                step = trainer_step(job)
+                if step == TrainerStep.STOP:
                     log.info("job %d is closed (status %d): trainer stops serving it", job_id, job.status)
                     await self._claim_pay(job_id, job.committed_rounds)
                     return
-                if job.leader is None:
+                if step == TrainerStep.WAIT or job.leader is None:  # (WAIT is exactly "no leader")
                     await trio.sleep(self.ctx.config.chain_poll_interval_s)
                     continue
                 r = job.committed_rounds
-                mine = await self.ctx.chain(lambda: self.ctx.client.get_update(job_id, r, self.ctx.address))  # noqa: B023
+                mine = await self.ctx.jobs.update(job_id, r, self.ctx.address)
                 if mine.cid:
                     await self._wait_round_change(job_id, r)
                     continue
@@ -85,8 +81,8 @@ class TrainerRole:
 
     async def _wait_round_change(self, job_id: int, r: int) -> None:
         while True:
-            job = await self.ctx.job(job_id)
-            if job.committed_rounds != r or job.status != JOB_OPEN:
+            job = await self.ctx.jobs.job(job_id)
+            if job.committed_rounds != r or job.status != JobStatus.ACTIVE:
                 return
             await trio.sleep(self.ctx.config.chain_poll_interval_s)
 
@@ -96,46 +92,29 @@ class TrainerRole:
         if peer is None:
             ctx.log.info("job %d: leader %s is not among my peers yet; waiting for discovery", job_id, leader)
             return False
-        req = TaskRequest(job_id=job_id, round=r, node_class=ctx.config.node_class)
+        node_class = NodeClass.from_name(ctx.config.node_class)
+        req = TaskRequest(job_id=job_id, round=r, node_class=node_class)
         raw = await ctx.request(peer, TASK_PROTOCOL, req.to_bytes())
         resp = TaskResponse.from_bytes(raw)
         if resp.ticket is None:
             ctx.log.info("job %d round %d: leader refused a task: %s %s", job_id, r, resp.reject, resp.detail)
-            # Only a full round (or our own update already in it) is worth waiting out; any other refusal
-            # (the leader still committing the previous round, not leading yet) is retried shortly.
-            if resp.reject in (RejectCode.ROUND_FULL, RejectCode.ALREADY_SUBMITTED):
+            if wait_out_round(resp.reject):
                 await self._wait_round_change(job_id, r)
             return False
         ticket = resp.ticket
-        self._check_ticket(ticket, job_id, r, leader)
         spec = await ctx.spec(job_id)
+        check_ticket(ticket, await ticket_expectations(ctx, spec, job_id, r, trainer=ctx.address, leaders=(leader,),
+                                                       node_class=node_class, now=time.time()))
         manifest_cid = await self._train_and_publish(spec, ticket)
         try:
-            await ctx.chain(lambda: ctx.client.submit_update(job_id, r, manifest_cid), what="submitUpdate")
+            await ctx.jobs.submit_update(job_id, r, manifest_cid)
         except ContractRevert as exc:
             ctx.log.warning("job %d round %d: submitUpdate reverted (%s): the round moved on", job_id, r,
                             exc.error_name)
             return False
         self.completed.append((job_id, r, manifest_cid))
         ctx.log.info("job %d round %d: submitted update %s", job_id, r, manifest_cid)
-        notice = UpdateNoticeBody(job_id=job_id, round=r, manifest_cid=manifest_cid)
-        if self._nursery is not None:  # best effort, off the critical path: the leader also reads the chain
-            self._nursery.start_soon(self._notify, peer, notice)
         return True
-
-    async def _notify(self, peer: object, notice: UpdateNoticeBody) -> None:
-        ctx = self.ctx
-        try:
-            await ctx.request(peer, UPDATE_PROTOCOL, notice.to_bytes())
-        except DtnodeError as exc:
-            ctx.log.debug("update notice to the leader failed: %s", exc)
-
-    def _check_ticket(self, ticket: TaskTicket, job_id: int, r: int, leader: str) -> None:
-        ticket.verify_leader()
-        if ticket.leader.lower() != leader.lower():
-            raise SchemaError(f"ticket signed by {ticket.leader}, but the job's leader is {leader}")
-        if (ticket.job_id, ticket.round) != (job_id, r) or ticket.trainer.lower() != self.ctx.address.lower():
-            raise SchemaError("ticket is for another job, round or trainer")
 
     async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> str:
         ctx = self.ctx
@@ -150,7 +129,7 @@ class TrainerRole:
         delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding))
         segment_cids: list[str] = [await ctx.store.put(encode_state(s)) for s in result.segment_states]
         manifest = UpdateManifest(
-            ticket=ticket.to_dict(), trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,
+            ticket=ticket, trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,
             loss_before_micro=loss_to_micro(result.loss_before), loss_after_micro=loss_to_micro(result.loss_after),
             segment_every=spec.segment_every, segment_hashes=list(result.segment_hashes),
             segment_cids=segment_cids,
@@ -168,7 +147,7 @@ class TrainerRole:
 
         The one place a trainer's work is computed; the end-to-end tests' cheating trainer overrides it.
         """
-        return train_local(spec.model, base_model, shard, **task_args(spec, ticket))
+        return train_local(Task.from_ticket(spec, ticket), base_model, shard)
 
     async def _claim_pay(self, job_id: int, committed: int) -> None:
         """Call ``payout`` for this trainer's accepted updates that nobody paid, then withdraw.
@@ -180,9 +159,8 @@ class TrainerRole:
         me = ctx.address
         try:
             for r in range(committed):
-                u = await ctx.chain(lambda: ctx.client.get_update(job_id, r, me))  # noqa: B023
-                if u.status == UpdateStatus.ACCEPTED and not u.paid:
-                    await ctx.chain(lambda: ctx.client.payout(job_id, me), what="payout")
+                if pay_left_unpaid(await ctx.jobs.update(job_id, r, me)):
+                    await ctx.jobs.payout(job_id, me)
                     ctx.log.info("job %d: collected pay a leader left unpaid", job_id)
                     break  # one payout covers every unpaid round
         except ContractRevert as exc:  # paid meanwhile (NothingToPay)
@@ -194,9 +172,9 @@ class TrainerRole:
     async def _withdraw_if_owed(self) -> None:
         ctx = self.ctx
         try:
-            owed = await ctx.chain(lambda: ctx.client.balance_of(ctx.address))
+            owed = await ctx.jobs.balance()
             if owed > 0:
-                await ctx.chain(ctx.client.withdraw, what="withdraw")
+                await ctx.jobs.withdraw()
                 ctx.log.info("withdrew %d wei", owed)
         except ChainError as exc:
             ctx.log.warning("withdraw failed: %s", exc)

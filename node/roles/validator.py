@@ -18,19 +18,22 @@ import trio
 
 from node.checkpoint import decode_checkpoint
 from node.roles.auditor import Auditor
-from node.roles.context import NodeContext, task_args
+from node.roles.chain_view import JobScanner
+from node.roles.context import NodeContext, ticket_expectations
+from node.roles.decisions import segments_to_fetch, skip_check
 from node.training.codec import decode_delta, decode_state
+from node.training.errors import TicketRejected
 from node.training.local import micro_to_loss
 from node.training.replay import Verdict, choose_segments, replay_verify
+from node.training.task import Task
+from node.training.ticket_check import check_update_ticket
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import JobStatus, UpdateInfo, UpdateStatus
+from protocols.chain.models import UpdateInfo
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
-from protocols.specs import JobSpec, UpdateManifest
+from protocols.specs import UpdateManifest
+from protocols.types import RejectCode
 from storage.errors import StorageError
-
-JOB_OPEN = JobStatus.ACTIVE
-UPDATE_PENDING = UpdateStatus.PENDING
 
 
 def segment_seed(job_id: int, round_: int, update_cid: str, drawn: Sequence[str]) -> bytes:
@@ -48,11 +51,10 @@ def segment_seed(job_id: int, round_: int, update_cid: str, drawn: Sequence[str]
 class ValidatorRole:
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         self.ctx = ctx
-        self.jobs = jobs
+        self.scanner = JobScanner(ctx.jobs, only=jobs)
         self.verdicts: dict[tuple[int, int, str], Verdict] = {}
         """(job, round, trainer) → the verdict this node voted."""
         self._in_progress: set[tuple[int, int, str]] = set()
-        self._closed_jobs: set[int] = set()
         self._limit = trio.Semaphore(3)
         self.auditor = Auditor(ctx, jobs=jobs)
         """Recomputes the rounds committed after this node was drawn in them (node/roles/auditor.py)."""
@@ -70,34 +72,18 @@ class ValidatorRole:
 
     async def _scan(self, nursery: trio.Nursery) -> None:
         ctx = self.ctx
-        if self.jobs:
-            jobs = list(self.jobs)
-        else:
-            count = await ctx.chain(ctx.client.job_count, what="jobCount")
-            jobs = list(range(1, count + 1))
-        for job_id in jobs:
-            if job_id in self._closed_jobs:
-                continue
-            job = await ctx.job(job_id)
-            if job.status != JOB_OPEN:
-                self._closed_jobs.add(job_id)
-                continue
-            r = job.committed_rounds
-            trainers = await ctx.chain(lambda: ctx.client.get_round_updates(job_id, r))  # noqa: B023
-            for trainer in trainers:
+        for job in await self.scanner.open_jobs():
+            job_id, r = job.job_id, job.committed_rounds
+            for trainer in await ctx.jobs.round_updates(job_id, r):
                 key = (job_id, r, trainer.lower())
                 if key in self.verdicts or key in self._in_progress:
                     continue
-                update = await ctx.chain(lambda: ctx.client.get_update(job_id, r, trainer))  # noqa: B023
-                me = ctx.address.lower()
-                if me not in [v.lower() for v in update.validators]:
-                    self.verdicts[key] = Verdict(True, "not-drawn", 0.0, ())  # never re-read: the draw is final
-                    continue
-                if update.status != UPDATE_PENDING:
-                    self.verdicts[key] = Verdict(True, "decided-without-us", 0.0, ())
-                    continue
-                if await ctx.chain(lambda: ctx.client.has_voted(job_id, r, trainer, ctx.address)):  # noqa: B023
-                    self.verdicts[key] = Verdict(True, "voted-before-restart", 0.0, ())
+                update = await ctx.jobs.update(job_id, r, trainer)
+                skip = skip_check(update, ctx.address)
+                if skip is None and await ctx.jobs.has_voted(job_id, r, trainer):
+                    skip = "voted-before-restart"
+                if skip is not None:
+                    self.verdicts[key] = Verdict(True, skip, 0.0, ())  # never re-read: the draw is final
                     continue
                 # Several checks at once: most of a check is waiting for content; the replay itself is short.
                 self._in_progress.add(key)
@@ -121,23 +107,28 @@ class ValidatorRole:
                      trainer, "VALID" if verdict.ok else "INVALID", verdict.reason, list(verdict.checked_segments),
                      verdict.max_distance if math.isfinite(verdict.max_distance) else -1)
         try:
-            await ctx.chain(lambda: ctx.client.validate_update(job_id, r, trainer, verdict.ok, reduction),
-                            what="validateUpdate")
+            await ctx.jobs.validate_update(job_id, r, trainer, verdict.ok, reduction)
         except ContractRevert as exc:
             ctx.log.info("vote on %s in job %d round %d reverted: %s", trainer, job_id, r, exc.error_name)
 
     async def check(self, job_id: int, r: int, trainer: str, update: UpdateInfo) -> tuple[Verdict, int]:
         """Verify one update; returns the verdict and the loss reduction (micro-units) to report."""
         ctx = self.ctx
+        # Outside the verdict: a spec that cannot be read or disagrees with the chain is the job's problem, not
+        # the trainer's (SpecMismatch), and is retried rather than voted on.
+        spec = await ctx.spec(job_id)
         try:
-            spec = await ctx.spec(job_id)
             manifest = UpdateManifest.from_bytes(await ctx.fetch(update.cid or "", max_bytes=1 << 20,
                                                                  providers=[trainer]))
-            ticket = manifest.task
-            ticket.verify_leader()
-            problem = await self._check_ticket_context(job_id, r, trainer, spec, manifest)
-            if problem:
-                return Verdict(False, "bad_ticket", math.inf, (), problem), 0
+            ticket = manifest.ticket
+            # Any leader the job ever had: the update may have been handed out before a change of leader. No
+            # expiry: the chain accepted the update within its round.
+            expect = await ticket_expectations(ctx, spec, job_id, r, trainer=trainer,
+                                               leaders=await ctx.jobs.leader_history(job_id))
+            try:
+                check_update_ticket(manifest, expect)
+            except TicketRejected as exc:
+                return Verdict(False, exc.code, math.inf, (), exc.detail), 0
             customer = ctx.customer_of(job_id)
             base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
                                                 providers=[ticket.leader, trainer, *customer])
@@ -155,9 +146,8 @@ class ValidatorRole:
             seed = segment_seed(job_id, r, update.cid or "", update.validators)
             k = spec.spot_check_segments or n
             chosen = choose_segments(seed, n, k)
-            needed = sorted({n - 1} | {i for s in chosen for i in (s - 1, s) if 0 <= i < n})
             states: dict[int, Mapping[str, torch.Tensor]] = {}
-            for i in needed:
+            for i in segments_to_fetch(chosen, n):
                 raw = await ctx.fetch(manifest.segment_cids[i], max_bytes=spec.max_dag_bytes, providers=[trainer])
                 states[i] = decode_state(raw, max_bytes=spec.max_dag_bytes)
 
@@ -166,8 +156,8 @@ class ValidatorRole:
 
             def work() -> Verdict:
                 return replay_verify(
-                    # segment_every: the spec's, which _check_ticket_context checked the manifest claims too.
-                    spec.model, base_model, shard, **task_args(spec, ticket),
+                    # segment_every: the spec's, which check_update_ticket checked the manifest claims too.
+                    Task.from_ticket(spec, ticket), base_model, shard,
                     claimed_segment_hashes=manifest.segment_hashes, segment_states_fetch=fetch_state,
                     claimed_delta=delta, claimed_loss_before=micro_to_loss(manifest.loss_before_micro),
                     claimed_loss_after=micro_to_loss(manifest.loss_after_micro), segments_to_check=chosen,
@@ -181,28 +171,6 @@ class ValidatorRole:
             # that withholds its content never gets a vote, so its update expires unpaid at the round's commit.
             raise
         except (DtnodeError, KeyError, ValueError) as exc:  # fetched, and malformed or inconsistent: invalid
-            return Verdict(False, "unverifiable", math.inf, (), f"{type(exc).__name__}: {exc}"), 0
+            return Verdict(False, RejectCode.UNVERIFIABLE, math.inf, (), f"{type(exc).__name__}: {exc}"), 0
         reduction = max(0, manifest.loss_before_micro - manifest.loss_after_micro) if verdict.ok else 0
         return verdict, reduction
-
-    async def _check_ticket_context(self, job_id: int, r: int, trainer: str, spec: JobSpec,
-                                    manifest: UpdateManifest) -> str:
-        """What the chain and the job spec say about the ticket; an empty string when all is well."""
-        ctx = self.ctx
-        ticket = manifest.task
-        if (ticket.job_id, ticket.round) != (job_id, r):
-            return f"ticket is for job {ticket.job_id} round {ticket.round}"
-        if ticket.trainer.lower() != trainer.lower() or manifest.trainer.lower() != trainer.lower():
-            return "ticket or manifest names another trainer (a copied update?)"
-        if ticket.leader.lower() not in await ctx.leader_history(job_id):
-            return f"ticket signed by {ticket.leader}, who never led job {job_id}"
-        expected_base = spec.initial_checkpoint_cid if r == 0 else await ctx.chain(
-            lambda: ctx.client.get_round_checkpoint(job_id, r - 1))
-        if ticket.base_cid != expected_base:
-            return f"ticket's base {ticket.base_cid} is not the checkpoint committed before round {r}"
-        dataset = await ctx.dataset(spec.dataset_cid, providers=ctx.customer_of(job_id))
-        if ticket.shard_cid not in dataset.shard_cids:
-            return "ticket's shard is not part of the job's dataset"
-        if manifest.segment_every != spec.segment_every or ticket.batch_size <= 0:
-            return "task parameters differ from the job spec"
-        return ""

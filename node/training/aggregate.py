@@ -1,4 +1,7 @@
-"""Aggregation strategies: pure functions over weighted deltas, and a :class:`Strategy` chosen by name.
+"""Aggregation: pure functions over weighted deltas, one small :class:`Strategy` class per rule over them (Flower's
+style: :class:`FedAvg`, :class:`FedMedian`, :class:`FedTrimmedAvg`, :class:`Krum`, :class:`CenteredClip`, each with an
+optional DiLoCo :class:`OuterOptimizer`), and :func:`strategy_from_spec`, the one place a job's ``AggregationSpec``
+becomes a strategy (its defaults are the spec's: there is no second table).
 
 Determinism is the point: anyone holding the accepted deltas must be able to recompute the leader's checkpoint bit
 for bit, whatever order they received the deltas in and whatever CPU they run. So every function
@@ -17,9 +20,10 @@ must not buy influence over a coordinate-wise statistic.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +31,7 @@ import torch
 
 from node.training.codec import State, state_hash
 from node.training.errors import TrainingError
+from protocols.specs import AggregationSpec
 
 WeightedDelta = tuple[Mapping[str, torch.Tensor], float]
 Vec = npt.NDArray[np.float64]
@@ -155,7 +160,11 @@ def aggregate_centered_clip(weighted: Sequence[WeightedDelta], tau: float, iters
     return _unflatten(v, keys, shapes)
 
 
-@dataclass(frozen=True)
+_SPEC_DEFAULTS = AggregationSpec()
+"""The one table of defaults: a rule built without a setting gets the job spec's default for it."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class OuterOptimizer:
     """DiLoCo's outer step: Nesterov momentum on the aggregated delta (the negated outer gradient).
 
@@ -164,8 +173,12 @@ class OuterOptimizer:
     published with the checkpoint so anyone can continue the computation).
     """
 
-    lr: float = 0.7
-    momentum: float = 0.9
+    lr: float = float(_SPEC_DEFAULTS.outer_lr)
+    momentum: float = float(_SPEC_DEFAULTS.outer_momentum)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0) or not 0 <= self.momentum < 1:
+            raise TrainingError(f"outer optimizer needs lr > 0 and 0 <= momentum < 1, got {self.lr}, {self.momentum}")
 
     def step(
         self, base: Mapping[str, torch.Tensor], delta: State, outer_state: Mapping[str, torch.Tensor]
@@ -184,38 +197,20 @@ class OuterOptimizer:
         return new_state, new_outer
 
 
-STRATEGY_NAMES: tuple[str, ...] = ("mean", "fedavg", "median", "trimmed_mean", "krum", "centered_clip", "diloco")
-_DEFAULTS: dict[str, dict[str, float | int]] = {
-    "mean": {},
-    "median": {},
-    "trimmed_mean": {"beta": 0.1},
-    "krum": {"f": 1, "m": 1},
-    "centered_clip": {"tau": 5.0, "iters": 3},
-}
-_INT_PARAMS = {"f", "m", "iters"}
+@dataclass(frozen=True, kw_only=True)
+class Strategy(ABC):
+    """An aggregation rule (one subclass per rule, over the pure functions above) and an optional outer optimizer.
 
+    Build a job's with :func:`strategy_from_spec`; subclasses validate their settings when constructed.
+    """
 
-@dataclass(frozen=True)
-class Strategy:
-    """An aggregation rule with its parameters and an optional outer optimizer. Build with :func:`get_strategy`."""
-
-    name: str
-    params: tuple[tuple[str, float | int], ...] = ()
+    name: ClassVar[str]
     outer: OuterOptimizer | None = None
+    """DiLoCo's Nesterov step on the aggregated delta; None adds the delta to the base as it is."""
 
+    @abstractmethod
     def aggregate(self, weighted: Sequence[WeightedDelta]) -> State:
-        p = dict(self.params)
-        if self.name == "mean":
-            return aggregate_mean(weighted)
-        if self.name == "median":
-            return aggregate_median(weighted)
-        if self.name == "trimmed_mean":
-            return aggregate_trimmed_mean(weighted, float(p["beta"]))
-        if self.name == "krum":
-            return aggregate_krum(weighted, int(p["f"]), min(int(p["m"]), len(weighted)))
-        if self.name == "centered_clip":
-            return aggregate_centered_clip(weighted, float(p["tau"]), int(p["iters"]))
-        raise TrainingError(f"unknown aggregation rule {self.name!r}")
+        """The aggregated delta of ``weighted`` (any order, same bits)."""
 
     def apply(
         self,
@@ -238,81 +233,103 @@ class Strategy:
         }
         return new_state, {}
 
-    def to_spec(self) -> dict[str, Any]:
-        """A canonical-JSON-safe description (numbers as decimal strings); :func:`strategy_from_spec` inverts it."""
-        spec: dict[str, Any] = {"name": self.name, "params": {k: repr(v) for k, v in self.params}}
-        if self.outer is not None:
-            spec["outer"] = {"kind": "nesterov", "lr": repr(self.outer.lr), "momentum": repr(self.outer.momentum)}
-        return spec
+
+@dataclass(frozen=True, kw_only=True)
+class FedAvg(Strategy):
+    """The work-weighted mean (with ``outer``: DiLoCo)."""
+
+    name: ClassVar[str] = "mean"
+
+    def aggregate(self, weighted: Sequence[WeightedDelta]) -> State:
+        return aggregate_mean(weighted)
 
 
-def _number(key: str, value: object) -> float | int:
+@dataclass(frozen=True, kw_only=True)
+class FedMedian(Strategy):
+    """The coordinate-wise median; weights ignored."""
+
+    name: ClassVar[str] = "median"
+
+    def aggregate(self, weighted: Sequence[WeightedDelta]) -> State:
+        return aggregate_median(weighted)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FedTrimmedAvg(Strategy):
+    """The coordinate-wise mean without the ``floor(beta · n)`` largest and smallest values; weights ignored."""
+
+    name: ClassVar[str] = "trimmed_mean"
+    beta: float = float(_SPEC_DEFAULTS.trim_ratio)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.beta < 0.5:
+            raise TrainingError(f"trimmed_mean beta must be in [0, 0.5), got {self.beta}")
+
+    def aggregate(self, weighted: Sequence[WeightedDelta]) -> State:
+        return aggregate_trimmed_mean(weighted, self.beta)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Krum(Strategy):
+    """(Multi-)Krum for ``f`` assumed attackers: the weighted mean of the ``m`` best-scored deltas (fewer when
+    fewer arrived)."""
+
+    name: ClassVar[str] = "krum"
+    f: int = _SPEC_DEFAULTS.krum_f
+    m: int = 1
+
+    def __post_init__(self) -> None:
+        if self.f < 0 or self.m < 1:
+            raise TrainingError(f"krum needs f >= 0 and m >= 1, got f={self.f}, m={self.m}")
+
+    def aggregate(self, weighted: Sequence[WeightedDelta]) -> State:
+        return aggregate_krum(weighted, self.f, min(self.m, len(weighted)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CenteredClip(Strategy):
+    """Centered clipping from the median, ``iters`` times, to L2 norm ``tau`` (in the deltas' units)."""
+
+    name: ClassVar[str] = "centered_clip"
+    tau: float = float(_SPEC_DEFAULTS.clip_tau)
+    iters: int = 3
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.tau) and self.tau > 0) or self.iters < 1:
+            raise TrainingError(f"centered_clip needs tau > 0 and iters >= 1, got tau={self.tau}, iters={self.iters}")
+
+    def aggregate(self, weighted: Sequence[WeightedDelta]) -> State:
+        return aggregate_centered_clip(weighted, self.tau, self.iters)
+
+
+def _setting(name: str, value: str) -> float:
     try:
-        if key in _INT_PARAMS:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(str(value)) if not isinstance(value, float) else int(value)
-        number = float(str(value)) if not isinstance(value, int | float) else float(value)
+        number = float(value)
     except ValueError:
-        raise TrainingError(f"strategy parameter {key}={value!r} is not a valid number") from None
+        raise TrainingError(f"aggregation.{name}={value!r} is not a number") from None
     if not math.isfinite(number):
-        raise TrainingError(f"strategy parameter {key}={value!r} must be finite")
+        raise TrainingError(f"aggregation.{name}={value!r} must be finite")
     return number
 
 
-def get_strategy(
-    name: str,
-    *,
-    outer: str | None = None,
-    outer_lr: float | str = 0.7,
-    outer_momentum: float | str = 0.9,
-    **params: object,
-) -> Strategy:
-    """A strategy by name: ``mean``/``fedavg``, ``median``, ``trimmed_mean(beta)``, ``krum(f, m)``,
-    ``centered_clip(tau, iters)``, or ``diloco`` (mean + Nesterov outer optimizer). ``outer="nesterov"`` adds the
-    outer optimizer to any rule. Numbers may be given as strings (as they travel in canonical JSON).
+def strategy_from_spec(spec: AggregationSpec) -> Strategy:
+    """The strategy a job's spec asks for: the one translation from spec to rule, for leaders and auditors alike.
+
+    Raises :class:`TrainingError` naming the setting when the spec's rule, outer optimizer or a number is invalid.
     """
-    rule = {"fedavg": "mean", "diloco": "mean"}.get(name, name)
-    if rule not in _DEFAULTS:
-        raise TrainingError(f"unknown aggregation strategy {name!r}; known: {', '.join(STRATEGY_NAMES)}")
-    unknown = set(params) - set(_DEFAULTS[rule])
-    if unknown:
-        raise TrainingError(
-            f"strategy {name!r} takes no parameter(s) {sorted(unknown)}; it takes {sorted(_DEFAULTS[rule])}"
-        )
-    merged = {k: _number(k, params.get(k, v)) for k, v in _DEFAULTS[rule].items()}
-    if rule == "trimmed_mean" and not 0 <= merged["beta"] < 0.5:
-        raise TrainingError(f"trimmed_mean beta must be in [0, 0.5), got {merged['beta']}")
-    if rule == "krum" and (int(merged["f"]) < 0 or int(merged["m"]) < 1):
-        raise TrainingError(f"krum needs f >= 0 and m >= 1, got f={merged['f']}, m={merged['m']}")
-    if rule == "centered_clip" and (not merged["tau"] > 0 or int(merged["iters"]) < 1):
-        raise TrainingError(f"centered_clip needs tau > 0 and iters >= 1, got {merged}")
-    if name == "diloco" and outer is None:
-        outer = "nesterov"
-    optimizer: OuterOptimizer | None = None
-    if outer is not None:
-        if outer != "nesterov":
-            raise TrainingError(f"unknown outer optimizer {outer!r}; the only one is 'nesterov'")
-        lr, mom = _number("outer_lr", outer_lr), _number("outer_momentum", outer_momentum)
-        if not lr > 0 or not 0 <= mom < 1:
-            raise TrainingError(f"outer optimizer needs lr > 0 and 0 <= momentum < 1, got {lr}, {mom}")
-        optimizer = OuterOptimizer(lr=float(lr), momentum=float(mom))
-    return Strategy(name=rule, params=tuple(sorted(merged.items())), outer=optimizer)
-
-
-def strategy_from_spec(spec: Mapping[str, Any]) -> Strategy:
-    """Inverse of :meth:`Strategy.to_spec`."""
-    try:
-        name = spec["name"]
-        params = dict(spec.get("params", {}))
-        outer = spec.get("outer")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TrainingError(f"strategy spec is malformed ({exc}); expected name, params, optional outer") from exc
-    if outer is None:
-        return get_strategy(str(name), **params)
-    if not isinstance(outer, Mapping):
-        raise TrainingError("strategy spec 'outer' must be an object")
-    return get_strategy(
-        str(name), outer=str(outer.get("kind", "nesterov")), outer_lr=outer.get("lr", 0.7),
-        outer_momentum=outer.get("momentum", 0.9), **params,
-    )
+    if spec.outer not in ("none", "nesterov"):
+        raise TrainingError(f"unknown outer optimizer aggregation.outer={spec.outer!r}; use 'none' or 'nesterov'")
+    outer = None if spec.outer == "none" else OuterOptimizer(
+        lr=_setting("outer_lr", spec.outer_lr), momentum=_setting("outer_momentum", spec.outer_momentum))
+    if spec.strategy == FedAvg.name:
+        return FedAvg(outer=outer)
+    if spec.strategy == FedMedian.name:
+        return FedMedian(outer=outer)
+    if spec.strategy == FedTrimmedAvg.name:
+        return FedTrimmedAvg(beta=_setting("trim_ratio", spec.trim_ratio), outer=outer)
+    if spec.strategy == Krum.name:
+        return Krum(f=spec.krum_f, outer=outer)
+    if spec.strategy == CenteredClip.name:
+        return CenteredClip(tau=_setting("clip_tau", spec.clip_tau), outer=outer)
+    raise TrainingError(f"unknown aggregation.strategy {spec.strategy!r}; known: mean, median, trimmed_mean, krum, "
+                        "centered_clip")

@@ -3,12 +3,14 @@
     TrainingError
     ├── InvalidDelta(TrainingError, ValueError)     a delta or checkpoint's bytes fail validation
     ├── DatasetError(TrainingError, ValueError)     dataset files missing, corrupt, or a shard is malformed
-    └── ReplayMismatch(TrainingError)               a replay disagrees with what a trainer claimed
+    ├── ReplayMismatch(TrainingError)               a replay disagrees with what a trainer claimed
+    └── TicketRejected(TrainingError, ValueError)   a task ticket fails a check; ``code`` says which
 """
 
 from __future__ import annotations
 
 from protocols.errors import DtnodeError
+from protocols.types import RejectCode
 
 
 class TrainingError(DtnodeError):
@@ -29,3 +31,13 @@ class ReplayMismatch(TrainingError):
     :func:`node.training.replay.replay_verify` reports mismatches as a :class:`Verdict`; this error is for callers
     that prefer to raise (``Verdict.raise_if_rejected``).
     """
+
+
+class TicketRejected(TrainingError, ValueError):
+    """A task ticket fails a check (:func:`node.training.ticket_check.check_ticket`); ``code`` says which, for the
+    trainer's log and the validator's verdict alike."""
+
+    def __init__(self, code: RejectCode, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail

@@ -33,9 +33,8 @@ from node.training.codec import State, state_hash, state_sub
 from node.training.data import ArraySet
 from node.training.errors import TrainingError
 from node.training.models import build_model
+from node.training.task import Task
 
-OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
-MAX_SEGMENT_EVERY = 10
 LOSS_SAMPLES = 1024
 """The reported losses are the mean cross-entropy over the first ``LOSS_SAMPLES`` samples of the task's range."""
 EVAL_CHUNK = 64
@@ -57,43 +56,6 @@ def loss_to_micro(loss: float) -> int:
 def micro_to_loss(micro: int) -> float:
     """Inverse of :func:`loss_to_micro` (to within 5e-7)."""
     return micro / MICRO
-
-
-@dataclass(frozen=True)
-class TaskParams:
-    """Everything besides base checkpoint and shard that determines a local training run."""
-
-    model_name: str
-    steps: int
-    batch_size: int
-    lr: float
-    seed: int
-    segment_every: int = MAX_SEGMENT_EVERY
-    optimizer: str = "adamw"
-    sample_range: tuple[int, int] | None = None
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise TrainingError(f"steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1:
-            raise TrainingError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 1 <= self.segment_every <= MAX_SEGMENT_EVERY:
-            raise TrainingError(f"segment_every must be in 1..{MAX_SEGMENT_EVERY}, got {self.segment_every}")
-        if self.optimizer not in OPTIMIZERS:
-            raise TrainingError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise TrainingError(f"lr must be a positive finite number, got {self.lr}")
-
-    @property
-    def n_segments(self) -> int:
-        return math.ceil(self.steps / self.segment_every)
-
-    def segment_bounds(self, index: int) -> tuple[int, int]:
-        """Steps ``[start, stop)`` of segment ``index``."""
-        if not 0 <= index < self.n_segments:
-            raise TrainingError(f"segment {index} out of range 0..{self.n_segments - 1}")
-        start = index * self.segment_every
-        return start, min(start + self.segment_every, self.steps)
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,15 +149,15 @@ def _param_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model.named_parameters()]
 
 
-def _make_optimizer(params: TaskParams, model: nn.Module) -> torch.optim.Optimizer:
+def _make_optimizer(task: Task, model: nn.Module) -> torch.optim.Optimizer:
     # Every hyper-parameter pinned explicitly (and the plain for-loop kernels, not foreach/fused), so a default
     # changing in a future torch cannot silently change the bits.
-    if params.optimizer == "adamw":
+    if task.optimizer == "adamw":
         return torch.optim.AdamW(
-            model.parameters(), lr=params.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+            model.parameters(), lr=task.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
             amsgrad=False, foreach=False, fused=False, maximize=False, capturable=False, differentiable=False,
         )
-    return torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.0, weight_decay=0.0, foreach=False)
+    return torch.optim.SGD(model.parameters(), lr=task.lr, momentum=0.0, weight_decay=0.0, foreach=False)
 
 
 def _export(model: nn.Module, optimizer: torch.optim.Optimizer) -> State:
@@ -208,14 +170,14 @@ def _export(model: nn.Module, optimizer: torch.optim.Optimizer) -> State:
     return out
 
 
-def _import(params: TaskParams, trainer_state: Mapping[str, torch.Tensor]) -> tuple[nn.Module, torch.optim.Optimizer]:
-    model = build_model(params.model_name)
+def _import(task: Task, trainer_state: Mapping[str, torch.Tensor]) -> tuple[nn.Module, torch.optim.Optimizer]:
+    model = build_model(task.model_name)
     model_state = {k[len(MODEL_PREFIX):]: v for k, v in trainer_state.items() if k.startswith(MODEL_PREFIX)}
     try:
         model.load_state_dict(model_state, strict=True)
     except RuntimeError as exc:
-        raise TrainingError(f"trainer state does not fit {params.model_name}: {exc}") from exc
-    optimizer = _make_optimizer(params, model)
+        raise TrainingError(f"trainer state does not fit {task.model_name}: {exc}") from exc
+    optimizer = _make_optimizer(task, model)
     names = _param_names(model)
     per_param: dict[int, dict[str, Any]] = {}
     for key, value in trainer_state.items():
@@ -243,15 +205,15 @@ def model_part(trainer_state: Mapping[str, torch.Tensor]) -> State:
 
 
 def run_segment(
-    params: TaskParams, start_state: Mapping[str, torch.Tensor], data: ArraySet, index: int
+    task: Task, start_state: Mapping[str, torch.Tensor], data: ArraySet, index: int
 ) -> State:
     """Run the steps of segment ``index`` from ``start_state`` (a trainer state) and return the trainer state after.
 
     Call inside :func:`deterministic_torch` for reproducible bits.
     """
-    start, stop = params.segment_bounds(index)
-    model, optimizer = _import(params, start_state)
-    schedule = BatchSchedule(len(data), params.batch_size, params.seed)
+    start, stop = task.segment_bounds(index)
+    model, optimizer = _import(task, start_state)
+    schedule = BatchSchedule(len(data), task.batch_size, task.seed)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     for step in range(start, stop):
@@ -283,36 +245,23 @@ def task_loss(model_name: str, state: Mapping[str, torch.Tensor], data: ArraySet
     return float(total) / n
 
 
-def train_local(
-    model_name: str,
-    base_state: Mapping[str, torch.Tensor],
-    shard: ArraySet,
-    *,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    segment_every: int = MAX_SEGMENT_EVERY,
-    optimizer: str = "adamw",
-    sample_range: tuple[int, int] | None = None,
-) -> LocalResult:
-    """Train ``steps`` deterministic steps from ``base_state`` on ``shard`` (or its ``sample_range``).
+def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: ArraySet) -> LocalResult:
+    """Train ``task.steps`` deterministic steps from ``base_state`` on ``shard`` (or the task's sample range).
 
     The delta is ``final - base`` (float32). ``segment_states[i]`` is the trainer state after segment ``i`` and
     ``segment_hashes[i]`` its :func:`~node.training.codec.state_hash`.
     """
-    params = TaskParams(model_name, steps, batch_size, lr, seed, segment_every, optimizer, sample_range)
-    data = task_view(shard, sample_range)
+    data = task_view(shard, task.sample_range)
     base = {k: v.detach().clone() for k, v in sorted(base_state.items())}
     with deterministic_torch():
-        loss_before = task_loss(model_name, base, data)
+        loss_before = task_loss(task.model_name, base, data)
         state = initial_trainer_state(base)
         states: list[State] = []
-        for index in range(params.n_segments):
-            state = run_segment(params, state, data, index)
+        for index in range(task.n_segments):
+            state = run_segment(task, state, data, index)
             states.append(state)
         final = model_part(state)
-        loss_after = task_loss(model_name, final, data)
+        loss_after = task_loss(task.model_name, final, data)
     return LocalResult(
         delta=state_sub(final, base),
         final_state=final,

@@ -36,7 +36,6 @@ from node.training.codec import State, decode_delta, encode_delta, max_abs_dista
 from node.training.data import ArraySet
 from node.training.errors import ReplayMismatch, TrainingError
 from node.training.local import (
-    TaskParams,
     deterministic_torch,
     initial_trainer_state,
     loss_to_micro,
@@ -45,19 +44,22 @@ from node.training.local import (
     task_loss,
     task_view,
 )
+from node.training.task import Task
+from protocols.types import RejectCode
 
 DEFAULT_TOLERANCE = 1e-5
 DEFAULT_LOSS_TOLERANCE = 1e-4
 """Absolute tolerance on a reported loss (mean cross-entropy; bitwise-equal environments give 0)."""
 
-# Reject reasons: short, stable tokens a validator can log and put in a vote's reason field.
-OK = "ok"
-BAD_SEGMENT_COUNT = "bad_segment_count"
-BAD_SEGMENT_STATE = "bad_segment_state"
-DELTA_MISMATCH = "delta_mismatch"
-LOSS_MISMATCH = "loss_mismatch"
-REPLAY_MISMATCH = "replay_mismatch"
-BAD_TASK = "bad_task"
+OK = "OK"
+"""The reason of an accepted verdict; a rejected one carries a :class:`RejectCode`."""
+# The codes replay can reject with (short names for this module's checks and its tests).
+BAD_SEGMENT_COUNT = RejectCode.BAD_SEGMENT_COUNT
+BAD_SEGMENT_STATE = RejectCode.BAD_SEGMENT_STATE
+DELTA_MISMATCH = RejectCode.DELTA_MISMATCH
+LOSS_MISMATCH = RejectCode.LOSS_MISMATCH
+REPLAY_MISMATCH = RejectCode.REPLAY_MISMATCH
+BAD_TASK = RejectCode.BAD_TASK
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Verdict:
 
     ok: bool
     reason: str
+    """:data:`OK`, a :class:`RejectCode` when rejected, or why the validator did not check (not drawn, ...)."""
     max_distance: float
     checked_segments: tuple[int, ...]
     detail: str = ""
@@ -92,22 +95,15 @@ def choose_segments(seed_bytes: bytes, n_segments: int, k: int) -> list[int]:
     return sorted(pool[:take])
 
 
-def _reject(reason: str, detail: str, distance: float, checked: list[int]) -> Verdict:
+def _reject(reason: RejectCode, detail: str, distance: float, checked: list[int]) -> Verdict:
     return Verdict(False, reason, distance, tuple(checked), detail)
 
 
 def replay_verify(
-    model_name: str,
+    task: Task,
     base_state: Mapping[str, torch.Tensor],
     shard: ArraySet,
     *,
-    steps: int,
-    batch_size: int,
-    lr: float,
-    seed: int,
-    segment_every: int,
-    optimizer: str = "adamw",
-    sample_range: tuple[int, int] | None = None,
     claimed_segment_hashes: list[str],
     segment_states_fetch: Callable[[int], Mapping[str, torch.Tensor]],
     claimed_delta: Mapping[str, torch.Tensor],
@@ -119,7 +115,7 @@ def replay_verify(
     delta_kind: str = "f32",
     topk_frac: float = 0.01,
 ) -> Verdict:
-    """Check a trainer's claimed work by replaying sampled segments; see the module docstring for the checks.
+    """Check a trainer's claimed work on ``task`` by replaying sampled segments; see the module docstring.
 
     ``segment_states_fetch(i)`` returns the published trainer state after segment ``i``; its hash is checked
     against ``claimed_segment_hashes[i]`` before use. ``claimed_delta`` is the decoded delta the trainer
@@ -129,14 +125,15 @@ def replay_verify(
     checked: list[int] = []
     worst = 0.0
     try:
-        params = TaskParams(model_name, steps, batch_size, lr, seed, segment_every, optimizer, sample_range)
-        data = task_view(shard, sample_range)
+        data = task_view(shard, task.sample_range)
     except TrainingError as exc:
         return _reject(BAD_TASK, str(exc), math.inf, checked)
-    n = params.n_segments
+    model_name = task.model_name
+    n = task.n_segments
     if len(claimed_segment_hashes) != n:
         return _reject(
-            BAD_SEGMENT_COUNT, f"task of {steps} steps has {n} segments, claim lists {len(claimed_segment_hashes)}",
+            BAD_SEGMENT_COUNT,
+            f"task of {task.steps} steps has {n} segments, claim lists {len(claimed_segment_hashes)}",
             math.inf, checked,
         )
     bad = [i for i in segments_to_check if not 0 <= i < n]
@@ -186,7 +183,7 @@ def replay_verify(
                 return _reject(BAD_SEGMENT_STATE, f"published state around segment {i} does not match its hash",
                                math.inf, checked)
             try:
-                replayed = run_segment(params, start, data, i)
+                replayed = run_segment(task, start, data, i)
             except TrainingError as exc:
                 return _reject(BAD_SEGMENT_STATE, f"segment {i}: {exc}", math.inf, checked)
             checked.append(i)

@@ -12,13 +12,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from node.training.aggregate import Strategy, get_strategy
+from node.training.aggregate import Strategy, strategy_from_spec
 from node.training.codec import State
 from node.training.data import ArraySet, make_shards
 from node.training.errors import TrainingError
 from node.training.evaluate import evaluate
 from node.training.local import train_local
 from node.training.models import initial_state
+from node.training.task import Task
+from protocols.specs import AggregationSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +33,8 @@ class SimConfig:
     batch_size: int = 32
     lr: float = 1e-3
     optimizer: str = "adamw"
-    strategy: Strategy = field(default_factory=lambda: get_strategy("diloco"))
+    strategy: Strategy = field(default_factory=lambda: strategy_from_spec(AggregationSpec()))
+    """The job spec's default: DiLoCo (mean + Nesterov outer step)."""
     iid: bool = True
     alpha: float = 0.5
     rounds: int = 20
@@ -105,11 +108,10 @@ def simulate(
         losses = []
         for t, shard in enumerate(shards):
             start = time.perf_counter()
-            result = train_local(
-                config.model_name, state, shard, steps=config.local_steps, batch_size=config.batch_size,
-                lr=config.lr, seed=trainer_seed(config.seed, rnd, t), segment_every=config.segment_every,
-                optimizer=config.optimizer,
-            )
+            task = Task(model_name=config.model_name, steps=config.local_steps, batch_size=config.batch_size,
+                        lr=config.lr, seed=trainer_seed(config.seed, rnd, t), segment_every=config.segment_every,
+                        optimizer=config.optimizer)
+            result = train_local(task, state, shard)
             took = time.perf_counter() - start
             compute += took
             slowest = max(slowest, took)

@@ -11,12 +11,12 @@ goes into more steps. A delta's aggregation weight is the work it represents: th
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 from typing import Literal
 
 from node.training.errors import TrainingError
+from protocols.types import NodeClass
 
 
 @dataclass(frozen=True)
@@ -27,31 +27,17 @@ class Capacity:
     memory_mb: int
 
 
-class NodeClass(enum.Enum):
-    """Declared node capacity tiers; ``value`` is the on-chain ``uint8``."""
-
-    S = 0
-    M = 1
-    L = 2
-
-    @property
-    def capacity(self) -> Capacity:
-        return _CAPACITY[self]
-
-    @classmethod
-    def from_code(cls, code: int) -> NodeClass:
-        try:
-            return cls(code)
-        except ValueError:
-            raise TrainingError(f"unknown node class code {code}; expected 0 (S), 1 (M) or 2 (L)") from None
-
-
 # Nominal tiers, 1×/2×/4×: S is one CPU core on the CNN (measured here ~2,500-3,500 samples/s at batch 32).
 _CAPACITY: dict[NodeClass, Capacity] = {
     NodeClass.S: Capacity(samples_per_s=2_000, memory_mb=1_024),
     NodeClass.M: Capacity(samples_per_s=4_000, memory_mb=2_048),
     NodeClass.L: Capacity(samples_per_s=8_000, memory_mb=4_096),
 }
+
+
+def capacity(node_class: NodeClass) -> Capacity:
+    """What ``node_class`` promises (the classes themselves are :class:`protocols.types.NodeClass`)."""
+    return _CAPACITY[node_class]
 
 # Samples per batch a class may use per MiB of memory (activations + gradients of the reference CNN at batch 1
 # are ~0.1 MiB; 4× headroom).
@@ -68,7 +54,7 @@ class TaskSize:
     weight: int
 
     def expected_seconds(self, node_class: NodeClass) -> float:
-        return self.num_samples / node_class.capacity.samples_per_s
+        return self.num_samples / capacity(node_class).samples_per_s
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,12 +74,12 @@ class TaskFactory:
             raise TrainingError(f"scale must be 'batch' or 'steps', got {self.scale!r}")
 
     def size(self, node_class: NodeClass) -> TaskSize:
-        ratio = node_class.capacity.samples_per_s / self.reference.capacity.samples_per_s
+        ratio = capacity(node_class).samples_per_s / capacity(self.reference).samples_per_s
         work = round(self.base_steps * self.batch_size * ratio)
         if self.scale == "steps":
             batch = self.batch_size
         else:
-            cap = min(self.max_batch_size, node_class.capacity.memory_mb * _BATCH_PER_MB)
+            cap = min(self.max_batch_size, capacity(node_class).memory_mb * _BATCH_PER_MB)
             batch = max(1, min(round(self.batch_size * ratio), cap))
         steps = max(1, math.ceil(work / batch))
         return TaskSize(steps=steps, batch_size=batch, num_samples=steps * batch, weight=steps * batch)

@@ -4,7 +4,7 @@
 - ``errors``: the ``ChainError`` tree and ``decode_revert`` (any backend's revert -> a class named after it).
 - ``client``: ``JobManagerClient`` (a typed method per contract function) and ``deploy``.
 - ``models``: frozen views (``JobInfo``, ``UpdateInfo``, ...); ``cids``: CID string <-> on-chain bytes.
-- ``events``: ``EventPoller`` (confirmed ``get_logs`` with a persisted cursor) and ``ChainEvent``.
+- ``events``: ``ChainEvent`` (one subclass per event) and the decoder behind ``JobManagerClient.get_events``.
 - ``backends``: ``HardhatNode``, ``in_process_chain``, ``dev_accounts``, ``increase_time``.
 - ``tx``/``nonce``/``rpc``: sending with nonce management, receipts with deadlines, bounded retries.
 

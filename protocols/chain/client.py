@@ -78,7 +78,7 @@ class JobManagerClient:
     ) -> None:
         self.w3 = w3
         self.deploy_block = deploy_block
-        """Block of the deployment when known (an ``EventPoller``'s natural ``start_block``)."""
+        """Block of the deployment when known (where :meth:`get_events` starts reading)."""
         self.address = Address(to_checksum_address(contract_address))
         self.account = account
         self.config = config or ClientConfig()
@@ -208,8 +208,8 @@ class JobManagerClient:
     ) -> list[ChainEvent]:
         """This deployment's events in chain order, filtered on the node by event name and (indexed) job id.
 
-        ``from_block`` defaults to the deployment block when known, else 0. One ``eth_getLogs`` call: for long
-        ranges on a real network, use :class:`~protocols.chain.events.EventPoller` instead.
+        ``from_block`` defaults to the deployment block when known, else 0. One ``eth_getLogs`` call (public RPC
+        endpoints may refuse a long range: narrow it with ``from_block``/``to_block``).
         """
         topics: list[Any] = [
             [event_topic(n) for n in names] if names else None,

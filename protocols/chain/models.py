@@ -14,6 +14,7 @@ from eth_utils.address import to_checksum_address
 
 from protocols.chain.cids import cid_from_bytes, cid_to_bytes, optional_cid_from_bytes
 from protocols.types import Address, Cid, JobId
+from protocols.types import NodeClass as NodeClass  # re-exported: the chain stores it as uint8
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 
@@ -40,14 +41,6 @@ class UpdateStatus(IntEnum):
     ACCEPTED = 2
     REJECTED = 3
     EXPIRED = 4
-
-
-class NodeClass(IntEnum):
-    """A trainer's declared compute class; the leader sizes tasks by it."""
-
-    S = 0
-    M = 1
-    L = 2
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import multiaddr
 
 from protocols.errors import ConfigError
+from protocols.types import NodeClass
 
 MIB = 1 << 20
 
@@ -77,7 +78,7 @@ class P2PConfig:
                     raise ConfigError(f"p2p.bootstrap: {addr!r} needs a /p2p/<peer id> suffix")
         if not self.listen_addrs:
             raise ConfigError("p2p.listen_addrs: at least one address is needed")
-        if self.node_class not in ("S", "M", "L"):
+        if self.node_class not in NodeClass.__members__:
             raise ConfigError(f"p2p.node_class: must be S, M or L, got {self.node_class!r}")
         positive = (
             "heartbeat_s", "presence_interval_s", "peer_ttl_s", "max_clock_skew_s", "max_message_age_s",

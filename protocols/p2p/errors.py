@@ -9,6 +9,7 @@
     ├── RemoteError(P2PError)                        the peer answered with a typed error (``code``, ``detail``)
     ├── KeystoreError(P2PError, ValueError)          a keystore file is missing, malformed, or the passphrase is wrong
     ├── LibraryDrift(P2PError, RuntimeError)         py-libp2p no longer has a name our hardening patches
+    ├── HardeningNotInstalled(P2PError, RuntimeError) a host was built before ``install_hardening()`` ran
     ├── DiscoveryTimeout(P2PError, TimeoutError)     fewer peers than awaited were found in time
     └── NotRunning(P2PError, RuntimeError)           the node was used before `run` started it or after it stopped
 """
@@ -57,3 +58,8 @@ class DiscoveryTimeout(P2PError, TimeoutError):
 
 class NotRunning(P2PError, RuntimeError):
     """The node is not running; start it with ``await nursery.start(node.run)`` first."""
+
+
+class HardeningNotInstalled(P2PError, RuntimeError):
+    """A P2P node was built in a process where ``protocols.p2p.hardening.install_hardening()`` has not run (or ran
+    with smaller queue limits than the node's config asks for); call it once at start-up, before any host."""

@@ -4,6 +4,12 @@ Everything here touches the library's internals, so it lives in one place and is
 (:func:`check_library`): if a name we patch has gone, start-up fails with :class:`LibraryDrift` instead of the
 node silently running unprotected. Pin ``libp2p==0.8.1``.
 
+The process-wide patches are applied once, by :func:`install_hardening`, which the ``dtnode`` binary calls at
+start-up (and test fixtures and benchmarks that build hosts call too). It is never applied from a constructor:
+:class:`protocols.p2p.node.P2PNode` only checks (:func:`require_hardening`) and refuses to build a host without it,
+so nothing runs the unpatched library by accident. :class:`~protocols.p2p.hardened_pubsub.HardenedPubsub` (its own
+module) and :func:`disable_auto_connector` are per host and used by the node itself.
+
 What and why (each measured on 0.8.1, see DESIGN.md §7):
 
 * ``Pubsub.stream_handler`` lets a malformed protobuf frame (``DecodeError``) or any router error escape and cancel
@@ -68,19 +74,16 @@ from typing import Any
 import libp2p
 import libp2p.pubsub.pubsub as _pubsub_module
 import trio
-from libp2p.abc import INetStream
 from libp2p.io.exceptions import ConnectionClosedError
 from libp2p.io.trio import TrioTCPStream
-from libp2p.network.stream.exceptions import StreamClosed, StreamReset
-from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub as _gossipsub_module
 from libp2p.pubsub import rpc_queue as _rpc_queue_module
-from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.stream_muxer.yamux.yamux import Yamux
-from libp2p.utils.varint import encode_varint_prefixed
 
-from protocols.p2p.errors import LibraryDrift
+from protocols.p2p.config import P2PConfig
+from protocols.p2p.errors import HardeningNotInstalled, LibraryDrift
+from protocols.p2p.hardened_pubsub import take
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +122,52 @@ def check_library() -> None:
         )
 
 
+def install_hardening(config: P2PConfig | None = None) -> None:
+    """Apply every process-wide patch of this module, before any host is built (idempotent).
+
+    ``config`` sizes the pubsub queues (its ``peer_queue_size`` and ``subscription_buffer``; defaults otherwise);
+    a later call with a larger config raises them, never lowers them. Raises :class:`LibraryDrift` if py-libp2p
+    lacks a name patched here.
+    """
+    cfg = config or P2PConfig()
+    check_library()
+    # A deadline expiring mid-write must not tear down the connection.
+    make_yamux_frames_atomic()
+    # GossipSub rebuilds our signed peer record for every message it forwards.
+    cache_sender_records()
+    # One connection's reader is one task: it must not yield per Noise length prefix.
+    buffer_tcp_reads()
+    # A peer without our protocols (an IPFS node) is not an error.
+    quiet_unsupported_protocol_errors()
+    raise_pubsub_queue_limits(peer_queue_size=cfg.peer_queue_size, subscription_channel_size=cfg.subscription_buffer)
+
+
+def require_hardening(config: P2PConfig) -> None:
+    """Raise :class:`HardeningNotInstalled` unless :func:`install_hardening` has run with queues at least as large
+    as ``config`` asks for. Checks the library itself, so a patch undone later is caught too."""
+    missing = []
+    if getattr(Yamux, "_write_frame", None) is not _atomic_write_frame:
+        missing.append("atomic yamux frames")
+    if not getattr(TrioTCPStream.read, "dtnode_buffered", False):
+        missing.append("buffered TCP reads")
+    if not all(getattr(getattr(m, "env_to_send_in_RPC"), "dtnode_cached", False)  # noqa: B009
+               for m in _RECORD_MODULES):
+        missing.append("cached sender records")
+    if _UNSUPPORTED_FILTER not in logging.getLogger("libp2p.host.basic_host").filters:
+        missing.append("quiet unsupported-protocol errors")
+    queue: Any = getattr(_pubsub_module, "RpcQueue")  # noqa: B009 (not re-exported)
+    if int(getattr(queue, "dtnode_max_size", _rpc_queue_module.OutBoundQueueSize)) < config.peer_queue_size:
+        missing.append(f"peer queues of {config.peer_queue_size}")
+    if _pubsub_module.SUBSCRIPTION_CHANNEL_SIZE < config.subscription_buffer:
+        missing.append(f"subscription channels of {config.subscription_buffer}")
+    if missing:
+        raise HardeningNotInstalled(
+            f"the py-libp2p hardening is not installed in this process (missing: {', '.join(missing)}); call "
+            "protocols.p2p.hardening.install_hardening(config) once at start-up, before building a P2PNode "
+            "(the dtnode binary does; tests and benchmarks that build hosts must too)"
+        )
+
+
 def raise_pubsub_queue_limits(*, peer_queue_size: int, subscription_channel_size: int) -> None:
     """Raise the per-peer outbound queue and subscription channel sizes, process-wide; never lowers them."""
     check_library()
@@ -139,59 +188,11 @@ def raise_pubsub_queue_limits(*, peer_queue_size: int, subscription_channel_size
         _pubsub_module.SUBSCRIPTION_CHANNEL_SIZE = subscription_channel_size
 
 
-PUBSUB_WRITE_BATCH_BYTES = 64 * 1024 - 12
-"""Most bytes of queued RPCs written to a peer at once: one yamux frame (64 KiB less its 12-byte header), so a
-batch never interleaves with another writer's frames on the same stream."""
-
 TCP_READ_CHUNK = 256 * 1024
 """Bytes asked of the socket per read by the buffered ``TrioTCPStream.read``: several yamux frames."""
 
 SENDER_RECORD_CACHE_S = 1.0
 """How long the pubsub modules reuse a host's signed peer record before checking it against its addresses."""
-
-SENDER_RECORD_RESEND_S = 600.0
-"""Longest a pubsub stream goes without our signed peer record (GossipSub would attach it to every RPC)."""
-
-PUBSUB_READ_CHUNK = 64 * 1024
-"""Bytes asked of the muxed stream per read by :class:`BufferedReader`: one yamux frame's worth."""
-
-
-class BufferedReader:
-    """A read-buffering view of a stream for parsers that read a few bytes at a time.
-
-    ``read(n)`` returns at most ``n`` bytes, from the buffer when it has any, else from one ``read`` of the
-    underlying stream of up to ``max(n, PUBSUB_READ_CHUNK)`` bytes (a muxed stream returns what it has, it does not
-    wait for the full amount). Every other attribute is the stream's own, so the library can still reset it or
-    ask for its connection.
-    """
-
-    def __init__(self, stream: INetStream) -> None:
-        self._stream = stream
-        self._buffer = bytearray()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-    async def read(self, n: int | None = None) -> bytes:
-        if n is None or n < 0:
-            if self._buffer:
-                return _take(self._buffer, None)
-            return await self._stream.read(n)
-        if not self._buffer:
-            data = await self._stream.read(max(n, PUBSUB_READ_CHUNK))
-            if len(data) <= n:
-                return data
-            self._buffer += data
-        return _take(self._buffer, n)
-
-
-def _take(buffer: bytearray, n: int | None) -> bytes:
-    """Remove and return the first ``n`` bytes of ``buffer`` (all of them for ``None``)."""
-    size = len(buffer) if n is None else min(n, len(buffer))
-    data = bytes(buffer[:size])
-    del buffer[:size]
-    return data
-
 
 def buffer_tcp_reads() -> None:
     """Make ``TrioTCPStream.read`` buffer what the socket has (see the module doc; idempotent, process-wide)."""
@@ -211,7 +212,7 @@ def buffer_tcp_reads() -> None:
             if not buffer and (n is None or len(data) <= n):
                 return bytes(data)
             buffer += data
-        return _take(buffer, n)
+        return take(buffer, n)
 
     read.dtnode_buffered = True  # type: ignore[attr-defined]
     setattr(TrioTCPStream, "read", read)  # noqa: B010 (patching the library class)
@@ -243,123 +244,12 @@ def _cached_records(build: Any) -> Any:
     return env_to_send_in_rpc
 
 
-class _Framer:
-    """Varint-frames the RPCs of one pubsub stream, sending our signed peer record only when the peer needs it."""
-
-    def __init__(self) -> None:
-        self._record = b""
-        self._record_sent_at = -SENDER_RECORD_RESEND_S
-
-    def encode(self, rpc: rpc_pb2.RPC) -> bytes:
-        record = rpc.senderRecord
-        now = trio.current_time()
-        if not record or record != self._record or now - self._record_sent_at >= SENDER_RECORD_RESEND_S:
-            if record:
-                self._record, self._record_sent_at = record, now
-            return bytes(encode_varint_prefixed(rpc.SerializeToString()))
-        # The RPC may sit in other peers' queues too: clear and restore without yielding in between.
-        rpc.ClearField("senderRecord")
-        try:
-            return bytes(encode_varint_prefixed(rpc.SerializeToString()))
-        finally:
-            rpc.senderRecord = record
-
-
-class HardenedPubsub(Pubsub):
-    """``Pubsub`` whose per-stream and per-message tasks contain remote-triggered exceptions.
-
-    ``Pubsub.__init__`` registers ``self.stream_handler`` for the router's protocols, so overriding the method is
-    enough. ``on_contained`` is called with a short label each time an exception is contained (for metrics).
-    """
-
-    def __init__(self, *args: Any, on_contained: Any = None, **kwargs: Any) -> None:
-        self._on_contained = on_contained
-        self._in_flight: set[bytes] = set()
-        super().__init__(*args, **kwargs)
-
-    def _contained(self, label: str) -> None:
-        if self._on_contained is not None:
-            self._on_contained(label)
-
-    async def stream_handler(self, stream: INetStream) -> None:
-        peer_id = stream.muxed_conn.peer_id
-        try:
-            await super().stream_handler(stream)
-        except trio.Cancelled:
-            raise
-        except Exception as exc:  # task boundary: a remote peer's bytes must not take the host down
-            logger.warning("pubsub stream from %s failed (%s: %s); dropping the peer", peer_id, type(exc).__name__,
-                           exc)
-            self._contained("pubsub_stream")
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                try:
-                    await stream.reset()
-                except Exception:  # the stream may already be gone; nothing left to protect
-                    logger.debug("reset of a failed pubsub stream from %s failed", peer_id)
-            if self.manager.is_running:
-                self._handle_dead_peer(peer_id)
-
-    async def continuously_read_stream(self, stream: INetStream) -> None:
-        # Buffered: see the module doc. Only reads go through the buffer; resets and peer ids reach the stream.
-        await super().continuously_read_stream(BufferedReader(stream))  # type: ignore[arg-type]
-
-    async def handle_sending_messages(self, peer_id: ID, stream: INetStream, queue: Any) -> None:
-        """The library's per-peer sending loop, writing what is queued in batches (see the module doc)."""
-        pending = bytearray()
-        frames = _Framer()
-        try:
-            while True:
-                rpc = await queue.pop()
-                while rpc is not None:
-                    frame = frames.encode(rpc)
-                    if pending and len(pending) + len(frame) > PUBSUB_WRITE_BATCH_BYTES:
-                        await stream.write(bytes(pending))
-                        pending.clear()
-                    pending += frame
-                    # pop() returns at once, without yielding, while the queue holds anything.
-                    rpc = await queue.pop() if len(queue) else None
-                if not pending:
-                    return  # the queue was closed: the peer is gone
-                await stream.write(bytes(pending))
-                pending.clear()
-        except (StreamClosed, StreamReset):
-            logger.debug("pubsub stream to %s closed while sending", peer_id)
-            self._handle_dead_peer(peer_id)
-        except Exception:  # task boundary, as in the library's loop: the peer is dropped, the host lives on
-            logger.debug("sending loop for %s terminated with error", peer_id, exc_info=True)
-            self._handle_dead_peer(peer_id)
-
-    def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
-        # Asked by the reader before it spawns push_msg; a duplicate would be dropped there (see the module doc).
-        return bool(super()._is_subscribed_to_msg(msg)) and not self._is_msg_seen(msg)
-
-    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
-        if msg_forwarder == self.my_id:
-            # Our own publish: let errors reach the caller of publish().
-            await super().push_msg(msg_forwarder, msg)
-            return
-        msg_id = self.get_message_id(msg)
-        if msg_id in self._in_flight:
-            return  # the same message from another peer, still being validated (see the module doc)
-        self._in_flight.add(msg_id)
-        try:
-            await super().push_msg(msg_forwarder, msg)
-        except trio.Cancelled:
-            raise
-        except Exception as exc:  # task boundary: runs as its own task per received message
-            logger.warning("pubsub message forwarded by %s failed (%s: %s); dropped", msg_forwarder,
-                           type(exc).__name__, exc)
-            self._contained("pubsub_message")
-        finally:
-            self._in_flight.discard(msg_id)
-
-
 def disable_auto_connector(host: Any) -> None:
     """Stop the swarm's auto-connector from dialing peers on its own.
 
     It dials every peerstore entry toward ~150 connections; together with our discovery that makes two peers dial
     each other at once, and with one connection per peer the loser's pubsub streams fail mid-negotiation (measured:
-    10 nodes took 35 s to discover each other instead of ~2 s). Discovery in ``protocols.p2p.node`` decides whom
+    10 nodes took 35 s to discover each other instead of ~2 s). Discovery in ``protocols.p2p.discovery`` decides whom
     to dial instead.
     """
     connector = getattr(host.get_network(), "auto_connector", None)

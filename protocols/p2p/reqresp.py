@@ -17,13 +17,19 @@ import logging
 import struct
 from collections.abc import Awaitable, Callable
 
+import multiaddr
 import trio
-from libp2p.abc import INetStream
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from protocols.canonical import canonical_json, parse_json_object
 from protocols.errors import SchemaError
-from protocols.p2p.errors import PayloadTooLarge, RemoteError
+from protocols.p2p.config import P2PConfig
+from protocols.p2p.errors import P2PError, PayloadTooLarge, PeerUnreachable, RemoteError, RequestTimeout
+from protocols.p2p.metrics import P2PMetrics
+from protocols.p2p.peers import PeerTable
 
 logger = logging.getLogger(__name__)
 
@@ -179,3 +185,119 @@ async def call_stream(
     body = await read_exactly(stream, length, chunk)
     await stream.close()
     return body
+
+
+class Requests:
+    """Request/response on ``host``: serve protocols with handlers, call peers with deadlines and typed errors.
+
+    A peer known from ``peer_table`` but not connected is dialled by the addresses it announced.
+    """
+
+    def __init__(self, host: IHost, config: P2PConfig, metrics: P2PMetrics, peer_table: PeerTable) -> None:
+        self._host = host
+        self.config = config
+        self.metrics = metrics
+        self._peer_table = peer_table
+
+    def set_handler(self, protocol: TProtocol, handler: RequestHandler) -> None:
+        """See :meth:`protocols.p2p.node.P2PNode.set_request_handler`."""
+
+        async def on_stream(stream: INetStream) -> None:
+            self.metrics.requests_served += 1
+            await serve_stream(
+                stream,
+                handler,
+                max_request_bytes=self.config.max_request_bytes,
+                max_response_bytes=self.config.max_response_bytes,
+                read_timeout_s=self.config.request_timeout_s,
+                handler_timeout_s=self.config.handler_timeout_s,
+                chunk=self.config.stream_chunk_bytes,
+                on_error=self._count_error,
+            )
+
+        self._host.set_stream_handler(protocol, on_stream)
+
+    async def request(
+        self, peer: ID | str, protocol: TProtocol, payload: bytes, timeout: float | None = None
+    ) -> bytes:
+        """See :meth:`protocols.p2p.node.P2PNode.request`."""
+        if len(payload) > self.config.max_request_bytes:
+            raise PayloadTooLarge(
+                f"request of {len(payload)} bytes exceeds max_request_bytes={self.config.max_request_bytes}; "
+                "put large data in storage and send its CID"
+            )
+        deadline = self.config.request_timeout_s if timeout is None else timeout
+        stream: INetStream | None = None
+        try:
+            with trio.fail_after(deadline):
+                peer_id = await self._resolve(peer)
+                try:
+                    stream = await self._host.new_stream(peer_id, [protocol])
+                except trio.Cancelled:
+                    raise
+                except Exception as exc:  # dial, upgrade and negotiation failures have many types
+                    raise PeerUnreachable(f"cannot open {protocol} to {peer_id}: {exc}") from exc
+                return await call_stream(
+                    stream, payload, max_response_bytes=self.config.max_response_bytes,
+                    chunk=self.config.stream_chunk_bytes,
+                )
+        except trio.TooSlowError:
+            await _reset_quietly(stream)
+            raise RequestTimeout(f"{protocol} to {peer} got no answer within {deadline} s") from None
+        except StreamClosedEarly as exc:
+            await _reset_quietly(stream)
+            raise RemoteError("STREAM_CLOSED", str(exc)) from exc
+        except (RemoteError, PayloadTooLarge):
+            await _reset_quietly(stream)
+            raise
+        except P2PError:
+            await _reset_quietly(stream)
+            raise
+        except trio.Cancelled:
+            await _reset_quietly(stream)
+            raise
+        except Exception as exc:  # a write to a dying connection
+            await _reset_quietly(stream)
+            raise PeerUnreachable(f"{protocol} to {peer} failed: {exc!r}") from exc
+
+    async def _resolve(self, peer: ID | str) -> ID:
+        if isinstance(peer, ID):
+            return self._with_table_addrs(peer)
+        if peer.startswith("/"):
+            try:
+                info = info_from_p2p_addr(multiaddr.Multiaddr(peer))
+            except Exception as exc:  # the multiaddr library raises several types
+                raise PeerUnreachable(f"{peer!r} is not a multiaddr with /p2p/<peer id>") from exc
+            try:
+                await self._host.connect(info)
+            except trio.Cancelled:
+                raise
+            except Exception as exc:
+                raise PeerUnreachable(f"cannot connect to {peer}: {exc}") from exc
+            return info.peer_id
+        try:
+            peer_id = ID.from_base58(peer)
+        except Exception as exc:  # base58 errors
+            raise PeerUnreachable(f"{peer!r} is not a peer id") from exc
+        return self._with_table_addrs(peer_id)
+
+    def _with_table_addrs(self, peer_id: ID) -> ID:
+        # Connections are bounded (target_peers): a peer we know but are not connected to is dialled by the
+        # addresses it announced.
+        entry = self._peer_table.get(peer_id.to_base58())
+        if entry is not None and peer_id not in self._host.get_network().connections:
+            self._host.get_peerstore().add_addrs(peer_id, [multiaddr.Multiaddr(a) for a in entry.addrs], 600)
+        return peer_id
+
+    def _count_error(self, code: str) -> None:
+        self.metrics.request_errors[code] += 1
+
+
+async def _reset_quietly(stream: INetStream | None) -> None:
+    if stream is None:
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        try:
+            await stream.reset()
+        except Exception:  # the stream may already be closed or reset
+            logger.debug("stream reset failed", exc_info=True)

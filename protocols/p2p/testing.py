@@ -1,5 +1,7 @@
 """In-process swarms of real nodes on 127.0.0.1, for tests and benchmarks (the lead's role tests reuse this).
 
+The factories install the py-libp2p hardening first (idempotent), as the binary does at start-up.
+
 Usage::
 
     async with make_nodes(5, presence_interval_s=1.0) as nodes:
@@ -11,13 +13,34 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import trio
 
+from protocols.messages import WireMessage, register_message
 from protocols.p2p.config import P2PConfig
+from protocols.p2p.hardening import install_hardening
 from protocols.p2p.identity import NodeIdentity
 from protocols.p2p.node import P2PNode
+
+
+def scratch_topic(n: int) -> str:
+    """A gossip topic for tests and benchmarks (the node itself gossips only presence)."""
+    return f"dtnode/scratch/{n}"
+
+
+@register_message
+@dataclass(frozen=True)
+class Note(WireMessage):
+    """A gossip message for tests and benchmarks: the node gossips only ``Presence``, but the gossip layer carries
+    any registered type, and its checks (signature, signer, age, schema, the application's verdict) apply alike."""
+
+    TYPE: ClassVar[str] = "scratch_note"
+    round: int
+    text: str = ""
+    schema: int = 1
+
 
 TEST_DEFAULTS: dict[str, Any] = {
     "presence_interval_s": 1.0,
@@ -40,6 +63,7 @@ async def start_node(
     nursery: trio.Nursery, config: P2PConfig, identity: NodeIdentity | None = None
 ) -> AsyncIterator[P2PNode]:
     """Start one node in ``nursery``; stops it on exit."""
+    install_hardening(config)
     node = P2PNode(identity or NodeIdentity.generate(), config)
     await nursery.start(node.run)
     try:
@@ -61,6 +85,7 @@ async def make_nodes(
     With ``wait_discovery_s``, returns only once every node has every other in its peer table.
     """
     base = loopback_config(**overrides)
+    install_hardening(base)
     async with trio.open_nursery() as nursery:
         nodes: list[P2PNode] = []
         try:

@@ -74,6 +74,9 @@ def main() -> int:
     args = ap.parse_args()
     cfg = load_config(toml_path=args.config, env=os.environ)
     setup_logging(fmt=cfg.log_format, level=cfg.log_level, name=os.environ.get("DTNODE_NODE_NAME", ""))
+    from protocols.p2p.hardening import install_hardening
+
+    install_hardening()  # what node/cli.py's main does once per process before any host is built
     account = commands.load_account(cfg)
     node = DtNode(config=cfg, account=account, client=commands._client(cfg, account))
     if args.kind == "fabricate":

@@ -16,7 +16,8 @@ import trio
 
 from node.checkpoint import decode_checkpoint, encode_checkpoint
 from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
-from node.roles.leader import LeaderRole, RoundState
+from node.roles.decisions import RoundState
+from node.roles.leader import LeaderRole
 from protocols.chain.client import JobManagerClient
 from protocols.chain.events import ChainEvent
 from protocols.chain.models import JobStatus, UpdateStatus
@@ -176,6 +177,6 @@ async def test_an_accepted_update_of_a_dead_trainer_still_goes_into_the_aggregat
     result = await run_devnet(_plan(leader_cls={"leader-1": WaitingLeader}), on_ready=on_ready,
                               on_finished=on_finished)
     assert len(result.rounds) == 2 and result.totals_conserved
-    dead = [u for u in result.updates if u.round == 0 and u.trainer == victim[0]]
+    dead = [u for u in result.ledger.updates if u.round == 0 and u.trainer == victim[0]]
     assert [(u.status, u.paid) for u in dead] == [(UpdateStatus.ACCEPTED, True)]
     assert audits and all(e.args["ok"] for e in audits), [dict(e.args) for e in audits]

@@ -27,7 +27,7 @@ from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
 from protocols.chain.models import UpdateStatus
 from protocols.errors import ConfigError
 from tests.node.adversaries import FabricatingTrainer, NonPayingLeader, SilentValidator, TicketHoldingTrainer
-from tests.node.ledger import address_of, check_job_status, check_ledger, earned, node_address
+from tests.node.ledger_checks import address_of, check_job_status, check_ledger, earned, node_address
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,7 @@ async def test_leader_stopped_mid_round_is_replaced_after_its_lease(tmp_path: Pa
 
     result = await run_devnet(plan, on_ready=stop_leader_mid_round, on_finished=job_status_from_a_fresh_node)
     assert len(result.rounds) == 3
-    committers = [leader for _round, leader in result.commits]
+    committers = [leader for _round, leader in result.ledger.commits]
     assert seen["victim"] == committers[0], "the first leader served round 1"
     assert seen["victim"] not in committers[1:], committers
     assert len(set(committers)) == 2
@@ -133,12 +133,12 @@ async def test_adversaries_are_caught_and_do_not_stall_rounds(tmp_path: Path,
     assert held["ticket"], "trainer-3 was killed without holding a ticket of the serving leader"
     assert len(result.rounds) == 2
     cheat = address_of(result.labels, "trainer-2")
-    statuses = [u.status for u in result.updates if u.trainer == cheat]
+    statuses = [u.status for u in result.ledger.updates if u.trainer == cheat]
     assert statuses == [UpdateStatus.REJECTED], statuses  # slashed below the minimum stake: no second update
     assert earned(result, "trainer-2") == 0
-    assert result.trainer_stakes[cheat] < result.min_trainer_stake, "the fabricating trainer was not slashed"
+    assert result.ledger.trainer_stakes[cheat] < result.min_trainer_stake, "the fabricating trainer was not slashed"
     assert earned(result, "trainer-3") == 0
-    assert not [u for u in result.updates if u.trainer == address_of(result.labels, "trainer-3")]
+    assert not [u for u in result.ledger.updates if u.trainer == address_of(result.labels, "trainer-3")]
     assert earned(result, "trainer-1") > 0
     assert "paying out as the customer" not in caplog.text, "the trainer did not collect its own pay"
     assert earned(result, "validator-2") == 0

@@ -25,7 +25,7 @@ from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
 from protocols.chain.backends import connect_http, dev_accounts, hardhat_available
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import UpdateStatus
-from tests.node.ledger import check_job_status, check_ledger, earned, node_address
+from tests.node.ledger_checks import check_job_status, check_ledger, earned, node_address
 
 pytestmark = [
     pytest.mark.slow,
@@ -103,10 +103,10 @@ async def test_adversaries_are_caught_and_do_not_stall_the_job(tmp_path: Path) -
     result = await run_devnet(plan, on_ready=kill_trainer_holding_a_ticket)
     cheat = str(state["cheat"])
     assert len(result.rounds) == 2
-    statuses = [u.status for u in result.updates if u.trainer == cheat]
+    statuses = [u.status for u in result.ledger.updates if u.trainer == cheat]
     assert UpdateStatus.REJECTED in statuses and UpdateStatus.ACCEPTED not in statuses, statuses
     assert earned(result, "trainer-4") == 0
-    assert result.trainer_stakes[cheat] < result.min_trainer_stake, "the fabricating trainer was not slashed"
+    assert result.ledger.trainer_stakes[cheat] < result.min_trainer_stake, "the fabricating trainer was not slashed"
     assert earned(result, "trainer-3") == 0
     assert earned(result, "trainer-1") > 0 and earned(result, "trainer-2") > 0
     assert earned(result, "validator-4") == 0

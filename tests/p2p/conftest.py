@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
-import pytest
-
-from protocols.messages import RoundAnnounce
+from protocols.p2p.testing import Note
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 
 
-def round_announce(job_id: int = 1, round_: int = 0) -> RoundAnnounce:
-    return RoundAnnounce(job_id=job_id, round=round_, base_cid=CID, deadline=int(time.time()) + 600)
-
-
-@pytest.fixture
-def announce() -> RoundAnnounce:
-    return round_announce()
+def note(round_: int = 0) -> Note:
+    return Note(round=round_, text="hello")

@@ -12,12 +12,13 @@ from libp2p.peer.id import ID
 
 from protocols.canonical import canonical_json
 from protocols.errors import ConfigError
-from protocols.messages import Presence, RejectReason, encode
+from protocols.messages import Presence, encode
 from protocols.p2p.config import P2PConfig
 from protocols.p2p.identity import NodeIdentity
 from protocols.p2p.node import P2PNode
 from protocols.p2p.testing import loopback_config, make_nodes, start_node
 from protocols.topics import PEERS_PROTOCOL
+from protocols.types import RejectCode
 from protocols.wire import PeersRequest, PeersResponse
 
 FORGED_ADDR = "/ip4/6.6.6.6/tcp/1"
@@ -86,8 +87,8 @@ async def test_forged_or_stale_presence_in_a_peer_exchange_reply_is_rejected() -
             accepted = await victim.exchange_peers(liar.listen_addrs()[0], timeout=20)
             assert accepted == 1
             assert victim.metrics.rejected == collections.Counter({
-                RejectReason.BAD_SIGNATURE: 1, RejectReason.WRONG_SIGNER: 1, RejectReason.STALE: 1,
-                RejectReason.BAD_SCHEMA: 1,
+                RejectCode.BAD_SIGNATURE: 1, RejectCode.WRONG_SIGNER: 1, RejectCode.STALE: 1,
+                RejectCode.BAD_SCHEMA: 1,
             })
             entry = victim.peer_table.get(honest.peer_id.to_base58())
             assert entry is not None and FORGED_ADDR not in entry.addrs

@@ -22,13 +22,12 @@ from libp2p.pubsub.rpc_queue import RpcQueue
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
-from protocols.messages import LeaderHeartbeat
-from protocols.p2p.hardening import BufferedReader, HardenedPubsub, buffer_tcp_reads
+from protocols.p2p.hardened_pubsub import BufferedReader, HardenedPubsub
+from protocols.p2p.hardening import buffer_tcp_reads
 from protocols.p2p.node import Delivery
-from protocols.p2p.testing import make_nodes
-from protocols.topics import job_topic
+from protocols.p2p.testing import Note, make_nodes, scratch_topic
 
-TOPIC = job_topic(4)
+TOPIC = scratch_topic(4)
 
 
 async def test_a_burst_reaches_every_subscriber_exactly_once_in_few_frames(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,7 +52,7 @@ async def test_a_burst_reaches_every_subscriber_exactly_once_in_few_frames(monke
 
         async def collect(inbox: trio.MemoryReceiveChannel[Delivery], seen: collections.Counter[int]) -> None:
             async for msg, _signer in inbox:
-                assert isinstance(msg, LeaderHeartbeat)
+                assert isinstance(msg, Note)
                 seen[msg.round] += 1
                 if sum(len(r) for r in received) == count * len(subscribers):
                     all_in.set()
@@ -63,8 +62,7 @@ async def test_a_burst_reaches_every_subscriber_exactly_once_in_few_frames(monke
                 for inbox, seen in zip(inboxes, received, strict=True):
                     nursery.start_soon(collect, inbox, seen)
                 for i in range(count):
-                    await publisher.publish(TOPIC, LeaderHeartbeat(job_id=4, term=1, round=i,
-                                                                   leader=publisher.eth_address))
+                    await publisher.publish(TOPIC, Note(round=i))
                 await all_in.wait()
                 nursery.cancel_scope.cancel()
         for seen in received:

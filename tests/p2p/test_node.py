@@ -14,7 +14,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.utils.varint import encode_varint_prefixed
 
 from protocols.canonical import canonical_json
-from protocols.messages import Presence, RejectReason, encode
+from protocols.messages import Presence, encode
 from protocols.p2p.errors import (
     DiscoveryTimeout,
     PayloadTooLarge,
@@ -24,11 +24,12 @@ from protocols.p2p.errors import (
 )
 from protocols.p2p.identity import NodeIdentity
 from protocols.p2p.node import P2PNode
-from protocols.p2p.testing import loopback_config, make_nodes, start_node
-from protocols.topics import PRESENCE_TOPIC, TASK_PROTOCOL, job_topic
-from tests.p2p.conftest import round_announce
+from protocols.p2p.testing import loopback_config, make_nodes, scratch_topic, start_node
+from protocols.topics import PRESENCE_TOPIC, TASK_PROTOCOL
+from protocols.types import RejectCode
+from tests.p2p.conftest import note
 
-TOPIC = job_topic(1)
+TOPIC = scratch_topic(1)
 
 
 async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -49,13 +50,13 @@ async def test_ten_nodes_discover_each_other_from_one_bootstrap() -> None:
         assert entry is not None and entry.eth_address == nodes[2].eth_address and entry.node_class == "S"
 
 
-async def test_job_message_reaches_every_subscriber() -> None:
+async def test_a_message_reaches_every_subscriber() -> None:
     async with make_nodes(6, wait_discovery_s=60) as nodes:
         inboxes = [await node.subscribe(TOPIC) for node in nodes[1:]]
         await nodes[0].wait_for_topic_peers(TOPIC, 3, timeout=30)
         for node in nodes[1:]:
             await node.wait_for_topic_peers(TOPIC, 3, timeout=30)
-        msg = round_announce()
+        msg = note()
         await nodes[0].publish(TOPIC, msg)
         with trio.fail_after(20):
             for inbox in inboxes:
@@ -64,41 +65,40 @@ async def test_job_message_reaches_every_subscriber() -> None:
 
 async def _raw_publish(node: P2PNode, topic: str, data: bytes) -> None:
     # Bypasses our encoder, not libp2p's own signing: the libp2p envelope stays valid.
-    await node._pubsub.publish(topic, data)
+    await node.gossip.pubsub.publish(topic, data)
 
 
 async def test_invalid_messages_are_rejected_counted_and_never_delivered() -> None:
     async with make_nodes(2, wait_discovery_s=60) as (receiver, sender):
-        rejecting_topic = job_topic(3)
+        rejecting_topic = scratch_topic(3)
         inbox = await receiver.subscribe(TOPIC)
         other = await receiver.subscribe(rejecting_topic, validator=lambda msg, signer: False)
         # The sender does not subscribe: a subscribed node validates its own publishes and would refuse to send.
         await sender.wait_for_topic_peers(TOPIC, 1, timeout=30)
         await sender.wait_for_topic_peers(rejecting_topic, 1, timeout=30)
         now = time.time()
-        good = encode(round_announce(), sender.identity, now=now)
+        good = encode(note(), sender.identity, now=now)
         obj = json.loads(good)
         obj["payload"]["round"] = 7
         forged = canonical_json(obj)  # signature no longer matches
-        bad_schema = b'{"v":1,"type":"round_announce"}'
-        someone_else = encode(round_announce(), NodeIdentity.generate(), now=now)  # valid, but not the publisher
-        stale = encode(round_announce(), sender.identity, now=now - 3600)
-        future = encode(round_announce(), sender.identity, now=now + 3600)
-        wrong_job = encode(round_announce(job_id=2), sender.identity, now=now)
-        presence_on_job_topic = encode(sender._presence(), sender.identity, now=now)
-        for data in (forged, bad_schema, someone_else, stale, future, wrong_job, presence_on_job_topic):
+        bad_schema = b'{"v":1,"type":"scratch_note"}'
+        someone_else = encode(note(), NodeIdentity.generate(), now=now)  # valid, but not the publisher
+        stale = encode(note(), sender.identity, now=now - 3600)
+        future = encode(note(), sender.identity, now=now + 3600)
+        presence_elsewhere = encode(sender.presence(), sender.identity, now=now)
+        for data in (forged, bad_schema, someone_else, stale, future, presence_elsewhere):
             await _raw_publish(sender, TOPIC, data)
-        await sender.publish(rejecting_topic, round_announce(job_id=3))
+        await sender.publish(rejecting_topic, note())
         expected = {
-            RejectReason.BAD_SIGNATURE: 1, RejectReason.BAD_SCHEMA: 1, RejectReason.WRONG_SIGNER: 1,
-            RejectReason.STALE: 1, RejectReason.FUTURE: 1, RejectReason.WRONG_JOB: 1,
-            RejectReason.WRONG_TYPE: 1, RejectReason.REJECTED: 1,
+            RejectCode.BAD_SIGNATURE: 1, RejectCode.BAD_SCHEMA: 1, RejectCode.WRONG_SIGNER: 1,
+            RejectCode.STALE: 1, RejectCode.FUTURE: 1,
+            RejectCode.WRONG_TYPE: 1, RejectCode.REJECTED: 1,
         }
         try:
             await _until(lambda: all(receiver.metrics.rejected[r] >= c for r, c in expected.items()), 20, "")
         except trio.TooSlowError:
             raise AssertionError(f"rejections so far: {receiver.metrics.rejected}") from None
-        valid = round_announce(round_=5)
+        valid = note(round_=5)
         await sender.publish(TOPIC, valid)
         with trio.fail_after(20):
             assert await inbox.receive() == (valid, sender.eth_address)  # the first delivery is the valid one
@@ -110,7 +110,7 @@ async def test_garbage_on_every_protocol_leaves_the_node_serving() -> None:
     async with make_nodes(3, wait_discovery_s=60) as (victim, attacker, witness):
         inbox = await victim.subscribe(TOPIC)
         await witness.subscribe(TOPIC)
-        protocols = [p for p in victim._host.get_mux().handlers if p is not None]
+        protocols = [p for p in victim.host.get_mux().handlers if p is not None]
         assert "/meshsub/1.1.0" in protocols and "/ipfs/kad/1.0.0" in protocols and TASK_PROTOCOL not in protocols
         victim.set_request_handler(TASK_PROTOCOL, _echo)
         protocols.append(TASK_PROTOCOL)
@@ -124,7 +124,7 @@ async def test_garbage_on_every_protocol_leaves_the_node_serving() -> None:
         for protocol in protocols:
             for junk in garbage:
                 try:
-                    stream = await attacker._host.new_stream(victim.peer_id, [protocol])
+                    stream = await attacker.host.new_stream(victim.peer_id, [protocol])
                     await stream.write(junk)
                     await stream.close()
                 except Exception:  # the victim may reset or drop the attacker: that is the point
@@ -138,7 +138,7 @@ async def test_garbage_on_every_protocol_leaves_the_node_serving() -> None:
         # Still serving: requests from an honest peer and gossip from it.
         assert await witness.ping(victim.peer_id, timeout=10) < 10
         await witness.wait_for_topic_peers(TOPIC, 1, timeout=30)
-        msg = round_announce(round_=2)
+        msg = note(round_=2)
         await witness.publish(TOPIC, msg)
         with trio.fail_after(20):
             assert await inbox.receive() == (msg, witness.eth_address)

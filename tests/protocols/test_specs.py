@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 
@@ -11,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocols.errors import SchemaError
-from protocols.specs import JobSpec, TaskTicket, UpdateManifest
+from protocols.specs import JobSpec, RoundRecord, TaskTicket, UpdateManifest
+from protocols.types import NodeClass
 
 CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 # Hardhat's public test mnemonic: dev keys only.
@@ -27,7 +29,7 @@ def spec() -> JobSpec:
 
 def ticket(**kw: object) -> TaskTicket:
     base = dict(job_id=1, round=0, term=1, base_cid=CID, shard_cid=CID, sample_start=0, sample_count=100,
-                steps=50, batch_size=32, seed=7, node_class="M", weight=50, trainer=OTHER.address,
+                steps=50, batch_size=32, seed=7, node_class=NodeClass.M, weight=50, trainer=OTHER.address,
                 leader=LEADER.address, expires_at=10**9)
     base.update(kw)
     return TaskTicket(**base)  # type: ignore[arg-type]
@@ -88,19 +90,19 @@ def test_ticket_signature_binds_every_field() -> None:
         forged.verify_leader()
 
 
-@given(st.integers(0, 2**32), st.integers(1, 10_000), st.sampled_from(["S", "M", "L"]))
-def test_ticket_round_trip(round_: int, steps: int, cls: str) -> None:
+@given(st.integers(0, 2**32), st.integers(1, 10_000), st.sampled_from(list(NodeClass)))
+def test_ticket_round_trip(round_: int, steps: int, cls: NodeClass) -> None:
     t = ticket(round=round_, steps=steps, node_class=cls)
     assert TaskTicket.from_bytes(t.to_bytes()) == t
 
 
 def test_manifest_validation() -> None:
     t = ticket().signed_by(LEADER)
-    m = UpdateManifest(ticket=t.to_dict(), trainer=OTHER.address, delta_cid=CID, delta_encoding="f32",
+    m = UpdateManifest(ticket=t, trainer=OTHER.address, delta_cid=CID, delta_encoding="f32",
                        loss_before_micro=2_300_000, loss_after_micro=900_000, segment_every=10,
                        segment_hashes=["ab" * 32] * 5, segment_cids=[CID] * 5)
     assert UpdateManifest.from_bytes(m.to_bytes()) == m
-    assert m.task == t
+    assert m.ticket == t
     bad = json.loads(m.to_bytes())
     bad["segment_cids"] = [CID] * 4
     with pytest.raises(SchemaError, match="equal length"):
@@ -109,3 +111,23 @@ def test_manifest_validation() -> None:
     bad["ticket"]["steps"] = "fifty"
     with pytest.raises(SchemaError, match="'steps'"):
         UpdateManifest.from_dict(bad)
+
+
+def test_canonical_bytes_are_unchanged() -> None:
+    """Golden hashes of the bytes the specs had before the schema refactor (CIDs and signatures depend on them)."""
+    t = ticket().signed_by(LEADER)
+    m = UpdateManifest(ticket=t, trainer=OTHER.address, delta_cid=CID, delta_encoding="f32",
+                       loss_before_micro=2_300_000, loss_after_micro=900_000, segment_every=10,
+                       segment_hashes=["ab" * 32] * 5, segment_cids=[CID] * 5)
+    r = RoundRecord(job_id=1, round=2, base_cid=CID, checkpoint_cid=CID, accepted=[CID], eval_accuracy_ppm=812000,
+                    eval_loss_micro=512000)
+    golden = {
+        "JobSpec": "e4b97cf430acfffc1b9b7ae4a0a7d320d1f3934b2b650c683dbad60340bc1dbc",
+        "TaskTicket": "bce6f722ba5adba2f457771ffc081755311098a845e8d025898659407c8b3bea",
+        "UpdateManifest": "7f639044f1b942eb25eb1e468e3ee6e7c61e2a22b65ce29da15217059ed3d273",
+        "RoundRecord": "566b98ce68dc117ba9e8a5f943a186c45281ea3c5191089c61e7aac575daa90a",
+    }
+    for obj in (spec(), t, m, r):
+        assert hashlib.sha256(obj.to_bytes()).hexdigest() == golden[type(obj).__name__], type(obj).__name__
+    assert json.loads(m.to_bytes())["ticket"] == json.loads(t.to_bytes())  # the manifest carries the ticket object
+    UpdateManifest.from_bytes(m.to_bytes()).ticket.verify_leader()

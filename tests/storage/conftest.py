@@ -22,6 +22,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from protocols.p2p.hardening import install_hardening
 from storage.blockstore import FilesystemBlockStore
 from storage.content import LocalContentStore
 from storage.exchange import BlockExchange, ExchangeConfig
@@ -40,6 +41,7 @@ def deterministic_bytes(size: int, seed: str, piece: int = 1 << 20) -> Iterator[
 
 
 def make_host() -> IHost:
+    install_hardening()  # as the dtnode binary does at start-up (idempotent); bench_storage builds hosts here too
     key_pair = create_new_key_pair()
     return new_host(
         key_pair=key_pair,

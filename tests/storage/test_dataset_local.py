@@ -16,14 +16,9 @@ async def test_publish_on_one_node_fetch_on_another(tmp_path: Path) -> None:
     async with storage_nodes(2, tmp_path) as (a, b):
         shards = [os.urandom(300_000 + i) for i in range(4)]
         cid = await publish_dataset(a.content, shards, [100, 101, 102, 103], "fashion-mnist/npz", "MIT (Zalando)")
-
-        async def providers(_cid: str) -> list[object]:
-            return [a.info]
-
-        b.content.providers_fn = providers  # type: ignore[assignment]
-        manifest = await fetch_dataset_manifest(b.content, cid, timeout_s=30)
+        manifest = await fetch_dataset_manifest(b.content, cid, timeout_s=30, providers=[a.info])
         assert manifest.total_samples == 406 and len(manifest.shard_cids) == 4
-        _, got = await fetch_dataset(b.content, cid, max_shard_bytes=1 << 20, timeout_s=60)
+        _, got = await fetch_dataset(b.content, cid, max_shard_bytes=1 << 20, timeout_s=60, providers=[a.info])
         assert got == shards
 
 

@@ -11,9 +11,11 @@ import trio
 from libp2p.bitswap.pb.bitswap_pb2 import Message
 from libp2p.peer.id import ID as PeerID
 
+from storage.bitswap_server import BitswapServer
+from storage.bitswap_wire import BITSWAP_PROTOCOL_V120, cid_from_prefix, send_message
 from storage.cid import ContentId, parse_cid
 from storage.errors import BlockNotFound, DagTooLarge, FetchTimeout
-from storage.exchange import BITSWAP_PROTOCOL_V120, BlockExchange, ExchangeConfig, _cid_from_prefix
+from storage.exchange import BlockExchange, ExchangeConfig
 from tests.storage.conftest import storage_nodes
 
 MB = 1 << 20
@@ -31,18 +33,10 @@ async def test_two_nodes_exchange_20mb(tmp_path: Path) -> None:
     async with storage_nodes(2, tmp_path) as (a, b):
         data = os.urandom(20 * MB)
         cid = await a.content.put(data)
-        b.content.providers_fn = _providers(a)
         assert not await b.content.has(cid)
-        assert await b.content.get(cid, max_bytes=21 * MB, timeout_s=60) == data
+        assert await b.content.get(cid, max_bytes=21 * MB, timeout_s=60, providers=[a.info]) == data
         assert await b.content.has(cid)
         assert a.exchange.served_blocks >= 80
-
-
-def _providers(*nodes: Any) -> Any:
-    async def fn(cid: str) -> list[Any]:
-        return [n.info for n in nodes]
-
-    return fn
 
 
 async def test_five_nodes_fetch_from_each_other(tmp_path: Path) -> None:
@@ -53,8 +47,8 @@ async def test_five_nodes_fetch_from_each_other(tmp_path: Path) -> None:
         results: dict[int, bytes] = {}
 
         async def fetch(i: int) -> None:
-            nodes[i].content.providers_fn = _providers(nodes[0], nodes[1])
-            results[i] = await nodes[i].content.get(cid, max_bytes=21 * MB, timeout_s=90)
+            results[i] = await nodes[i].content.get(cid, max_bytes=21 * MB, timeout_s=90,
+                                                    providers=[nodes[0].info, nodes[1].info])
 
         async with trio.open_nursery() as nursery:
             for i in (2, 3, 4):
@@ -64,16 +58,34 @@ async def test_five_nodes_fetch_from_each_other(tmp_path: Path) -> None:
         assert nodes[0].exchange.served_blocks > 0 and nodes[1].exchange.served_blocks > 0
 
 
+async def test_concurrent_fetches_of_one_cid_each_use_their_own_providers(tmp_path: Path) -> None:
+    """Providers are an argument of each call: two fetches of one CID at once, one naming only a, the other only
+    b, both complete, and each asked its own provider (a shared per-CID hint would send both to one peer)."""
+    async with storage_nodes(3, tmp_path) as (a, b, c):
+        data = os.urandom(8 * MB)
+        cid = await a.content.put(data)
+        assert await b.content.put(data) == cid
+        results: dict[str, bytes] = {}
+
+        async def fetch(name: str, provider: Any) -> None:
+            results[name] = await c.content.get(cid, max_bytes=9 * MB, timeout_s=60, providers=[provider.info])
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch, "from a", a)
+            nursery.start_soon(fetch, "from b", b)
+        assert results == {"from a": data, "from b": data}
+        assert a.exchange.served_blocks > 0 and b.exchange.served_blocks > 0
+
+
 async def test_provider_killed_mid_transfer_fetch_continues_from_another(tmp_path: Path) -> None:
     async with storage_nodes(3, tmp_path, config=FAST) as (a, b, c):
         data = os.urandom(20 * MB)
         cid = await a.content.put(data)
         await b.exchange.fetch_dag(parse_cid(cid), [a.info], timeout_s=60)
-        c.content.providers_fn = _providers(a, b)
         got: list[bytes] = []
 
         async def fetch() -> None:
-            got.append(await c.content.get(cid, max_bytes=21 * MB, timeout_s=60))
+            got.append(await c.content.get(cid, max_bytes=21 * MB, timeout_s=60, providers=[a.info, b.info]))
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fetch)
@@ -86,12 +98,11 @@ async def test_only_provider_killed_mid_transfer_fails_without_partial_data(tmp_
     async with storage_nodes(2, tmp_path, config=FAST) as (a, b):
         data = os.urandom(20 * MB)
         cid = await a.content.put(data)
-        b.content.providers_fn = _providers(a)
         errors: list[Exception] = []
 
         async def fetch() -> None:
             try:
-                await b.content.get(cid, max_bytes=21 * MB, timeout_s=30)
+                await b.content.get(cid, max_bytes=21 * MB, timeout_s=30, providers=[a.info])
             except (BlockNotFound, FetchTimeout) as exc:
                 errors.append(exc)
 
@@ -104,10 +115,10 @@ async def test_only_provider_killed_mid_transfer_fails_without_partial_data(tmp_
         assert b.store.pins() == []
 
 
-class LyingExchange(BlockExchange):
+class LyingServer(BitswapServer):
     """An adversary: serves every block with one byte flipped."""
 
-    async def _reply(self, peer: PeerID, protocol: str, presences: Any, cids: list[ContentId]) -> None:
+    async def reply(self, peer: PeerID, protocol: str, presences: Any, cids: list[ContentId]) -> None:
         stream = await self.host.new_stream(peer, [protocol])  # type: ignore[list-item]
         msg = Message()
         for cid in cids:
@@ -116,8 +127,12 @@ class LyingExchange(BlockExchange):
             block = msg.payload.add()
             block.prefix = bytes([1, cid.codec, 0x12, 32])
             block.data = bytes(data)
-        await self._send(stream, msg)
+        await send_message(stream, msg, timeout_s=self.config.stream_timeout_s)
         await stream.close()
+
+
+class LyingExchange(BlockExchange):
+    server_cls = LyingServer
 
 
 class SilentExchange(BlockExchange):
@@ -146,17 +161,15 @@ async def test_corrupted_blocks_are_rejected_and_the_liar_penalised(tmp_path: Pa
         assert c.exchange.penalties[liar.host.get_id()] >= FAST.max_bad_blocks
         assert all(c.store.get_sync(x) for x in c.store.all_cids())  # every stored block verifies
         # Liar and honest peer: the fetch completes from the honest one.
-        c.content.providers_fn = _providers(liar, honest)
-        assert await c.content.get(cid, max_bytes=4 * MB, timeout_s=30) == data
+        assert await c.content.get(cid, max_bytes=4 * MB, timeout_s=30, providers=[liar.info, honest.info]) == data
         nursery.cancel_scope.cancel()
 
 
 async def test_unknown_cid_is_a_clear_not_found(tmp_path: Path) -> None:
     async with storage_nodes(2, tmp_path, config=FAST) as (a, b):
         missing = "bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq"
-        b.content.providers_fn = _providers(a)
         with pytest.raises(BlockNotFound, match="no provider can deliver"):
-            await b.content.get(missing, max_bytes=MB, timeout_s=10)
+            await b.content.get(missing, max_bytes=MB, timeout_s=10, providers=[a.info])
 
 
 async def test_silent_provider_hits_the_deadline(tmp_path: Path) -> None:
@@ -172,9 +185,8 @@ async def test_silent_provider_hits_the_deadline(tmp_path: Path) -> None:
 async def test_oversize_dag_is_refused(tmp_path: Path) -> None:
     async with storage_nodes(2, tmp_path) as (a, b):
         cid = await a.content.put(os.urandom(2 * MB))
-        b.content.providers_fn = _providers(a)
         with pytest.raises(DagTooLarge):
-            await b.content.get(cid, max_bytes=MB, timeout_s=30)
+            await b.content.get(cid, max_bytes=MB, timeout_s=30, providers=[a.info])
         assert b.store.used_bytes < 64 * 1024  # refused at the root, before the leaves
 
 
@@ -190,7 +202,7 @@ class RecordingExchange(BlockExchange):
         self.presences.append((str(cid), have))
 
     async def _receive_block(self, peer: PeerID, prefix: bytes | None, data: bytes) -> None:
-        self.blocks.append(str(_cid_from_prefix(prefix or b"", data)))
+        self.blocks.append(str(cid_from_prefix(prefix or b"", data)))
 
 
 async def test_want_have_gets_have_and_dont_have_not_the_block(tmp_path: Path) -> None:
@@ -212,7 +224,7 @@ async def test_want_have_gets_have_and_dont_have_not_the_block(tmp_path: Path) -
             entry.sendDontHave = True
         await b.host.connect(a.info)
         stream = await b.host.new_stream(a.host.get_id(), [BITSWAP_PROTOCOL_V120])
-        await recorder._send(stream, msg)
+        await send_message(stream, msg, timeout_s=FAST.stream_timeout_s)
         await until(lambda: len(recorder.presences) >= 2 and recorder.blocks, timeout=20)
         assert sorted(recorder.presences) == sorted([(str(have_cid), True), (str(missing), False)])
         assert recorder.blocks == [str(block_cid)]

@@ -6,25 +6,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.training.aggregate import (
+    CenteredClip,
+    FedAvg,
+    FedMedian,
+    FedTrimmedAvg,
+    Krum,
+    OuterOptimizer,
     aggregate_centered_clip,
     aggregate_krum,
     aggregate_mean,
     aggregate_median,
     aggregate_trimmed_mean,
-    get_strategy,
     strategy_from_spec,
 )
 from node.training.codec import decode_state, encode_state
 from node.training.errors import TrainingError
+from protocols.specs import AggregationSpec
 
 SHAPES = {"w": (3, 4), "b": (5,)}
 STRATEGIES = [
-    get_strategy("fedavg"),
-    get_strategy("median"),
-    get_strategy("trimmed_mean", beta=0.2),
-    get_strategy("krum", f=1, m=2),
-    get_strategy("centered_clip", tau=0.5, iters=2),
-    get_strategy("diloco"),
+    FedAvg(),
+    FedMedian(),
+    FedTrimmedAvg(beta=0.2),
+    Krum(f=1, m=2),
+    CenteredClip(tau=0.5, iters=2),
+    FedAvg(outer=OuterOptimizer()),
 ]
 floats = st.floats(-10, 10, width=32, allow_subnormal=False)
 
@@ -78,6 +84,28 @@ def test_median_and_trimmed_mean_stay_in_the_honest_range(honest, attackers) -> 
             assert bool((out[key] >= stack.min(0).values).all()) and bool((out[key] <= stack.max(0).values).all())
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(deltas, min_size=5, max_size=7), st.integers(1, 2), st.floats(1e3, 1e5))
+def test_krum_picks_an_honest_delta_when_attackers_are_far(honest, f, shift) -> None:  # type: ignore[no-untyped-def]
+    # n >= 2f + 3 and the f attackers far from every honest delta (and heavily weighted): Krum's choice is one
+    # of the honest deltas, so every coordinate stays inside the honest range.
+    attackers = [{k: v + shift for k, v in d.items()} for d in honest[:f]]
+    items = [(d, 1.0) for d in honest] + [(d, 1000.0) for d in attackers]
+    out = Krum(f=f).aggregate(items)
+    assert any(all(torch.equal(out[k], d[k]) for k in SHAPES) for d in honest)
+
+
+@settings(max_examples=20, deadline=None)
+@given(weighted)
+def test_a_strategy_is_its_pure_function(items) -> None:  # type: ignore[no-untyped-def]
+    # The classes only carry settings: the same bits as the functions they wrap, in the spec's units.
+    spec = AggregationSpec(strategy="trimmed_mean", trim_ratio="0.2", outer="none")
+    assert encode_state(strategy_from_spec(spec).aggregate(items)) == encode_state(aggregate_trimmed_mean(items, 0.2))
+    clip = AggregationSpec(strategy="centered_clip", clip_tau="0.5", outer="none")
+    assert encode_state(strategy_from_spec(clip).aggregate(items)) == encode_state(
+        aggregate_centered_clip(items, 0.5, 3))
+
+
 def test_weighted_mean_and_krum_pick_the_honest_cluster() -> None:
     a, b = delta_from([1.0] * 17), delta_from([3.0] * 17)
     assert torch.allclose(aggregate_mean([(a, 1.0), (b, 3.0)])["w"], torch.full((3, 4), 2.5))
@@ -90,7 +118,7 @@ def test_weighted_mean_and_krum_pick_the_honest_cluster() -> None:
 
 
 def test_diloco_matches_torch_nesterov_sgd() -> None:
-    strategy = get_strategy("diloco")
+    strategy = strategy_from_spec(AggregationSpec())  # the spec's default is DiLoCo
     base = delta_from([0.5 + 0.01 * i for i in range(17)])
     param = torch.nn.Parameter(torch.cat([base["b"], base["w"].reshape(-1)]).clone())
     opt = torch.optim.SGD([param], lr=0.7, momentum=0.9, nesterov=True)
@@ -106,14 +134,27 @@ def test_diloco_matches_torch_nesterov_sgd() -> None:
     assert torch.allclose(ours, param.detach(), atol=1e-6)
 
 
-def test_strategy_specs_round_trip_and_errors() -> None:
-    for strategy in STRATEGIES:
-        assert strategy_from_spec(strategy.to_spec()) == strategy
-    diloco = get_strategy("diloco")
-    assert diloco.outer is not None and diloco.outer.lr == 0.7 and diloco.outer.momentum == 0.9
-    assert get_strategy("trimmed_mean", beta="0.25") == get_strategy("trimmed_mean", beta=0.25)
-    for bad in (lambda: get_strategy("avg"), lambda: get_strategy("krum", beta=0.1),
-                lambda: get_strategy("trimmed_mean", beta=0.5), lambda: get_strategy("mean", outer="adam"),
-                lambda: get_strategy("krum", f="x"), lambda: get_strategy("mean").apply(delta_from([0.0] * 17), [])):
+def test_strategies_from_specs_and_errors() -> None:
+    nesterov = OuterOptimizer(lr=0.5, momentum=0.8)
+    for spec, expected in [
+        (AggregationSpec(strategy="mean", outer="none"), FedAvg()),
+        (AggregationSpec(strategy="median", outer_lr="0.5", outer_momentum="0.8"), FedMedian(outer=nesterov)),
+        (AggregationSpec(strategy="trimmed_mean", trim_ratio="0.25", outer="none"), FedTrimmedAvg(beta=0.25)),
+        (AggregationSpec(strategy="krum", krum_f=2, outer="none"), Krum(f=2, m=1)),
+        (AggregationSpec(strategy="centered_clip", clip_tau="0.5", outer="none"), CenteredClip(tau=0.5, iters=3)),
+    ]:
+        assert strategy_from_spec(spec) == expected, spec
+    diloco = strategy_from_spec(AggregationSpec())
+    assert isinstance(diloco, FedAvg) and diloco.outer == OuterOptimizer(lr=0.7, momentum=0.9)
+    # One table of defaults: a rule built without a setting gets the spec's default.
+    spec = AggregationSpec()
+    assert FedTrimmedAvg().beta == float(spec.trim_ratio) and CenteredClip().tau == float(spec.clip_tau)
+    assert Krum().f == spec.krum_f and OuterOptimizer() == OuterOptimizer(lr=float(spec.outer_lr),
+                                                                           momentum=float(spec.outer_momentum))
+    for bad in (lambda: strategy_from_spec(AggregationSpec(strategy="avg")), lambda: Krum(f=-1),
+                lambda: FedTrimmedAvg(beta=0.5), lambda: strategy_from_spec(AggregationSpec(outer="adam")),
+                lambda: strategy_from_spec(AggregationSpec(strategy="centered_clip", clip_tau="x")),
+                lambda: CenteredClip(tau=0.0), lambda: OuterOptimizer(momentum=1.0),
+                lambda: FedAvg().apply(delta_from([0.0] * 17), [])):
         with pytest.raises(TrainingError):
             bad()

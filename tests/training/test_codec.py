@@ -133,21 +133,25 @@ def test_bytes_and_training_are_identical_across_processes() -> None:
         "from node.training.models import initial_state\n"
         "from node.training.codec import state_hash, encode_delta\n"
         "from node.training.local import train_local\n"
+        "from node.training.task import Task\n"
         "from node.training.data import load_fashion_mnist\n"
         "import hashlib\n"
         "s = initial_state('fmnist-mlp-v1', 5)\n"
         "tr, _ = load_fashion_mnist()\n"
-        "r = train_local('fmnist-mlp-v1', s, tr.subset(slice(0, 500)), steps=12, batch_size=16, lr=1e-3, seed=9)\n"
+        "t = Task(model_name='fmnist-mlp-v1', steps=12, batch_size=16, lr=1e-3, seed=9)\n"
+        "r = train_local(t, s, tr.subset(slice(0, 500)))\n"
         "print(state_hash(s), hashlib.sha256(encode_delta(r.delta, kind='int8')).hexdigest(), r.segment_hashes[-1])\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
                          timeout=120, env={**os.environ, "PYTHONHASHSEED": "12345"})
     from node.training.data import load_fashion_mnist
     from node.training.local import train_local
+    from node.training.task import Task
 
     s = initial_state("fmnist-mlp-v1", 5)
     tr, _ = load_fashion_mnist()
-    r = train_local("fmnist-mlp-v1", s, tr.subset(slice(0, 500)), steps=12, batch_size=16, lr=1e-3, seed=9)
+    r = train_local(Task(model_name="fmnist-mlp-v1", steps=12, batch_size=16, lr=1e-3, seed=9), s,
+                    tr.subset(slice(0, 500)))
     import hashlib
 
     here = f"{state_hash(s)} {hashlib.sha256(encode_delta(r.delta, kind='int8')).hexdigest()} {r.segment_hashes[-1]}"

@@ -6,7 +6,9 @@ import torch
 from node.training.codec import state_hash
 from node.training.errors import TrainingError
 from node.training.models import MODELS, build_model, initial_state, num_parameters
-from node.training.tasks import NodeClass, TaskFactory
+from node.training.tasks import TaskFactory
+from protocols.errors import SchemaError
+from protocols.types import NodeClass
 
 
 def test_registry_sizes() -> None:
@@ -46,7 +48,7 @@ def test_tasks_take_about_the_same_time_and_weight_is_work(scale: str) -> None:
     if scale == "batch":
         assert len({s.steps for s in sizes.values()}) == 1
     assert NodeClass.from_code(2) is NodeClass.L
-    with pytest.raises(TrainingError):
+    with pytest.raises(SchemaError):
         NodeClass.from_code(3)
 
 

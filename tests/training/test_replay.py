@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import pytest
@@ -21,9 +21,11 @@ from node.training.replay import (
     choose_segments,
     replay_verify,
 )
+from node.training.task import Task
 
 MLP = "fmnist-mlp-v1"
-TASK: dict[str, Any] = dict(steps=30, batch_size=32, lr=1e-3, seed=11, segment_every=10)
+TASK = Task(model_name=MLP, steps=30, batch_size=32, lr=1e-3, seed=11, segment_every=10)
+TASK_FIELDS = {f.name for f in fields(Task)}
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Setup:
 def setup(small_train: ArraySet) -> Setup:
     shard, other = make_shards(small_train.subset(slice(0, 2000)), 2, seed=0)
     base = initial_state(MLP, 3)
-    return Setup(base, shard, other, train_local(MLP, base, shard, **TASK))
+    return Setup(base, shard, other, train_local(TASK, base, shard))
 
 
 def verify(s: Setup, result: LocalResult, *, hashes: list[str] | None = None,
@@ -53,8 +55,8 @@ def verify(s: Setup, result: LocalResult, *, hashes: list[str] | None = None,
         segments_to_check=[0, 1, 2] if segments is None else segments,
     )
     kwargs.update(claims)
-    task = {**TASK, **{k: kwargs.pop(k) for k in list(kwargs) if k in TASK}}
-    return replay_verify(MLP, s.base, kwargs.pop("shard", s.shard), **task, **kwargs)
+    task = replace(TASK, **{k: kwargs.pop(k) for k in list(kwargs) if k in TASK_FIELDS})
+    return replay_verify(task, s.base, kwargs.pop("shard", s.shard), **kwargs)
 
 
 def test_honest_task_is_accepted_bitwise(setup: Setup) -> None:
@@ -91,7 +93,7 @@ def test_lying_losses_are_rejected(setup: Setup) -> None:
 
 
 def test_skipped_steps_are_rejected(setup: Setup) -> None:
-    short = train_local(MLP, setup.base, setup.shard, **{**TASK, "steps": 20})
+    short = train_local(replace(TASK, steps=20), setup.base, setup.shard)
     assert verify(setup, short).reason == BAD_SEGMENT_COUNT
     # Padding the skipped segment with a copy of the previous state: the replay of that segment catches it.
     padded = short.segment_states + [short.segment_states[-1]]
@@ -101,7 +103,7 @@ def test_skipped_steps_are_rejected(setup: Setup) -> None:
 
 
 def test_wrong_shard_is_rejected(setup: Setup) -> None:
-    wrong = train_local(MLP, setup.base, setup.other_shard, **TASK)
+    wrong = train_local(TASK, setup.base, setup.other_shard)
     for seg in ([0], [2]):
         verdict = verify(setup, wrong, segments=seg)
         assert not verdict.ok and verdict.reason in (REPLAY_MISMATCH, LOSS_MISMATCH)
@@ -110,7 +112,7 @@ def test_wrong_shard_is_rejected(setup: Setup) -> None:
 
 
 def test_wrong_seed_is_rejected(setup: Setup) -> None:
-    wrong = train_local(MLP, setup.base, setup.shard, **{**TASK, "seed": 12})
+    wrong = train_local(replace(TASK, seed=12), setup.base, setup.shard)
     verdict = verify(setup, wrong, segments=[1])
     assert verdict.reason == REPLAY_MISMATCH and verdict.checked_segments == (1,)
 
@@ -152,9 +154,10 @@ def test_tolerance_accepts_tiny_hardware_differences_and_rejects_more(setup: Set
 def test_honest_cnn_segment_replays_bitwise(small_train: ArraySet) -> None:
     base = initial_state("fmnist-cnn-v1", 0)
     shard = small_train.subset(slice(0, 500))
-    result = train_local("fmnist-cnn-v1", base, shard, steps=12, batch_size=16, lr=1e-3, seed=1)
+    task = Task(model_name="fmnist-cnn-v1", steps=12, batch_size=16, lr=1e-3, seed=1, segment_every=10)
+    result = train_local(task, base, shard)
     verdict = replay_verify(
-        "fmnist-cnn-v1", base, shard, steps=12, batch_size=16, lr=1e-3, seed=1, segment_every=10,
+        task, base, shard,
         claimed_segment_hashes=result.segment_hashes, segment_states_fetch=lambda i: result.segment_states[i],
         claimed_delta=result.delta, claimed_loss_before=result.loss_before, claimed_loss_after=result.loss_after,
         segments_to_check=[1],

@@ -1,4 +1,5 @@
-"""Checks on a finished devnet job's on-chain ledger, shared by the embedded and the process end-to-end tests."""
+"""Checks on a finished devnet job's on-chain ledger (:class:`node.devnet.ledger.Ledger`, the one the devnet reads),
+shared by the embedded and the process end-to-end tests."""
 
 from __future__ import annotations
 
@@ -26,16 +27,17 @@ def node_address(net: Devnet, label: str) -> str:
 def check_ledger(result: DevnetResult, rounds: int) -> None:
     """Every round committed exactly once, in order; every accepted update paid exactly once and nothing else paid;
     the contract's money conserved and the deposit fully accounted for."""
-    assert [r for r, _leader in result.commits] == list(range(rounds)), result.commits
+    ledger = result.ledger
+    assert [r for r, _leader in ledger.commits] == list(range(rounds)), ledger.commits
     owed: Counter[str] = Counter()
-    for u in result.updates:
+    for u in ledger.updates:
         if u.status == UpdateStatus.ACCEPTED:
             assert u.paid, f"round {u.round}: accepted update of {u.trainer} unpaid"
             owed[u.trainer] += u.amount
         else:
             assert not u.paid and u.amount == 0, f"round {u.round}: {u.status.name} update of {u.trainer} paid"
     paid: Counter[str] = Counter()
-    for trainer, amount in result.payouts:
+    for trainer, amount in ledger.payouts:
         paid[trainer] += amount
     assert paid == owed, f"paid out {dict(paid)}, owed for accepted updates {dict(owed)}"
     assert result.totals_conserved
@@ -46,7 +48,7 @@ def check_job_status(report: dict[str, Any], result: DevnetResult, *, samples: i
     """What ``dtnode job status`` said about the finished job agrees with the chain and with the devnet's follower."""
     rounds = len(result.rounds)
     assert (report["status"], report["rounds"]) == ("FINISHED", f"{rounds}/{rounds}")
-    assert [(h["round"], h["leader"]) for h in report["history"]] == result.commits
+    assert [(h["round"], h["leader"]) for h in report["history"]] == result.ledger.commits
     # Measured by the command on the evaluation shard it fetched: the very figures the follower measured on the
     # same held-out images while the job ran.
     assert report["accuracy_measured_on"]["samples"] == samples

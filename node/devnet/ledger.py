@@ -1,0 +1,91 @@
+"""The money side of a devnet job, read from the chain once it has finished: every update's status, paid flag and
+amount, every trainer's remaining stake, every round commit and every payout; and the wait for the last payouts.
+
+The end-to-end tests assert on this one record (tests/node/ledger_checks.py); nothing here judges it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import trio
+
+from node.chainio import AsyncChain
+from protocols.chain.client import JobManagerClient
+from protocols.chain.errors import ContractRevert
+from protocols.chain.models import UpdateStatus
+
+log = logging.getLogger("dtnode.devnet")
+
+
+class UpdateLine(NamedTuple):
+    round: int
+    trainer: str
+    """Address, lower-case."""
+    status: UpdateStatus
+    paid: bool
+    amount: int
+    """Wei owed for it (base + bonus; zero unless accepted)."""
+
+
+@dataclass(frozen=True)
+class Ledger:
+    updates: list[UpdateLine]
+    """Every submitted update, in round order."""
+    trainer_stakes: dict[str, int]
+    """Remaining stake per trainer address (lower-case)."""
+    commits: list[tuple[int, str]]
+    """(round, leader address lower-case) of every RoundCommitted event, in chain order."""
+    payouts: list[tuple[str, int]]
+    """(trainer address lower-case, amount) of every PaidOut event, in chain order."""
+
+
+def read_updates(client: JobManagerClient, job_id: int, rounds: int) -> list[UpdateLine]:
+    """Every submitted update of the job (blocking: call it in a thread)."""
+    updates: list[UpdateLine] = []
+    for r in range(rounds):
+        for trainer in client.get_round_updates(job_id, r):
+            u = client.get_update(job_id, r, trainer)
+            updates.append(UpdateLine(r, trainer.lower(), u.status, u.paid, u.amount))
+    return updates
+
+
+def unpaid_trainers(updates: list[UpdateLine]) -> set[str]:
+    """Trainers with an accepted update not paid yet."""
+    return {u.trainer for u in updates if u.status == UpdateStatus.ACCEPTED and not u.paid}
+
+
+def read_ledger(client: JobManagerClient, job_id: int, rounds: int, trainers: list[str]) -> Ledger:
+    """The job's ledger as the chain has it now (blocking: call it in a thread); ``trainers``: addresses whose
+    remaining stake to read."""
+    return Ledger(
+        updates=read_updates(client, job_id, rounds),
+        trainer_stakes={a: client.trainers(a).stake for a in trainers},
+        commits=[(c.round, c.leader) for c in client.round_commits(job_id)],
+        payouts=[(str(ev.args["trainer"]).lower(), int(ev.args["amount"]))
+                 for ev in client.get_events(names=["PaidOut"], job_id=job_id)],
+    )
+
+
+async def settle_payouts(chain: AsyncChain, client: JobManagerClient, job_id: int, rounds: int, *,
+                         timeout_s: float, poll_s: float = 0.5) -> None:
+    """Wait until every accepted update is paid, so the ledger read next is final.
+
+    The last round's leader pays its trainers right after the commit that finishes the job, so the follower can see
+    the job finished before those payouts are mined. A leader that died in between never pays: after
+    ``timeout_s`` the customer calls ``payout`` itself (anyone may).
+    """
+    with trio.move_on_after(timeout_s):
+        while True:
+            updates = await chain(lambda: read_updates(client, job_id, rounds), what=f"job {job_id}'s updates")
+            if not unpaid_trainers(updates):
+                return
+            await trio.sleep(poll_s)
+    updates = await chain(lambda: read_updates(client, job_id, rounds), what=f"job {job_id}'s updates")
+    for trainer in sorted(unpaid_trainers(updates)):
+        log.warning("job %d: %s is still owed for an accepted update; paying out as the customer", job_id, trainer)
+        with contextlib.suppress(ContractRevert):  # paid meanwhile: NothingToPay
+            await chain(lambda: client.payout(job_id, trainer), what=f"payout({job_id}, {trainer})")  # noqa: B023

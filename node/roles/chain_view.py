@@ -1,0 +1,196 @@
+"""The roles' view of the job contract: every read and transaction a role makes, awaited under the chain deadline.
+
+Roles never call :class:`~protocols.chain.client.JobManagerClient` directly: each method here runs one client call
+in a worker thread through :class:`~node.chainio.AsyncChain` (so a hung chain raises ``ChainTimeout`` instead of
+hanging a node) with a ``what=`` label naming the contract function for the logs. The few facts several roles derive
+from the chain are defined once here: which jobs to scan (:class:`JobScanner`), the checkpoint a round starts from
+(:meth:`ChainView.base_checkpoint`) and whether a job's spec agrees with the job's on-chain parameters
+(:func:`check_spec`: the contract pays and counts by its own copy, so a role must never act on a spec that differs).
+
+This module must never cache chain state that can change (a job, an update): every call reads the chain again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+
+from node.chainio import AsyncChain
+from node.roles.customer import job_params
+from protocols.chain.client import JobManagerClient, TxResult
+from protocols.chain.models import JobInfo, JobStatus, RoundCommit, TrainerInfo, UpdateInfo, ValidatorInfo
+from protocols.errors import SchemaError
+from protocols.specs import JobSpec
+from protocols.types import NodeClass
+
+
+class SpecMismatch(SchemaError):
+    """A job's spec (fetched by the CID on-chain) disagrees with the parameters the contract holds for the job."""
+
+
+def spec_mismatches(spec: JobSpec, info: JobInfo) -> list[str]:
+    """Each on-chain parameter of ``info`` that ``spec`` states differently, as ``name: spec X, chain Y``."""
+    expected = job_params(spec, info.params.spec_cid)
+    return [f"{f.name}: spec {getattr(expected, f.name)}, chain {getattr(info.params, f.name)}"
+            for f in fields(expected) if getattr(expected, f.name) != getattr(info.params, f.name)]
+
+
+def check_spec(spec: JobSpec, info: JobInfo) -> JobSpec:
+    """``spec`` if it agrees with ``info``'s on-chain parameters; raises :class:`SpecMismatch` naming each
+    difference otherwise (the job was created with other numbers than its published spec states)."""
+    problems = spec_mismatches(spec, info)
+    if problems:
+        raise SpecMismatch(f"job {info.job_id}: its spec {info.params.spec_cid} disagrees with the job's on-chain "
+                           f"parameters ({'; '.join(problems)}); not serving a job whose spec the contract does not "
+                           "enforce")
+    return spec
+
+
+@dataclass(frozen=True)
+class ChainView:
+    """The job contract as the roles use it, as ``address``. Every method raises ``ChainError`` subclasses: a
+    ``ContractRevert`` for a refused transaction, ``ChainUnavailable``/``ChainTimeout`` when the chain is down."""
+
+    client: JobManagerClient
+    chain: AsyncChain
+    address: str
+
+    # -- jobs and rounds ------------------------------------------------------------------------------------------
+
+    async def job(self, job_id: int) -> JobInfo:
+        return await self.chain(lambda: self.client.get_job(job_id), what=f"getJob({job_id})")
+
+    async def job_count(self) -> int:
+        return await self.chain(self.client.job_count, what="jobCount")
+
+    async def round_updates(self, job_id: int, r: int) -> tuple[str, ...]:
+        """The trainers with an update in round ``r``, in submission order."""
+        return await self.chain(lambda: self.client.get_round_updates(job_id, r), what="getRoundUpdates")
+
+    async def update(self, job_id: int, r: int, trainer: str) -> UpdateInfo:
+        return await self.chain(lambda: self.client.get_update(job_id, r, trainer), what="getUpdate")
+
+    async def updates(self, job_id: int, r: int) -> list[tuple[str, UpdateInfo]]:
+        """Every (trainer, update) of round ``r``."""
+        return [(trainer, await self.update(job_id, r, trainer)) for trainer in await self.round_updates(job_id, r)]
+
+    async def base_checkpoint(self, spec: JobSpec, job_id: int, r: int) -> str:
+        """The checkpoint round ``r`` starts from: the job's initial one, then the one committed in round r-1."""
+        if r == 0:
+            return spec.initial_checkpoint_cid
+        return await self.chain(lambda: self.client.get_round_checkpoint(job_id, r - 1), what="getRoundCheckpoint")
+
+    async def round_commits(self, job_id: int) -> list[RoundCommit]:
+        return await self.chain(lambda: self.client.round_commits(job_id), what="RoundCommitted logs")
+
+    async def leader_history(self, job_id: int) -> set[str]:
+        """Every address ever elected leader of ``job_id`` (from LeaderElected logs), lower-case."""
+        client = self.client
+
+        def read() -> set[str]:
+            return {str(e.args["leader"]).lower() for e in client.get_events(names=["LeaderElected"], job_id=job_id)}
+
+        return await self.chain(read, what="LeaderElected logs")
+
+    async def chain_time(self) -> int:
+        """What the chain will call "now" for our next transaction.
+
+        Leases are measured in block time, but a chain that mines only on transactions (Hardhat's automine, a quiet
+        testnet) leaves the latest block's timestamp behind while nobody sends anything; a stalled leader sends
+        nothing. The next block's timestamp is at least this machine's clock, so we take the later of the two: a
+        candidate that read only the stale block time would wait forever for a lease that has long expired.
+        """
+        w3 = self.client.w3
+        block_time = await self.chain(lambda: int(w3.eth.get_block("latest")["timestamp"]), what="latest block")
+        return max(block_time, int(time.time()))
+
+    # -- participants ---------------------------------------------------------------------------------------------
+
+    async def candidates(self, job_id: int) -> tuple[str, ...]:
+        return await self.chain(lambda: self.client.get_candidates(job_id), what="getCandidates")
+
+    async def trainer_info(self, trainer: str) -> TrainerInfo:
+        return await self.chain(lambda: self.client.trainers(trainer), what="trainers")
+
+    async def validator_info(self, validator: str) -> ValidatorInfo:
+        return await self.chain(lambda: self.client.validators(validator), what="validators")
+
+    async def min_trainer_stake(self) -> int:
+        return await self.chain(self.client.min_trainer_stake, what="minTrainerStake")
+
+    async def has_voted(self, job_id: int, r: int, trainer: str) -> bool:
+        """Whether this node voted on ``trainer``'s update of round ``r``."""
+        return await self.chain(lambda: self.client.has_voted(job_id, r, trainer, self.address), what="hasVoted")
+
+    async def has_audited(self, job_id: int, r: int) -> bool:
+        """Whether this node audited round ``r``."""
+        return await self.chain(lambda: self.client.has_audited(job_id, r, self.address), what="hasAudited")
+
+    async def balance(self) -> int:
+        """Wei the contract owes this node (its pull-payment balance)."""
+        return await self.chain(lambda: self.client.balance_of(self.address), what="balanceOf")
+
+    # -- transactions ---------------------------------------------------------------------------------------------
+
+    async def register_trainer(self, node_class: NodeClass, stake_wei: int) -> TxResult:
+        return await self.chain(lambda: self.client.register_trainer(node_class, stake_wei), what="registerTrainer")
+
+    async def register_validator(self, stake_wei: int) -> TxResult:
+        return await self.chain(lambda: self.client.register_validator(stake_wei), what="registerValidator")
+
+    async def stand_for_leader(self, job_id: int) -> TxResult:
+        return await self.chain(lambda: self.client.stand_for_leader(job_id), what="standForLeader")
+
+    async def claim_leadership(self, job_id: int) -> TxResult:
+        return await self.chain(lambda: self.client.claim_leadership(job_id), what="claimLeadership")
+
+    async def submit_update(self, job_id: int, r: int, manifest_cid: str) -> TxResult:
+        return await self.chain(lambda: self.client.submit_update(job_id, r, manifest_cid), what="submitUpdate")
+
+    async def validate_update(self, job_id: int, r: int, trainer: str, ok: bool, loss_reduction: int) -> TxResult:
+        return await self.chain(lambda: self.client.validate_update(job_id, r, trainer, ok, loss_reduction),
+                                what="validateUpdate")
+
+    async def commit_round(self, job_id: int, r: int, checkpoint_cid: str) -> TxResult:
+        return await self.chain(lambda: self.client.commit_round(job_id, r, checkpoint_cid), what="commitRound")
+
+    async def audit_round(self, job_id: int, r: int, ok: bool) -> TxResult:
+        return await self.chain(lambda: self.client.audit_round(job_id, r, ok), what="auditRound")
+
+    async def payout(self, job_id: int, trainer: str) -> TxResult:
+        return await self.chain(lambda: self.client.payout(job_id, trainer), what="payout")
+
+    async def withdraw(self) -> TxResult:
+        return await self.chain(self.client.withdraw, what="withdraw")
+
+
+@dataclass
+class JobScanner:
+    """The jobs a role looks at: ``only`` when given, else every job on-chain, less the jobs it has finished with.
+
+    One place for the loop the trainer, the validator and the auditor each run over the chain's jobs.
+    """
+
+    jobs: ChainView
+    only: tuple[int, ...] = ()
+    finished: set[int] = field(default_factory=set)
+    """Jobs the role needs no more (closed and fully handled): never read again."""
+
+    async def job_ids(self) -> list[int]:
+        """The ids to look at, without reading each job."""
+        ids = list(self.only) if self.only else list(range(1, await self.jobs.job_count() + 1))
+        return [job_id for job_id in ids if job_id not in self.finished]
+
+    async def scan(self) -> list[JobInfo]:
+        """Each job to look at, as the chain has it now."""
+        return [await self.jobs.job(job_id) for job_id in await self.job_ids()]
+
+    async def open_jobs(self) -> list[JobInfo]:
+        """The active jobs among :meth:`scan`'s; a closed one is marked finished and not read again."""
+        out = []
+        for job in await self.scan():
+            if job.status == JobStatus.ACTIVE:
+                out.append(job)
+            else:
+                self.finished.add(job.job_id)
+        return out
