@@ -2,7 +2,8 @@
 
 - ``abi``: the JobManager ABI/bytecode exported from the Hardhat build (``load_artifact``).
 - ``errors``: the ``ChainError`` tree and ``decode_revert`` (any backend's revert -> a class named after it).
-- ``client``: ``JobManagerClient`` (a typed method per contract function) and ``deploy``.
+- ``client``: ``JobManagerClient`` (a typed method per contract function; views in ``reader``), ``deploy``.
+- ``ticket``: the EIP-712 ticket a leader signs and ``submitUpdate`` verifies.
 - ``models``: frozen views (``JobInfo``, ``UpdateInfo``, ...); ``cids``: CID string <-> on-chain bytes.
 - ``events``: ``ChainEvent`` (one subclass per event) and the decoder behind ``JobManagerClient.get_events``.
 - ``backends``: ``HardhatNode``, ``in_process_chain``, ``dev_accounts``, ``increase_time``.

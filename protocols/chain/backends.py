@@ -75,6 +75,11 @@ class _LockedEthereumTesterProvider(EthereumTesterProvider):
         with self._lock:
             return super().make_request(method, params)
 
+    def mine_blocks(self, n: int) -> None:
+        """Mine ``n`` empty blocks under the same lock as every request (a block ticker runs in its own thread)."""
+        with self._lock:
+            self.ethereum_tester.mine_blocks(n)  # type: ignore[union-attr]
+
 
 def _single_run_gas_estimate(state: Any, transaction: Any) -> int:
     """Gas estimate from one execution at the block gas limit (py-evm's default bisects: ~12 executions).
@@ -187,10 +192,18 @@ def increase_time(w3: Web3, seconds: int) -> int:
     return int(w3.eth.get_block("latest")["timestamp"])
 
 
+DEV_CHAIN_IDS = frozenset({HARDHAT_CHAIN_ID, 131277322940537})
+"""Chains whose accounts are public test accounts: Hardhat's (31337) and eth-tester's py-evm chain."""
+
+
 def mine_blocks(w3: Web3, n: int = 1) -> None:
-    """Mine ``n`` empty blocks (to get past a confirmation depth in tests)."""
-    if is_eth_tester(w3):
-        w3.provider.ethereum_tester.mine_blocks(n)  # type: ignore[attr-defined]
+    """Mine ``n`` empty blocks: draws need ``DRAW_DELAY`` blocks after their anchor, and a chain that mines only on
+    transactions (Hardhat automine, eth-tester) does not advance by itself. Safe from any thread."""
+    provider = w3.provider
+    if isinstance(provider, _LockedEthereumTesterProvider):
+        provider.mine_blocks(n)
+    elif is_eth_tester(w3):
+        provider.ethereum_tester.mine_blocks(n)  # type: ignore[attr-defined]
     else:
         for _ in range(n):
             w3.provider.make_request(RPCEndpoint("evm_mine"), [])

@@ -1,6 +1,7 @@
 """Typed views of JobManager's state: frozen dataclasses built from the structs ``eth_call`` returns.
 
-CIDs arrive as raw bytes and leave as CID strings; the zero address becomes ``None``.
+CIDs arrive as raw bytes and leave as CID strings; the zero address becomes ``None``. Updates are addressed by
+(job, round, slot); masks have bit ``slot`` set.
 """
 
 from __future__ import annotations
@@ -28,6 +29,19 @@ def address(value: str) -> Address:
     return Address(to_checksum_address(value))
 
 
+def mask_slots(mask: int) -> tuple[int, ...]:
+    """The slots whose bit is set in ``mask``, ascending."""
+    return tuple(i for i in range(64) if mask >> i & 1)
+
+
+def slots_mask(slots: Any) -> int:
+    """The mask with bit ``slot`` set for each of ``slots``."""
+    mask = 0
+    for s in slots:
+        mask |= 1 << int(s)
+    return mask
+
+
 class JobStatus(IntEnum):
     NONE = 0
     ACTIVE = 1
@@ -43,14 +57,30 @@ class UpdateStatus(IntEnum):
     EXPIRED = 4
 
 
+class Phase(IntEnum):
+    """Where a pending update's verdict stands (``drawValidators`` is due in the two AWAITING phases)."""
+
+    AWAITING_PANEL = 0
+    VOTING = 1
+    AWAITING_ESCALATION = 2
+    ESCALATED = 3
+
+
+class AuditOutcome(IntEnum):
+    OPEN = 0
+    PASSED = 1
+    DISPUTED = 2
+
+
 @dataclass(frozen=True)
 class JobParams:
-    """What a customer chooses when creating a job (rates in wei)."""
+    """What a customer chooses when creating a job (rates in wei; base and bonus per work unit)."""
 
     spec_cid: Cid
     rounds: int
     tasks_per_round: int
     local_steps: int
+    max_work_units: int
     quorum: int
     base_rate: int
     bonus_rate: int
@@ -65,6 +95,7 @@ class JobParams:
             self.rounds,
             self.tasks_per_round,
             self.local_steps,
+            self.max_work_units,
             self.quorum,
             self.base_rate,
             self.bonus_rate,
@@ -80,6 +111,7 @@ class JobParams:
             rounds=int(f["rounds"]),
             tasks_per_round=int(f["tasksPerRound"]),
             local_steps=int(f["localSteps"]),
+            max_work_units=int(f["maxWorkUnits"]),
             quorum=int(f["quorum"]),
             base_rate=int(f["baseRate"]),
             bonus_rate=int(f["bonusRate"]),
@@ -90,8 +122,12 @@ class JobParams:
 
     def required_deposit(self) -> int:
         """The deposit ``createJob`` demands: the most the job can ever pay out (mirrors the contract)."""
-        per_update = self.base_rate + self.bonus_rate + self.quorum * self.validator_fee
+        per_update = self.max_work_units * (self.base_rate + self.bonus_rate) + self.quorum * self.validator_fee
         return self.rounds * (self.tasks_per_round * per_update + self.leader_fee)
+
+    def max_update_pay(self) -> int:
+        """The most one update can earn: its base plus the whole bonus pool of its round (mirrors the contract)."""
+        return self.max_work_units * (self.base_rate + self.bonus_rate * self.tasks_per_round)
 
 
 @dataclass(frozen=True)
@@ -103,18 +139,18 @@ class JobInfo:
     params: JobParams
     deposit: int
     spent: int
+    refunded: int
     status: JobStatus
     committed_rounds: int
+    term: int
     leader: Address | None
     lease_expiry: int
-    term: int
-    last_checkpoint_cid: Cid | None
-    successor: Address | None
-    refunded: int
     progress_at: int
     """Time of the first election or the last commit; a job stalled for STALL_LEASES leases can be cancelled."""
-    disputed: bool = False
-    """Some round's failed audits reached the quorum: the customer may cancel the job at once."""
+    successor_anchor: int
+    """Block fixed by ``drawSuccessor`` (0: no successor draw pending)."""
+    disputed: bool
+    last_checkpoint_cid: Cid | None
 
     @property
     def current_round(self) -> int:
@@ -128,80 +164,181 @@ class JobInfo:
             params=JobParams.from_fields(f["params"]),
             deposit=int(f["deposit"]),
             spent=int(f["spent"]),
+            refunded=int(f["refunded"]),
             status=JobStatus(f["status"]),
             committed_rounds=int(f["committedRounds"]),
+            term=int(f["term"]),
             leader=optional_address(f["leader"]),
             lease_expiry=int(f["leaseExpiry"]),
-            term=int(f["term"]),
+            progress_at=int(f["progressAt"]),
+            successor_anchor=int(f["successorAnchor"]),
+            disputed=bool(f["disputed"]),
             last_checkpoint_cid=optional_cid_from_bytes(bytes(f["lastCheckpointCid"])),
-            successor=optional_address(f["successor"]),
-            refunded=int(f["refunded"]),
-            progress_at=int(f.get("progressAt", 0)),
-            disputed=bool(f.get("disputed", False)),
+        )
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """One round (``getRound``): which slots were submitted and accepted, its commit and its audit."""
+
+    submitted_mask: int
+    accepted_mask: int
+    priced: bool
+    committer: Address | None
+    audit_anchor: int
+    audit: AuditOutcome
+    audit_ok: int
+    audit_failed: int
+    auditors: tuple[Address, ...]
+    checkpoint_cid: Cid | None
+
+    @property
+    def accepted_slots(self) -> tuple[int, ...]:
+        return mask_slots(self.accepted_mask)
+
+    @property
+    def submitted_slots(self) -> tuple[int, ...]:
+        return mask_slots(self.submitted_mask)
+
+    @classmethod
+    def from_fields(cls, f: Mapping[str, Any]) -> RoundInfo:
+        return cls(
+            submitted_mask=int(f["submittedMask"]),
+            accepted_mask=int(f["acceptedMask"]),
+            priced=bool(f["priced"]),
+            committer=optional_address(f["committer"]),
+            audit_anchor=int(f["auditAnchor"]),
+            audit=AuditOutcome(f["audit"]),
+            audit_ok=int(f["auditOk"]),
+            audit_failed=int(f["auditFailed"]),
+            auditors=tuple(address(a) for a in f["auditors"]),
+            checkpoint_cid=optional_cid_from_bytes(bytes(f["checkpointCid"])),
         )
 
 
 @dataclass(frozen=True)
 class UpdateInfo:
-    """One trainer's update in one round (``getUpdate``); ``status`` NONE when never submitted."""
+    """One slot's update (``getUpdate``); ``status`` NONE for a slot nobody filled. The update's CID is not stored
+    on-chain: it is in the ``UpdateSubmitted`` event (:class:`Submission`)."""
 
-    cid: Cid | None
+    trainer: Address | None
     status: UpdateStatus
-    validators: tuple[Address, ...]
-    votes_for: int
-    votes_against: int
+    phase: Phase
+    work_units: int
+    anchor_block: int
     loss_reduction: int
-    paid: bool
     amount: int
+    paid: bool
+    voted_mask: int
+    valid_mask: int
+    esc_voted_mask: int
+    esc_valid_mask: int
+    panel: tuple[Address, ...]
+    escalation_panel: tuple[Address, ...]
+
+    @property
+    def voting_panel(self) -> tuple[Address, ...]:
+        """The panel that votes in the current phase (empty while a draw is due)."""
+        if self.phase == Phase.VOTING:
+            return self.panel
+        if self.phase == Phase.ESCALATED:
+            return self.escalation_panel
+        return ()
+
+    @property
+    def validators(self) -> tuple[Address, ...]:
+        """Everyone drawn for this update, both phases (they fetched its content)."""
+        return self.panel + tuple(a for a in self.escalation_panel if a not in self.panel)
+
+    def draw_due(self) -> bool:
+        """A panel is to be drawn (``drawValidators``) for this pending update."""
+        return self.status == UpdateStatus.PENDING and self.phase in (Phase.AWAITING_PANEL,
+                                                                      Phase.AWAITING_ESCALATION)
+
+    def has_voted(self, validator: str) -> bool:
+        """Whether ``validator`` voted in the update's current voting phase."""
+        me = validator.lower()
+        if self.phase == Phase.ESCALATED:
+            panel, mask = self.escalation_panel, self.esc_voted_mask
+        else:
+            panel, mask = self.panel, self.voted_mask
+        return any(v.lower() == me and mask >> i & 1 for i, v in enumerate(panel))
 
     @classmethod
     def from_fields(cls, f: Mapping[str, Any]) -> UpdateInfo:
         return cls(
-            cid=optional_cid_from_bytes(bytes(f["cid"])),
+            trainer=optional_address(f["trainer"]),
             status=UpdateStatus(f["status"]),
-            validators=tuple(address(v) for v in f["validators"]),
-            votes_for=int(f["votesFor"]),
-            votes_against=int(f["votesAgainst"]),
+            phase=Phase(f["phase"]),
+            work_units=int(f["workUnits"]),
+            anchor_block=int(f["anchorBlock"]),
             loss_reduction=int(f["lossReduction"]),
-            paid=bool(f["paid"]),
             amount=int(f["amount"]),
+            paid=bool(f["paid"]),
+            voted_mask=int(f["votedMask"]),
+            valid_mask=int(f["validMask"]),
+            esc_voted_mask=int(f["escVotedMask"]),
+            esc_valid_mask=int(f["escValidMask"]),
+            panel=tuple(address(a) for a in f["panel"]),
+            escalation_panel=tuple(address(a) for a in f["escalationPanel"]),
         )
 
 
 @dataclass(frozen=True)
+class Submission:
+    """One ``UpdateSubmitted`` event: what the chain admitted into a slot (the CID lives only here)."""
+
+    round: int
+    slot: int
+    trainer: Address
+    work_units: int
+    loss_reduction: int
+    update_cid: Cid
+    ticket_hash: bytes
+
+
+@dataclass(frozen=True)
 class RoundCommit:
-    """One ``RoundCommitted`` event: which round, who committed it (lower-case), and its checkpoint's CID."""
+    """One ``RoundCommitted`` event: which round, who committed it (lower-case), its checkpoint's CID and exactly
+    the set of slots it aggregates."""
 
     round: int
     leader: str
     checkpoint_cid: str
-
-
-@dataclass(frozen=True)
-class RoundAudits:
-    """How a committed round's audits went (``getRoundAudits``): validators that reproduced the committed
-    checkpoint's CID, and those that did not."""
-
-    ok: int
-    failed: int
+    accepted_mask: int
 
 
 @dataclass(frozen=True)
 class TrainerInfo:
     registered: bool
     node_class: NodeClass
+    pending: int
     stake: int
+    locked: int
+    """Update bonds of its pending updates (part of ``stake``)."""
+
+    @property
+    def free_stake(self) -> int:
+        return self.stake - self.locked
 
 
 @dataclass(frozen=True)
 class ValidatorInfo:
     registered: bool
+    open_votes: int
     stake: int
 
 
 @dataclass(frozen=True)
+class Candidate:
+    address: Address
+    bond: int
+
+
+@dataclass(frozen=True)
 class Totals:
-    """The contract's money counters; ``conserved`` is the invariant the contract promises at every block."""
+    """The contract's money counters (``accounting()``, one call so they are consistent); ``conserved`` is the
+    invariant the contract promises at every block."""
 
     deposits: int
     stakes: int
@@ -227,15 +364,32 @@ class ContractSettings:
 
     min_trainer_stake: int
     min_validator_stake: int
-    slash_amount: int
+    min_update_bond: int
+    validator_slash: int
+    min_leader_bond: int
     deregistration_delay: int
+    draw_delay: int
+    slash_multiple: int
+    escalation_panel: int
+    lapse_forfeit_bps: int
     max_tasks_per_round: int
     max_quorum: int
     max_rounds: int
     max_candidates: int
+    max_validators: int
     max_cid_length: int
     max_lease_seconds: int
     stall_leases: int
+
+
+@dataclass(frozen=True)
+class Eip712Domain:
+    """``eip712Domain()`` (EIP-5267): what a ticket signature is bound to."""
+
+    name: str
+    version: str
+    chain_id: int
+    verifying_contract: Address
 
 
 def to_named(param: Mapping[str, Any], value: Any) -> Any:

@@ -9,7 +9,7 @@ import pytest
 from protocols.chain.backends import HardhatNode, dev_accounts, hardhat_available, in_process_chain
 from protocols.chain.client import JobManagerClient, deploy
 
-from .helpers import DEREG_DELAY, MIN_STAKE, SLASH, Chain
+from .helpers import SETTINGS, Chain
 
 
 @pytest.fixture(scope="session")
@@ -31,11 +31,4 @@ def chain(request: pytest.FixtureRequest) -> Chain:
 @pytest.fixture
 def manager(chain: Chain) -> JobManagerClient:
     """A fresh JobManager deployed by dev account 0 (each test gets its own contract, so state never leaks)."""
-    return deploy(
-        chain.w3,
-        chain.accounts[0],
-        min_trainer_stake=MIN_STAKE,
-        min_validator_stake=MIN_STAKE,
-        slash_amount=SLASH,
-        deregistration_delay=DEREG_DELAY,
-    )
+    return deploy(chain.w3, chain.accounts[0], SETTINGS)

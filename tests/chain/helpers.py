@@ -8,14 +8,22 @@ from dataclasses import dataclass
 import cid as py_cid
 import multihash
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 from web3 import Web3
 
+from protocols.chain.backends import mine_blocks
+from protocols.chain.client import DeploySettings, JobManagerClient, TxResult
 from protocols.chain.models import JobParams
+from protocols.chain.ticket import ChainTicket, sign_ticket
 from protocols.types import Cid
 
 MIN_STAKE = 10**15
 SLASH = 4 * 10**14
 DEREG_DELAY = 3_600
+LEADER_BOND = 10**15
+SETTINGS = DeploySettings(min_trainer_stake=MIN_STAKE, min_validator_stake=MIN_STAKE, min_update_bond=10**14,
+                          validator_slash=SLASH, min_leader_bond=LEADER_BOND, deregistration_delay=DEREG_DELAY)
+DRAW_DELAY = 2
 
 
 @dataclass
@@ -40,6 +48,7 @@ PARAMS = JobParams(
     rounds=2,
     tasks_per_round=3,
     local_steps=50,
+    max_work_units=4,
     quorum=3,
     base_rate=10**12,
     bonus_rate=6 * 10**11,
@@ -47,3 +56,27 @@ PARAMS = JobParams(
     leader_fee=10**11,
     lease_seconds=LEASE,
 )
+
+
+def ticket_for(manager: JobManagerClient, job_id: int, rnd: int, trainer: str, slot: int, *, work_units: int = 2,
+               term: int | None = None) -> ChainTicket:
+    """A ticket of the job's current term (unless ``term``) that expires in an hour of chain time."""
+    now = int(manager.w3.eth.get_block("latest")["timestamp"])
+    return ChainTicket(job_id=job_id, round=rnd, term=manager.get_job(job_id).term if term is None else term,
+                       trainer=trainer, slot=slot, work_units=work_units, expiry=now + 3_600,
+                       task_hash=keccak(f"task {job_id} {rnd} {slot}".encode()))
+
+
+def submit(manager: JobManagerClient, leader: LocalAccount, trainer: JobManagerClient, job_id: int, rnd: int,
+           slot: int, loss_reduction: int, *, work_units: int = 2) -> TxResult:
+    """``trainer`` submits into ``slot`` under a ticket signed by ``leader``."""
+    ticket = ticket_for(manager, job_id, rnd, trainer.sender, slot, work_units=work_units)
+    signature = sign_ticket(ticket, manager.ticket_domain(), leader)
+    return trainer.submit_update(ticket, cid_of(f"update {job_id} {rnd} {slot}".encode()), loss_reduction,
+                                 signature)
+
+
+def draw(manager: JobManagerClient, job_id: int, rnd: int, slot: int) -> tuple[str, ...]:
+    """Mine past the draw delay and draw the update's current panel."""
+    mine_blocks(manager.w3, DRAW_DELAY + 1)  # readyAt: the latest block (estimates run at its number)
+    return tuple(manager.draw_validators(job_id, rnd, slot).event("ValidatorsDrawn").args["panel"])

@@ -60,7 +60,7 @@ def test_every_custom_error_and_event_has_a_class() -> None:
 
 
 def _not_leader_data() -> bytes:
-    selector = function_signature_to_4byte_selector("NotLeader(uint256,address,address)")
+    selector = function_signature_to_4byte_selector("JobManagerNotLeader(uint256,address,address)")
     return selector + encode(["uint256", "address", "address"], [7, ADDRESS, ADDRESS])
 
 
@@ -94,7 +94,7 @@ def test_decode_revert_handles_each_backend_shape(shape: str) -> None:
     else:
         raised = Exception(f"execution reverted: {data!r}")
     decoded = decode_revert(raised)
-    assert type(decoded) is revert_class("NotLeader")
+    assert type(decoded) is revert_class("JobManagerNotLeader")
     assert isinstance(decoded, ContractRevert)
     assert decoded.args_decoded == {"jobId": 7, "account": ADDRESS, "leader": ADDRESS}
 

@@ -1,60 +1,64 @@
-"""Audits of committed rounds through the adapter, on both backends: verdicts recorded once per validator, the
-dispute at the job's quorum of failures, and the customer's immediate cancel of a disputed job."""
+"""Audits of committed rounds through the adapter, on both backends: only the drawn audit panel reports, once each,
+and a strict majority of failures disputes the round, burns the leader's bond and frees the customer."""
 
 from __future__ import annotations
 
 import pytest
 
+from protocols.chain.backends import mine_blocks
 from protocols.chain.client import JobManagerClient
 from protocols.chain.errors import revert_class
-from protocols.chain.models import JobStatus, NodeClass, RoundAudits
+from protocols.chain.models import AuditOutcome, JobStatus, NodeClass
 
-from .helpers import MIN_STAKE, PARAMS, Chain, cid_of
+from .helpers import DRAW_DELAY, LEADER_BOND, MIN_STAKE, PARAMS, Chain, cid_of, draw, submit
 
 
 def test_audits_dispute_a_round_and_free_the_customer(chain: Chain, manager: JobManagerClient) -> None:
     acc = chain.accounts
     customer, leader, trainer = (manager.with_account(acc[i]) for i in (1, 2, 3))
-    validators = [manager.with_account(acc[i]) for i in (4, 5, 6, 7)]
+    validators: dict[str, JobManagerClient] = {acc[i].address: manager.with_account(acc[i]) for i in (4, 5, 6, 7)}
     trainer.register_trainer(NodeClass.M, MIN_STAKE)
     leader.register_trainer(NodeClass.L, MIN_STAKE)
-    for v in validators:
+    for v in validators.values():
         v.register_validator(MIN_STAKE)
     job_id, _ = customer.create_job(PARAMS)
-    leader.stand_for_leader(job_id)
-    drawn = trainer.submit_update(job_id, 0, cid_of(b"update")).event("UpdateSubmitted").args["validators"]
-    by_address = {v.sender: v for v in validators}
-    for address in drawn[:2]:
-        by_address[address].validate_update(job_id, 0, trainer.sender, True, 10)
-    first = validators[0]
-    with pytest.raises(revert_class("RoundNotCommitted")) as early:
-        first.audit_round(job_id, 0, True)
+    leader.stand_for_leader(job_id, LEADER_BOND)
+    submit(manager, leader.account, trainer, job_id, 0, 0, 10)
+    for address in draw(manager, job_id, 0, 0):
+        validators[address].validate_update(job_id, 0, 0, True)
+    first = next(iter(validators.values()))
+    with pytest.raises(revert_class("JobManagerRoundNotCommitted")) as early:
+        first.draw_auditors(job_id, 0)
     assert early.value.args_decoded == {"jobId": job_id, "round": 0}
-    leader.commit_round(job_id, 0, cid_of(b"checkpoint 0"))
+    leader.commit_round(job_id, 0, cid_of(b"checkpoint 0"), 0b1)
+    with pytest.raises(revert_class("JobManagerDrawNotReady")):
+        first.draw_auditors(job_id, 0)
+    mine_blocks(chain.w3, DRAW_DELAY + 1)
+    auditors = tuple(first.draw_auditors(job_id, 0).event("AuditorsDrawn").args["auditors"])
+    assert len(set(auditors)) == PARAMS.quorum and manager.get_round(job_id, 0).auditors == auditors
+    outsider = next(v for a, v in validators.items() if a not in auditors)
+    with pytest.raises(revert_class("JobManagerNotAuditor")):
+        outsider.audit_round(job_id, 0, False)
 
-    audited = first.audit_round(job_id, 0, True).event("RoundAudited")
-    assert dict(audited.args) == {"jobId": job_id, "round": 0, "auditor": first.sender, "ok": True}
-    assert manager.has_audited(job_id, 0, first.sender) and not manager.has_audited(job_id, 0, leader.sender)
-    with pytest.raises(revert_class("AlreadyAudited")) as twice:
-        first.audit_round(job_id, 0, False)
-    assert twice.value.args_decoded == {"jobId": job_id, "round": 0, "validator": first.sender}
-    with pytest.raises(revert_class("NotRegistered")):
-        trainer.audit_round(job_id, 0, False)
-
-    validators[1].audit_round(job_id, 0, False)
-    validators[2].audit_round(job_id, 0, False)
+    one, two, three = (validators[a] for a in auditors)
+    audited = one.audit_round(job_id, 0, True).event("RoundAudited")
+    assert dict(audited.args) == {"jobId": job_id, "round": 0, "auditor": one.sender, "ok": True}
+    with pytest.raises(revert_class("JobManagerAlreadyAudited")) as twice:
+        one.audit_round(job_id, 0, False)
+    assert twice.value.args_decoded == {"jobId": job_id, "round": 0, "validator": one.sender}
+    two.audit_round(job_id, 0, False)
     assert not manager.get_job(job_id).disputed
-    reaching = validators[3].audit_round(job_id, 0, False)
-    assert [e.name for e in reaching.events] == ["RoundAudited", "RoundDisputed"]
-    assert dict(reaching.event("RoundDisputed").args) == {"jobId": job_id, "round": 0, "failures": PARAMS.quorum}
-    assert manager.get_round_audits(job_id, 0) == RoundAudits(ok=1, failed=3)
-    assert manager.get_round_audits(job_id, 1) == RoundAudits(ok=0, failed=0)
+    reaching = three.audit_round(job_id, 0, False)
+    assert dict(reaching.event("RoundDisputed").args) == {"jobId": job_id, "round": 0, "failures": 2}
+    assert reaching.event("LeaderBondForfeited").args["leader"] == leader.sender
+    rnd = manager.get_round(job_id, 0)
+    assert (rnd.audit, rnd.audit_ok, rnd.audit_failed) == (AuditOutcome.DISPUTED, 1, 2)
     job = manager.get_job(job_id)
     assert job.disputed and job.status == JobStatus.ACTIVE
     logged = manager.get_events(names=["RoundAudited", "RoundDisputed"], job_id=job_id)
-    assert [e.name for e in logged] == ["RoundAudited"] * 4 + ["RoundDisputed"]
+    assert [e.name for e in logged] == ["RoundAudited"] * 3 + ["RoundDisputed"]
 
     # The lease still runs; the dispute alone lets the customer out, with everything not owed refunded.
     refund = customer.cancel_job(job_id).event("JobCancelled").args["refund"]
     assert refund == job.deposit - job.spent == manager.balance_of(customer.sender)
-    assert manager.totals().conserved
+    assert manager.accounting().conserved

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from protocols.chain.client import JobManagerClient
 
-from .helpers import MIN_STAKE, PARAMS, Chain
+from .helpers import LEADER_BOND, MIN_STAKE, PARAMS, Chain
 
 
 def test_get_events_filters_by_name_and_job(chain: Chain, manager: JobManagerClient) -> None:
@@ -13,7 +13,7 @@ def test_get_events_filters_by_name_and_job(chain: Chain, manager: JobManagerCli
     leader.register_validator(MIN_STAKE)
     first, _ = customer.create_job(PARAMS)
     second, _ = customer.create_job(PARAMS)
-    leader.stand_for_leader(second)
+    leader.stand_for_leader(second, LEADER_BOND)
 
     assert [e.name for e in manager.get_events(job_id=second)] == ["JobCreated", "CandidateStood", "LeaderElected"]
     created = manager.get_events(names=["JobCreated"])

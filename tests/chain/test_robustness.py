@@ -18,7 +18,7 @@ from protocols.chain.models import NodeClass, UpdateStatus
 from protocols.chain.rpc import RetryPolicy
 from protocols.chain.tx import ClientConfig
 
-from .helpers import MIN_STAKE, PARAMS, Chain, cid_of
+from .helpers import LEADER_BOND, MIN_STAKE, PARAMS, Chain, submit
 
 DEADLINE_S = 60
 
@@ -82,27 +82,23 @@ async def test_ten_concurrent_senders_share_one_account(chain: Chain, manager: J
 # so two transactions cannot share a block there.
 @pytest.mark.parametrize("chain", ["hardhat"], indirect=True)
 async def test_revert_that_happens_on_chain_is_decoded_by_replay(chain: Chain, manager: JobManagerClient) -> None:
-    """Two validators vote at once for the deciding vote: both estimates pass, both land in one block, the second
-    reverts on-chain with UpdateNotPending, and the adapter names it from the receipt by replaying the call."""
+    """Two trainers submit into the same slot at once (a leader that signed the slot twice): both estimates pass,
+    both land in one block, the second reverts on-chain with SlotTaken, and the adapter names it from the receipt
+    by replaying the call."""
     acc = chain.accounts
-    trainer = manager.with_account(acc[4])
-    validators: dict[str, JobManagerClient] = {a.address: manager.with_account(a) for a in acc[7:11]}
     leader = manager.with_account(acc[2])
-    trainer.register_trainer(NodeClass.S, MIN_STAKE)
-    for v in validators.values():
-        v.register_validator(MIN_STAKE)
+    trainers: dict[str, JobManagerClient] = {a.address: manager.with_account(a) for a in acc[4:6]}
+    for t in trainers.values():
+        t.register_trainer(NodeClass.S, MIN_STAKE)
     job_id, _ = manager.with_account(acc[1]).create_job(PARAMS)
     leader.register_validator(MIN_STAKE)
-    leader.stand_for_leader(job_id)
-    drawn = list(trainer.submit_update(job_id, 0, cid_of(b"u")).event("UpdateSubmitted").args["validators"])
-    validators.update({leader.sender: leader})
-    validators[drawn[0]].validate_update(job_id, 0, trainer.sender, True, 7)
+    leader.stand_for_leader(job_id, LEADER_BOND)
 
     outcomes: dict[str, BaseException | None] = {}
 
-    async def vote(addr: str) -> None:
+    async def send(addr: str) -> None:
         try:
-            await trio.to_thread.run_sync(validators[addr].validate_update, job_id, 0, trainer.sender, True, 7)
+            await trio.to_thread.run_sync(submit, manager, leader.account, trainers[addr], job_id, 0, 0, 7)
             outcomes[addr] = None
         except BaseException as exc:  # collected and asserted on below
             outcomes[addr] = exc
@@ -112,9 +108,9 @@ async def test_revert_that_happens_on_chain_is_decoded_by_replay(chain: Chain, m
     try:
         with trio.fail_after(DEADLINE_S):
             async with trio.open_nursery() as nursery:
-                for addr in drawn[1:]:
-                    nursery.start_soon(vote, addr)
-                # Polls the node (no trio.Event can tell): both votes estimated, signed and sent, none mined.
+                for addr in trainers:
+                    nursery.start_soon(send, addr)
+                # Polls the node (no trio.Event can tell): both sends estimated, signed and sent, none mined.
                 while _pool_size(w3) < 2:  # noqa: ASYNC110
                     await trio.sleep(0.02)
                 mine_blocks(w3, 1)
@@ -122,5 +118,6 @@ async def test_revert_that_happens_on_chain_is_decoded_by_replay(chain: Chain, m
         set_automine(w3, True)
     failures = [exc for exc in outcomes.values() if exc is not None]
     assert len(outcomes) == 2 and len(failures) == 1, outcomes
-    assert isinstance(failures[0], revert_class("UpdateNotPending")), failures[0]
-    assert failures[0].args_decoded["status"] == UpdateStatus.ACCEPTED
+    assert isinstance(failures[0], revert_class("JobManagerSlotTaken")), failures[0]
+    assert failures[0].args_decoded == {"jobId": job_id, "round": 0, "slot": 0}
+    assert manager.get_update(job_id, 0, 0).status == UpdateStatus.PENDING

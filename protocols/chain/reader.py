@@ -1,0 +1,340 @@
+"""``JobManagerReader``: the plumbing every JobManager call shares, and one typed method per view function.
+
+:class:`~protocols.chain.client.JobManagerClient` (the sends) builds on it. Views return frozen dataclasses
+(:mod:`protocols.chain.models`); CIDs cross this boundary as strings. Blocking (web3.py's sync ``Web3``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from web3 import Web3
+from web3.types import FilterParams
+
+from protocols.chain.abi import load_artifact
+from protocols.chain.events import ChainEvent, EventDecoder, event_topic
+from protocols.chain.models import (
+    Candidate,
+    ContractSettings,
+    Eip712Domain,
+    JobInfo,
+    JobParams,
+    NodeClass,
+    RoundCommit,
+    RoundInfo,
+    Submission,
+    Totals,
+    TrainerInfo,
+    UpdateInfo,
+    ValidatorInfo,
+    address,
+    optional_address,
+    to_named,
+)
+from protocols.chain.ticket import ChainTicket, TicketDomain
+from protocols.chain.tx import ClientConfig, Transactor
+from protocols.types import Address, Cid, JobId
+
+
+class JobManagerReader:
+    """Typed reads of one JobManager deployment, made as ``account``."""
+
+    def __init__(
+        self,
+        w3: Web3,
+        contract_address: str,
+        account: LocalAccount,
+        *,
+        config: ClientConfig | None = None,
+        deploy_block: int | None = None,
+    ) -> None:
+        self.w3 = w3
+        self.deploy_block = deploy_block
+        """Block of the deployment when known (where :meth:`get_events` starts reading)."""
+        self.address = Address(to_checksum_address(contract_address))
+        self.account = account
+        self.config = config or ClientConfig()
+        self._tx = Transactor(w3, account, self.config)
+        self._contract = w3.eth.contract(address=to_checksum_address(self.address), abi=load_artifact().abi_list())
+        self._decoder = EventDecoder(w3, self.address)
+        self._outputs = {str(e["name"]): e["outputs"] for e in load_artifact().entries("function")}
+
+    @property
+    def sender(self) -> Address:
+        """The address this client sends from."""
+        return Address(self.account.address)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(self, fn_name: str, *args: Any) -> Any:
+        fn = self._contract.functions[fn_name](*args)
+        return self._tx.rpc(lambda: fn.call({"from": self.account.address}), fn_name)
+
+    def _struct(self, fn_name: str, *args: Any) -> Any:
+        """A view returning one struct, as a dict keyed by the ABI's field names."""
+        return to_named(self._outputs[fn_name][0], self._call(fn_name, *args))
+
+    def _int(self, fn_name: str, *args: Any) -> int:
+        return int(self._call(fn_name, *args))
+
+    def block_number(self) -> int:
+        """The latest block's number."""
+        return int(self._tx.rpc(lambda: self.w3.eth.block_number, "eth_blockNumber"))
+
+    def chain_id(self) -> int:
+        return self._tx.chain_id
+
+    def ticket_domain(self) -> TicketDomain:
+        """Where this deployment's tickets are valid (chain id and contract address)."""
+        return TicketDomain(chain_id=self.chain_id(), contract=self.address)
+
+    # ------------------------------------------------------------------ events
+
+    def get_events(
+        self,
+        *,
+        names: Collection[str] | None = None,
+        job_id: int | None = None,
+        from_block: int | None = None,
+        to_block: int | str = "latest",
+    ) -> list[ChainEvent]:
+        """This deployment's events in chain order, filtered on the node by event name and (indexed) job id.
+
+        ``from_block`` defaults to the deployment block when known, else 0. One ``eth_getLogs`` call (public RPC
+        endpoints may refuse a long range: narrow it with ``from_block``/``to_block``).
+        """
+        topics: list[Any] = [
+            [event_topic(n) for n in names] if names else None,
+            "0x" + job_id.to_bytes(32, "big").hex() if job_id is not None else None,
+        ]
+        while topics and topics[-1] is None:
+            topics.pop()
+        params: FilterParams = {
+            "address": to_checksum_address(self.address),
+            "fromBlock": from_block if from_block is not None else (self.deploy_block or 0),
+            "toBlock": to_block,  # type: ignore[typeddict-item]
+            "topics": topics,
+        }
+        logs = self._tx.rpc(lambda: self.w3.eth.get_logs(params), "eth_getLogs")
+        events = self._decoder.decode_all(logs)
+        # jobId is topic1 of every job event; other events put an address there, so check the decoded argument too.
+        return [ev for ev in events if job_id is None or ev.job_id == job_id]
+
+    def submissions(self, job_id: int, round: int | None = None) -> list[Submission]:
+        """The job's ``UpdateSubmitted`` events (of one round when given), in chain order: the updates' CIDs."""
+        out = []
+        for ev in self.get_events(names=["UpdateSubmitted"], job_id=job_id):
+            a = ev.args
+            if round is not None and int(a["round"]) != round:
+                continue
+            out.append(Submission(round=int(a["round"]), slot=int(a["slot"]), trainer=address(a["trainer"]),
+                                  work_units=int(a["workUnits"]), loss_reduction=int(a["lossReduction"]),
+                                  update_cid=Cid(str(a["updateCid"])), ticket_hash=bytes(a["ticketHash"])))
+        return out
+
+    def round_commits(self, job_id: int) -> list[RoundCommit]:
+        """Every committed round of the job, in chain order (its ``RoundCommitted`` events)."""
+        return [RoundCommit(int(ev.args["round"]), str(ev.args["leader"]).lower(), str(ev.args["checkpointCid"]),
+                            int(ev.args["acceptedMask"]))
+                for ev in self.get_events(names=["RoundCommitted"], job_id=job_id)]
+
+    # ------------------------------------------------------------------ views: jobs, rounds, updates
+
+    def job_count(self) -> int:
+        return self._int("jobCount")
+
+    def get_job(self, job_id: int) -> JobInfo:
+        return JobInfo.from_fields(job_id, self._struct("getJob", job_id))
+
+    def current_round(self, job_id: int) -> int:
+        """The round trainers work on now (= committed rounds)."""
+        return self.get_job(job_id).committed_rounds
+
+    def get_round(self, job_id: int, round: int) -> RoundInfo:
+        return RoundInfo.from_fields(self._struct("getRound", job_id, round))
+
+    def get_update(self, job_id: int, round: int, slot: int) -> UpdateInfo:
+        return UpdateInfo.from_fields(self._struct("getUpdate", job_id, round, slot))
+
+    def get_candidates(self, job_id: int) -> tuple[Candidate, ...]:
+        accounts, bonds = self._call("getCandidates", job_id)
+        return tuple(Candidate(address(a), int(b)) for a, b in zip(accounts, bonds, strict=True))
+
+    def successor(self, job_id: int) -> Address | None:
+        """Who may claim during the grace window (None until the successor draw's block is mined)."""
+        return optional_address(self._call("successor", job_id))
+
+    def required_deposit(self, params: JobParams) -> int:
+        """``requiredDeposit(p)`` as the contract computes it."""
+        return self._int("requiredDeposit", params.to_abi())
+
+    def update_bond(self, job_id: int) -> int:
+        """Stake a trainer locks per pending update of the job."""
+        return self._int("updateBond", job_id)
+
+    def ticket_digest(self, ticket: ChainTicket) -> bytes:
+        """The EIP-712 digest the contract computes for ``ticket`` (what the leader signs)."""
+        return bytes(self._call("ticketDigest", ticket.to_abi()))
+
+    def challenge_seed(self, job_id: int, round: int, slot: int) -> bytes:
+        """The seed validators choose the replayed segments from (reverts ``DrawNotReady`` before the draw)."""
+        return bytes(self._call("challengeSeed", job_id, round, slot))
+
+    def eip712_domain(self) -> Eip712Domain:
+        _fields, name, version, chain_id, contract, _salt, _ext = self._call("eip712Domain")
+        return Eip712Domain(str(name), str(version), int(chain_id), address(contract))
+
+    # ------------------------------------------------------------------ views: accounts
+
+    def balance_of(self, account: str) -> int:
+        """Withdrawable balance credited to ``account`` (wei)."""
+        return self._int("balanceOf", to_checksum_address(account))
+
+    def trainers(self, account: str) -> TrainerInfo:
+        registered, node_class, pending, stake, locked = self._call("trainers", to_checksum_address(account))
+        return TrainerInfo(bool(registered), NodeClass(node_class), int(pending), int(stake), int(locked))
+
+    def validators(self, account: str) -> ValidatorInfo:
+        registered, open_votes, stake = self._call("validators", to_checksum_address(account))
+        return ValidatorInfo(bool(registered), int(open_votes), int(stake))
+
+    def exit_available_at(self, account: str) -> int:
+        """When ``account`` may complete its deregistration (0: not requested)."""
+        return self._int("exitAvailableAt", to_checksum_address(account))
+
+    def validator_count(self) -> int:
+        return self._int("validatorCount")
+
+    def get_validators(self) -> tuple[Address, ...]:
+        return tuple(address(a) for a in self._call("getValidators"))
+
+    def pool_weight(self) -> int:
+        return self._int("poolWeight")
+
+    def pool_weight_of(self, validator: str) -> int:
+        return self._int("poolWeightOf", to_checksum_address(validator))
+
+    # ------------------------------------------------------------------ views: money
+
+    def total_deposits(self) -> int:
+        return self._int("totalDeposits")
+
+    def total_stakes(self) -> int:
+        return self._int("totalStakes")
+
+    def total_paid(self) -> int:
+        return self._int("totalPaid")
+
+    def total_refunded(self) -> int:
+        return self._int("totalRefunded")
+
+    def total_slashed(self) -> int:
+        return self._int("totalSlashed")
+
+    def total_withdrawn(self) -> int:
+        return self._int("totalWithdrawn")
+
+    def escrow_held(self) -> int:
+        return self._int("escrowHeld")
+
+    def stake_held(self) -> int:
+        return self._int("stakeHeld")
+
+    def total_held(self) -> int:
+        return self._int("totalHeld")
+
+    def accounting(self) -> Totals:
+        """All money counters from one call, so they are consistent with each other."""
+        return Totals(*(int(v) for v in self._call("accounting")))
+
+    def totals(self) -> Totals:
+        """Alias of :meth:`accounting` (the ledger checks' name for it)."""
+        return self.accounting()
+
+    # ------------------------------------------------------------------ views: settings
+
+    def min_trainer_stake(self) -> int:
+        return self._int("minTrainerStake")
+
+    def min_validator_stake(self) -> int:
+        return self._int("minValidatorStake")
+
+    def min_update_bond(self) -> int:
+        return self._int("minUpdateBond")
+
+    def validator_slash(self) -> int:
+        return self._int("validatorSlash")
+
+    def min_leader_bond(self) -> int:
+        return self._int("minLeaderBond")
+
+    def deregistration_delay(self) -> int:
+        return self._int("deregistrationDelay")
+
+    def extension(self) -> Address:
+        return address(self._call("extension"))
+
+    def draw_delay(self) -> int:
+        return self._int("DRAW_DELAY")
+
+    def slash_multiple(self) -> int:
+        return self._int("SLASH_MULTIPLE")
+
+    def escalation_panel(self) -> int:
+        return self._int("ESCALATION_PANEL")
+
+    def lapse_forfeit_bps(self) -> int:
+        return self._int("LAPSE_FORFEIT_BPS")
+
+    def max_tasks_per_round(self) -> int:
+        return self._int("MAX_TASKS_PER_ROUND")
+
+    def max_quorum(self) -> int:
+        return self._int("MAX_QUORUM")
+
+    def max_rounds(self) -> int:
+        return self._int("MAX_ROUNDS")
+
+    def max_candidates(self) -> int:
+        return self._int("MAX_CANDIDATES")
+
+    def max_validators(self) -> int:
+        return self._int("MAX_VALIDATORS")
+
+    def max_cid_length(self) -> int:
+        return self._int("MAX_CID_LENGTH")
+
+    def max_lease_seconds(self) -> int:
+        return self._int("MAX_LEASE_SECONDS")
+
+    def stall_leases(self) -> int:
+        """Leases without progress after which the customer may cancel a job even with a leader."""
+        return self._int("STALL_LEASES")
+
+    def settings(self) -> ContractSettings:
+        return ContractSettings(
+            min_trainer_stake=self.min_trainer_stake(),
+            min_validator_stake=self.min_validator_stake(),
+            min_update_bond=self.min_update_bond(),
+            validator_slash=self.validator_slash(),
+            min_leader_bond=self.min_leader_bond(),
+            deregistration_delay=self.deregistration_delay(),
+            draw_delay=self.draw_delay(),
+            slash_multiple=self.slash_multiple(),
+            escalation_panel=self.escalation_panel(),
+            lapse_forfeit_bps=self.lapse_forfeit_bps(),
+            max_tasks_per_round=self.max_tasks_per_round(),
+            max_quorum=self.max_quorum(),
+            max_rounds=self.max_rounds(),
+            max_candidates=self.max_candidates(),
+            max_validators=self.max_validators(),
+            max_cid_length=self.max_cid_length(),
+            max_lease_seconds=self.max_lease_seconds(),
+            stall_leases=self.stall_leases(),
+        )
+
+
+__all__ = ["JobId", "JobManagerReader"]
