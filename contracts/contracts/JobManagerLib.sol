@@ -76,17 +76,12 @@ library JobManagerLib {
         t.free.push(slot);
     }
 
-    /// @dev Sets a member's weight to w > 0.
-    function setWeight(SumTree storage t, address account, uint256 w) internal {
+    /// @dev Lowers a member's weight to 0 < w <= its weight (stake only grows by re-registering).
+    function lowerWeight(SumTree storage t, address account, uint256 w) internal {
         uint256 slot = t.slotOf[account];
-        uint256 old = t.weight[slot];
-        if (w > old) {
-            _addAt(t, slot, w - old);
-            t.total += w - old;
-        } else {
-            _subAt(t, slot, old - w);
-            t.total -= old - w;
-        }
+        uint256 delta = t.weight[slot] - w;
+        _subAt(t, slot, delta);
+        t.total -= delta;
         t.weight[slot] = w;
     }
 
@@ -170,14 +165,15 @@ library JobManagerLib {
     function pickWeighted(uint256[] memory weights, bytes32 seed) internal pure returns (uint256) {
         uint256 total = 0;
         uint256 n = weights.length;
-        for (uint256 i; i < n; ++i) total += weights[i];
+        for (uint256 i = 0; i < n; ++i) total += weights[i];
         if (total == 0) return type(uint256).max;
         uint256 r = uint256(seed) % total;
-        for (uint256 i; i < n; ++i) {
+        uint256 last = n - 1;
+        for (uint256 i = 0; i < last; ++i) {
             if (r < weights[i]) return i;
             r -= weights[i];
         }
-        return type(uint256).max; // unreachable: r < total
+        return last; // r < total: what is left falls in the last weight
     }
 
     /// @dev The hash of block `anchor + delay`, or zero when that block is not mined yet (`ready` false) or is

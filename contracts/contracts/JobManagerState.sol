@@ -346,7 +346,7 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         emit ValidatorSlashed(jobId, validator, amount);
         if (_pool.contains(validator)) {
             if (stake < minValidatorStake) _leavePool(validator);
-            else _pool.setWeight(validator, stake);
+            else _pool.lowerWeight(validator, stake);
         }
     }
 }

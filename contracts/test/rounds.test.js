@@ -227,3 +227,56 @@ describe("JobManager: updates, draws, votes, commits and pay", function () {
     });
   });
 });
+
+describe("JobManager: edge rules", function () {
+  it("a slashed validator above the minimum stays in the pool with its weight lowered; zero fees move nothing", async function () {
+    const f = await loadFixture(h.registeredFixture);
+    const { jm, customer, l1, t1, outsider: rich } = f;
+    await jm.connect(rich).registerValidator({ value: h.E("3") });
+    const { jobId } = await h.createJob(jm, customer, { quorum: 6, validatorFee: 0, leaderFee: 0 });
+    await jm.connect(l1).standForLeader(jobId, { value: h.MIN_LEADER_BOND });
+    await h.submit(f, jobId, t1, 0);
+    const panel = await h.draw(f, jobId, 0, 0); // the whole pool
+    const honest = panel.filter((v) => v !== rich);
+    await jm.connect(honest[0]).validateUpdate(jobId, 0, 0, true);
+    await jm.connect(rich).validateUpdate(jobId, 0, 0, false); // the liar: escalation
+    const esc = await h.draw(f, jobId, 0, 0);
+    await jm.connect(rich).validateUpdate(jobId, 0, 0, false);
+    let tx;
+    for (const v of esc.filter((s) => s !== rich)) {
+      if ((await jm.getUpdate(jobId, 0, 0)).status !== h.Status.Pending) break;
+      tx = await jm.connect(v).validateUpdate(jobId, 0, 0, true);
+    }
+    await expect(tx).to.emit(jm, "UpdateAccepted");
+    await expect(tx).not.to.emit(jm, "FeePaid");
+    const left = h.E("3") - 2n * h.VALIDATOR_SLASH;
+    expect((await jm.validators(rich.address)).stake).to.equal(left);
+    expect(await jm.poolWeightOf(rich.address)).to.equal(left);
+    expect(await jm.getValidators()).to.include(rich.address);
+    await expect(h.commit(f, jobId)).not.to.emit(jm, "FeePaid");
+  });
+
+  it("refuses an update CID longer than 128 bytes", async function () {
+    const f = await loadFixture(h.jobFixture);
+    const { jm, jobId, t1 } = f;
+    await expect(h.submit(f, jobId, t1, 0, { cid: ethers.hexlify(new Uint8Array(129)) }))
+      .to.be.revertedWithCustomError(jm, "JobManagerInvalidCid")
+      .withArgs(129);
+  });
+
+  it("a disputed leader that also lapses has no bond left to burn", async function () {
+    const f = await loadFixture(h.jobFixture);
+    const { jm, jobId, t1, l1, l2 } = f;
+    await h.acceptedUpdate(f, jobId, 0, t1, 0);
+    await h.commit(f, jobId);
+    await mine(h.DRAW_DELAY);
+    await jm.drawAuditors(jobId, 0);
+    const auditors = (await jm.getRound(jobId, 0)).auditors.map((a) => h.signerOf(f, a));
+    await jm.connect(auditors[0]).auditRound(jobId, 0, false);
+    await expect(jm.connect(auditors[1]).auditRound(jobId, 0, false)).to.emit(jm, "LeaderBondForfeited");
+    await time.increase(2 * h.LEASE + 2);
+    const tx = jm.connect(l2).claimLeadership(jobId);
+    await expect(tx).not.to.emit(jm, "LeaderBondForfeited");
+    await expect(tx).to.emit(jm, "CandidacyEnded").withArgs(jobId, l1.address, 0);
+  });
+});
