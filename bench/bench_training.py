@@ -12,6 +12,7 @@ training cost for the chosen segment sampling. Everything runs in this process o
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import sys
 import time
@@ -71,7 +72,7 @@ def replay_share(model_name: str, train: ArraySet, *, steps: int, batch: int, k_
     print(f"\nreplay cost, {model_name}, task K={steps} batch={batch}, S=10 ({n} segments); training {train_s:.2f} s")
     print(f"{'segments checked':>18} {'replay s':>9} {'share of training':>18}")
     for k in k_values:
-        picks = choose_segments(b"bench-seed", n, k)
+        picks = choose_segments(hashlib.sha256(b"bench-seed").digest(), n, k)
         start = time.perf_counter()
         verdict = replay_verify(
             task, base, shard,

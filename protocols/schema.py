@@ -294,10 +294,18 @@ class Record:
     PREFIX: ClassVar[str] = ""
     """Put before field names in errors ("aggregation.")."""
     MAX_BYTES: ClassVar[int] = 1 << 20
+    OMIT_AT_DEFAULT: ClassVar[frozenset[str]] = frozenset()
+    """Fields added after the record's bytes were fixed: left out of the JSON while at their default, so every
+    record that does not use them keeps its bytes (and CID). Present at the default, they are refused: one record,
+    one byte form."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object whose canonical bytes are hashed, signed or sent."""
-        return {f.name: _to_json(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        return {
+            f.name: _to_json(getattr(self, f.name))
+            for f in fields(self)  # type: ignore[arg-type]
+            if not (f.name in self.OMIT_AT_DEFAULT and getattr(self, f.name) == f.default)
+        }
 
     def to_bytes(self) -> bytes:
         return canonical_json(self.to_dict())
@@ -309,6 +317,16 @@ class Record:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         """Validate a parsed JSON object against the declared fields; raises :class:`SchemaError`."""
+        if cls.OMIT_AT_DEFAULT:
+            data = dict(data)
+            for f in fields(cls):  # type: ignore[arg-type]
+                if f.name not in cls.OMIT_AT_DEFAULT:
+                    continue
+                if f.name not in data:
+                    data[f.name] = _to_json(f.default)
+                elif data[f.name] == _to_json(f.default):
+                    raise SchemaError(f"{cls.WHAT}: field {cls.PREFIX}{f.name!r} is at its default and must be left "
+                                      "out (one record, one byte form)")
         obj = cls(**decode_fields(cls, data, what=cls.WHAT, prefix=cls.PREFIX))
         obj._check()
         return obj

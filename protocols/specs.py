@@ -24,6 +24,7 @@ from protocols.schema import (
     ADDRESS,
     CID,
     SHA256_HEX,
+    Bool,
     Choice,
     Const,
     DecimalStr,
@@ -39,7 +40,7 @@ from protocols.types import NodeClass
 
 JOB_SPEC_SCHEMA = "dtnode/jobspec/1"
 TASK_TICKET_SCHEMA = "dtnode/ticket/1"
-UPDATE_MANIFEST_SCHEMA = "dtnode/update/1"
+UPDATE_MANIFEST_SCHEMA = "dtnode/update/2"
 ROUND_RECORD_SCHEMA = "dtnode/round/1"
 
 STRATEGIES = ("mean", "median", "trimmed_mean", "krum", "centered_clip")
@@ -87,6 +88,7 @@ class JobSpec(Record):
     """What the customer asks for. Published to IPFS; its CID goes on-chain with the deposit."""
 
     WHAT = "job spec"
+    OMIT_AT_DEFAULT = frozenset({"hardware_mismatch", "max_loss_rise_ppm"})
 
     schema: Annotated[str, Const(JOB_SPEC_SCHEMA)] = JOB_SPEC_SCHEMA
     name: Annotated[str, Str(200)] = "fashion-mnist"
@@ -106,6 +108,15 @@ class JobSpec(Record):
     spot_check_segments: Annotated[int, Int(0, 10_000)] = 2
     """How many segments a validator replays (0 = all)."""
     replay_tolerance: Annotated[str, DecimalStr(Decimal(0), Decimal(1))] = "0.00001"
+    """Used only when ``hardware_mismatch`` is declared: the largest per-tensor relative difference a replayed
+    segment may show (the mean over the challenged segments must stay under half of it); see
+    :mod:`node.training.replay`. Otherwise a replay must reproduce the published state bit for bit."""
+    hardware_mismatch: Annotated[bool, Bool()] = False
+    """Declared by the customer when trainers and validators may run on different hardware (thread counts, CPU
+    instruction sets): only then is ``replay_tolerance`` granted."""
+    max_loss_rise_ppm: Annotated[int, Int(0, 10**9)] = 200_000
+    """An update whose recomputed loss on its own data ends more than this (parts per million of the loss
+    before) above where it started is rejected as ``LOSS_RISE``."""
     delta_encoding: Annotated[str, Choice(DELTA_ENCODINGS)] = "f32"
     max_dag_bytes: Annotated[int, Int(1024, 1 << 34)] = 64 * 1024 * 1024
     seed: Annotated[int, Int(0, 2**63 - 1)] = 0
@@ -189,14 +200,12 @@ class UpdateManifest(Record):
     loss_before_micro: Annotated[int, Int(0, 2**63)]
     loss_after_micro: Annotated[int, Int(0, 2**63)]
     segment_every: Annotated[int, Int(1, 10)]
-    segment_hashes: Annotated[list[str], ListOf(SHA256_HEX, max_items=100_000, min_items=1, as_tuple=False)]
-    """sha256 of the encoded weights after each ``segment_every`` steps (the last one is the final weights)."""
-    segment_cids: Annotated[list[str], ListOf(CID, max_items=100_000, min_items=1, as_tuple=False)]
-    """CIDs of those segment checkpoints, so a validator can start a replay at any segment."""
-
-    def _check(self) -> None:
-        if len(self.segment_hashes) != len(self.segment_cids):
-            raise SchemaError("fields 'segment_hashes'/'segment_cids': two non-empty lists of equal length")
+    segment_hashes: Annotated[list[str], ListOf(SHA256_HEX, max_items=16_000, min_items=1, as_tuple=False)]
+    """sha256 of the whole encoded trainer state (weights, optimizer moments and step counters) after each
+    ``segment_every`` steps; the last one holds the final weights. The commitment: the manifest's CID goes
+    on-chain at submission, before the block whose hash seeds the challenge exists, so every segment state is
+    fixed before anyone knows which are challenged. The states themselves stay with the trainer and are served
+    on request (``/dtnode/segment/1.0.0``)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,3 +17,8 @@ PEERS_PROTOCOL = TProtocol("/dtnode/peers/1.0.0")
 PING_PROTOCOL = TProtocol("/dtnode/ping/1.0.0")
 """Liveness and round-trip checks between dtnodes; answers the request bytes back."""
 
+
+SEGMENT_PROTOCOL = TProtocol("/dtnode/segment/1.0.0")
+"""Validator → trainer: one committed segment state of an update (``protocols.wire.SegmentRequest``); answer: the
+state's safetensors bytes, which the caller checks against the hash committed in the manifest. Segment states are
+never published to the content store: they are served only when challenged."""

@@ -1,4 +1,5 @@
-"""Request/response bodies for dtnode's point-to-point streams (``/dtnode/task/1.0.0``, ``/dtnode/peers/1.0.0``).
+"""Request/response bodies for dtnode's point-to-point streams (``/dtnode/task/1.0.0``, ``/dtnode/peers/1.0.0``,
+``/dtnode/segment/1.0.0``).
 
 The stream itself is authenticated by Noise: the remote peer id carries its secp256k1 public key, which maps to the
 Ethereum address that acts on-chain, so these bodies carry no signature of their own. A refusal is a typed answer
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from protocols.errors import SchemaError
-from protocols.schema import Const, EnumName, EnumValue, Int, ListOf, Nested, Nullable, Record, Str
+from protocols.schema import SHA256_HEX, Const, EnumName, EnumValue, Int, ListOf, Nested, Nullable, Record, Str
 from protocols.specs import TaskTicket
 from protocols.types import NodeClass, RejectCode
 
@@ -20,6 +21,7 @@ TASK_REQUEST_SCHEMA = "dtnode/task-request/1"
 TASK_RESPONSE_SCHEMA = "dtnode/task-response/1"
 PEERS_REQUEST_SCHEMA = "dtnode/peers-request/1"
 PEERS_RESPONSE_SCHEMA = "dtnode/peers-response/1"
+SEGMENT_REQUEST_SCHEMA = "dtnode/segment-request/1"
 MAX_BODY_BYTES = 64 * 1024
 MAX_PEERS_PER_EXCHANGE = 256
 MAX_PEERS_BODY_BYTES = 1 << 20
@@ -80,3 +82,19 @@ class PeersResponse(Record):
 
     schema: Annotated[str, Const(PEERS_RESPONSE_SCHEMA)] = PEERS_RESPONSE_SCHEMA
     presences: Annotated[tuple[str, ...], ListOf(Str(MAX_BODY_BYTES), max_items=MAX_PEERS_PER_EXCHANGE)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentRequest(Record):
+    """Validator → trainer (``/dtnode/segment/1.0.0``): 'send the state after segment ``index`` of your update in
+    this round, whose hash your manifest commits to'. The answer is the state's bytes (no JSON: states are large);
+    a refusal is a typed error (``SEGMENT_UNAVAILABLE``)."""
+
+    WHAT = "segment request"
+    MAX_BYTES = MAX_BODY_BYTES
+
+    schema: Annotated[str, Const(SEGMENT_REQUEST_SCHEMA)] = SEGMENT_REQUEST_SCHEMA
+    job_id: Annotated[int, Int(1, 2**64)]
+    round: Annotated[int, Int(0, 2**32)]
+    index: Annotated[int, Int(0, 16_000)]
+    state_hash: Annotated[str, SHA256_HEX]

@@ -17,7 +17,8 @@ from node.checkpoint import decode_checkpoint
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
 from node.roles.decisions import TrainerStep, jobs_to_start, pay_left_unpaid, trainer_step, wait_out_round
-from node.training.codec import State, encode_delta, encode_state
+from node.segments import SegmentSpill
+from node.training.codec import State, encode_delta
 from node.training.data import ArraySet
 from node.training.local import LocalResult, loss_to_micro, train_local
 from node.training.task import Task
@@ -26,7 +27,7 @@ from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus
 from protocols.errors import DtnodeError
 from protocols.specs import JobSpec, TaskTicket, UpdateManifest
-from protocols.topics import TASK_PROTOCOL
+from protocols.topics import SEGMENT_PROTOCOL, TASK_PROTOCOL
 from protocols.types import NodeClass
 from protocols.wire import TaskRequest, TaskResponse
 
@@ -38,10 +39,13 @@ class TrainerRole:
         self.completed: list[tuple[int, int, str]] = []
         """(job, round, manifest CID) of every update this node submitted."""
         self._serving: set[int] = set()
+        self.segments = SegmentSpill(ctx.config.data_path / "segments")
+        """Committed segment states, served on request (node/segments.py); never published."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve every open job (or only ``jobs``) until cancelled."""
         async with trio.open_nursery() as nursery:
+            self.ctx.net.set_request_handler(SEGMENT_PROTOCOL, self.segments.handle)
             task_status.started()
             while True:
                 for job_id in jobs_to_start(await self.scanner.job_ids(), self._serving):
@@ -127,12 +131,11 @@ class TrainerRole:
         with ctx.timed("training"):
             result = await trio.to_thread.run_sync(self.train, spec, ticket, base_model, shard)
         delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding))
-        segment_cids: list[str] = [await ctx.store.put(encode_state(s)) for s in result.segment_states]
+        await trio.to_thread.run_sync(self.segments.keep, ticket.job_id, ticket.round, result.segment_states)
         manifest = UpdateManifest(
             ticket=ticket, trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,
             loss_before_micro=loss_to_micro(result.loss_before), loss_after_micro=loss_to_micro(result.loss_after),
             segment_every=spec.segment_every, segment_hashes=list(result.segment_hashes),
-            segment_cids=segment_cids,
         )
         manifest_cid = await ctx.store.put(manifest.to_bytes())
         await ctx.store.pin(manifest_cid)

@@ -21,7 +21,8 @@ from node.roles.auditor import Auditor
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
 from node.roles.decisions import segments_to_fetch, skip_check
-from node.training.codec import decode_delta, decode_state
+from node.segments import fetch_segment
+from node.training.codec import decode_delta
 from node.training.errors import TicketRejected
 from node.training.local import micro_to_loss
 from node.training.replay import Verdict, choose_segments, replay_verify
@@ -148,8 +149,10 @@ class ValidatorRole:
             chosen = choose_segments(seed, n, k)
             states: dict[int, Mapping[str, torch.Tensor]] = {}
             for i in segments_to_fetch(chosen, n):
-                raw = await ctx.fetch(manifest.segment_cids[i], max_bytes=spec.max_dag_bytes, providers=[trainer])
-                states[i] = decode_state(raw, max_bytes=spec.max_dag_bytes)
+                with ctx.timed("transfer"):
+                    states[i] = await fetch_segment(ctx.request, ctx.peer_of(trainer), job_id=job_id, round_=r,
+                                                    index=i, state_hash=manifest.segment_hashes[i],
+                                                    max_bytes=spec.max_dag_bytes)
 
             def fetch_state(i: int) -> Mapping[str, torch.Tensor]:
                 return states[i]
@@ -161,7 +164,8 @@ class ValidatorRole:
                     claimed_segment_hashes=manifest.segment_hashes, segment_states_fetch=fetch_state,
                     claimed_delta=delta, claimed_loss_before=micro_to_loss(manifest.loss_before_micro),
                     claimed_loss_after=micro_to_loss(manifest.loss_after_micro), segments_to_check=chosen,
-                    tolerance=float(spec.replay_tolerance), delta_kind=manifest.delta_encoding,
+                    hardware_mismatch=spec.hardware_mismatch, tolerance=float(spec.replay_tolerance),
+                    max_loss_rise_ppm=spec.max_loss_rise_ppm, delta_kind=manifest.delta_encoding,
                 )
 
             with ctx.timed("validation"):
@@ -172,5 +176,5 @@ class ValidatorRole:
             raise
         except (DtnodeError, KeyError, ValueError) as exc:  # fetched, and malformed or inconsistent: invalid
             return Verdict(False, RejectCode.UNVERIFIABLE, math.inf, (), f"{type(exc).__name__}: {exc}"), 0
-        reduction = max(0, manifest.loss_before_micro - manifest.loss_after_micro) if verdict.ok else 0
+        reduction = verdict.reduction_micro  # recomputed, never the trainer's claim
         return verdict, reduction

@@ -100,12 +100,16 @@ def test_manifest_validation() -> None:
     t = ticket().signed_by(LEADER)
     m = UpdateManifest(ticket=t, trainer=OTHER.address, delta_cid=CID, delta_encoding="f32",
                        loss_before_micro=2_300_000, loss_after_micro=900_000, segment_every=10,
-                       segment_hashes=["ab" * 32] * 5, segment_cids=[CID] * 5)
+                       segment_hashes=["ab" * 32] * 5)
     assert UpdateManifest.from_bytes(m.to_bytes()) == m
     assert m.ticket == t
     bad = json.loads(m.to_bytes())
-    bad["segment_cids"] = [CID] * 4
-    with pytest.raises(SchemaError, match="equal length"):
+    bad["segment_cids"] = [CID] * 5  # v2: segment states are served on request, never listed by CID
+    with pytest.raises(SchemaError, match="unknown field"):
+        UpdateManifest.from_dict(bad)
+    bad = json.loads(m.to_bytes())
+    bad["segment_hashes"] = []
+    with pytest.raises(SchemaError, match="segment_hashes"):
         UpdateManifest.from_dict(bad)
     bad = json.loads(m.to_bytes())
     bad["ticket"]["steps"] = "fifty"
@@ -118,16 +122,30 @@ def test_canonical_bytes_are_unchanged() -> None:
     t = ticket().signed_by(LEADER)
     m = UpdateManifest(ticket=t, trainer=OTHER.address, delta_cid=CID, delta_encoding="f32",
                        loss_before_micro=2_300_000, loss_after_micro=900_000, segment_every=10,
-                       segment_hashes=["ab" * 32] * 5, segment_cids=[CID] * 5)
+                       segment_hashes=["ab" * 32] * 5)
     r = RoundRecord(job_id=1, round=2, base_cid=CID, checkpoint_cid=CID, accepted=[CID], eval_accuracy_ppm=812000,
                     eval_loss_micro=512000)
     golden = {
         "JobSpec": "e4b97cf430acfffc1b9b7ae4a0a7d320d1f3934b2b650c683dbad60340bc1dbc",
         "TaskTicket": "bce6f722ba5adba2f457771ffc081755311098a845e8d025898659407c8b3bea",
-        "UpdateManifest": "7f639044f1b942eb25eb1e468e3ee6e7c61e2a22b65ce29da15217059ed3d273",
+        # dtnode/update/2 (issue 14): segment_cids dropped, states served on request; changed on purpose.
+        "UpdateManifest": "130c635ffd01d254e3fb4507d1bcd1232c8071f045824daf45352e03fd385afa",
         "RoundRecord": "566b98ce68dc117ba9e8a5f943a186c45281ea3c5191089c61e7aac575daa90a",
     }
     for obj in (spec(), t, m, r):
         assert hashlib.sha256(obj.to_bytes()).hexdigest() == golden[type(obj).__name__], type(obj).__name__
     assert json.loads(m.to_bytes())["ticket"] == json.loads(t.to_bytes())  # the manifest carries the ticket object
     UpdateManifest.from_bytes(m.to_bytes()).ticket.verify_leader()
+
+
+def test_fields_added_later_stay_out_of_the_bytes_at_their_default() -> None:
+    """JobSpec's verification fields (issue 14) keep every existing spec's bytes and CID while at their default."""
+    plain = spec()
+    assert b"hardware_mismatch" not in plain.to_bytes() and b"max_loss_rise_ppm" not in plain.to_bytes()
+    tuned = replace(plain, hardware_mismatch=True, max_loss_rise_ppm=50_000)
+    assert JobSpec.from_bytes(tuned.to_bytes()) == tuned
+    assert json.loads(tuned.to_bytes())["max_loss_rise_ppm"] == 50_000
+    explicit = json.loads(plain.to_bytes())
+    explicit["hardware_mismatch"] = False  # a second byte form of the same spec: refused
+    with pytest.raises(SchemaError, match="hardware_mismatch"):
+        JobSpec.from_dict(explicit)

@@ -6,20 +6,30 @@ from typing import Any
 import pytest
 import torch
 
-from node.training.codec import State, decode_delta, encode_delta, state_hash
+from node.training.codec import State, decode_delta, encode_delta, state_hash, state_sub
 from node.training.data import ArraySet, make_shards
-from node.training.errors import ReplayMismatch
-from node.training.local import LocalResult, train_local
+from node.training.errors import ReplayMismatch, TrainingError
+from node.training.local import (
+    LocalResult,
+    deterministic_torch,
+    model_part,
+    run_segment,
+    task_loss,
+    task_view,
+    train_local,
+)
 from node.training.models import initial_state
 from node.training.replay import (
     BAD_SEGMENT_COUNT,
     BAD_SEGMENT_STATE,
     DELTA_MISMATCH,
     LOSS_MISMATCH,
+    LOSS_RISE,
     REPLAY_MISMATCH,
     Verdict,
     choose_segments,
     replay_verify,
+    state_distance,
 )
 from node.training.task import Task
 
@@ -59,11 +69,28 @@ def verify(s: Setup, result: LocalResult, *, hashes: list[str] | None = None,
     return replay_verify(task, s.base, kwargs.pop("shard", s.shard), **kwargs)
 
 
+def recomputed_losses(task: Task, base: State, result: LocalResult, shard: ArraySet) -> dict[str, float]:
+    """The loss claims that pass the loss check on ``shard``, so that a test reaches the replay itself."""
+    data = task_view(shard, task.sample_range)
+    with deterministic_torch():
+        return {"claimed_loss_before": task_loss(task.model_name, base, data),
+                "claimed_loss_after": task_loss(task.model_name, result.final_state, data)}
+
+
 def test_honest_task_is_accepted_bitwise(setup: Setup) -> None:
     verdict = verify(setup, setup.honest)
     assert verdict.ok, verdict
     assert verdict.max_distance == 0.0 and verdict.checked_segments == (0, 1, 2)
     verdict.raise_if_rejected()
+    # The verdict carries the recomputed losses: what a validator reports, never the trainer's claim.
+    assert (verdict.loss_before_micro, verdict.loss_after_micro) == (setup.honest.loss_before_micro,
+                                                                     setup.honest.loss_after_micro)
+    assert verdict.reduction_micro == setup.honest.loss_before_micro - setup.honest.loss_after_micro
+
+
+def test_last_segment_is_always_replayed(setup: Setup) -> None:
+    verdict = verify(setup, setup.honest, segments=[0])
+    assert verdict.ok and verdict.checked_segments == (0, 2)
 
 
 def test_honest_int8_delta_is_accepted(setup: Setup) -> None:
@@ -90,6 +117,18 @@ def test_scaled_delta_is_rejected(setup: Setup) -> None:
 def test_lying_losses_are_rejected(setup: Setup) -> None:
     assert verify(setup, setup.honest, claimed_loss_after=setup.honest.loss_after - 0.05).reason == LOSS_MISMATCH
     assert verify(setup, setup.honest, claimed_loss_before=setup.honest.loss_before + 0.05).reason == LOSS_MISMATCH
+    # Exact in micro-units: one micro-unit more reduction than recomputed is a lie (no window to inflate a bonus).
+    one_micro_lower = (setup.honest.loss_after_micro - 1) / 1e6
+    assert verify(setup, setup.honest, claimed_loss_after=one_micro_lower).reason == LOSS_MISMATCH
+
+
+def test_loss_that_rises_beyond_the_spec_bound_is_rejected(setup: Setup) -> None:
+    steep = replace(TASK, lr=0.2)  # an honest run whose loss explodes (2.3 -> ~5.9)
+    result = train_local(steep, setup.base, setup.shard)
+    assert result.loss_after > result.loss_before * 1.2
+    verdict = verify(setup, result, lr=0.2)
+    assert not verdict.ok and verdict.reason == LOSS_RISE
+    assert verify(setup, result, lr=0.2, max_loss_rise_ppm=10**7).ok  # a job that allows it
 
 
 def test_skipped_steps_are_rejected(setup: Setup) -> None:
@@ -108,7 +147,8 @@ def test_wrong_shard_is_rejected(setup: Setup) -> None:
         verdict = verify(setup, wrong, segments=seg)
         assert not verdict.ok and verdict.reason in (REPLAY_MISMATCH, LOSS_MISMATCH)
     # With honest loss claims recomputed on the right shard, the replay itself must still catch it.
-    assert verify(setup, wrong, segments=[1], loss_tolerance=10.0).reason == REPLAY_MISMATCH
+    losses = recomputed_losses(TASK, setup.base, wrong, setup.shard)
+    assert verify(setup, wrong, segments=[1], **losses).reason == REPLAY_MISMATCH
 
 
 def test_wrong_seed_is_rejected(setup: Setup) -> None:
@@ -120,7 +160,8 @@ def test_wrong_seed_is_rejected(setup: Setup) -> None:
 def test_copy_of_another_trainers_work_is_rejected(setup: Setup) -> None:
     # Trainer B's ticket names the other shard and another seed; it submits A's (honest) work as its own.
     other_task: dict[str, Any] = {"shard": setup.other_shard, "seed": 99}
-    verdict = verify(setup, setup.honest, segments=[2], loss_tolerance=10.0, **other_task)
+    losses = recomputed_losses(replace(TASK, seed=99), setup.base, setup.honest, setup.other_shard)
+    verdict = verify(setup, setup.honest, segments=[2], **losses, **other_task)
     assert verdict.reason == REPLAY_MISMATCH
     assert not verify(setup, setup.honest, segments=[0], **other_task).ok
 
@@ -131,24 +172,97 @@ def test_states_not_matching_their_hashes_are_rejected(setup: Setup) -> None:
     assert verify(setup, setup.honest, states=states, segments=[2]).reason == BAD_SEGMENT_STATE
 
 
-def _perturbed(s: Setup, eps: float) -> tuple[LocalResult, list[str]]:
-    """The honest run as a slightly different CPU would publish it: the last state off by ``eps``."""
+def _republished(s: Setup, states: list[State], task: Task = TASK) -> LocalResult:
+    """A trainer's publication built from ``states``: hashes, delta and losses all consistent with them, so
+    only a replay can tell."""
+    final = model_part(states[-1])
+    data = task_view(s.shard, task.sample_range)
+    with deterministic_torch():
+        after = task_loss(task.model_name, final, data)
+    return LocalResult(state_sub(final, s.base), final, s.honest.loss_before, after,
+                       [state_hash(x) for x in states], states)
+
+
+def _perturbed(s: Setup, eps: float) -> LocalResult:
+    """The honest run as a slightly different CPU would publish it: the last state's weights off by ``eps``
+    relative to each tensor's scale."""
     states = list(s.honest.segment_states)
-    states[-1] = {k: v + eps if k.startswith("model/") else v for k, v in states[-1].items()}
-    final = {k[len("model/"):]: v for k, v in states[-1].items() if k.startswith("model/")}
-    delta = {k: final[k] - s.base[k] for k in s.base}
-    hashes = s.honest.segment_hashes[:-1] + [state_hash(states[-1])]
-    result = LocalResult(delta, final, s.honest.loss_before, s.honest.loss_after, hashes, states)
-    return result, hashes
+    states[-1] = {k: v + eps * v.abs().max() if k.startswith("model/") else v for k, v in states[-1].items()}
+    return _republished(s, states)
+
+
+def test_any_difference_is_rejected_without_a_declared_hardware_mismatch(setup: Setup) -> None:
+    verdict = verify(setup, _perturbed(setup, 1e-7), segments=[2])
+    assert verdict.reason == REPLAY_MISMATCH and 0 < verdict.max_distance <= 2e-7
 
 
 def test_tolerance_accepts_tiny_hardware_differences_and_rejects_more(setup: Setup) -> None:
-    close, _ = _perturbed(setup, 1e-6)
-    verdict = verify(setup, close, segments=[2])
+    close = _perturbed(setup, 1e-6)
+    verdict = verify(setup, close, segments=[2], hardware_mismatch=True)
     assert verdict.ok and 0 < verdict.max_distance <= 2e-6
-    far, _ = _perturbed(setup, 1e-3)
-    verdict = verify(setup, far, segments=[2], loss_tolerance=1.0)
+    far = _perturbed(setup, 1e-3)
+    verdict = verify(setup, far, segments=[2], hardware_mismatch=True)
     assert verdict.reason == REPLAY_MISMATCH and verdict.max_distance > 5e-4
+
+
+def test_tampered_optimizer_state_is_rejected(setup: Setup) -> None:
+    """The attack of issue 14: rewrite the committed moments of one segment and train on from them honestly.
+
+    The segments after it replay bitwise from the tampered start; the tampered segment's own replay does not
+    reproduce its committed end state, and the whole state (not only the weights) is compared."""
+    states = list(setup.honest.segment_states)
+    states[0] = {k: v * 1e-6 if k.endswith("exp_avg_sq") else v for k, v in states[0].items()}
+    data = task_view(setup.shard, TASK.sample_range)
+    with deterministic_torch():
+        for i in (1, 2):
+            states[i] = run_segment(TASK, states[i - 1], data, i)
+    forged = _republished(setup, states)
+    assert state_hash(model_part(states[0])) == state_hash(model_part(setup.honest.segment_states[0]))
+    assert verify(setup, forged, segments=[1]).reason == LOSS_RISE  # this forgery wrecks the model (2.3 -> 13.5)
+    lax: dict[str, Any] = {"max_loss_rise_ppm": 10**7}  # a job without the plausibility bound
+    assert verify(setup, forged, segments=[1], **lax).ok  # segment 0 not challenged: the forgery's only exposure
+    for mismatch in (False, True):
+        verdict = verify(setup, forged, segments=[0], hardware_mismatch=mismatch, **lax)
+        assert verdict.reason == REPLAY_MISMATCH and verdict.max_distance > 0.5, verdict
+    # ...and a tampered step counter is never hardware.
+    bumped = list(setup.honest.segment_states)
+    bumped[-1] = {k: v + 1 if k.endswith("/step") else v for k, v in bumped[-1].items()}
+    verdict = verify(setup, _republished(setup, bumped), hardware_mismatch=True)
+    assert verdict.reason == REPLAY_MISMATCH and verdict.max_distance == float("inf")
+
+
+def test_tolerance_cannot_be_spent_in_every_segment(setup: Setup) -> None:
+    """A patient adversary pushes every segment's weights by just under the tolerance, always in one direction.
+
+    Each segment alone passes the per-segment bound; the mean over the challenged segments exceeds half of it, so
+    the update is rejected. What it could still spend (≤ tolerance / 2 on average) is the documented bound."""
+    tol = 1e-5
+    eps = 0.9 * tol
+    states: list[State] = []
+    data = task_view(setup.shard, TASK.sample_range)
+    with deterministic_torch():
+        state: State = {f"model/{k}": v.clone() for k, v in setup.base.items()}
+        for i in range(TASK.n_segments):
+            state = run_segment(TASK, state, data, i)
+            state = {k: v + eps * v.abs().max() if k.startswith("model/") else v for k, v in state.items()}
+            states.append(state)
+    pushed = _republished(setup, states)
+    for i in range(TASK.n_segments):
+        single = verify(setup, pushed, segments=[i], hardware_mismatch=True, tolerance=tol)
+        assert single.reason == REPLAY_MISMATCH and single.checked_segments[-1] == 2
+    verdict = verify(setup, pushed, hardware_mismatch=True, tolerance=tol)
+    assert verdict.reason == REPLAY_MISMATCH and "cumulative" in verdict.detail
+    assert 0.5 * tol < verdict.max_distance <= tol
+
+
+def test_state_distance_is_relative_and_exact_on_counts() -> None:
+    a = {"model/w": torch.tensor([1.0, 2.0]), "optim/w/exp_avg_sq": torch.tensor([1e-8, 2e-8]),
+         "optim/w/step": torch.tensor(3.0)}
+    assert state_distance(a, a) == 0.0
+    b = dict(a, **{"optim/w/exp_avg_sq": torch.tensor([1e-12, 2e-8])})  # tiny in absolute terms, half in relative
+    assert state_distance(b, a) == pytest.approx(0.5, rel=1e-3)
+    assert state_distance(dict(a, **{"optim/w/step": torch.tensor(4.0)}), a) == float("inf")
+    assert state_distance({"model/w": a["model/w"]}, a) == float("inf")
 
 
 def test_honest_cnn_segment_replays_bitwise(small_train: ArraySet) -> None:
@@ -166,10 +280,16 @@ def test_honest_cnn_segment_replays_bitwise(small_train: ArraySet) -> None:
 
 
 def test_choose_segments() -> None:
-    picks = choose_segments(b"block-hash", 20, 3)
-    assert picks == choose_segments(b"block-hash", 20, 3)
+    seed = bytes(range(32))
+    picks = choose_segments(seed, 20, 3)
+    assert picks == choose_segments(seed, 20, 3)
     assert len(set(picks)) == 3 and picks == sorted(picks) and all(0 <= i < 20 for i in picks)
-    assert choose_segments(b"x", 4, 10) == [0, 1, 2, 3]
-    assert choose_segments(b"x", 0, 3) == []
-    seen = {tuple(choose_segments(i.to_bytes(4, "big"), 10, 2)) for i in range(200)}
-    assert len(seen) > 30  # spread over many pairs, not a fixed few
+    assert picks[-1] == 19  # the delta-defining segment is always challenged
+    assert choose_segments(seed, 4, 10) == [0, 1, 2, 3]
+    assert choose_segments(seed, 0, 3) == []
+    assert choose_segments(seed, 5, 0) == [4]
+    seen = {tuple(choose_segments(i.to_bytes(32, "big"), 10, 3)) for i in range(200)}
+    assert all(p[-1] == 9 for p in seen)
+    assert len(seen) > 30  # the others spread over many pairs of 0..8, not a fixed few
+    with pytest.raises(TrainingError, match="32 bytes"):
+        choose_segments(b"block-hash", 20, 3)  # the seed is the contract's challengeSeed, nothing shorter

@@ -114,7 +114,7 @@ def test_update_manifest_must_match_its_ticket() -> None:
     t = ticket()
     manifest = UpdateManifest(ticket=t, trainer=TRAINER.address, delta_cid=BASE, delta_encoding="f32",
                               loss_before_micro=2_000_000, loss_after_micro=1_000_000, segment_every=10,
-                              segment_hashes=["ab" * 32] * 3, segment_cids=[BASE] * 3)
+                              segment_hashes=["ab" * 32] * 3)
     check_update_ticket(manifest, expectations(now=None))
     with pytest.raises(TicketRejected) as info:
         check_update_ticket(replace(manifest, trainer=STRANGER.address), expectations(now=None))

@@ -1,0 +1,71 @@
+"""Segment states on demand (issue 14): kept on the trainer's disk, served over /dtnode/segment/1.0.0 to real
+libp2p hosts on loopback, checked against the committed hash by the fetcher."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from node.segments import SegmentSpill, SegmentUnavailable, fetch_segment
+from node.training.codec import State, encode_state, state_hash
+from protocols.p2p.testing import make_nodes
+from protocols.topics import SEGMENT_PROTOCOL
+
+
+def states(n: int, size: int = 1000) -> list[State]:
+    gen = torch.Generator().manual_seed(n)
+    return [{"model/w": torch.randn(size, generator=gen), "optim/w/step": torch.tensor(float(i + 1))}
+            for i in range(n)]
+
+
+def test_spill_keeps_by_hash_and_drops_committed_rounds(tmp_path: Path) -> None:
+    spill = SegmentSpill(tmp_path)
+    r0 = states(3)
+    hashes = spill.keep(7, 0, r0)
+    assert hashes == [state_hash(s) for s in r0]
+    assert spill.read(7, 0, hashes[1]) == encode_state(r0[1])
+    assert spill.read(7, 1, hashes[1]) is None
+    spill.keep(7, 1, states(2))  # round 1's ticket means round 0 is committed: nobody can challenge it any more
+    assert spill.read(7, 0, hashes[1]) is None
+    spill.release(7)
+    assert not (tmp_path / "7").exists()
+
+
+def test_spill_stays_within_its_byte_budget(tmp_path: Path) -> None:
+    one = len(encode_state(states(1)[0]))
+    spill = SegmentSpill(tmp_path, max_bytes=3 * one)
+    old = spill.keep(1, 0, states(2))
+    new = spill.keep(2, 0, states(2))  # over budget: the other job's oldest round goes first
+    assert spill.read(1, 0, old[0]) is None and spill.read(2, 0, new[0]) is not None
+    assert sum(f.stat().st_size for f in tmp_path.rglob("*.safetensors")) <= 3 * one
+
+
+async def test_served_on_request_and_checked_against_the_commitment(tmp_path: Path) -> None:
+    kept = states(3)
+    spill = SegmentSpill(tmp_path)
+    hashes = spill.keep(5, 2, kept)
+    async with make_nodes(2, wait_discovery_s=60) as (trainer, validator):
+        trainer.set_request_handler(SEGMENT_PROTOCOL, spill.handle)
+        peer = trainer.peer_id.to_base58()
+        got = await fetch_segment(validator.request, peer, job_id=5, round_=2, index=1, state_hash=hashes[1],
+                                  max_bytes=1 << 20)
+        assert state_hash(got) == hashes[1]
+        with pytest.raises(SegmentUnavailable, match="no state"):
+            await fetch_segment(validator.request, peer, job_id=5, round_=3, index=1, state_hash=hashes[1],
+                                max_bytes=1 << 20)
+
+        # A trainer that serves other bytes than it committed to is refused by the fetcher.
+        async def liar(request: bytes, remote: object) -> bytes:
+            return encode_state(kept[0])
+
+        trainer.set_request_handler(SEGMENT_PROTOCOL, liar)
+        with pytest.raises(SegmentUnavailable, match="do not match"):
+            await fetch_segment(validator.request, peer, job_id=5, round_=2, index=1, state_hash=hashes[1],
+                                max_bytes=1 << 20)
+        with pytest.raises(SegmentUnavailable, match="not known"):
+            await fetch_segment(validator.request, None, job_id=5, round_=2, index=1, state_hash=hashes[1],
+                                max_bytes=1 << 20)
+    assert hashlib.sha256(encode_state(kept[1])).hexdigest() == hashes[1]
