@@ -190,7 +190,8 @@ def replay_verify(
     expected_delta = state_sub(final, base)
     try:
         expected_bytes = encode_delta(expected_delta, kind=delta_kind, topk_frac=topk_frac)
-        expected_decoded = decode_delta(expected_bytes, like=base)
+        # Our own bytes: bounded by the model, not by the default size limit (a 100M-parameter delta is 400 MB).
+        expected_decoded = decode_delta(expected_bytes, like=base, max_bytes=len(expected_bytes))
     except TrainingError as exc:
         return _reject(DELTA_MISMATCH, f"cannot encode the expected delta: {exc}", math.inf, checked)
     if state_hash(expected_decoded) != state_hash(dict(claimed_delta)):
