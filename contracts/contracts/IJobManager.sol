@@ -111,6 +111,8 @@ interface IJobManagerTypes {
 
     /// @dev One update (returned by `getUpdate`). `votedMask`/`validMask` index `panel`, `escVotedMask`/
     /// `escValidMask` index `escalationPanel`. `amount` is fixed when the round is priced (commit or cancel).
+    /// `voteDeadline`: end of the first panel's vote window (0 before the draw); `silentMask`: first-panel members
+    /// that had not voted when `escalateUpdate` closed the window (slashed when the verdict settles).
     struct UpdateInfo {
         address trainer;
         UpdateStatus status;
@@ -129,6 +131,8 @@ interface IJobManagerTypes {
         uint128 escInvalidStake;
         address[] panel;
         address[] escalationPanel;
+        uint64 voteDeadline;
+        uint16 silentMask;
     }
 
     /// @dev A trainer. `locked`: update bonds of its pending updates (part of `stake`). nodeClass: 0 S, 1 M, 2 L.
@@ -351,6 +355,8 @@ interface IJobManagerTypes {
     error JobManagerTransferFailed(address account, uint256 amount);
     /// @dev The round is not committed.
     error JobManagerRoundNotCommitted(uint256 jobId, uint32 round);
+    /// @dev The first panel's vote window is still open (or the update is not in the first panel's vote).
+    error JobManagerVoteWindowOpen(uint256 jobId, uint32 round, uint32 slot, uint256 deadline);
     /// @dev The caller is not on the round's audit panel.
     error JobManagerNotAuditor(uint256 jobId, uint32 round, address account);
     /// @dev The auditor reported on this round already.
@@ -534,6 +540,11 @@ interface IJobManager is IJobManagerTypes {
     /// @dev Emits an {UpdateVoted} event, maybe {UpdateEscalated} or {UpdateAccepted}/{UpdateRejected} and the
     /// settlement's {FeePaid}, {ValidatorSlashed}, {SlashRewardPaid}, {TrainerSlashed} events.
     function validateUpdate(uint256 jobId, uint32 round, uint32 slot, bool isValid) external;
+
+    /// @notice Escalates an update whose first panel stayed silent past its vote window (half a lease after the
+    /// draw): the members that had not voted are slashed when the verdict settles. Anyone may call it.
+    /// @dev Emits an {UpdateEscalated} event.
+    function escalateUpdate(uint256 jobId, uint32 round, uint32 slot) external;
 
     /// @notice The leader commits the current round's checkpoint aggregating exactly `acceptedMask`.
     /// @dev Emits a {RoundCommitted} event, {UpdateExpired} per closed update, {FeePaid}, maybe {JobFinished}.

@@ -208,6 +208,7 @@ contract JobManager is JobManagerState {
             panel = _pool.draw(seed, job.params.quorum, u.trainer);
             u.panel = panel;
             u.challenge = uint96(uint256(keccak256(abi.encode(seed, "challenge"))));
+            u.drawnAt = uint32(block.timestamp);
             u.phase = Phase.Voting;
         } else {
             uint256 available = _pool.count - (_pool.contains(u.trainer) ? 1 : 0);
@@ -470,9 +471,14 @@ contract JobManager is JobManagerState {
         address[] storage panel = u.panel;
         uint256 voted = u.votedMask;
         uint256 agree = valid ? u.validMask : voted & ~uint256(u.validMask);
+        uint256 silent = u.silentMask;
         uint256 n = panel.length;
         for (uint256 i; i < n; ++i) {
-            if (voted & (1 << i) == 0) continue;
+            if (voted & (1 << i) == 0) {
+                // Silence past the vote window is a vote against whatever the escalation settles.
+                if (silent & (1 << i) != 0) slashed += _slashValidator(jobId, panel[i]);
+                continue;
+            }
             address v = panel[i];
             --validators[v].openVotes;
             if (agree & (1 << i) != 0) _creditFee(jobId, job, v, fee);

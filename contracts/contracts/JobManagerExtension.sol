@@ -112,6 +112,20 @@ contract JobManagerExtension is JobManagerState {
         _elect(jobId, job, msg.sender);
     }
 
+    /// @notice See IJobManager.escalateUpdate.
+    function escalateUpdate(uint256 jobId, uint32 round, uint32 slot) external onlyDelegated {
+        Job storage job = _activeJob(jobId);
+        Update storage u = _updates[jobId][round][slot];
+        uint256 deadline = _voteDeadline(job, u);
+        if (u.status != UpdateStatus.Pending || u.phase != Phase.Voting || block.timestamp <= deadline) {
+            revert JobManagerVoteWindowOpen(jobId, round, slot, deadline);
+        }
+        u.silentMask = uint16(((1 << u.panel.length) - 1) & ~uint256(u.votedMask));
+        u.phase = Phase.AwaitingEscalation;
+        u.anchorBlock = uint48(block.number);
+        emit UpdateEscalated(jobId, round, slot, uint64(block.number));
+    }
+
     /// @notice See IJobManager.drawAuditors.
     function drawAuditors(uint256 jobId, uint32 round) external onlyDelegated {
         Job storage job = _job(jobId);
@@ -226,6 +240,8 @@ contract JobManagerExtension is JobManagerState {
         info.escInvalidStake = u.escInvalidStake;
         info.panel = u.panel;
         info.escalationPanel = u.escPanel;
+        info.voteDeadline = uint64(_voteDeadline(_jobs[jobId], u));
+        info.silentMask = u.silentMask;
     }
 
     /// @notice See IJobManager.getCandidates.
@@ -276,6 +292,12 @@ contract JobManagerExtension is JobManagerState {
         )
     {
         return (totalDeposits, totalStakes, totalPaid, totalRefunded, totalSlashed, totalWithdrawn, escrowHeld, stakeHeld);
+    }
+
+    /// @dev Half a lease after the first panel's draw (0 before it).
+    function _voteDeadline(Job storage job, Update storage u) private view returns (uint256) {
+        uint256 drawnAt = u.drawnAt;
+        return drawnAt == 0 ? 0 : drawnAt + job.params.leaseSeconds / 2;
     }
 
     /// @notice See IJobManager.totalHeld.

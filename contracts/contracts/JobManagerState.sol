@@ -92,6 +92,8 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         uint64 lossReduction;
         uint128 amount;
         bool paid;
+        uint32 drawnAt; // when the first panel was drawn (its vote window starts)
+        uint16 silentMask; // first-panel members that had not voted when the window closed
         uint16 votedMask;
         uint16 validMask;
         uint64 escVotedMask;

@@ -207,6 +207,10 @@ describe("JobManager: invariants over random call sequences", function () {
         if (!pending.length) return;
         const u = rnd.chance(0.97) ? rnd.pick(pending) : rnd.pick(updates);
         const info2 = await jm.getUpdate(u.jobId, u.round, u.slot);
+        if (info2.phase === h.Phase.Voting && info2.voteDeadline > 0n && rnd.chance(0.1)) {
+          if (rnd.chance(0.5) && BigInt(await time.latest()) <= info2.voteDeadline) await time.increaseTo(info2.voteDeadline + 1n);
+          return send("escalateUpdate", () => jm.connect(rnd.pick(everyone)).escalateUpdate(u.jobId, u.round, u.slot));
+        }
         if (info2.phase === h.Phase.AwaitingPanel || info2.phase === h.Phase.AwaitingEscalation) {
           if (rnd.chance(0.8)) await mine(h.DRAW_DELAY);
           return send("drawValidators", () => jm.connect(rnd.pick(everyone)).drawValidators(u.jobId, u.round, u.slot));

@@ -256,6 +256,35 @@ describe("JobManager: edge rules", function () {
     await expect(h.commit(f, jobId)).not.to.emit(jm, "FeePaid");
   });
 
+  it("a silent first-panel member cannot block a verdict: after the window anyone escalates, the silent one pays", async function () {
+    const f = await loadFixture(h.jobFixture);
+    const { jm, jobId, t1, outsider } = f;
+    await h.submit(f, jobId, t1, 0);
+    await expect(jm.escalateUpdate(jobId, 0, 0))
+      .to.be.revertedWithCustomError(jm, "JobManagerVoteWindowOpen")
+      .withArgs(jobId, 0, 0, 0);
+    const panel = await h.draw(f, jobId, 0, 0);
+    const [silent, ...voters] = panel;
+    for (const v of voters) await jm.connect(v).validateUpdate(jobId, 0, 0, true);
+    const { voteDeadline } = await jm.getUpdate(jobId, 0, 0);
+    expect(voteDeadline).to.be.gt(0n);
+    await expect(jm.connect(outsider).escalateUpdate(jobId, 0, 0))
+      .to.be.revertedWithCustomError(jm, "JobManagerVoteWindowOpen")
+      .withArgs(jobId, 0, 0, voteDeadline);
+    await time.increaseTo(voteDeadline + 1n);
+    await expect(jm.connect(outsider).escalateUpdate(jobId, 0, 0)).to.emit(jm, "UpdateEscalated");
+    expect((await jm.getUpdate(jobId, 0, 0)).silentMask).to.equal(1n);
+    const esc = await h.draw(f, jobId, 0, 0);
+    let tx;
+    for (const v of esc.filter((s) => s !== silent)) {
+      if ((await jm.getUpdate(jobId, 0, 0)).status !== h.Status.Pending) break;
+      tx = await jm.connect(v).validateUpdate(jobId, 0, 0, true);
+    }
+    await expect(tx).to.emit(jm, "UpdateAccepted").withArgs(jobId, 0, 0, t1.address);
+    await expect(tx).to.emit(jm, "ValidatorSlashed").withArgs(jobId, silent.address, h.VALIDATOR_SLASH);
+    expect((await jm.validators(silent.address)).openVotes).to.equal(0n);
+  });
+
   it("refuses an update CID longer than 128 bytes", async function () {
     const f = await loadFixture(h.jobFixture);
     const { jm, jobId, t1 } = f;
