@@ -21,6 +21,8 @@ describe("JobManager: jobs, leaders, failover and cancellation", function () {
       expect(j.lastCheckpointCid).to.equal("0x");
       expect(await jm.jobCount()).to.equal(1n);
       expect(await jm.escrowHeld()).to.equal(deposit);
+      const acc = await jm.accounting();
+      expect([acc.deposits, acc.escrow, acc.locked]).to.deep.equal([deposit, deposit, await jm.stakeHeld()]);
       expect(await jm.totalHeld()).to.equal(deposit + (await jm.stakeHeld()));
       expect(await jm.updateBond(1n)).to.equal(h.updateBond(p));
     });
