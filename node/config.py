@@ -51,6 +51,9 @@ class NodeConfig:
     request_timeout_s: float = 20.0
     task_timeout_s: float = 300.0
     validation_timeout_s: float = 120.0
+    content_deadline_s: float = 120.0
+    """How long a drawn validator keeps trying to fetch an update's manifest and challenged segments; past it the
+    update is voted invalid (withheld content costs its trainer the bond)."""
     round_timeout_s: float = 600.0
     audit_all_rounds: bool = False
     """Validators audit every committed round, not only those in which they were drawn to vote on an update."""
@@ -82,7 +85,7 @@ class NodeConfig:
         if not self.chain_rpc_url.startswith(("http://", "https://")):
             raise ConfigError(f"setting 'chain_rpc_url': {self.chain_rpc_url!r} must be an http(s) URL")
         for name in ("chain_timeout_s", "fetch_timeout_s", "request_timeout_s", "task_timeout_s",
-                     "validation_timeout_s", "round_timeout_s", "chain_poll_interval_s"):
+                     "validation_timeout_s", "content_deadline_s", "round_timeout_s", "chain_poll_interval_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name!r}: must be > 0, got {getattr(self, name)}")
         for name in ("max_dag_bytes", "store_max_bytes"):

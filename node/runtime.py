@@ -118,8 +118,7 @@ class DtNode:
     @property
     def in_validator_pool(self) -> bool:
         """Whether this node registers (and so is drawn) as a validator; see :meth:`_register`."""
-        roles = self.config.roles
-        return "validator" in roles or ("leader" in roles and "trainer" not in roles)
+        return "validator" in self.config.roles
 
     def stop(self) -> None:
         if self._cancel is not None:
@@ -128,9 +127,11 @@ class DtNode:
     async def _register(self, ctx: NodeContext) -> None:
         """Register on-chain for the roles this node runs, unless already registered (idempotent across restarts)."""
         cfg, me = self.config, self.account.address
-        wants_trainer = "trainer" in cfg.roles
-        # Leader candidates stand with a validator's stake: the contract takes candidates among registered nodes.
-        # Such a node is then drawn to vote like any validator, so run() also starts its validator role.
+        # The contract takes leader candidates among registered nodes. A leader-only node registers as a trainer
+        # (it never submits), not as a validator: a drawn panel member that stops voting freezes its update until
+        # the round's commit expires it (the contract has no vote timeout), so a leader, which may be replaced and
+        # stop at any time, stays out of the validator pool.
+        wants_trainer = "trainer" in cfg.roles or ("leader" in cfg.roles and not self.in_validator_pool)
         wants_validator = self.in_validator_pool
         if wants_trainer and not (await ctx.jobs.trainer_info(me)).registered:
             await ctx.jobs.register_trainer(NodeClass[cfg.node_class], cfg.trainer_stake_wei)

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Annotated
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 
 from protocols.canonical import canonical_json
+from protocols.chain.ticket import ChainTicket, TicketDomain, sign_ticket, ticket_signer
 from protocols.errors import SchemaError
 from protocols.schema import (
     ADDRESS,
@@ -39,7 +39,7 @@ from protocols.schema import (
 from protocols.types import NodeClass
 
 JOB_SPEC_SCHEMA = "dtnode/jobspec/1"
-TASK_TICKET_SCHEMA = "dtnode/ticket/1"
+TASK_TICKET_SCHEMA = "dtnode/ticket/2"
 UPDATE_MANIFEST_SCHEMA = "dtnode/update/2"
 ROUND_RECORD_SCHEMA = "dtnode/round/1"
 
@@ -130,10 +130,15 @@ class JobSpec(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class TaskTicket(Record):
-    """A micro-task the leader hands a trainer, signed by the leader (EIP-191 over the canonical bytes).
+    """A micro-task the leader hands a trainer, signed by the leader with EIP-712 for the job's contract.
 
-    Whether a ticket is one its job's leader may hand out is :func:`node.training.ticket_check.check_ticket`'s
-    question; this class checks only its shape and its signature.
+    The signature is over :meth:`chain_ticket`, the on-chain ``Ticket`` struct that ``submitUpdate`` verifies
+    (job, round, term, trainer, slot, work units, expiry) whose ``taskHash`` is :meth:`task_hash`: keccak256 of this
+    ticket's canonical bytes without the signature (every field: base, shard, sample range, steps, batch, seed, class,
+    weight, leader, and the on-chain fields again). So the chain admits exactly this task, and a validator that
+    recomputes the hash from the manifest's ticket and finds the ``ticketHash`` of ``UpdateSubmitted`` knows the
+    trainer worked on the ticket the chain admitted. Whether a ticket is one its job's leader may hand out is
+    :func:`node.training.ticket_check.check_ticket`'s question; this class checks its shape and its signature.
     """
 
     WHAT = "task ticket"
@@ -141,7 +146,9 @@ class TaskTicket(Record):
     schema: Annotated[str, Const(TASK_TICKET_SCHEMA)] = TASK_TICKET_SCHEMA
     job_id: Annotated[int, Int(1, 2**64)]
     round: Annotated[int, Int(0, 2**32)]
-    term: Annotated[int, Int(0, 2**64)]
+    term: Annotated[int, Int(0, 2**32)]
+    slot: Annotated[int, Int(0, 63)]
+    """The round's slot this ticket fills (one update per slot)."""
     base_cid: Annotated[str, CID]
     shard_cid: Annotated[str, CID]
     sample_start: Annotated[int, Int(0, 2**40)]
@@ -152,7 +159,9 @@ class TaskTicket(Record):
     node_class: Annotated[NodeClass, EnumName(NodeClass)]
     """On the wire by name ("S", "M", "L")."""
     weight: Annotated[int, Int(1, 2**32)]
-    """Work units this task represents (its delta's weight in aggregation)."""
+    """The delta's weight in aggregation (samples seen)."""
+    work_units: Annotated[int, Int(1, 2**32 - 1)]
+    """What the chain pays for (``workUnits``): the task's size in units of the smallest class's task."""
     trainer: Annotated[str, ADDRESS]
     leader: Annotated[str, ADDRESS]
     expires_at: Annotated[int, Int(0, 2**40)]
@@ -163,25 +172,31 @@ class TaskTicket(Record):
         body.pop("signature")
         return canonical_json(body)
 
-    def signed_by(self, account: LocalAccount) -> TaskTicket:
+    def task_hash(self) -> bytes:
+        """The on-chain ``taskHash``: keccak256 of :meth:`signing_bytes`."""
+        return keccak(self.signing_bytes())
+
+    def chain_ticket(self) -> ChainTicket:
+        """The on-chain ``Ticket`` this ticket stands for (what the leader's signature covers)."""
+        return ChainTicket(job_id=self.job_id, round=self.round, term=self.term, trainer=self.trainer, slot=self.slot,
+                           work_units=self.work_units, expiry=self.expires_at, task_hash=self.task_hash())
+
+    def signed_by(self, account: LocalAccount, domain: TicketDomain) -> TaskTicket:
+        """This ticket with ``account``'s EIP-712 signature for ``domain`` (the job's contract on its chain)."""
         if account.address.lower() != self.leader.lower():
             raise SchemaError(f"ticket names leader {self.leader} but is being signed by {account.address}")
-        sig = account.sign_message(encode_defunct(self.signing_bytes())).signature
-        return replace(self, signature="0x" + bytes(sig).hex())
+        sig = sign_ticket(self.chain_ticket(), domain, account)
+        return replace(self, signature="0x" + sig.hex())
 
-    def recover_signer(self) -> str:
-        """The address that signed this ticket; raises SchemaError if unsigned or malformed."""
+    def recover_signer(self, domain: TicketDomain) -> str:
+        """The address that signed this ticket for ``domain``; raises SchemaError if unsigned or malformed."""
         if not self.signature:
             raise SchemaError("task ticket is not signed")
-        try:
-            signer: str = Account.recover_message(encode_defunct(self.signing_bytes()), signature=self.signature)
-        except Exception as exc:  # eth-keys raises several types for a bad signature
-            raise SchemaError(f"task ticket signature is invalid: {exc}") from exc
-        return signer
+        return ticket_signer(self.chain_ticket(), domain, bytes.fromhex(self.signature[2:]))
 
-    def verify_leader(self) -> None:
+    def verify_leader(self, domain: TicketDomain) -> None:
         """Check the signature is the named leader's (whether that address leads the job is a chain question)."""
-        if self.recover_signer().lower() != self.leader.lower():
+        if self.recover_signer(domain).lower() != self.leader.lower():
             raise SchemaError("task ticket: signature does not match the leader it names")
 
 

@@ -81,6 +81,12 @@ class RejectCode(enum.StrEnum):
     WRONG_TASK_PARAMS = "WRONG_TASK_PARAMS"
     """The update's hyper-parameters (segment length) differ from the job's spec."""
     EXPIRED = "EXPIRED"
+    WRONG_SLOT = "WRONG_SLOT"
+    """The ticket's slot is not one of the job's ``tasks_per_round`` slots, or not the slot the chain admitted."""
+    NOT_ADMITTED = "NOT_ADMITTED"
+    """The manifest's ticket is not the one the chain admitted (its EIP-712 digest differs from ``ticketHash``)."""
+    CONTENT_UNAVAILABLE = "CONTENT_UNAVAILABLE"
+    """The update's manifest or content could not be fetched before the validator's ``content_deadline_s``."""
     # A validator's verdict on an update (``node.training.replay``).
     BAD_TASK = "BAD_TASK"
     BAD_SEGMENT_COUNT = "BAD_SEGMENT_COUNT"

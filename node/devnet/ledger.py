@@ -23,6 +23,7 @@ log = logging.getLogger("dtnode.devnet")
 
 class UpdateLine(NamedTuple):
     round: int
+    slot: int
     trainer: str
     """Address, lower-case."""
     status: UpdateStatus
@@ -37,20 +38,24 @@ class Ledger:
     """Every submitted update, in round order."""
     trainer_stakes: dict[str, int]
     """Remaining stake per trainer address (lower-case)."""
-    commits: list[tuple[int, str]]
-    """(round, leader address lower-case) of every RoundCommitted event, in chain order."""
+    commits: list[tuple[int, str, int]]
+    """(round, leader address lower-case, accepted mask) of every RoundCommitted event, in chain order."""
     payouts: list[tuple[str, int]]
     """(trainer address lower-case, amount) of every PaidOut event, in chain order."""
+    trainer_slashes: list[tuple[str, int]]
+    """(trainer address lower-case, amount) of every TrainerSlashed event (a rejected update's bond), in order."""
+    leader_bonds_forfeited: list[tuple[str, int]]
+    """(leader address lower-case, amount) of every LeaderBondForfeited event, in chain order."""
 
 
 def read_updates(client: JobManagerClient, job_id: int, rounds: int) -> list[UpdateLine]:
     """Every submitted update of the job (blocking: call it in a thread)."""
     updates: list[UpdateLine] = []
-    for r in range(rounds):
-        for trainer in client.get_round_updates(job_id, r):
-            u = client.get_update(job_id, r, trainer)
-            updates.append(UpdateLine(r, trainer.lower(), u.status, u.paid, u.amount))
-    return updates
+    for sub in client.submissions(job_id):
+        if sub.round < rounds:
+            u = client.get_update(job_id, sub.round, sub.slot)
+            updates.append(UpdateLine(sub.round, sub.slot, sub.trainer.lower(), u.status, u.paid, u.amount))
+    return sorted(updates)
 
 
 def unpaid_trainers(updates: list[UpdateLine]) -> set[str]:
@@ -64,10 +69,16 @@ def read_ledger(client: JobManagerClient, job_id: int, rounds: int, trainers: li
     return Ledger(
         updates=read_updates(client, job_id, rounds),
         trainer_stakes={a: client.trainers(a).stake for a in trainers},
-        commits=[(c.round, c.leader) for c in client.round_commits(job_id)],
-        payouts=[(str(ev.args["trainer"]).lower(), int(ev.args["amount"]))
-                 for ev in client.get_events(names=["PaidOut"], job_id=job_id)],
+        commits=[(c.round, c.leader, c.accepted_mask) for c in client.round_commits(job_id)],
+        payouts=_pairs(client, job_id, "PaidOut", "trainer"),
+        trainer_slashes=_pairs(client, job_id, "TrainerSlashed", "trainer"),
+        leader_bonds_forfeited=_pairs(client, job_id, "LeaderBondForfeited", "leader"),
     )
+
+
+def _pairs(client: JobManagerClient, job_id: int, event: str, who: str) -> list[tuple[str, int]]:
+    return [(str(ev.args[who]).lower(), int(ev.args["amount"])) for ev in client.get_events(names=[event],
+                                                                                             job_id=job_id)]
 
 
 async def settle_payouts(chain: AsyncChain, client: JobManagerClient, job_id: int, rounds: int, *,

@@ -73,6 +73,7 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
     chain = AsyncChain(timeout_s=customer_cfg.chain_timeout_s)
 
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(net.tick_blocks)
         customer_node = DtNode(config=customer_cfg, account=customer, client=client,
                                log=logging.getLogger("dtnode.customer"), p2p_overrides=dict(plan.p2p_settings))
         await nursery.start(customer_node.run)

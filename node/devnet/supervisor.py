@@ -29,9 +29,16 @@ from node.roles.leader import LeaderRole
 from node.roles.trainer import TrainerRole
 from node.roles.validator import ValidatorRole
 from node.runtime import DtNode
-from protocols.chain.backends import HardhatNode, in_process_chain
-from protocols.chain.client import JobManagerClient, deploy
+from protocols.chain.backends import HardhatNode, in_process_chain, mine_blocks
+from protocols.chain.client import DeploySettings, JobManagerClient, deploy
 from protocols.errors import DtnodeError
+
+DEVNET_SETTINGS = DeploySettings(min_trainer_stake=MIN_STAKE, min_validator_stake=MIN_STAKE,
+                                 min_update_bond=MIN_STAKE // 10, validator_slash=MIN_STAKE // 10,
+                                 min_leader_bond=MIN_STAKE // 10, deregistration_delay=3600)
+"""The devnet's JobManager: every stake at ``MIN_STAKE``; bonds and slashes a tenth of it."""
+BLOCK_INTERVAL_S = 1.0
+"""Seconds between the in-process chain's empty blocks (Hardhat's interval mining uses the same)."""
 
 STOP_GRACE_S = 10.0
 """How long a node process has to exit after SIGTERM before it gets SIGKILL."""
@@ -74,13 +81,29 @@ class Devnet:
             w3.provider.make_request("evm_setIntervalMining", [1000])
             self.rpc_url = self.hardhat.url
             out(f"chain: Hardhat node on {self.rpc_url} (pid {self.hardhat.pid})")
-        client = await trio.to_thread.run_sync(lambda: deploy(
-            w3, customer, min_trainer_stake=MIN_STAKE, min_validator_stake=MIN_STAKE, slash_amount=MIN_STAKE // 2,
-            deregistration_delay=3600))
+        client = await trio.to_thread.run_sync(lambda: deploy(w3, customer, DEVNET_SETTINGS))
         out(f"contract: JobManager at {client.address}")
         self.contract_address, self.client = client.address, client
         self.labels[customer.address.lower()] = "customer"
         return client
+
+    async def tick_blocks(self, *, interval_s: float = BLOCK_INTERVAL_S) -> None:
+        """Mine an empty block every ``interval_s`` on the in-process chain while its time is not ahead of the
+        clock, like Hardhat's interval mining does for the process devnet: draws need ``DRAW_DELAY`` blocks after
+        their anchor and leases need the block time to move, and eth-tester mines only on transactions. (eth-tester
+        stamps each block one second after its parent, so a busy chain runs ahead of the clock; a ticker that mined
+        regardless would make it run further ahead, and shorten every lease and ticket in wall time.)"""
+        if not self.plan.embedded or self.client is None:
+            return
+        w3 = self.client.w3
+
+        def tick() -> None:
+            if int(w3.eth.get_block("latest")["timestamp"]) < time.time():
+                mine_blocks(w3, 1)
+
+        while True:
+            await trio.to_thread.run_sync(tick)
+            await trio.sleep(interval_s)
 
     async def start_member(self, nursery: trio.Nursery, m: Member, cfg: NodeConfig, account: LocalAccount) -> None:
         """Start one node: in this process under ``nursery`` when embedded, else as a ``dtnode`` process."""

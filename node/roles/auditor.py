@@ -1,14 +1,14 @@
-"""Auditor: recompute the checkpoints leaders commit and report on-chain whether they match (``auditRound``).
+"""Auditor: draw audit panels, recompute the checkpoints this node is drawn to audit, report them (``auditRound``).
 
 Aggregation is deterministic (:func:`node.checkpoint.aggregate_checkpoint`): the same base checkpoint and the same
-accepted deltas, in any order, give the same bytes and so the same CID. Once round r of a job is committed, the
-auditor rebuilds it from what the chain alone says went into it — the base (the job's initial checkpoint, or round
-r-1's committed CID) and every update the chain marks ACCEPTED in round r — and compares the CID of the result,
-computed exactly as the content store names what it adds, with the CID the leader committed. When a round's failed
-audits reach the job's quorum, the contract disputes the job and its customer may cancel at once.
+accepted deltas, in any order, give the same bytes and so the same CID. Once round r of a job is committed, anyone
+may draw its audit panel (``drawAuditors``, ``DRAW_DELAY`` blocks after the commit: this role does); a drawn auditor
+rebuilds the round from what the chain alone says went into it — the base (the job's initial checkpoint, or round
+r-1's committed CID) and exactly the slots of the ``acceptedMask`` that ``RoundCommitted`` names — and compares the
+CID of the result, computed exactly as the content store names what it adds, with the CID the leader committed. A
+strict majority of the panel decides; a dispute burns the leader's bond and lets the customer cancel at once.
 
-Which rounds: those in which this node was drawn to vote on at least one update (it was asked, and it already holds
-those updates), or every committed round with ``audit_all_rounds``; never a round this node committed itself.
+Which rounds: only those whose audit panel drew this node (the contract refuses anyone else's report).
 
 This module must never crash the node or vote on what it could not check: content or chain trouble leaves the
 round for a later scan (missing content: up to ``MAX_ATTEMPTS`` times); content that arrives but cannot be
@@ -24,7 +24,7 @@ from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext
 from node.roles.decisions import asked_to_audit, audits_finished, rounds_to_audit
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import RoundCommit, UpdateStatus
+from protocols.chain.models import AuditOutcome, RoundCommit
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
 from protocols.specs import UpdateManifest
@@ -40,6 +40,10 @@ def content_cid(data: bytes) -> str:
     """The CID :meth:`ContentStore.put` gives ``data`` (UnixFS, 256 KiB chunks, raw leaves, CIDv1), unstored."""
     result, _blocks = import_bytes(data)
     return cid_to_str(result.root)
+
+
+class AuditNotDrawn(DtnodeError):
+    """The round's audit panel cannot be drawn yet (its block is not mined): not a failure, look again later."""
 
 
 class Auditor:
@@ -79,6 +83,8 @@ class Auditor:
         try:
             await self.audit(job_id, r)
             return True
+        except AuditNotDrawn:  # the audit panel's block is not mined yet: look again on the next scan
+            return False
         except ChainError as exc:  # the chain is down or behind: it will answer again, so never give up for that
             log.warning("audit of job %d round %d: %s: %s; will retry", job_id, r, type(exc).__name__, exc)
             return False
@@ -113,13 +119,18 @@ class Auditor:
         ctx = self.ctx
         me = ctx.address.lower()
         commit = await self._commit_of(job_id, r)
-        if commit.leader == me:
+        info = await ctx.jobs.round_info(job_id, r)
+        if not info.auditors:
+            if not await ctx.jobs.draw_ready(info.audit_anchor):
+                raise AuditNotDrawn(f"job {job_id} round {r}: audit panel not drawable yet")
+            try:
+                await ctx.jobs.draw_auditors(job_id, r)
+            except ContractRevert as exc:  # drawn by another node meanwhile
+                ctx.log.debug("drawAuditors(%d, %d): %s", job_id, r, exc.error_name)
+            info = await ctx.jobs.round_info(job_id, r)
+        if info.audit != AuditOutcome.OPEN or not asked_to_audit(me, info) or commit.leader == me:
             return None
-        if await ctx.jobs.has_audited(job_id, r):
-            return None
-        updates = await ctx.jobs.updates(job_id, r)
-        if not asked_to_audit(me, [u for _, u in updates], audit_all=ctx.config.audit_all_rounds):
-            return None
+        updates = [(sub, u) for sub, u in await ctx.jobs.updates(job_id, r) if commit.accepted_mask >> sub.slot & 1]
 
         spec = await ctx.spec(job_id)
         base_cid = await ctx.jobs.base_checkpoint(spec, job_id, r)
@@ -128,11 +139,9 @@ class Auditor:
         base_holders = [*before, commit.leader]
         base = await ctx.fetch_cached(base_cid, max_bytes=spec.max_dag_bytes, providers=base_holders)
         deltas: list[tuple[bytes, int]] = []
-        for trainer, u in updates:
-            if u.status != UpdateStatus.ACCEPTED:
-                continue
-            holders = [trainer, *u.validators]  # the trainer published it; its validators fetched it to replay
-            manifest = UpdateManifest.from_bytes(await ctx.fetch(u.cid or "", max_bytes=1 << 20,
+        for sub, u in updates:  # exactly the committed set, whatever the updates' status says now
+            holders = [sub.trainer, *u.validators]  # the trainer published it; its validators fetched it to replay
+            manifest = UpdateManifest.from_bytes(await ctx.fetch(sub.update_cid, max_bytes=1 << 20,
                                                                  what="update manifest", providers=holders))
             delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, what="delta",
                                     providers=holders)

@@ -17,10 +17,23 @@ from dataclasses import dataclass, field, fields
 
 from node.chainio import AsyncChain
 from node.roles.customer import job_params
+from node.roles.decisions import draw_ready
 from protocols.chain.client import JobManagerClient, TxResult
-from protocols.chain.models import JobInfo, JobStatus, RoundCommit, TrainerInfo, UpdateInfo, ValidatorInfo
+from protocols.chain.errors import ChainError, ContractRevert
+from protocols.chain.models import (
+    Candidate,
+    JobInfo,
+    JobStatus,
+    RoundCommit,
+    RoundInfo,
+    Submission,
+    TrainerInfo,
+    UpdateInfo,
+    ValidatorInfo,
+)
+from protocols.chain.ticket import TicketDomain
 from protocols.errors import SchemaError
-from protocols.specs import JobSpec
+from protocols.specs import JobSpec, TaskTicket
 from protocols.types import NodeClass
 
 
@@ -46,16 +59,22 @@ def check_spec(spec: JobSpec, info: JobInfo) -> JobSpec:
     return spec
 
 
-@dataclass(frozen=True)
+@dataclass
 class ChainView:
     """The job contract as the roles use it, as ``address``. Every method raises ``ChainError`` subclasses: a
-    ``ContractRevert`` for a refused transaction, ``ChainUnavailable``/``ChainTimeout`` when the chain is down."""
+    ``ContractRevert`` for a refused transaction, ``ChainUnavailable``/``ChainTimeout`` when the chain is down.
+
+    Updates are addressed by (job, round, slot); their CIDs come from ``UpdateSubmitted`` logs (:meth:`submissions`).
+    Constants of the deployment (``DRAW_DELAY``, the EIP-712 domain) are read once; nothing else is cached.
+    """
 
     client: JobManagerClient
     chain: AsyncChain
     address: str
+    _draw_delay: int | None = None
+    _domain: TicketDomain | None = None
 
-    # -- jobs and rounds ------------------------------------------------------------------------------------------
+    # -- jobs, rounds, updates ------------------------------------------------------------------------------------
 
     async def job(self, job_id: int) -> JobInfo:
         return await self.chain(lambda: self.client.get_job(job_id), what=f"getJob({job_id})")
@@ -63,22 +82,28 @@ class ChainView:
     async def job_count(self) -> int:
         return await self.chain(self.client.job_count, what="jobCount")
 
-    async def round_updates(self, job_id: int, r: int) -> tuple[str, ...]:
-        """The trainers with an update in round ``r``, in submission order."""
-        return await self.chain(lambda: self.client.get_round_updates(job_id, r), what="getRoundUpdates")
+    async def round_info(self, job_id: int, r: int) -> RoundInfo:
+        return await self.chain(lambda: self.client.get_round(job_id, r), what="getRound")
 
-    async def update(self, job_id: int, r: int, trainer: str) -> UpdateInfo:
-        return await self.chain(lambda: self.client.get_update(job_id, r, trainer), what="getUpdate")
+    async def submissions(self, job_id: int, r: int) -> list[Submission]:
+        """The updates admitted in round ``r`` (slot, trainer, CID, ticket hash), in chain order."""
+        return await self.chain(lambda: self.client.submissions(job_id, r), what="UpdateSubmitted logs")
 
-    async def updates(self, job_id: int, r: int) -> list[tuple[str, UpdateInfo]]:
-        """Every (trainer, update) of round ``r``."""
-        return [(trainer, await self.update(job_id, r, trainer)) for trainer in await self.round_updates(job_id, r)]
+    async def update(self, job_id: int, r: int, slot: int) -> UpdateInfo:
+        return await self.chain(lambda: self.client.get_update(job_id, r, slot), what="getUpdate")
+
+    async def updates(self, job_id: int, r: int) -> list[tuple[Submission, UpdateInfo]]:
+        """Every admitted update of round ``r`` with its state now."""
+        return [(s, await self.update(job_id, r, s.slot)) for s in await self.submissions(job_id, r)]
 
     async def base_checkpoint(self, spec: JobSpec, job_id: int, r: int) -> str:
         """The checkpoint round ``r`` starts from: the job's initial one, then the one committed in round r-1."""
         if r == 0:
             return spec.initial_checkpoint_cid
-        return await self.chain(lambda: self.client.get_round_checkpoint(job_id, r - 1), what="getRoundCheckpoint")
+        info = await self.round_info(job_id, r - 1)
+        if info.checkpoint_cid is None:
+            raise ChainError(f"job {job_id}: round {r - 1} has no committed checkpoint yet")
+        return info.checkpoint_cid
 
     async def round_commits(self, job_id: int) -> list[RoundCommit]:
         return await self.chain(lambda: self.client.round_commits(job_id), what="RoundCommitted logs")
@@ -104,10 +129,34 @@ class ChainView:
         block_time = await self.chain(lambda: int(w3.eth.get_block("latest")["timestamp"]), what="latest block")
         return max(block_time, int(time.time()))
 
+    async def block_number(self) -> int:
+        return await self.chain(self.client.block_number, what="eth_blockNumber")
+
+    async def draw_delay(self) -> int:
+        if self._draw_delay is None:
+            self._draw_delay = await self.chain(self.client.draw_delay, what="DRAW_DELAY")
+        return self._draw_delay
+
+    async def ticket_domain(self) -> TicketDomain:
+        """The EIP-712 domain of this deployment (chain id and contract): what ticket signatures are bound to."""
+        if self._domain is None:
+            self._domain = await self.chain(self.client.ticket_domain, what="eth_chainId")
+        return self._domain
+
+    async def draw_ready(self, anchor_block: int) -> bool:
+        """Whether a draw anchored at ``anchor_block`` can be made now (see :func:`decisions.draw_ready`)."""
+        return draw_ready(anchor_block, await self.block_number(), await self.draw_delay())
+
+    async def challenge_seed(self, job_id: int, r: int, slot: int) -> bytes:
+        return await self.chain(lambda: self.client.challenge_seed(job_id, r, slot), what="challengeSeed")
+
     # -- participants ---------------------------------------------------------------------------------------------
 
-    async def candidates(self, job_id: int) -> tuple[str, ...]:
+    async def candidates(self, job_id: int) -> tuple[Candidate, ...]:
         return await self.chain(lambda: self.client.get_candidates(job_id), what="getCandidates")
+
+    async def successor(self, job_id: int) -> str | None:
+        return await self.chain(lambda: self.client.successor(job_id), what="successor")
 
     async def trainer_info(self, trainer: str) -> TrainerInfo:
         return await self.chain(lambda: self.client.trainers(trainer), what="trainers")
@@ -118,13 +167,11 @@ class ChainView:
     async def min_trainer_stake(self) -> int:
         return await self.chain(self.client.min_trainer_stake, what="minTrainerStake")
 
-    async def has_voted(self, job_id: int, r: int, trainer: str) -> bool:
-        """Whether this node voted on ``trainer``'s update of round ``r``."""
-        return await self.chain(lambda: self.client.has_voted(job_id, r, trainer, self.address), what="hasVoted")
+    async def min_leader_bond(self) -> int:
+        return await self.chain(self.client.min_leader_bond, what="minLeaderBond")
 
-    async def has_audited(self, job_id: int, r: int) -> bool:
-        """Whether this node audited round ``r``."""
-        return await self.chain(lambda: self.client.has_audited(job_id, r, self.address), what="hasAudited")
+    async def update_bond(self, job_id: int) -> int:
+        return await self.chain(lambda: self.client.update_bond(job_id), what="updateBond")
 
     async def balance(self) -> int:
         """Wei the contract owes this node (its pull-payment balance)."""
@@ -135,24 +182,50 @@ class ChainView:
     async def register_trainer(self, node_class: NodeClass, stake_wei: int) -> TxResult:
         return await self.chain(lambda: self.client.register_trainer(node_class, stake_wei), what="registerTrainer")
 
+    async def add_trainer_stake(self, amount_wei: int) -> TxResult:
+        return await self.chain(lambda: self.client.add_trainer_stake(amount_wei), what="addTrainerStake")
+
     async def register_validator(self, stake_wei: int) -> TxResult:
         return await self.chain(lambda: self.client.register_validator(stake_wei), what="registerValidator")
 
-    async def stand_for_leader(self, job_id: int) -> TxResult:
-        return await self.chain(lambda: self.client.stand_for_leader(job_id), what="standForLeader")
+    async def stand_for_leader(self, job_id: int, bond_wei: int) -> TxResult:
+        return await self.chain(lambda: self.client.stand_for_leader(job_id, bond_wei), what="standForLeader")
+
+    async def draw_successor(self, job_id: int) -> TxResult:
+        return await self.chain(lambda: self.client.draw_successor(job_id), what="drawSuccessor")
 
     async def claim_leadership(self, job_id: int) -> TxResult:
         return await self.chain(lambda: self.client.claim_leadership(job_id), what="claimLeadership")
 
-    async def submit_update(self, job_id: int, r: int, manifest_cid: str) -> TxResult:
-        return await self.chain(lambda: self.client.submit_update(job_id, r, manifest_cid), what="submitUpdate")
+    async def submit_update(self, ticket: TaskTicket, manifest_cid: str, loss_reduction: int) -> TxResult:
+        """``submitUpdate`` with the leader's EIP-712 signature the off-chain ticket carries."""
+        signature = bytes.fromhex(ticket.signature[2:])
+        return await self.chain(lambda: self.client.submit_update(ticket.chain_ticket(), manifest_cid,
+                                                                  loss_reduction, signature), what="submitUpdate")
 
-    async def validate_update(self, job_id: int, r: int, trainer: str, ok: bool, loss_reduction: int) -> TxResult:
-        return await self.chain(lambda: self.client.validate_update(job_id, r, trainer, ok, loss_reduction),
-                                what="validateUpdate")
+    async def draw_validators(self, job_id: int, r: int, slot: int) -> TxResult:
+        return await self.chain(lambda: self.client.draw_validators(job_id, r, slot), what="drawValidators")
 
-    async def commit_round(self, job_id: int, r: int, checkpoint_cid: str) -> TxResult:
-        return await self.chain(lambda: self.client.commit_round(job_id, r, checkpoint_cid), what="commitRound")
+    async def draw_if_due(self, job_id: int, r: int, slot: int, update: UpdateInfo) -> bool:
+        """Draw the update's panel when one is due and its block is mined (anyone may; every role that waits on a
+        verdict does). False when nothing was drawn now (not due, not ready yet, or drawn by someone else first)."""
+        if not update.draw_due() or not await self.draw_ready(update.anchor_block):
+            return False
+        try:
+            await self.draw_validators(job_id, r, slot)
+        except ContractRevert:  # drawn by another node meanwhile (NothingToDraw), or the chain is behind
+            return False
+        return True
+
+    async def validate_update(self, job_id: int, r: int, slot: int, ok: bool) -> TxResult:
+        return await self.chain(lambda: self.client.validate_update(job_id, r, slot, ok), what="validateUpdate")
+
+    async def commit_round(self, job_id: int, r: int, checkpoint_cid: str, accepted_mask: int) -> TxResult:
+        return await self.chain(lambda: self.client.commit_round(job_id, r, checkpoint_cid, accepted_mask),
+                                what="commitRound")
+
+    async def draw_auditors(self, job_id: int, r: int) -> TxResult:
+        return await self.chain(lambda: self.client.draw_auditors(job_id, r), what="drawAuditors")
 
     async def audit_round(self, job_id: int, r: int, ok: bool) -> TxResult:
         return await self.chain(lambda: self.client.audit_round(job_id, r, ok), what="auditRound")

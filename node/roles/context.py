@@ -35,14 +35,17 @@ from storage.dataset import DatasetManifest, fetch_dataset_manifest
 
 async def ticket_expectations(ctx: NodeContext, spec: JobSpec, job_id: int, r: int, *, trainer: str,
                               leaders: Collection[str], node_class: NodeClass | None = None,
-                              now: float | None = None) -> TicketExpectations:
+                              now: float | None = None,
+                              admitted: tuple[int, bytes] | None = None) -> TicketExpectations:
     """What the chain and the job's spec say a ticket of ``trainer`` in round ``r`` must be (for
-    :func:`node.training.ticket_check.check_ticket`, shared by trainer and validator)."""
+    :func:`node.training.ticket_check.check_ticket`, shared by trainer and validator; ``admitted``: the slot and
+    ``ticketHash`` the chain admitted, for a validator)."""
     base = await ctx.jobs.base_checkpoint(spec, job_id, r)
     dataset = await ctx.dataset(spec.dataset_cid, providers=ctx.customer_of(job_id))
-    return TicketExpectations(spec=spec, job_id=job_id, round=r, trainer=trainer, leaders=leaders, base_cid=base,
+    return TicketExpectations(spec=spec, domain=await ctx.jobs.ticket_domain(), job_id=job_id, round=r,
+                              trainer=trainer, leaders=leaders, base_cid=base,
                               shard_samples={s.cid: s.samples for s in dataset.shards}, node_class=node_class,
-                              now=now)
+                              now=now, admitted=admitted)
 
 
 @dataclass

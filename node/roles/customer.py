@@ -21,6 +21,7 @@ from node.checkpoint import decode_checkpoint, initial_checkpoint
 from node.content import ContentNode
 from node.training.data import ArraySet, decode_shard, encode_shard, load_fashion_mnist, make_shards
 from node.training.evaluate import evaluate
+from node.training.task import max_work_units
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo, JobParams
 from protocols.errors import DtnodeError
@@ -59,7 +60,8 @@ def job_params(spec: JobSpec, spec_cid: str) -> JobParams:
     return JobParams(
         spec_cid=spec_cid,  # type: ignore[arg-type]
         rounds=spec.rounds, tasks_per_round=spec.tasks_per_round, local_steps=spec.local_steps,
-        quorum=pay.quorum, base_rate=pay.base_rate_wei, bonus_rate=pay.bonus_rate_wei,
+        max_work_units=max_work_units(spec), quorum=pay.quorum, base_rate=pay.base_rate_wei,
+        bonus_rate=pay.bonus_rate_wei,
         validator_fee=pay.validator_fee_wei, leader_fee=pay.leader_fee_wei, lease_seconds=pay.lease_seconds,
     )
 

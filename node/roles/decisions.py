@@ -8,11 +8,11 @@ time (ticket expiries, leases), ``mono`` a ``time.monotonic()`` reading (a round
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from protocols.chain.models import JobInfo, JobStatus, TrainerInfo, UpdateInfo, UpdateStatus
-from protocols.specs import TaskTicket
+from protocols.chain.models import JobInfo, JobStatus, RoundInfo, TrainerInfo, UpdateInfo, UpdateStatus, slots_mask
+from protocols.specs import TaskTicket, UpdateManifest
 from protocols.types import RejectCode
 from protocols.wire import TaskResponse
 
@@ -24,6 +24,13 @@ def jobs_to_start(job_ids: Iterable[int], serving: Collection[int]) -> list[int]
     return [job_id for job_id in job_ids if job_id not in serving]
 
 
+def draw_ready(anchor_block: int, latest_block: int, draw_delay: int) -> bool:
+    """Whether a draw anchored at ``anchor_block`` can be sent now: the contract draws from
+    ``blockhash(anchor + DRAW_DELAY)``, which exists once a later block is mined, and a node estimates (and its
+    transaction may be mined) at the latest block's number, so the latest block must be past that one."""
+    return latest_block >= anchor_block + draw_delay + 1
+
+
 # -- leader --------------------------------------------------------------------------------------------------------
 
 
@@ -32,27 +39,38 @@ class LeaderStep(enum.Enum):
     """The job is closed."""
     LEAD = "lead"
     """This node holds an unexpired lease: run the next round."""
+    DRAW_SUCCESSOR = "draw-successor"
+    """The lease ran out and no successor draw is pending: ``drawSuccessor`` fixes the block that draws it."""
     CLAIM = "claim"
-    """Nobody leads, or the lease has run out: try ``claimLeadership``."""
+    """This node was drawn successor (or the grace window is over, or nobody leads): ``claimLeadership``."""
     WAIT = "wait"
-    """Another node leads (or its lease ends this very second)."""
+    """Another node leads, or another candidate was drawn successor and its grace window runs."""
 
 
-def leader_step(job: JobInfo, me: str, now: int) -> LeaderStep:
-    """What a leader candidate does next, given the job as the chain has it and the chain's time ``now``."""
+def leader_step(job: JobInfo, me: str, now: int, successor: str | None) -> LeaderStep:
+    """What a leader candidate does next, given the job as the chain has it, the chain's time ``now`` and the drawn
+    successor (``successor(jobId)``: None until the successor draw's block is mined)."""
     if job.status != JobStatus.ACTIVE:
         return LeaderStep.STOP
     if job.leader is not None and job.leader.lower() == me.lower() and now < job.lease_expiry:
         return LeaderStep.LEAD
-    # claimLeadership needs block time strictly past the expiry; at the expiry second it reverts.
-    if job.leader is None or now > job.lease_expiry:
+    if job.leader is None:
+        return LeaderStep.CLAIM
+    # drawSuccessor and claimLeadership need block time strictly past the expiry; at the expiry second they revert.
+    if now <= job.lease_expiry:
+        return LeaderStep.WAIT
+    if now > job.lease_expiry + job.params.lease_seconds:  # grace window over: any candidate may claim
+        return LeaderStep.CLAIM
+    if job.successor_anchor == 0:
+        return LeaderStep.DRAW_SUCCESSOR
+    if successor is not None and successor.lower() == me.lower():
         return LeaderStep.CLAIM
     return LeaderStep.WAIT
 
 
 @dataclass
 class RoundState:
-    """What a leader knows about the round it is running."""
+    """What a leader knows about the round it is running. Updates are per slot (0..tasks_per_round-1)."""
 
     round: int
     base_cid: str
@@ -62,14 +80,13 @@ class RoundState:
     hard_deadline: float
     """Past ``deadline`` a round with no accepted update keeps waiting, until this (just before the lease ends)."""
     tickets: dict[str, TaskTicket] = field(default_factory=dict)
-    """trainer address (lower-case) → the ticket it holds this round."""
-    slots_used: int = 0
+    """trainer address (lower-case) → the ticket it holds this round (the latest one)."""
     eligible: set[str] = field(default_factory=set)
-    """Trainers (lower-case) the chain showed registered with enough stake this round (read once per round)."""
-    submitted: set[str] = field(default_factory=set)
-    """Trainers (lower-case) with an update on-chain this round, as last read by the collector."""
-    decided: dict[str, tuple[UpdateStatus, str]] = field(default_factory=dict)
-    """Trainer → (final status, manifest CID): decided updates never change, so they are read once."""
+    """Trainers (lower-case) the chain showed registered with enough free stake this round."""
+    submitted: dict[int, str] = field(default_factory=dict)
+    """slot → trainer (lower-case) of each update on-chain this round, as last read by the collector."""
+    decided: dict[int, tuple[UpdateStatus, str, str]] = field(default_factory=dict)
+    """slot → (final status, trainer, manifest CID): decided updates never change, so they are read once."""
 
     def live_ticket(self, trainer: str, now: float) -> TaskTicket | None:
         """The unexpired ticket ``trainer`` already holds this round (asked again: same answer)."""
@@ -77,13 +94,19 @@ class RoundState:
         return ticket if ticket is not None and ticket.expires_at > now else None
 
     def outstanding(self, now: float) -> list[TaskTicket]:
-        """Unexpired tickets whose trainers have not submitted yet: slots still in play."""
-        return [t for k, t in self.tickets.items() if k not in self.submitted and t.expires_at > now]
+        """Unexpired tickets whose slots nobody filled yet: slots still in play."""
+        return [t for t in self.tickets.values() if t.slot not in self.submitted and t.expires_at > now]
 
-    def accepted(self, trainers: Sequence[str]) -> list[tuple[str, str]]:
-        """The (trainer, manifest CID) pairs of ``trainers`` (in their on-chain order) decided ACCEPTED."""
-        return [(t, self.decided[t.lower()][1]) for t in trainers
-                if self.decided.get(t.lower(), (None, ""))[0] == UpdateStatus.ACCEPTED]
+    def free_slot(self, tasks_per_round: int, now: float) -> int | None:
+        """The lowest slot neither filled on-chain nor held by an unexpired ticket (an expired ticket's slot is
+        handed out again: the contract accepts whichever valid ticket for it comes first)."""
+        held = {t.slot for t in self.outstanding(now)}
+        return next((s for s in range(tasks_per_round) if s not in self.submitted and s not in held), None)
+
+    def accepted(self) -> list[tuple[int, str, str]]:
+        """(slot, trainer, manifest CID) of every update decided ACCEPTED, by slot."""
+        return [(slot, trainer, cid) for slot, (status, trainer, cid) in sorted(self.decided.items())
+                if status == UpdateStatus.ACCEPTED]
 
 
 def refuse_before_reading(st: RoundState | None, request_round: int) -> TaskResponse | None:
@@ -95,7 +118,7 @@ def refuse_before_reading(st: RoundState | None, request_round: int) -> TaskResp
     return None
 
 
-def ineligibility(info: TrainerInfo, min_stake: int) -> str:
+def ineligibility(info: TrainerInfo, min_stake: int, update_bond: int) -> str:
     """Why the contract would refuse an update from a trainer in this state (empty when it would not).
 
     Such a trainer's ticket would only hold a slot until it expires: a trainer slashed for fabricated work keeps
@@ -105,14 +128,17 @@ def ineligibility(info: TrainerInfo, min_stake: int) -> str:
         return "register as a trainer on-chain first"
     if info.stake < min_stake:
         return f"stake {info.stake} wei is below the minimum {min_stake} wei (slashed?): top it up"
+    if info.free_stake < update_bond:
+        return (f"free stake {info.free_stake} wei is below the job's update bond {update_bond} wei: add stake "
+                "(addTrainerStake) or wait for pending updates to settle")
     return ""
 
 
 def refuse_slot(st: RoundState, trainer: str, tasks_per_round: int, now: float) -> TaskResponse | None:
     """The refusal of an eligible trainer without a live ticket: it already submitted, or every slot is taken."""
-    if trainer.lower() in st.submitted:
+    if trainer.lower() in st.submitted.values():
         return TaskResponse(reject=RejectCode.ALREADY_SUBMITTED, detail="one update per trainer per round")
-    if len(st.submitted) + len(st.outstanding(now)) >= tasks_per_round:
+    if st.free_slot(tasks_per_round, now) is None:
         return TaskResponse(reject=RejectCode.ROUND_FULL, detail="every slot of this round is taken")
     return None
 
@@ -129,24 +155,28 @@ class CloseReason(enum.Enum):
 @dataclass(frozen=True)
 class RoundClose:
     reason: CloseReason
-    accepted: list[tuple[str, str]]
-    """(trainer, manifest CID) of every update accepted in the round; empty for LEASE_ENDING."""
+    accepted: list[tuple[int, str, str]]
+    """(slot, trainer, manifest CID) of every update accepted in the round; empty for LEASE_ENDING."""
+
+    @property
+    def mask(self) -> int:
+        """The ``acceptedMask`` to commit with."""
+        return slots_mask(slot for slot, _, _ in self.accepted)
 
 
-def round_close(st: RoundState, trainers: Sequence[str], tasks_per_round: int, *, now: float,
-                mono: float) -> RoundClose | None:
+def round_close(st: RoundState, tasks_per_round: int, *, now: float, mono: float) -> RoundClose | None:
     """Whether the round can close, and with which updates; None to keep waiting for verdicts.
 
-    ``trainers``: the round's updates on-chain; ``st.decided`` must hold the verdicts read so far. A round closes
-    when every slot is decided, or when no ticket is outstanding and every update is decided (and some accepted), or
-    at the deadline with accepted work, or at the hard deadline without: a trainer or validator that never answers
-    cannot stall it.
+    ``st.submitted`` and ``st.decided`` must hold what the chain showed last. A round closes when every slot is
+    decided, or when no ticket is outstanding and every update is decided (and some accepted), or at the deadline
+    with accepted work (updates still pending then expire unpaid at the commit), or at the hard deadline without: a
+    trainer or validator that never answers cannot stall it.
     """
-    accepted = st.accepted(trainers)
+    accepted = st.accepted()
     decided = len(st.decided)
     if decided >= tasks_per_round:
         return RoundClose(CloseReason.ALL_DECIDED, accepted)
-    if st.tickets and not st.outstanding(now) and decided == len(trainers) and accepted:
+    if st.tickets and not st.outstanding(now) and decided == len(st.submitted) and accepted:
         return RoundClose(CloseReason.NOTHING_OUTSTANDING, accepted)
     if mono >= st.deadline:
         if accepted:
@@ -186,21 +216,40 @@ def wait_out_round(reject: RejectCode | None) -> bool:
 
 
 def pay_left_unpaid(update: UpdateInfo) -> bool:
-    """An accepted update nobody paid: its trainer (or anyone) can call ``payout``."""
+    """An accepted update of a priced round nobody paid: its trainer (or anyone) can call ``payout``."""
     return update.status == UpdateStatus.ACCEPTED and not update.paid
+
+
+def stake_shortfall(info: TrainerInfo, update_bond: int) -> int:
+    """Wei a trainer must add (``addTrainerStake``) so that its free stake covers one more update's bond."""
+    return max(0, update_bond - info.free_stake)
+
+
+def claimed_loss_reduction(manifest: UpdateManifest) -> int:
+    """The loss reduction a trainer states in ``submitUpdate`` (micro-units): what its manifest's losses say. The
+    validators vote on exactly this claim; the replay checks the manifest's losses."""
+    return max(0, manifest.loss_before_micro - manifest.loss_after_micro)
 
 
 # -- validator -----------------------------------------------------------------------------------------------------
 
 
 def skip_check(update: UpdateInfo, me: str) -> str | None:
-    """Why this validator need not check ``update`` (final: never re-read), or None when it must (after making
-    sure it did not vote before a restart)."""
-    if me.lower() not in (v.lower() for v in update.validators):
-        return "not-drawn"
+    """Why this validator does not vote on ``update`` in its current phase, or None when it must."""
     if update.status != UpdateStatus.PENDING:
-        return "decided-without-us"
+        return "decided"
+    if me.lower() not in (v.lower() for v in update.voting_panel):
+        return "not-drawn"
+    if update.has_voted(me):
+        return "voted"
     return None
+
+
+def content_given_up(first_failure: float | None, mono: float, deadline_s: float) -> bool:
+    """Whether content that failed to arrive since ``first_failure`` (monotonic) is overdue: past the validator's
+    ``content_deadline_s`` an update whose manifest or challenged segments stay unavailable is voted invalid
+    (a trainer that withholds its content loses its bond instead of stalling the round)."""
+    return first_failure is not None and mono - first_failure >= deadline_s
 
 
 def segments_to_fetch(chosen: Iterable[int], n_segments: int) -> list[int]:
@@ -212,10 +261,9 @@ def segments_to_fetch(chosen: Iterable[int], n_segments: int) -> list[int]:
 # -- auditor -------------------------------------------------------------------------------------------------------
 
 
-def asked_to_audit(me: str, updates: Iterable[UpdateInfo], *, audit_all: bool) -> bool:
-    """Whether this node audits a round (not its own commit): it was drawn to vote on one of its updates (it
-    already holds those), or it audits every round."""
-    return audit_all or any(me.lower() in (v.lower() for v in u.validators) for u in updates)
+def asked_to_audit(me: str, info: RoundInfo) -> bool:
+    """Whether this node reports on a committed round: only the round's drawn audit panel may."""
+    return me.lower() in (a.lower() for a in info.auditors)
 
 
 def rounds_to_audit(committed: int, handled: Collection[int]) -> list[int]:

@@ -4,16 +4,22 @@ The chain is the only source of truth about who leads and which round is next, s
 last committed round and its checkpoint on IPFS (the checkpoint carries the outer optimizer's state), never from the
 old leader's memory. A round:
 
-1. hand each trainer that asks (trainers learn of the round from the chain) one signed ticket sized by its class;
-2. watch the chain for the submitted updates' quorum verdicts;
+1. hand each trainer that asks (trainers learn of the round from the chain) one ticket for a free slot, sized by
+   its class and signed with EIP-712 for the current term (``submitUpdate`` checks it);
+2. watch the chain for the submitted updates' verdicts, drawing their panels when due (anyone may);
 3. close when every slot is decided, or when no ticket is outstanding, or at the round's deadline (before the lease
    runs out), so a trainer or validator that never answers cannot stall it;
-4. aggregate the accepted deltas deterministically, evaluate, publish, ``commitRound`` (which renews the lease),
-   and ``payout`` every accepted trainer.
+4. aggregate the accepted deltas deterministically, evaluate, publish, ``commitRound`` with exactly the accepted
+   slots (a verdict that lands meanwhile makes it revert ``WrongAcceptedSet``: re-read and aggregate again), which
+   renews the lease, and ``payout`` every accepted trainer.
+
+Standing costs a bond (``minLeaderBond``); when the leader's lease lapses, candidates call ``drawSuccessor`` and
+the drawn one claims (any candidate once the grace window is over).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import time
 from collections.abc import Callable
@@ -26,6 +32,7 @@ from node.roles.context import NodeContext
 from node.roles.decisions import (
     CloseReason,
     LeaderStep,
+    RoundClose,
     RoundState,
     ineligibility,
     leader_step,
@@ -34,13 +41,22 @@ from node.roles.decisions import (
     round_close,
 )
 from node.training.evaluate import evaluate
-from node.training.task import task_size
+from node.training.task import task_size, work_units
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, UpdateStatus
 from protocols.errors import DtnodeError
 from protocols.specs import JobSpec, RoundRecord, TaskTicket, UpdateManifest
 from protocols.types import NodeClass, RejectCode
 from protocols.wire import TaskRequest, TaskResponse
+
+
+class CommitOutcome(enum.Enum):
+    DONE = "done"
+    """Committed (or the chain says the round is not ours to commit any more)."""
+    STALE_SET = "stale-set"
+    """``WrongAcceptedSet``: a verdict landed meanwhile; collect and aggregate again."""
+    GAVE_UP = "gave-up"
+    """Nothing committed: an accepted update cannot be fetched, or none was accepted; let the lease lapse."""
 
 
 class LeaderRole:
@@ -53,6 +69,10 @@ class LeaderRole:
         self.current: RoundState | None = None
         self.records: list[RoundRecord] = []
         self._min_stake: int | None = None
+        self._bond: int | None = None
+        self._skew = 0.0
+        """Chain time minus this machine's clock, as last read: ticket expiries are checked on-chain in block time,
+        which runs ahead of the clock on a chain that mines a block per transaction (eth-tester)."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Stand as candidate, then lead whenever the chain says so, until the job is finished or cancelled."""
@@ -63,13 +83,16 @@ class LeaderRole:
             try:
                 job = await ctx.jobs.job(self.job_id)
                 now = await ctx.jobs.chain_time() if job.status == JobStatus.ACTIVE else 0
-                step = leader_step(job, ctx.address, now)
+                drawn = await ctx.jobs.successor(self.job_id) if job.successor_anchor else None
+                step = leader_step(job, ctx.address, now, drawn)
                 if step == LeaderStep.STOP:
                     ctx.log.info("job %d is closed (status %d): leader candidate stops", self.job_id, job.status)
                     return
                 if step == LeaderStep.LEAD:
                     await self._run_round(job.committed_rounds, job.term, job.lease_expiry, now)
                     continue
+                if step == LeaderStep.DRAW_SUCCESSOR:
+                    await self._draw_successor(job.leader or "nobody")
                 if step == LeaderStep.CLAIM:
                     await self._try_claim(job.leader or "nobody")
             except DtnodeError as exc:  # chain down, content unreachable, bad data: retry, never crash the node
@@ -77,11 +100,21 @@ class LeaderRole:
             await trio.sleep(ctx.config.chain_poll_interval_s)
 
     async def _stand(self) -> None:
+        """Stand with the minimum bond unless already a candidate (the bond is locked while standing)."""
         ctx = self.ctx
         candidates = await ctx.jobs.candidates(self.job_id)
-        if ctx.address.lower() not in [c.lower() for c in candidates]:
-            await ctx.jobs.stand_for_leader(self.job_id)
-            ctx.log.info("stood as leader candidate for job %d", self.job_id)
+        if ctx.address.lower() not in [c.address.lower() for c in candidates]:
+            bond = await ctx.jobs.min_leader_bond()
+            await ctx.jobs.stand_for_leader(self.job_id, bond)
+            ctx.log.info("stood as leader candidate for job %d with a bond of %d wei", self.job_id, bond)
+
+    async def _draw_successor(self, lapsed: str) -> None:
+        ctx = self.ctx
+        try:
+            await ctx.jobs.draw_successor(self.job_id)
+            ctx.log.warning("job %d: the lease of %s lapsed; successor draw requested", self.job_id, lapsed)
+        except ContractRevert as exc:  # another candidate asked first (SuccessorDrawPending)
+            ctx.log.debug("job %d: drawSuccessor: %s", self.job_id, exc.error_name)
 
     async def _try_claim(self, previous: str) -> None:
         ctx = self.ctx
@@ -102,49 +135,55 @@ class LeaderRole:
             return refusal
         assert st is not None  # refused above when not leading
         key = trainer.lower()
-        held = st.live_ticket(trainer, time.time())
+        held = st.live_ticket(trainer, self._now())
         if held is not None:
             return TaskResponse(ticket=held)
         # Answer from memory wherever possible: a slow handler makes trainers time out and reset streams.
         spec = await ctx.spec(self.job_id)
         if key not in st.eligible:
-            problem = await self._ineligible(trainer)
+            problem = await self._ineligible(trainer, spec)
             if problem:
                 return TaskResponse(reject=RejectCode.NOT_REGISTERED, detail=problem)
             st.eligible.add(key)
-        refusal = refuse_slot(st, trainer, spec.tasks_per_round, time.time())
+        refusal = refuse_slot(st, trainer, spec.tasks_per_round, self._now())
         if refusal is not None:
             return refusal
-        ticket = await self._make_ticket(spec, st, trainer, request.node_class)
+        slot = st.free_slot(spec.tasks_per_round, self._now())
+        assert slot is not None  # refuse_slot refused a full round
+        ticket = await self._make_ticket(spec, st, trainer, request.node_class, slot)
         st.tickets[key] = ticket
-        st.slots_used += 1
-        ctx.log.info("job %d round %d: ticket for %s (class %s, %d steps on shard %s)", self.job_id, st.round,
-                     trainer, request.node_class, ticket.steps, ticket.shard_cid[-8:])
+        ctx.log.info("job %d round %d: ticket for %s in slot %d (class %s, %d steps on shard %s)", self.job_id,
+                     st.round, trainer, slot, request.node_class, ticket.steps, ticket.shard_cid[-8:])
         return TaskResponse(ticket=ticket)
 
-    async def _ineligible(self, trainer: str) -> str:
+    def _now(self) -> float:
+        """Chain time, from this machine's clock and the skew last read (answers without a chain read)."""
+        return time.time() + self._skew
+
+    async def _ineligible(self, trainer: str, spec: JobSpec) -> str:
         """Why the contract would refuse an update from ``trainer`` (empty when it would not): see
         :func:`~node.roles.decisions.ineligibility`."""
         info = await self.ctx.jobs.trainer_info(trainer)
-        if self._min_stake is None:
+        if self._min_stake is None or self._bond is None:
             self._min_stake = await self.ctx.jobs.min_trainer_stake()
-        return ineligibility(info, self._min_stake)
+            self._bond = await self.ctx.jobs.update_bond(self.job_id)
+        return ineligibility(info, self._min_stake, self._bond)
 
-    async def _make_ticket(self, spec: JobSpec, st: RoundState, trainer: str, node_class: NodeClass) -> TaskTicket:
+    async def _make_ticket(self, spec: JobSpec, st: RoundState, trainer: str, node_class: NodeClass,
+                           slot: int) -> TaskTicket:
         dataset = await self.ctx.dataset(spec.dataset_cid)
-        slot = st.slots_used
         shard_index = (st.round * spec.tasks_per_round + slot) % len(dataset.shard_cids)
         size = task_size(spec, node_class)
         count = dataset.shards[shard_index].samples
         seed_src = f"{self.job_id}:{st.round}:{slot}:{spec.seed}".encode()
         ticket = TaskTicket(
-            job_id=self.job_id, round=st.round, term=st.term, base_cid=st.base_cid,
+            job_id=self.job_id, round=st.round, term=st.term, slot=slot, base_cid=st.base_cid,
             shard_cid=dataset.shard_cids[shard_index], sample_start=0, sample_count=count, steps=size.steps,
             batch_size=size.batch_size, seed=int.from_bytes(hashlib.sha256(seed_src).digest()[:7], "big"),
-            node_class=node_class, weight=size.weight, trainer=trainer, leader=self.ctx.address,
-            expires_at=int(time.time() + self.ctx.config.task_timeout_s),
+            node_class=node_class, weight=size.weight, work_units=work_units(spec, node_class), trainer=trainer,
+            leader=self.ctx.address, expires_at=int(self._now() + self.ctx.config.task_timeout_s),
         )
-        return ticket.signed_by(self.ctx.account)
+        return ticket.signed_by(self.ctx.account, await self.ctx.jobs.ticket_domain())
 
     # -- running a round --------------------------------------------------------------------------------------
 
@@ -158,48 +197,55 @@ class LeaderRole:
         # Loaded before serving, so ticket requests are answered from memory.
         await ctx.dataset(spec.dataset_cid, ctx.customer_of(self.job_id))
         lease_left = lease_expiry - now - margin
+        self._skew = now - time.time()
         st = RoundState(round=r, base_cid=base_cid, term=term, deadline=time.monotonic() + max(budget, 1.0),
                         hard_deadline=time.monotonic() + max(lease_left, 1.0))
         self.current = st
         ctx.log.info("job %d: leading round %d/%d from %s (term %d)", self.job_id, r + 1, spec.rounds,
                      base_cid[-10:], term)
         try:
-            accepted = await self._collect(spec, st)
-            self.current = None  # no more tickets for this round while it is being committed
-            if not accepted or not await self._commit(spec, st, accepted):
+            while True:
+                close = await self._collect(spec, st)
+                self.current = None  # no more tickets for this round while it is being committed
+                outcome = await self._commit(spec, st, close) if close.accepted else CommitOutcome.GAVE_UP
+                if outcome != CommitOutcome.STALE_SET:
+                    break
+            if outcome == CommitOutcome.GAVE_UP:
                 await trio.sleep(max(0.0, st.hard_deadline - time.monotonic()) + margin)
         finally:
             self.current = None
 
-    async def _collect(self, spec: JobSpec, st: RoundState) -> list[tuple[str, str]]:
-        """Wait for verdicts; returns the accepted (trainer, manifest CID) pairs when the round can close (see
+    async def _collect(self, spec: JobSpec, st: RoundState) -> RoundClose:
+        """Wait for verdicts (drawing panels when due); returns how the round closes (see
         :func:`~node.roles.decisions.round_close`)."""
         ctx = self.ctx
         while True:
-            trainers = await ctx.jobs.round_updates(self.job_id, st.round)
-            st.submitted = {t.lower() for t in trainers}
-            for trainer in trainers:
-                if trainer.lower() in st.decided:
+            for sub in await ctx.jobs.submissions(self.job_id, st.round):
+                st.submitted[sub.slot] = sub.trainer.lower()
+                if sub.slot in st.decided:
                     continue
-                u = await ctx.jobs.update(self.job_id, st.round, trainer)
+                u = await ctx.jobs.update(self.job_id, st.round, sub.slot)
                 if u.status in (UpdateStatus.ACCEPTED, UpdateStatus.REJECTED):
-                    st.decided[trainer.lower()] = (u.status, u.cid or "")
-            close = round_close(st, trainers, spec.tasks_per_round, now=time.time(), mono=time.monotonic())
+                    st.decided[sub.slot] = (u.status, sub.trainer, sub.update_cid)
+                else:
+                    await ctx.jobs.draw_if_due(self.job_id, st.round, sub.slot, u)
+            self._skew = await ctx.jobs.chain_time() - time.time()
+            close = round_close(st, spec.tasks_per_round, now=self._now(), mono=time.monotonic())
             if close is None:
                 await trio.sleep(ctx.config.chain_poll_interval_s)
                 continue
             if close.reason == CloseReason.DEADLINE:
                 ctx.log.warning("job %d round %d: deadline reached with %d accepted of %d submitted",
-                                self.job_id, st.round, len(close.accepted), len(trainers))
+                                self.job_id, st.round, len(close.accepted), len(st.submitted))
             elif close.reason == CloseReason.LEASE_ENDING:
                 ctx.log.warning("job %d round %d: no accepted update before the lease ends", self.job_id, st.round)
-            return close.accepted
+            return close
 
     def aggregate(self, spec: JobSpec, base_bytes: bytes, deltas: list[tuple[bytes, int]]) -> bytes:
         """The round's new checkpoint (runs in a worker thread; tests override it to play a cheating leader)."""
         return aggregate_checkpoint(spec, base_bytes, deltas)
 
-    async def _fetch_accepted(self, spec: JobSpec, st: RoundState, trainer: str,
+    async def _fetch_accepted(self, spec: JobSpec, st: RoundState, slot: int, trainer: str,
                               manifest_cid: str) -> tuple[bytes, int] | None:
         """An accepted update's (delta bytes, weight), from its trainer or else from any peer that holds it (its
         validators fetched it to replay it), retried until the round's hard deadline; None if it never came."""
@@ -223,20 +269,20 @@ class LeaderRole:
             ctx.log.warning("job %d round %d: fetching %s's accepted update failed (%s); retrying", self.job_id,
                             st.round, trainer, problem)
             if holders == [trainer]:
-                u = await ctx.jobs.update(self.job_id, st.round, trainer)
+                u = await ctx.jobs.update(self.job_id, st.round, slot)
                 holders = [trainer, *u.validators]
             await trio.sleep(ctx.config.chain_poll_interval_s)
 
-    async def _commit(self, spec: JobSpec, st: RoundState, accepted: list[tuple[str, str]]) -> bool:
-        """Aggregate every accepted update, publish and commit; False when it did not commit (the caller then lets
-        the lease lapse)."""
+    async def _commit(self, spec: JobSpec, st: RoundState, close: RoundClose) -> CommitOutcome:
+        """Aggregate every accepted update, publish and commit exactly their slots."""
         ctx = self.ctx
+        accepted = close.accepted
         base_bytes = await ctx.fetch_cached(st.base_cid, max_bytes=spec.max_dag_bytes,
                                             providers=ctx.customer_of(self.job_id))
         deltas: list[tuple[bytes, int]] = []
-        used = [manifest_cid for _, manifest_cid in accepted]
-        for trainer, manifest_cid in accepted:
-            fetched = await self._fetch_accepted(spec, st, trainer, manifest_cid)
+        used = [manifest_cid for _, _, manifest_cid in accepted]
+        for slot, trainer, manifest_cid in accepted:
+            fetched = await self._fetch_accepted(spec, st, slot, trainer, manifest_cid)
             if fetched is None:
                 # Auditors recompute the round from every update the chain marks accepted: an aggregate without
                 # this one would be a wrong checkpoint. Better no commit: the lease lapses and a successor (or
@@ -244,7 +290,7 @@ class LeaderRole:
                 ctx.log.error("job %d round %d: not committing: an aggregate without %s's accepted update would "
                               "not be the round's checkpoint; letting the lease lapse", self.job_id, st.round,
                               trainer)
-                return False
+                return CommitOutcome.GAVE_UP
             deltas.append(fetched)
         with ctx.timed("aggregation"):
             new_bytes = await trio.to_thread.run_sync(self.aggregate, spec, base_bytes, deltas)
@@ -265,18 +311,23 @@ class LeaderRole:
         record_cid = await ctx.store.put(record.to_bytes())
         await ctx.store.pin(record_cid)
         try:
-            await ctx.jobs.commit_round(self.job_id, st.round, new_cid)
+            await ctx.jobs.commit_round(self.job_id, st.round, new_cid, close.mask)
         except ContractRevert as exc:
+            if exc.error_name == "JobManagerWrongAcceptedSet":
+                # A verdict settled between our read and the commit: re-read the round and aggregate again.
+                ctx.log.warning("job %d round %d: the accepted set changed before the commit (%s); re-reading",
+                                self.job_id, st.round, exc.args_decoded)
+                return CommitOutcome.STALE_SET
             ctx.log.error("job %d round %d: commitRound reverted (%s)", self.job_id, st.round, exc.error_name)
-            return True  # nothing to wait out: the chain says this round is not ours to commit (any more)
+            return CommitOutcome.DONE  # nothing to wait out: this round is not ours to commit (any more)
         self.records.append(record)
         if self.on_commit is not None:
             self.on_commit(record)
         ctx.log.info("job %d: committed round %d/%d: %d accepted, eval accuracy %.2f%%, checkpoint %s",
                      self.job_id, st.round + 1, spec.rounds, len(used), accuracy * 100, new_cid[-10:])
-        await self.pay([trainer for trainer, _ in accepted])
+        await self.pay(sorted({trainer for _, trainer, _ in accepted}))
         await self._withdraw()
-        return True
+        return CommitOutcome.DONE
 
     async def pay(self, trainers: list[str]) -> None:
         """``payout`` each trainer accepted in the round just committed (tests override it: a leader that dies

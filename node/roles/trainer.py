@@ -1,22 +1,32 @@
 """Trainer: take a ticket from the job's leader, train K deterministic steps, publish, submit on-chain.
 
-For each round of each job it serves, at most one task (the contract accepts one update per trainer per round).
-Every step is re-read from the chain before acting, so a restart or a leader change never leads to a double
-submission. Cancellation: a task cancelled mid-training publishes nothing; one cancelled after publishing but
-before ``submitUpdate`` leaves only unreferenced blocks (collected by GC).
+For each round of each job it serves, at most one task (the leader hands each trainer one slot per round; the
+contract takes one update per slot, under the leader's EIP-712 ticket, with the loss reduction the manifest states).
+Each pending update locks the job's update bond out of the trainer's stake: the trainer tops its stake up when its
+free stake falls short (up to ``trainer_stake_wei``) or waits. Every step is re-read from the chain before acting,
+so a restart or a leader change never leads to a double submission. Cancellation: a task cancelled mid-training
+publishes nothing; one cancelled after publishing but before ``submitUpdate`` leaves only unreferenced blocks
+(collected by GC).
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
 
 import trio
 
 from node.checkpoint import decode_checkpoint
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
-from node.roles.decisions import TrainerStep, jobs_to_start, pay_left_unpaid, trainer_step, wait_out_round
+from node.roles.decisions import (
+    TrainerStep,
+    claimed_loss_reduction,
+    jobs_to_start,
+    pay_left_unpaid,
+    stake_shortfall,
+    trainer_step,
+    wait_out_round,
+)
 from node.segments import SegmentSpill
 from node.training.codec import State, encode_delta
 from node.training.data import ArraySet
@@ -67,8 +77,8 @@ class TrainerRole:
                     await trio.sleep(self.ctx.config.chain_poll_interval_s)
                     continue
                 r = job.committed_rounds
-                mine = await self.ctx.jobs.update(job_id, r, self.ctx.address)
-                if mine.cid:
+                me = self.ctx.address.lower()
+                if any(s.trainer.lower() == me for s in await self.ctx.jobs.submissions(job_id, r)):
                     await self._wait_round_change(job_id, r)
                     continue
                 try:
@@ -108,10 +118,12 @@ class TrainerRole:
         ticket = resp.ticket
         spec = await ctx.spec(job_id)
         check_ticket(ticket, await ticket_expectations(ctx, spec, job_id, r, trainer=ctx.address, leaders=(leader,),
-                                                       node_class=node_class, now=time.time()))
-        manifest_cid = await self._train_and_publish(spec, ticket)
+                                                       node_class=node_class, now=await ctx.jobs.chain_time()))
+        if not await self._cover_bond(job_id):
+            return False
+        manifest_cid, claim = await self._train_and_publish(spec, ticket)
         try:
-            await ctx.jobs.submit_update(job_id, r, manifest_cid)
+            await ctx.jobs.submit_update(ticket, manifest_cid, claim)
         except ContractRevert as exc:
             ctx.log.warning("job %d round %d: submitUpdate reverted (%s): the round moved on", job_id, r,
                             exc.error_name)
@@ -120,7 +132,25 @@ class TrainerRole:
         ctx.log.info("job %d round %d: submitted update %s", job_id, r, manifest_cid)
         return True
 
-    async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> str:
+    async def _cover_bond(self, job_id: int) -> bool:
+        """Make sure free stake covers the job's update bond: top it up by the shortfall when the node's
+        ``trainer_stake_wei`` allows (the stake it is willing to hold), else wait for pending updates to settle."""
+        ctx = self.ctx
+        bond = await ctx.jobs.update_bond(job_id)
+        info = await ctx.jobs.trainer_info(ctx.address)
+        short = stake_shortfall(info, bond)
+        if short == 0:
+            return True
+        if info.stake + short > max(ctx.config.trainer_stake_wei, bond + info.locked):
+            ctx.log.info("job %d: free stake %d wei below the update bond %d wei; waiting for pending updates",
+                         job_id, info.free_stake, bond)
+            return False
+        await ctx.jobs.add_trainer_stake(short)
+        ctx.log.info("job %d: added %d wei of stake to cover the update bond %d wei", job_id, short, bond)
+        return True
+
+    async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> tuple[str, int]:
+        """Train, publish the manifest; returns its CID and the loss reduction to claim on-chain."""
         ctx = self.ctx
         customer = ctx.customer_of(ticket.job_id)
         base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
@@ -143,7 +173,7 @@ class TrainerRole:
             "trained job %d round %d: %d steps, loss %.4f -> %.4f (%s)", ticket.job_id, ticket.round, ticket.steps,
             result.loss_before, result.loss_after, hashlib.sha256(manifest_cid.encode()).hexdigest()[:8],
         )
-        return manifest_cid
+        return manifest_cid, claimed_loss_reduction(manifest)
 
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         """The ticket's K deterministic local steps (blocking: runs in a worker thread).
@@ -162,7 +192,8 @@ class TrainerRole:
         me = ctx.address
         try:
             for r in range(committed):
-                if pay_left_unpaid(await ctx.jobs.update(job_id, r, me)):
+                mine = [s for s in await ctx.jobs.submissions(job_id, r) if s.trainer.lower() == me.lower()]
+                if any([pay_left_unpaid(await ctx.jobs.update(job_id, r, s.slot)) for s in mine]):
                     await ctx.jobs.payout(job_id, me)
                     ctx.log.info("job %d: collected pay a leader left unpaid", job_id)
                     break  # one payout covers every unpaid round

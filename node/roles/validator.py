@@ -1,17 +1,23 @@
-"""Validator: replay the updates the contract drew this node for, and vote on-chain.
+"""Validator: draw the panels that are due, replay the updates the contract drew this node for, and vote on-chain.
 
-The contract draws each update's validators from chain randomness at submission, so neither the trainer nor the
-leader picks them. Segments to replay are chosen from a seed the trainer could not know before submitting (the
-drawn validator set and the manifest CID), then checked against the published segment hashes. Anything that cannot
-be fetched, parsed or verified is a rejection with a logged reason, never a crash; a vote that reverts (round
-already committed, quorum already reached) is logged and dropped.
+The contract draws each update's panel (stake-weighted) from the hash of a block mined after the submission
+(``drawValidators``, which anyone may call once that block exists: validators do, as they are the ones waiting), so
+neither the trainer nor the leader picks it; a disagreeing panel escalates to a bigger one, drawn the same way, and
+this node votes again if drawn again. Segments to replay follow from ``challengeSeed(job, round, slot)``, fixed by
+the first draw: the trainer could not know it when it committed to its segment hashes, and every drawn validator
+reads the same seed, so honest panel members check the same segments and agree. A vote is on the exact claim the
+chain holds: the ticket the chain admitted (its ``ticketHash``), the manifest's replayed work, and the loss
+reduction stated at submission. Content that cannot be fetched is retried until ``content_deadline_s`` after the
+first failure, then voted invalid (``CONTENT_UNAVAILABLE``); anything fetched that cannot be parsed or verified is
+a rejection with a logged reason, never a crash; a vote that reverts (already settled, escalated meanwhile) is
+logged and dropped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Mapping
 
 import torch
 import trio
@@ -20,7 +26,7 @@ from node.checkpoint import decode_checkpoint
 from node.roles.auditor import Auditor
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
-from node.roles.decisions import segments_to_fetch, skip_check
+from node.roles.decisions import claimed_loss_reduction, content_given_up, segments_to_fetch, skip_check
 from node.segments import fetch_segment
 from node.training.codec import decode_delta
 from node.training.errors import TicketRejected
@@ -29,36 +35,29 @@ from node.training.replay import Verdict, choose_segments, replay_verify
 from node.training.task import Task
 from node.training.ticket_check import check_update_ticket
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import UpdateInfo
+from protocols.chain.models import Submission, UpdateInfo
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
 from protocols.specs import UpdateManifest
 from protocols.types import RejectCode
 from storage.errors import StorageError
 
-
-def segment_seed(job_id: int, round_: int, update_cid: str, drawn: Sequence[str]) -> bytes:
-    """The seed of the segments the drawn validators replay for one update.
-
-    Fixed only at submission (the contract draws the validator set then, so the trainer cannot know it), and the
-    same for every drawn validator on purpose: the quorum decides by strict majority, so honest validators must
-    check the same segments to agree. With choices of their own, one validator catching a forged segment would be
-    outvoted by two who replayed other segments: P(caught) would fall from k/n to P(a majority catches it).
-    """
-    voters = ",".join(sorted(v.lower() for v in drawn))
-    return hashlib.sha256(f"{job_id}:{round_}:{update_cid}:{voters}".encode()).digest()
+VoteKey = tuple[int, int, int, int]
+"""(job, round, slot, phase): a validator votes once per phase it is drawn in."""
 
 
 class ValidatorRole:
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         self.ctx = ctx
         self.scanner = JobScanner(ctx.jobs, only=jobs)
-        self.verdicts: dict[tuple[int, int, str], Verdict] = {}
-        """(job, round, trainer) → the verdict this node voted."""
-        self._in_progress: set[tuple[int, int, str]] = set()
+        self.verdicts: dict[VoteKey, Verdict] = {}
+        """(job, round, slot, phase) → the verdict this node voted."""
+        self._in_progress: set[VoteKey] = set()
+        self._unavailable_since: dict[VoteKey, float] = {}
+        """When fetching an update's content first failed (monotonic), for ``content_deadline_s``."""
         self._limit = trio.Semaphore(3)
         self.auditor = Auditor(ctx, jobs=jobs)
-        """Recomputes the rounds committed after this node was drawn in them (node/roles/auditor.py)."""
+        """Draws audit panels and recomputes the rounds it is drawn to audit (node/roles/auditor.py)."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -75,61 +74,74 @@ class ValidatorRole:
         ctx = self.ctx
         for job in await self.scanner.open_jobs():
             job_id, r = job.job_id, job.committed_rounds
-            for trainer in await ctx.jobs.round_updates(job_id, r):
-                key = (job_id, r, trainer.lower())
-                if key in self.verdicts or key in self._in_progress:
-                    continue
-                update = await ctx.jobs.update(job_id, r, trainer)
-                skip = skip_check(update, ctx.address)
-                if skip is None and await ctx.jobs.has_voted(job_id, r, trainer):
-                    skip = "voted-before-restart"
-                if skip is not None:
-                    self.verdicts[key] = Verdict(True, skip, 0.0, ())  # never re-read: the draw is final
+            for sub in await ctx.jobs.submissions(job_id, r):
+                update = await ctx.jobs.update(job_id, r, sub.slot)
+                if await ctx.jobs.draw_if_due(job_id, r, sub.slot, update):
+                    update = await ctx.jobs.update(job_id, r, sub.slot)
+                key = (job_id, r, sub.slot, int(update.phase))
+                if key in self.verdicts or key in self._in_progress or skip_check(update, ctx.address) is not None:
                     continue
                 # Several checks at once: most of a check is waiting for content; the replay itself is short.
                 self._in_progress.add(key)
-                nursery.start_soon(self._validate_guarded, job_id, r, trainer, update, key)
+                nursery.start_soon(self._validate_guarded, job_id, r, sub, update, key)
 
-    async def _validate_guarded(self, job_id: int, r: int, trainer: str, update: UpdateInfo,
-                                key: tuple[int, int, str]) -> None:
+    async def _validate_guarded(self, job_id: int, r: int, sub: Submission, update: UpdateInfo,
+                                key: VoteKey) -> None:
+        ctx = self.ctx
         try:
             async with self._limit:
-                await self._validate_and_vote(job_id, r, trainer, update)
+                try:
+                    verdict = await self.check(job_id, r, sub)
+                except (StorageError, P2PError) as exc:  # content not there (yet): retry until the deadline
+                    first = self._unavailable_since.setdefault(key, time.monotonic())
+                    if not content_given_up(first, time.monotonic(), ctx.config.content_deadline_s):
+                        raise
+                    verdict = Verdict(False, RejectCode.CONTENT_UNAVAILABLE, math.inf, (),
+                                      f"unavailable for {ctx.config.content_deadline_s:.0f} s: {exc}")
+                await self._vote(job_id, r, sub, verdict, key)
         except DtnodeError as exc:
-            self.ctx.log.warning("validating %s in job %d round %d failed: %s; will retry", trainer, job_id, r, exc)
+            ctx.log.warning("validating slot %d (%s) in job %d round %d failed: %s; will retry", sub.slot,
+                            sub.trainer, job_id, r, exc)
         finally:
             self._in_progress.discard(key)
 
-    async def _validate_and_vote(self, job_id: int, r: int, trainer: str, update: UpdateInfo) -> None:
+    async def _vote(self, job_id: int, r: int, sub: Submission, verdict: Verdict, key: VoteKey) -> None:
         ctx = self.ctx
-        verdict, reduction = await self.check(job_id, r, trainer, update)
-        self.verdicts[(job_id, r, trainer.lower())] = verdict
-        ctx.log.info("job %d round %d: update of %s is %s (%s; segments %s, max distance %.3g)", job_id, r,
-                     trainer, "VALID" if verdict.ok else "INVALID", verdict.reason, list(verdict.checked_segments),
+        self.verdicts[key] = verdict
+        ctx.log.info("job %d round %d: update of %s in slot %d is %s (%s; segments %s, max distance %.3g)", job_id,
+                     r, sub.trainer, sub.slot, "VALID" if verdict.ok else "INVALID", verdict.reason,
+                     list(verdict.checked_segments),
                      verdict.max_distance if math.isfinite(verdict.max_distance) else -1)
         try:
-            await ctx.jobs.validate_update(job_id, r, trainer, verdict.ok, reduction)
+            await ctx.jobs.validate_update(job_id, r, sub.slot, verdict.ok)
         except ContractRevert as exc:
-            ctx.log.info("vote on %s in job %d round %d reverted: %s", trainer, job_id, r, exc.error_name)
+            ctx.log.info("vote on slot %d in job %d round %d reverted: %s", sub.slot, job_id, r, exc.error_name)
 
-    async def check(self, job_id: int, r: int, trainer: str, update: UpdateInfo) -> tuple[Verdict, int]:
-        """Verify one update; returns the verdict and the loss reduction (micro-units) to report."""
+    async def check(self, job_id: int, r: int, sub: Submission) -> Verdict:
+        """Verify one admitted update's claim. Raises StorageError/P2PError while its content cannot be fetched
+        (the caller retries until ``content_deadline_s``) and ChainError when the chain cannot be read."""
         ctx = self.ctx
+        trainer = sub.trainer
         # Outside the verdict: a spec that cannot be read or disagrees with the chain is the job's problem, not
         # the trainer's (SpecMismatch), and is retried rather than voted on.
         spec = await ctx.spec(job_id)
         try:
-            manifest = UpdateManifest.from_bytes(await ctx.fetch(update.cid or "", max_bytes=1 << 20,
+            manifest = UpdateManifest.from_bytes(await ctx.fetch(sub.update_cid, max_bytes=1 << 20,
                                                                  providers=[trainer]))
             ticket = manifest.ticket
-            # Any leader the job ever had: the update may have been handed out before a change of leader. No
-            # expiry: the chain accepted the update within its round.
+            # Any leader the job ever had (the chain checked the signer led the ticket's term). No expiry: the chain
+            # admitted the update in time. The ticket must be the very one the chain admitted for this slot.
             expect = await ticket_expectations(ctx, spec, job_id, r, trainer=trainer,
-                                               leaders=await ctx.jobs.leader_history(job_id))
+                                               leaders=await ctx.jobs.leader_history(job_id),
+                                               admitted=(sub.slot, sub.ticket_hash))
             try:
                 check_update_ticket(manifest, expect)
             except TicketRejected as exc:
-                return Verdict(False, exc.code, math.inf, (), exc.detail), 0
+                return Verdict(False, exc.code, math.inf, (), exc.detail)
+            if claimed_loss_reduction(manifest) != sub.loss_reduction:
+                return Verdict(False, RejectCode.LOSS_MISMATCH, math.inf, (),
+                               f"claimed loss reduction {sub.loss_reduction} on-chain, the manifest's losses give "
+                               f"{claimed_loss_reduction(manifest)}")
             customer = ctx.customer_of(job_id)
             base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
                                                 providers=[ticket.leader, trainer, *customer])
@@ -141,10 +153,11 @@ class ValidatorRole:
                                  max_bytes=spec.max_dag_bytes)
             # Kept (pinned): the leader aggregating this update and the auditors recomputing its round may have to
             # fetch it from us, e.g. when its trainer is gone by then.
-            for cid in (update.cid or "", manifest.delta_cid):
+            for cid in (sub.update_cid, manifest.delta_cid):
                 await ctx.store.pin(cid)
             n = len(manifest.segment_hashes)
-            seed = segment_seed(job_id, r, update.cid or "", update.validators)
+            # The chain's randomness, fixed by the first draw after submission: the same for every panel member.
+            seed = await ctx.jobs.challenge_seed(job_id, r, sub.slot)
             k = spec.spot_check_segments or n
             chosen = choose_segments(seed, n, k)
             states: dict[int, Mapping[str, torch.Tensor]] = {}
@@ -171,10 +184,9 @@ class ValidatorRole:
             with ctx.timed("validation"):
                 verdict = await trio.to_thread.run_sync(work)
         except (StorageError, P2PError, ChainError):
-            # Not a verdict on the work: content we could not fetch (yet) or a chain hiccup. Retry later; a trainer
-            # that withholds its content never gets a vote, so its update expires unpaid at the round's commit.
+            # Not a verdict on the work: content we could not fetch (yet) or a chain hiccup. The caller retries, and
+            # votes invalid once content stays unavailable past content_deadline_s (withholding costs the bond).
             raise
         except (DtnodeError, KeyError, ValueError) as exc:  # fetched, and malformed or inconsistent: invalid
-            return Verdict(False, RejectCode.UNVERIFIABLE, math.inf, (), f"{type(exc).__name__}: {exc}"), 0
-        reduction = verdict.reduction_micro  # recomputed, never the trainer's claim
-        return verdict, reduction
+            return Verdict(False, RejectCode.UNVERIFIABLE, math.inf, (), f"{type(exc).__name__}: {exc}")
+        return verdict

@@ -30,6 +30,18 @@ def task_size(spec: JobSpec, node_class: NodeClass) -> TaskSize:
                        scale="steps").size(node_class)
 
 
+def work_units(spec: JobSpec, node_class: NodeClass) -> int:
+    """What the chain pays a task of ``node_class`` for (the ticket's ``work_units``): its size in units of the
+    smallest class's task (S 1, M 2, L 4 with the spec's step scaling)."""
+    smallest = task_size(spec, NodeClass.S).weight
+    return max(1, round(task_size(spec, node_class).weight / smallest))
+
+
+def max_work_units(spec: JobSpec) -> int:
+    """The job's ``maxWorkUnits``: the largest class's work units."""
+    return max(work_units(spec, c) for c in NodeClass)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Task:
     """A deterministic local training run: ``steps`` of ``batch_size`` over ``sample_range`` of a shard.

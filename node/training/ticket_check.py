@@ -12,7 +12,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from node.training.errors import TicketRejected
-from node.training.task import task_size
+from node.training.task import task_size, work_units
+from protocols.chain.ticket import TicketDomain, ticket_digest
 from protocols.errors import SchemaError
 from protocols.specs import JobSpec, TaskTicket, UpdateManifest
 from protocols.types import NodeClass, RejectCode
@@ -23,6 +24,8 @@ class TicketExpectations:
     """What the checker knows about the ticket it should hold, from the chain and the job's spec."""
 
     spec: JobSpec
+    domain: TicketDomain
+    """The job's contract and chain: the EIP-712 domain the leader's signature must be for."""
     job_id: int
     round: int
     trainer: str
@@ -39,6 +42,9 @@ class TicketExpectations:
     now: float | None = None
     """Seconds since the epoch, to refuse an expired ticket; ``None`` where expiry no longer matters (a validator
     checks an update the chain already accepted within the round)."""
+    admitted: tuple[int, bytes] | None = None
+    """(slot, ``ticketHash``) of the update the chain admitted, when the checker is a validator: the manifest's
+    ticket must be that very ticket."""
 
 
 def _refuse(code: RejectCode, detail: str) -> TicketRejected:
@@ -48,9 +54,10 @@ def _refuse(code: RejectCode, detail: str) -> TicketRejected:
 def check_ticket(ticket: TaskTicket, expect: TicketExpectations) -> None:
     """Raise :class:`TicketRejected` unless ``ticket`` is exactly a ticket the job's leader could have signed for
     ``expect.trainer`` in ``expect.round``: signed by an acceptable leader, for this job, round and trainer, on the
-    right base checkpoint and a shard of the dataset, with the size the spec gives its node class."""
+    right base checkpoint and a shard of the dataset, in one of the round's slots, with the size and work units the
+    spec gives its node class (and, for a validator, the very ticket the chain admitted)."""
     try:
-        signer = ticket.recover_signer()
+        signer = ticket.recover_signer(expect.domain)
     except SchemaError as exc:
         raise _refuse(RejectCode.BAD_SIGNATURE, str(exc)) from None
     if signer.lower() != ticket.leader.lower():
@@ -80,6 +87,18 @@ def check_ticket(ticket: TaskTicket, expect: TicketExpectations) -> None:
     if claimed != sized:
         raise _refuse(RejectCode.WRONG_TASK_SIZE, f"(steps, batch, weight) {claimed} differ from the spec's {sized} "
                                                   f"for class {ticket.node_class}")
+    if ticket.work_units != work_units(expect.spec, ticket.node_class):
+        raise _refuse(RejectCode.WRONG_TASK_SIZE, f"work units {ticket.work_units} differ from the spec's "
+                                                  f"{work_units(expect.spec, ticket.node_class)}")
+    if ticket.slot >= expect.spec.tasks_per_round:
+        raise _refuse(RejectCode.WRONG_SLOT, f"slot {ticket.slot} is not below tasks_per_round "
+                                             f"{expect.spec.tasks_per_round}")
+    if expect.admitted is not None:
+        slot, digest = expect.admitted
+        if ticket.slot != slot:
+            raise _refuse(RejectCode.WRONG_SLOT, f"ticket is for slot {ticket.slot}, the update fills slot {slot}")
+        if ticket_digest(ticket.chain_ticket(), expect.domain) != digest:
+            raise _refuse(RejectCode.NOT_ADMITTED, "the manifest's ticket is not the ticket the chain admitted")
     if expect.now is not None and ticket.expires_at <= expect.now:
         raise _refuse(RejectCode.EXPIRED, f"ticket expired at {ticket.expires_at}")
 

@@ -61,7 +61,7 @@ class TicketHoldingTrainer(TrainerRole):
         super().__init__(ctx, jobs=jobs)
         self.holding = trio.Event()
 
-    async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> str:
+    async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> tuple[str, int]:
         self.holding.set()
         await trio.sleep_forever()
         raise AssertionError("unreachable")

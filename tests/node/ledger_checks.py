@@ -25,10 +25,16 @@ def node_address(net: Devnet, label: str) -> str:
 
 
 def check_ledger(result: DevnetResult, rounds: int) -> None:
-    """Every round committed exactly once, in order; every accepted update paid exactly once and nothing else paid;
-    the contract's money conserved and the deposit fully accounted for."""
+    """Every round committed exactly once, in order, with exactly its accepted slots; every accepted update paid
+    exactly once and nothing else paid; only rejected updates' bonds burnt; the contract's money conserved
+    (escrow + stakes + paid + refunded + slashed == deposits + stakes in) and the deposit fully accounted for."""
     ledger = result.ledger
-    assert [r for r, _leader in ledger.commits] == list(range(rounds)), ledger.commits
+    assert [r for r, _leader, _mask in ledger.commits] == list(range(rounds)), ledger.commits
+    for r, _leader, mask in ledger.commits:
+        accepted = {u.slot for u in ledger.updates if u.round == r and u.status == UpdateStatus.ACCEPTED}
+        assert accepted == {s for s in range(64) if mask >> s & 1}, f"round {r}: committed mask {mask:b}"
+    rejected = Counter(u.trainer for u in ledger.updates if u.status == UpdateStatus.REJECTED)
+    assert Counter(t for t, _amount in ledger.trainer_slashes) == rejected, ledger.trainer_slashes
     owed: Counter[str] = Counter()
     for u in ledger.updates:
         if u.status == UpdateStatus.ACCEPTED:
@@ -48,7 +54,7 @@ def check_job_status(report: dict[str, Any], result: DevnetResult, *, samples: i
     """What ``dtnode job status`` said about the finished job agrees with the chain and with the devnet's follower."""
     rounds = len(result.rounds)
     assert (report["status"], report["rounds"]) == ("FINISHED", f"{rounds}/{rounds}")
-    assert [(h["round"], h["leader"]) for h in report["history"]] == result.ledger.commits
+    assert [(h["round"], h["leader"]) for h in report["history"]] == [(r, who) for r, who, _ in result.ledger.commits]
     # Measured by the command on the evaluation shard it fetched: the very figures the follower measured on the
     # same held-out images while the job ran.
     assert report["accuracy_measured_on"]["samples"] == samples

@@ -19,6 +19,9 @@ from node.roles.decisions import (
     TrainerStep,
     asked_to_audit,
     audits_finished,
+    claimed_loss_reduction,
+    content_given_up,
+    draw_ready,
     ineligibility,
     jobs_to_start,
     leader_step,
@@ -29,11 +32,21 @@ from node.roles.decisions import (
     rounds_to_audit,
     segments_to_fetch,
     skip_check,
+    stake_shortfall,
     trainer_step,
     wait_out_round,
 )
-from protocols.chain.models import JobInfo, JobStatus, TrainerInfo, UpdateInfo, UpdateStatus
-from protocols.specs import JobSpec, PaymentSpec, TaskTicket
+from protocols.chain.models import (
+    AuditOutcome,
+    JobInfo,
+    JobStatus,
+    Phase,
+    RoundInfo,
+    TrainerInfo,
+    UpdateInfo,
+    UpdateStatus,
+)
+from protocols.specs import JobSpec, PaymentSpec, TaskTicket, UpdateManifest
 from protocols.types import Address, JobId, NodeClass, RejectCode
 
 ME = "0x00000000000000000000000000000000000000aA"
@@ -48,21 +61,22 @@ def job(**kw: Any) -> JobInfo:
     fields: dict[str, Any] = dict(
         job_id=JobId(1), customer=Address(OTHER), params=job_params(SPEC, CID), deposit=10, spent=0,
         status=JobStatus.ACTIVE, committed_rounds=0, leader=Address(ME), lease_expiry=NOW + 60, term=1,
-        last_checkpoint_cid=None, successor=None, refunded=0, progress_at=NOW)
+        last_checkpoint_cid=None, successor_anchor=0, refunded=0, progress_at=NOW, disputed=False)
     fields.update(kw)
     return JobInfo(**fields)
 
 
 def update(*, status: UpdateStatus = UpdateStatus.PENDING, validators: tuple[str, ...] = (ME,),
-           paid: bool = False) -> UpdateInfo:
-    return UpdateInfo(cid=CID, status=status, validators=tuple(Address(v) for v in validators), votes_for=0,  # type: ignore[arg-type]
-                      votes_against=0, loss_reduction=0, paid=paid, amount=0)
+           paid: bool = False, phase: Phase = Phase.VOTING, voted_mask: int = 0) -> UpdateInfo:
+    return UpdateInfo(trainer=Address(OTHER), status=status, phase=phase, work_units=2, anchor_block=10,
+                      loss_reduction=0, amount=0, paid=paid, voted_mask=voted_mask, valid_mask=0, esc_voted_mask=0,
+                      esc_valid_mask=0, panel=tuple(Address(v) for v in validators), escalation_panel=())
 
 
-def ticket(trainer: str, expires_at: int = NOW + 60) -> TaskTicket:
-    return TaskTicket(job_id=1, round=0, term=1, base_cid=CID, shard_cid=CID, sample_start=0, sample_count=10,
-                      steps=20, batch_size=32, seed=1, node_class=NodeClass.M, weight=640, trainer=trainer,
-                      leader=ME, expires_at=expires_at)
+def ticket(trainer: str, expires_at: int = NOW + 60, slot: int = 0) -> TaskTicket:
+    return TaskTicket(job_id=1, round=0, term=1, slot=slot, base_cid=CID, shard_cid=CID, sample_start=0,
+                      sample_count=10, steps=20, batch_size=32, seed=1, node_class=NodeClass.M, weight=640,
+                      work_units=2, trainer=trainer, leader=ME, expires_at=expires_at)
 
 
 def round_state(**kw: Any) -> RoundState:
@@ -92,17 +106,25 @@ def test_a_spec_that_agrees_with_the_chain_passes_and_any_difference_is_named() 
 
 # -- leader --------------------------------------------------------------------------------------------------------
 
-def test_a_candidate_leads_claims_waits_or_stops() -> None:
-    assert leader_step(job(), ME.lower(), NOW) == LeaderStep.LEAD
-    assert leader_step(job(status=JobStatus.FINISHED), ME, NOW) == LeaderStep.STOP
-    assert leader_step(job(status=JobStatus.CANCELLED, leader=None), ME, NOW) == LeaderStep.STOP
-    assert leader_step(job(leader=None), ME, NOW) == LeaderStep.CLAIM
-    assert leader_step(job(leader=Address(OTHER)), ME, NOW) == LeaderStep.WAIT
-    assert leader_step(job(leader=Address(OTHER)), ME, NOW + 61) == LeaderStep.CLAIM
-    # At the expiry second claimLeadership would revert (it needs block time strictly past it); our lease is over.
-    assert leader_step(job(leader=Address(OTHER)), ME, NOW + 60) == LeaderStep.WAIT
-    assert leader_step(job(), ME, NOW + 60) == LeaderStep.WAIT
-    assert leader_step(job(), ME, NOW + 61) == LeaderStep.CLAIM
+def test_a_candidate_leads_draws_a_successor_claims_waits_or_stops() -> None:
+    assert leader_step(job(), ME.lower(), NOW, None) == LeaderStep.LEAD
+    assert leader_step(job(status=JobStatus.FINISHED), ME, NOW, None) == LeaderStep.STOP
+    assert leader_step(job(status=JobStatus.CANCELLED, leader=None), ME, NOW, None) == LeaderStep.STOP
+    assert leader_step(job(leader=None), ME, NOW, None) == LeaderStep.CLAIM
+    other = job(leader=Address(OTHER))
+    assert leader_step(other, ME, NOW, None) == LeaderStep.WAIT
+    # At the expiry second drawSuccessor/claimLeadership would revert (block time must be past it).
+    assert leader_step(other, ME, NOW + 60, None) == LeaderStep.WAIT
+    assert leader_step(job(), ME, NOW + 60, None) == LeaderStep.WAIT
+    # Lapsed: draw the successor first; the drawn one claims, the others wait out the grace window.
+    assert leader_step(other, ME, NOW + 61, None) == LeaderStep.DRAW_SUCCESSOR
+    drawing = replace(other, successor_anchor=77)
+    assert leader_step(drawing, ME, NOW + 61, None) == LeaderStep.WAIT  # the draw's block is not mined yet
+    assert leader_step(drawing, ME, NOW + 61, ME.upper().replace("0X", "0x")) == LeaderStep.CLAIM
+    assert leader_step(drawing, ME, NOW + 61, OTHER) == LeaderStep.WAIT
+    grace_over = NOW + 60 + SPEC.payment.lease_seconds + 1
+    assert leader_step(drawing, ME, grace_over, OTHER) == LeaderStep.CLAIM  # any candidate after the grace window
+    assert leader_step(job(), ME, NOW + 61, None) == LeaderStep.DRAW_SUCCESSOR  # our own lease lapsed
 
 
 def test_a_leader_refuses_without_reading_when_not_leading_or_asked_for_another_round() -> None:
@@ -111,68 +133,82 @@ def test_a_leader_refuses_without_reading_when_not_leading_or_asked_for_another_
     assert refuse_before_reading(round_state(round=2), 2) is None
 
 
+def trainer(stake: int, *, registered: bool = True, locked: int = 0) -> TrainerInfo:
+    return TrainerInfo(registered=registered, node_class=NodeClass.M, pending=0, stake=stake, locked=locked)
+
+
 def test_trainers_the_contract_would_refuse_get_no_ticket() -> None:
-    assert "register" in ineligibility(TrainerInfo(registered=False, node_class=NodeClass.M, stake=10**18), 1)
-    assert "below the minimum" in ineligibility(TrainerInfo(registered=True, node_class=NodeClass.M, stake=9), 10)
-    assert ineligibility(TrainerInfo(registered=True, node_class=NodeClass.M, stake=10), 10) == ""
+    assert "register" in ineligibility(trainer(10**18, registered=False), 1, 1)
+    assert "below the minimum" in ineligibility(trainer(9), 10, 1)
+    assert "update bond" in ineligibility(trainer(20, locked=15), 10, 6)  # free 5 < bond 6
+    assert ineligibility(trainer(20, locked=14), 10, 6) == ""
+
+
+def test_a_trainer_tops_up_exactly_what_its_free_stake_lacks() -> None:
+    assert stake_shortfall(trainer(20, locked=15), 6) == 1
+    assert stake_shortfall(trainer(20, locked=14), 6) == 0
 
 
 def test_slots_are_counted_from_submissions_and_live_tickets() -> None:
-    st = round_state(tickets={"a": ticket("a"), "b": ticket("b", expires_at=NOW - 1)})
+    st = round_state(tickets={"a": ticket("a", slot=0), "b": ticket("b", expires_at=NOW - 1, slot=1)})
     assert st.live_ticket("A", NOW) == ticket("a") and st.live_ticket("b", NOW) is None
     # One live ticket of two slots: a third trainer gets the other slot (b's ticket expired).
-    assert refuse_slot(st, "c", 2, NOW) is None
-    st.tickets["c"] = ticket("c")
+    assert refuse_slot(st, "c", 2, NOW) is None and st.free_slot(2, NOW) == 1
+    st.tickets["c"] = ticket("c", slot=1)
     assert refuse_slot(st, "d", 2, NOW).reject == RejectCode.ROUND_FULL  # type: ignore[union-attr]
-    st.submitted = {"a"}  # a submitted: its slot is used, not outstanding
+    st.submitted = {0: "a"}  # a submitted: its slot is used, not outstanding
     assert refuse_slot(st, "a", 2, NOW).reject == RejectCode.ALREADY_SUBMITTED  # type: ignore[union-attr]
     assert refuse_slot(st, "d", 2, NOW).reject == RejectCode.ROUND_FULL  # type: ignore[union-attr]
-    assert refuse_slot(st, "d", 2, NOW + 61) is None  # c's ticket ran out
+    assert refuse_slot(st, "d", 2, NOW + 61) is None and st.free_slot(2, NOW + 61) == 1  # c's ticket ran out
 
 
 ACCEPTED, REJECTED = UpdateStatus.ACCEPTED, UpdateStatus.REJECTED
 
 
 def test_a_round_closes_when_every_slot_is_decided() -> None:
-    st = round_state(tickets={"a": ticket("a"), "b": ticket("b")}, submitted={"a", "b"},
-                     decided={"a": (ACCEPTED, "m1"), "b": (REJECTED, "m2")})
-    close = round_close(st, ["A", "B"], 2, now=NOW, mono=0.0)
-    assert close is not None and close.reason == CloseReason.ALL_DECIDED and close.accepted == [("A", "m1")]
+    st = round_state(tickets={"a": ticket("a", slot=0), "b": ticket("b", slot=1)}, submitted={0: "a", 1: "b"},
+                     decided={0: (ACCEPTED, "A", "m1"), 1: (REJECTED, "B", "m2")})
+    close = round_close(st, 2, now=NOW, mono=0.0)
+    assert close is not None and close.reason == CloseReason.ALL_DECIDED and close.accepted == [(0, "A", "m1")]
+    assert close.mask == 0b1
 
 
 def test_a_round_closes_early_when_nothing_is_outstanding_and_some_work_was_accepted() -> None:
-    st = round_state(tickets={"a": ticket("a"), "b": ticket("b", expires_at=NOW - 1)}, submitted={"a"},
-                     decided={"a": (ACCEPTED, "m1")})
-    close = round_close(st, ["a"], 3, now=NOW, mono=0.0)
-    assert close is not None and close.reason == CloseReason.NOTHING_OUTSTANDING and close.accepted == [("a", "m1")]
-    assert round_close(replace(st, decided={"a": (REJECTED, "m1")}), ["a"], 3, now=NOW, mono=0.0) is None
-    st.tickets["b"] = ticket("b")  # b may still submit
-    assert round_close(st, ["a"], 3, now=NOW, mono=0.0) is None
-    assert round_close(round_state(), [], 3, now=NOW, mono=0.0) is None  # nobody asked yet
+    st = round_state(tickets={"a": ticket("a"), "b": ticket("b", expires_at=NOW - 1, slot=1)}, submitted={0: "a"},
+                     decided={0: (ACCEPTED, "a", "m1")})
+    close = round_close(st, 3, now=NOW, mono=0.0)
+    assert close is not None and close.reason == CloseReason.NOTHING_OUTSTANDING
+    assert close.accepted == [(0, "a", "m1")]
+    assert round_close(replace(st, decided={0: (REJECTED, "a", "m1")}), 3, now=NOW, mono=0.0) is None
+    st.tickets["b"] = ticket("b", slot=1)  # b may still submit
+    assert round_close(st, 3, now=NOW, mono=0.0) is None
+    assert round_close(round_state(), 3, now=NOW, mono=0.0) is None  # nobody asked yet
 
 
 def test_a_round_closes_at_its_deadline_with_accepted_work_or_at_the_hard_deadline_without() -> None:
-    st = round_state(tickets={"a": ticket("a"), "b": ticket("b")}, submitted={"a", "b"},
-                     decided={"a": (ACCEPTED, "m1")})
-    assert round_close(st, ["a", "b"], 3, now=NOW, mono=99.0) is None  # b's verdict is still out
-    close = round_close(st, ["a", "b"], 3, now=NOW, mono=100.0)
-    assert close is not None and close.reason == CloseReason.DEADLINE and close.accepted == [("a", "m1")]
-    nothing = replace(st, decided={"a": (REJECTED, "m1")})
-    assert round_close(nothing, ["a", "b"], 3, now=NOW, mono=150.0) is None
-    close = round_close(nothing, ["a", "b"], 3, now=NOW, mono=200.0)
+    st = round_state(tickets={"a": ticket("a"), "b": ticket("b", slot=2)}, submitted={0: "a", 2: "b"},
+                     decided={0: (ACCEPTED, "a", "m1")})
+    assert round_close(st, 3, now=NOW, mono=99.0) is None  # b's verdict is still out
+    close = round_close(st, 3, now=NOW, mono=100.0)
+    assert close is not None and close.reason == CloseReason.DEADLINE and close.accepted == [(0, "a", "m1")]
+    assert close.mask == 0b1  # b's pending update is not committed (the commit expires it)
+    nothing = replace(st, decided={0: (REJECTED, "a", "m1")})
+    assert round_close(nothing, 3, now=NOW, mono=150.0) is None
+    close = round_close(nothing, 3, now=NOW, mono=200.0)
     assert close is not None and close.reason == CloseReason.LEASE_ENDING and close.accepted == []
 
 
-@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.sampled_from([None, ACCEPTED, REJECTED])), max_size=6),
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from([None, ACCEPTED, REJECTED])), max_size=6),
        st.integers(1, 6), st.floats(0, 300))
 def test_a_closed_round_carries_exactly_its_accepted_updates(updates, slots, mono) -> None:  # type: ignore[no-untyped-def]
-    trainers = list(dict.fromkeys(t for t, _ in updates))
     status = dict(updates)
-    st_ = round_state(submitted=set(trainers), decided={t: (s, "m-" + t) for t, s in status.items() if s})
-    close = round_close(st_, trainers, slots, now=NOW, mono=mono)
-    accepted = [(t, "m-" + t) for t in trainers if status[t] == ACCEPTED]
+    st_ = round_state(submitted={s: f"t{s}" for s in status},
+                      decided={s: (v, f"t{s}", f"m{s}") for s, v in status.items() if v})
+    close = round_close(st_, slots, now=NOW, mono=mono)
+    accepted = [(s, f"t{s}", f"m{s}") for s in sorted(status) if status[s] == ACCEPTED]
     if close is not None:
         assert close.accepted == ([] if close.reason == CloseReason.LEASE_ENDING else accepted)
+        assert close.mask == sum(1 << s for s, _, _ in close.accepted)
         assert close.reason != CloseReason.LEASE_ENDING or (mono >= 200.0 and not accepted)
     elif mono >= 200.0:
         raise AssertionError("a round never outlives its hard deadline")
@@ -203,8 +239,34 @@ def test_a_trainer_collects_only_accepted_unpaid_work() -> None:
 
 def test_a_validator_checks_only_pending_updates_it_was_drawn_for() -> None:
     assert skip_check(update(validators=(OTHER,)), ME) == "not-drawn"
-    assert skip_check(update(validators=(OTHER, ME), status=ACCEPTED), ME.lower()) == "decided-without-us"
+    assert skip_check(update(validators=(OTHER, ME), status=ACCEPTED), ME.lower()) == "decided"
     assert skip_check(update(validators=(OTHER, ME)), ME.upper().replace("0X", "0x")) is None
+    assert skip_check(update(validators=(OTHER, ME), voted_mask=0b10), ME) == "voted"
+    assert skip_check(update(validators=(OTHER, ME), voted_mask=0b01), ME) is None  # the other one voted
+    # Escalated: the first panel no longer votes; awaiting a draw: nobody does.
+    assert skip_check(update(validators=(ME,), phase=Phase.ESCALATED), ME) == "not-drawn"
+    assert skip_check(update(validators=(ME,), phase=Phase.AWAITING_PANEL), ME) == "not-drawn"
+
+
+def test_a_draw_waits_for_the_block_after_its_anchor_plus_the_delay() -> None:
+    assert not draw_ready(10, 12, 2) and draw_ready(10, 13, 2)
+    assert update(phase=Phase.AWAITING_PANEL).draw_due() and update(phase=Phase.AWAITING_ESCALATION).draw_due()
+    assert not update(phase=Phase.VOTING).draw_due()
+    assert not update(phase=Phase.AWAITING_PANEL, status=ACCEPTED).draw_due()
+
+
+def test_withheld_content_is_given_up_after_the_deadline() -> None:
+    assert not content_given_up(None, 1_000.0, 60.0)
+    assert not content_given_up(100.0, 159.0, 60.0) and content_given_up(100.0, 160.0, 60.0)
+
+
+def test_the_claimed_loss_reduction_is_the_manifests() -> None:
+    def manifest(before: int, after: int) -> UpdateManifest:
+        return UpdateManifest(ticket=ticket(OTHER), trainer=OTHER, delta_cid=CID, delta_encoding="f32",
+                              loss_before_micro=before, loss_after_micro=after, segment_every=10,
+                              segment_hashes=["ab" * 32])
+    assert claimed_loss_reduction(manifest(2_000_000, 1_500_000)) == 500_000
+    assert claimed_loss_reduction(manifest(1_000_000, 1_500_000)) == 0
 
 
 def test_a_replay_fetches_each_chosen_segments_ends_and_the_final_state() -> None:
@@ -215,11 +277,14 @@ def test_a_replay_fetches_each_chosen_segments_ends_and_the_final_state() -> Non
 
 # -- auditor -------------------------------------------------------------------------------------------------------
 
-def test_an_auditor_audits_rounds_it_was_drawn_in_or_every_round_when_asked_to() -> None:
-    drawn, other = update(validators=(OTHER, ME)), update(validators=(OTHER,))
-    assert asked_to_audit(ME.lower(), [other, drawn], audit_all=False)
-    assert not asked_to_audit(ME, [other], audit_all=False)
-    assert asked_to_audit(ME, [], audit_all=True)
+def test_an_auditor_audits_only_rounds_whose_audit_panel_drew_it() -> None:
+    def round_info(*auditors: str) -> RoundInfo:
+        return RoundInfo(submitted_mask=1, accepted_mask=1, priced=True, committer=Address(OTHER), audit_anchor=5,
+                         audit=AuditOutcome.OPEN, audit_ok=0, audit_failed=0,
+                         auditors=tuple(Address(a) for a in auditors), checkpoint_cid=None)
+    assert asked_to_audit(ME.lower(), round_info(OTHER, ME))
+    assert not asked_to_audit(ME, round_info(OTHER))
+    assert not asked_to_audit(ME, round_info())  # not drawn yet
 
 
 def test_an_auditor_is_finished_with_a_closed_job_once_every_committed_round_is_handled() -> None:

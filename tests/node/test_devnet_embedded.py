@@ -94,7 +94,7 @@ async def test_leader_stopped_mid_round_is_replaced_after_its_lease(tmp_path: Pa
 
     result = await run_devnet(plan, on_ready=stop_leader_mid_round, on_finished=job_status_from_a_fresh_node)
     assert len(result.rounds) == 3
-    committers = [leader for _round, leader in result.ledger.commits]
+    committers = [leader for _round, leader, _mask in result.ledger.commits]
     assert seen["victim"] == committers[0], "the first leader served round 1"
     assert seen["victim"] not in committers[1:], committers
     assert len(set(committers)) == 2

@@ -52,7 +52,7 @@ async def test_job_survives_leader_sigkill_mid_round(tmp_path: Path) -> None:
         client = JobManagerClient(connect_http(net.rpc_url), net.contract_address, dev_accounts(1)[0])
         while True:  # wait until round 2 is being served: an update of round 2 is on-chain
             job = client.get_job(job_id)
-            if job.committed_rounds >= 1 and client.get_round_updates(job_id, job.committed_rounds):
+            if job.committed_rounds >= 1 and client.submissions(job_id, job.committed_rounds):
                 break
             await trio.sleep(0.3)
         victim = net.labels[str(job.leader).lower()]

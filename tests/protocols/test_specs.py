@@ -11,6 +11,7 @@ from eth_account import Account
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocols.chain.ticket import TicketDomain
 from protocols.errors import SchemaError
 from protocols.specs import JobSpec, RoundRecord, TaskTicket, UpdateManifest
 from protocols.types import NodeClass
@@ -21,6 +22,7 @@ Account.enable_unaudited_hdwallet_features()
 MNEMONIC = "test test test test test test test test test test test junk"
 LEADER = Account.from_mnemonic(MNEMONIC, account_path="m/44'/60'/0'/0/1")
 OTHER = Account.from_mnemonic(MNEMONIC, account_path="m/44'/60'/0'/0/2")
+DOMAIN = TicketDomain(chain_id=31337, contract="0x5FbDB2315678afecb367f032d93F642f64180aa3")
 
 
 def spec() -> JobSpec:
@@ -28,8 +30,8 @@ def spec() -> JobSpec:
 
 
 def ticket(**kw: object) -> TaskTicket:
-    base = dict(job_id=1, round=0, term=1, base_cid=CID, shard_cid=CID, sample_start=0, sample_count=100,
-                steps=50, batch_size=32, seed=7, node_class=NodeClass.M, weight=50, trainer=OTHER.address,
+    base = dict(job_id=1, round=0, term=1, slot=0, base_cid=CID, shard_cid=CID, sample_start=0, sample_count=100,
+                steps=50, batch_size=32, seed=7, node_class=NodeClass.M, weight=50, work_units=2, trainer=OTHER.address,
                 leader=LEADER.address, expires_at=10**9)
     base.update(kw)
     return TaskTicket(**base)  # type: ignore[arg-type]
@@ -77,17 +79,19 @@ def test_job_spec_rejects_unknown_and_missing_fields() -> None:
 
 
 def test_ticket_signature_binds_every_field() -> None:
-    t = ticket().signed_by(LEADER)
-    t.verify_leader()
+    t = ticket().signed_by(LEADER, DOMAIN)
+    t.verify_leader(DOMAIN)
     assert TaskTicket.from_bytes(t.to_bytes()) == t
     tampered = replace(t, steps=1)
     with pytest.raises(SchemaError, match="does not match"):
-        tampered.verify_leader()
+        tampered.verify_leader(DOMAIN)
     with pytest.raises(SchemaError, match="being signed by"):
-        ticket().signed_by(OTHER)
-    forged = replace(ticket(leader=OTHER.address).signed_by(OTHER), leader=LEADER.address)
+        ticket().signed_by(OTHER, DOMAIN)
+    forged = replace(ticket(leader=OTHER.address).signed_by(OTHER, DOMAIN), leader=LEADER.address)
     with pytest.raises(SchemaError):
-        forged.verify_leader()
+        forged.verify_leader(DOMAIN)
+    with pytest.raises(SchemaError, match="does not match"):  # EIP-712: bound to one chain and one contract
+        t.verify_leader(TicketDomain(chain_id=1, contract=DOMAIN.contract))
 
 
 @given(st.integers(0, 2**32), st.integers(1, 10_000), st.sampled_from(list(NodeClass)))
@@ -97,7 +101,7 @@ def test_ticket_round_trip(round_: int, steps: int, cls: NodeClass) -> None:
 
 
 def test_manifest_validation() -> None:
-    t = ticket().signed_by(LEADER)
+    t = ticket().signed_by(LEADER, DOMAIN)
     m = UpdateManifest(ticket=t, trainer=OTHER.address, delta_cid=CID, delta_encoding="f32",
                        loss_before_micro=2_300_000, loss_after_micro=900_000, segment_every=10,
                        segment_hashes=["ab" * 32] * 5)
@@ -119,7 +123,7 @@ def test_manifest_validation() -> None:
 
 def test_canonical_bytes_are_unchanged() -> None:
     """Golden hashes of the bytes the specs had before the schema refactor (CIDs and signatures depend on them)."""
-    t = ticket().signed_by(LEADER)
+    t = ticket().signed_by(LEADER, DOMAIN)
     m = UpdateManifest(ticket=t, trainer=OTHER.address, delta_cid=CID, delta_encoding="f32",
                        loss_before_micro=2_300_000, loss_after_micro=900_000, segment_every=10,
                        segment_hashes=["ab" * 32] * 5)
@@ -127,15 +131,16 @@ def test_canonical_bytes_are_unchanged() -> None:
                     eval_loss_micro=512000)
     golden = {
         "JobSpec": "e4b97cf430acfffc1b9b7ae4a0a7d320d1f3934b2b650c683dbad60340bc1dbc",
-        "TaskTicket": "bce6f722ba5adba2f457771ffc081755311098a845e8d025898659407c8b3bea",
-        # dtnode/update/2 (issue 14): segment_cids dropped, states served on request; changed on purpose.
-        "UpdateManifest": "130c635ffd01d254e3fb4507d1bcd1232c8071f045824daf45352e03fd385afa",
+        # dtnode/ticket/2 (issue 13): slot and work_units added, EIP-712 signature; changed on purpose.
+        "TaskTicket": "6b3ccfb36b4b857c27978006436726f5df89119a25b406f6524ff8644ae84bcf",
+        # dtnode/update/2 (issue 14): segment_cids dropped; its ticket is dtnode/ticket/2 (issue 13).
+        "UpdateManifest": "85c4a2bcf92500b0a67dd63594b0dc8aed655b72d22375c4d23b2f458cff2ec8",
         "RoundRecord": "566b98ce68dc117ba9e8a5f943a186c45281ea3c5191089c61e7aac575daa90a",
     }
     for obj in (spec(), t, m, r):
         assert hashlib.sha256(obj.to_bytes()).hexdigest() == golden[type(obj).__name__], type(obj).__name__
     assert json.loads(m.to_bytes())["ticket"] == json.loads(t.to_bytes())  # the manifest carries the ticket object
-    UpdateManifest.from_bytes(m.to_bytes()).ticket.verify_leader()
+    UpdateManifest.from_bytes(m.to_bytes()).ticket.verify_leader(DOMAIN)
 
 
 def test_fields_added_later_stay_out_of_the_bytes_at_their_default() -> None:

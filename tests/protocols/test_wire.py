@@ -7,6 +7,7 @@ import json
 import pytest
 from eth_account import Account
 
+from protocols.chain.ticket import TicketDomain
 from protocols.errors import SchemaError
 from protocols.specs import TaskTicket
 from protocols.types import NodeClass, RejectCode
@@ -17,12 +18,13 @@ CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 Account.enable_unaudited_hdwallet_features()
 LEADER = Account.from_mnemonic("test test test test test test test test test test test junk",
                                account_path="m/44'/60'/0'/0/1")
+DOMAIN = TicketDomain(chain_id=31337, contract="0x5FbDB2315678afecb367f032d93F642f64180aa3")
 
 
 def _ticket() -> TaskTicket:
-    return TaskTicket(job_id=1, round=0, term=1, base_cid=CID, shard_cid=CID, sample_start=0, sample_count=100,
-                      steps=50, batch_size=32, seed=7, node_class=NodeClass.L, weight=50, trainer=LEADER.address,
-                      leader=LEADER.address, expires_at=10**9).signed_by(LEADER)
+    return TaskTicket(job_id=1, round=0, term=1, slot=0, base_cid=CID, shard_cid=CID, sample_start=0, sample_count=100,
+                      steps=50, batch_size=32, seed=7, node_class=NodeClass.L, weight=50, work_units=4,
+                      trainer=LEADER.address, leader=LEADER.address, expires_at=10**9).signed_by(LEADER, DOMAIN)
 
 
 def test_bodies_round_trip_with_the_wire_names() -> None:
@@ -35,7 +37,7 @@ def test_bodies_round_trip_with_the_wire_names() -> None:
     answer = TaskResponse(ticket=_ticket())
     decoded = TaskResponse.from_bytes(answer.to_bytes())
     assert decoded == answer and decoded.ticket is not None and decoded.ticket.node_class is NodeClass.L
-    decoded.ticket.verify_leader()
+    decoded.ticket.verify_leader(DOMAIN)
     peers = PeersResponse(presences=("a", "b"))
     assert PeersResponse.from_bytes(peers.to_bytes()) == peers
     assert PeersRequest.from_bytes(PeersRequest(max_peers=5).to_bytes()).max_peers == 5

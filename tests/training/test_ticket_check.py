@@ -9,8 +9,9 @@ import pytest
 from eth_account import Account
 
 from node.training.errors import TicketRejected
-from node.training.task import Task, task_size
+from node.training.task import Task, task_size, work_units
 from node.training.ticket_check import TicketExpectations, check_ticket, check_update_ticket
+from protocols.chain.ticket import TicketDomain, ticket_digest
 from protocols.specs import JobSpec, TaskTicket, UpdateManifest
 from protocols.types import NodeClass, RejectCode
 
@@ -26,25 +27,26 @@ STRANGER = Account.from_mnemonic(MNEMONIC, account_path="m/44'/60'/0'/0/3")
 SPEC = JobSpec(local_steps=50, batch_size=32, segment_every=10).with_content(
     dataset_cid=BASE, eval_cid=BASE, initial_checkpoint_cid=BASE)
 NOW = 1_000_000
+DOMAIN = TicketDomain(chain_id=31337, contract="0x5FbDB2315678afecb367f032d93F642f64180aa3")
 
 
 def expectations(**kw: Any) -> TicketExpectations:
-    base: dict[str, Any] = dict(spec=SPEC, job_id=1, round=3, trainer=TRAINER.address, leaders=(LEADER.address,),
+    base: dict[str, Any] = dict(spec=SPEC, domain=DOMAIN, job_id=1, round=3, trainer=TRAINER.address, leaders=(LEADER.address,),
                                 base_cid=BASE, shard_samples={SHARD: 6000, OTHER_CID: 100},
                                 node_class=NodeClass.S, now=NOW)
     base.update(kw)
     return TicketExpectations(**base)
 
 
-def ticket(*, signer: Any = LEADER, **kw: Any) -> TaskTicket:
+def ticket(*, signer: Any = LEADER, domain: TicketDomain = DOMAIN, **kw: Any) -> TaskTicket:
     node_class = kw.pop("node_class", NodeClass.S)
     size = task_size(SPEC, node_class)
     fields: dict[str, Any] = dict(
-        job_id=1, round=3, term=1, base_cid=BASE, shard_cid=SHARD, sample_start=0, sample_count=6000,
+        job_id=1, round=3, term=1, slot=2, base_cid=BASE, shard_cid=SHARD, sample_start=0, sample_count=6000,
         steps=size.steps, batch_size=size.batch_size, seed=7, node_class=node_class, weight=size.weight,
-        trainer=TRAINER.address, leader=signer.address, expires_at=NOW + 60)
+        work_units=work_units(SPEC, node_class), trainer=TRAINER.address, leader=signer.address, expires_at=NOW + 60)
     fields.update(kw)
-    return TaskTicket(**fields).signed_by(signer)
+    return TaskTicket(**fields).signed_by(signer, domain)
 
 
 def refusal(t: TaskTicket, expect: TicketExpectations | None = None) -> RejectCode:
@@ -76,6 +78,10 @@ def test_signature_must_be_the_named_leaders() -> None:
     assert refusal(forged) is RejectCode.BAD_SIGNATURE
     assert refusal(replace(ticket(), signature="")) is RejectCode.BAD_SIGNATURE
     assert refusal(replace(ticket(), seed=8)) is RejectCode.BAD_SIGNATURE  # any edit breaks the signature
+    # signed for another chain or another deployment: recovers to someone else
+    assert refusal(ticket(domain=TicketDomain(chain_id=1, contract=DOMAIN.contract))) is RejectCode.BAD_SIGNATURE
+    other = TicketDomain(chain_id=DOMAIN.chain_id, contract="0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512")
+    assert refusal(ticket(domain=other)) is RejectCode.BAD_SIGNATURE
 
 
 def test_leader_must_be_acceptable() -> None:
@@ -97,6 +103,8 @@ def test_leader_must_be_acceptable() -> None:
         ({"batch_size": 64}, RejectCode.WRONG_TASK_SIZE),
         ({"weight": 2**32}, RejectCode.WRONG_TASK_SIZE),
         ({"node_class": NodeClass.L}, RejectCode.WRONG_TASK_SIZE),
+        ({"work_units": 3}, RejectCode.WRONG_TASK_SIZE),
+        ({"slot": SPEC.tasks_per_round}, RejectCode.WRONG_SLOT),
         ({"expires_at": NOW}, RejectCode.EXPIRED),
     ],
 )
@@ -106,7 +114,8 @@ def test_each_field_is_checked(change: dict[str, Any], code: RejectCode) -> None
 
 def test_a_class_m_ticket_sized_as_s_is_refused() -> None:
     small = task_size(SPEC, NodeClass.S)
-    t = ticket(node_class=NodeClass.M, steps=small.steps, batch_size=small.batch_size, weight=small.weight)
+    t = ticket(node_class=NodeClass.M, steps=small.steps, batch_size=small.batch_size, weight=small.weight,
+               work_units=work_units(SPEC, NodeClass.S))
     assert refusal(t, expectations(node_class=None)) is RejectCode.WRONG_TASK_SIZE
 
 
@@ -126,3 +135,16 @@ def test_update_manifest_must_match_its_ticket() -> None:
         check_update_ticket(replace(manifest, trainer=STRANGER.address),
                             expectations(trainer=STRANGER.address, now=None))
     assert info.value.code is RejectCode.WRONG_TRAINER
+
+
+def test_a_validator_accepts_only_the_ticket_the_chain_admitted() -> None:
+    t = ticket()
+    digest = ticket_digest(t.chain_ticket(), DOMAIN)
+    check_ticket(t, expectations(now=None, admitted=(t.slot, digest)))
+    assert refusal(t, expectations(now=None, admitted=(t.slot + 1, digest))) is RejectCode.WRONG_SLOT
+    assert refusal(t, expectations(now=None, admitted=(t.slot, b"\x00" * 32))) is RejectCode.NOT_ADMITTED
+    assert t.chain_ticket().task_hash == t.task_hash() and len(t.task_hash()) == 32
+
+
+def test_work_units_scale_with_the_class() -> None:
+    assert [work_units(SPEC, c) for c in NodeClass] == [1, 2, 4]
