@@ -197,7 +197,8 @@ interface IJobManagerTypes {
     );
     /// @dev Emitted by `drawValidators`: `panel` may vote on the update in `phase` (Voting or Escalated).
     event ValidatorsDrawn(uint256 indexed jobId, uint32 indexed round, uint32 indexed slot, Phase phase, address[] panel);
-    /// @dev Emitted by a draw whose block hash is older than 256 blocks: the draw moved to `anchorBlock`.
+    /// @dev Emitted by a draw whose block hash is older than 256 blocks, or whose validator pool changed since its
+    /// anchor (a change made after the seed block is known could steer the draw): the draw moved to `anchorBlock`.
     event DrawRescheduled(uint256 indexed jobId, uint32 indexed round, uint32 indexed slot, uint64 anchorBlock);
     /// @dev Emitted by `validateUpdate`.
     event UpdateVoted(
@@ -532,7 +533,8 @@ interface IJobManager is IJobManagerTypes {
         bytes calldata leaderSignature
     ) external;
 
-    /// @notice Draws the panel of the update's current phase from a block after its anchor.
+    /// @notice Draws the panel of the update's current phase from a block after its anchor (re-anchors instead when
+    /// that block's hash is gone or the validator pool changed since the anchor).
     /// @dev Emits a {ValidatorsDrawn} or a {DrawRescheduled} event.
     function drawValidators(uint256 jobId, uint32 round, uint32 slot) external;
 

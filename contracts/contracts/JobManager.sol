@@ -173,6 +173,7 @@ contract JobManager is JobManagerState {
         u.status = UpdateStatus.Pending;
         u.workUnits = ticket.workUnits;
         u.anchorBlock = uint48(block.number);
+        u.poolVersion = uint32(_pool.version);
         u.lossReduction = lossReduction;
         _trainerUpdates[ticket.jobId][msg.sender].push((uint64(ticket.round) << 8) | uint64(ticket.slot));
         emit UpdateSubmitted(
@@ -197,8 +198,10 @@ contract JobManager is JobManagerState {
         }
         (bool ready, bytes32 hash) = JobManagerLib.seedAt(u.anchorBlock, DRAW_DELAY);
         if (!ready) revert JobManagerDrawNotReady(uint256(u.anchorBlock) + DRAW_DELAY + 1);
-        if (hash == bytes32(0)) {
+        // A pool changed after the seed block was known could steer the draw: start over from a new anchor.
+        if (hash == bytes32(0) || u.poolVersion != uint32(_pool.version)) {
             u.anchorBlock = uint48(block.number);
+            u.poolVersion = uint32(_pool.version);
             emit DrawRescheduled(jobId, round, slot, uint64(block.number));
             return;
         }
@@ -207,7 +210,7 @@ contract JobManager is JobManagerState {
         if (phase == Phase.AwaitingPanel) {
             panel = _pool.draw(seed, job.params.quorum, u.trainer);
             u.panel = panel;
-            u.challenge = uint96(uint256(keccak256(abi.encode(seed, "challenge"))));
+            u.challenge = uint64(uint256(keccak256(abi.encode(seed, "challenge"))));
             u.drawnAt = uint32(block.timestamp);
             u.phase = Phase.Voting;
         } else {
@@ -249,6 +252,7 @@ contract JobManager is JobManagerState {
             if (!agrees) {
                 u.phase = Phase.AwaitingEscalation;
                 u.anchorBlock = uint48(block.number);
+                u.poolVersion = uint32(_pool.version);
                 emit UpdateEscalated(jobId, round, slot, uint64(block.number));
             } else if (voted == uint16((1 << u.panel.length) - 1)) {
                 _settle(jobId, job, round, slot, u, isValid);
@@ -296,6 +300,7 @@ contract JobManager is JobManagerState {
         r.checkpointCid = checkpointCid;
         r.committer = leader;
         r.auditAnchor = uint64(block.number);
+        r.auditPoolVersion = uint32(_pool.version);
         _candidacy[jobId][leader].lastCommitAt = uint64(block.timestamp);
         job.spent += _priceRound(jobId, round, job.params, r);
         uint32 committed = round + 1;

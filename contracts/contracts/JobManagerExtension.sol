@@ -123,6 +123,7 @@ contract JobManagerExtension is JobManagerState {
         u.silentMask = uint16(((1 << u.panel.length) - 1) & ~uint256(u.votedMask));
         u.phase = Phase.AwaitingEscalation;
         u.anchorBlock = uint48(block.number);
+        u.poolVersion = uint32(_pool.version);
         emit UpdateEscalated(jobId, round, slot, uint64(block.number));
     }
 
@@ -134,8 +135,9 @@ contract JobManagerExtension is JobManagerState {
         if (r.auditors.length != 0) revert JobManagerNothingToDraw(jobId, round, AUDIT_SLOT);
         (bool ready, bytes32 hash) = JobManagerLib.seedAt(r.auditAnchor, DRAW_DELAY);
         if (!ready) revert JobManagerDrawNotReady(uint256(r.auditAnchor) + DRAW_DELAY + 1);
-        if (hash == bytes32(0)) {
+        if (hash == bytes32(0) || r.auditPoolVersion != uint32(_pool.version)) {
             r.auditAnchor = uint64(block.number);
+            r.auditPoolVersion = uint32(_pool.version);
             emit DrawRescheduled(jobId, round, AUDIT_SLOT, uint64(block.number));
             return;
         }

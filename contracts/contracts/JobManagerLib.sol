@@ -19,6 +19,7 @@ library JobManagerLib {
         mapping(uint256 slot => address) memberAt;
         mapping(address account => uint256) slotOf; // 0: not a member
         uint256[] free;
+        uint256 version; // bumped by every change: a draw anchored before a change is re-anchored
     }
 
     /// @dev Slots already drawn (or excluded) during one draw, with their weights.
@@ -61,6 +62,7 @@ library JobManagerLib {
         t.slotOf[account] = slot;
         t.total += w;
         ++t.count;
+        ++t.version;
     }
 
     /// @dev Removes a member; its slot is reused by the next add.
@@ -74,6 +76,7 @@ library JobManagerLib {
         delete t.memberAt[slot];
         delete t.slotOf[account];
         t.free.push(slot);
+        ++t.version;
     }
 
     /// @dev Lowers a member's weight to 0 < w <= its weight (stake only grows by re-registering).
@@ -83,6 +86,7 @@ library JobManagerLib {
         _subAt(t, slot, delta);
         t.total -= delta;
         t.weight[slot] = w;
+        ++t.version;
     }
 
     /// @dev The members in slot order (for views; O(size)).

@@ -75,6 +75,7 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         bool priced;
         address committer;
         uint64 auditAnchor;
+        uint32 auditPoolVersion;
         AuditOutcome audit;
         uint8 auditOk;
         uint8 auditFailed;
@@ -98,7 +99,8 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         uint16 validMask;
         uint64 escVotedMask;
         uint64 escValidMask;
-        uint96 challenge;
+        uint64 challenge;
+        uint32 poolVersion; // the pool's version at the anchor: a draw after a pool change re-anchors
         uint128 escStake;
         uint128 escValidStake;
         uint128 escInvalidStake;

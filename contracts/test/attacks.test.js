@@ -118,6 +118,24 @@ describe("JobManager: the attacks of issue #13", function () {
     expect(await jm.getValidators()).to.not.include(liar.address);
   });
 
+  it("3b. a pool change after the seed block is known cannot steer a draw: it re-anchors", async function () {
+    const f = await loadFixture(h.jobFixture);
+    const { jm, jobId, t1, v1, outsider } = f;
+    await h.submit(f, jobId, t1, 0);
+    await mine(h.DRAW_DELAY); // the seed block is mined: the grinder now knows the draw
+    await jm.connect(v1).requestDeregistration(); // ... and shifts the tree before anyone draws
+    const tx = await jm.drawValidators(jobId, 0, 0);
+    await expect(tx).to.emit(jm, "DrawRescheduled").withArgs(jobId, 0, 0, tx.blockNumber);
+    await expect(tx).not.to.emit(jm, "ValidatorsDrawn");
+    // Joining is a change too.
+    await jm.connect(outsider).registerValidator({ value: h.MIN_VALIDATOR_STAKE });
+    await mine(h.DRAW_DELAY);
+    await expect(jm.drawValidators(jobId, 0, 0)).to.emit(jm, "DrawRescheduled");
+    // Without a change after the anchor the draw happens.
+    await mine(h.DRAW_DELAY);
+    await expect(jm.drawValidators(jobId, 0, 0)).to.emit(jm, "ValidatorsDrawn");
+  });
+
   it("4. candidate squatting: bonds, eviction by a bigger bond, a lapse burns half, no timed successor", async function () {
     const f = await loadFixture(h.registeredFixture);
     const { jm, customer, l1 } = f;
@@ -174,6 +192,10 @@ describe("JobManager: the attacks of issue #13", function () {
     await expect(jm.connect(outsider).auditRound(jobId, 0, false))
       .to.be.revertedWithCustomError(jm, "JobManagerNotAuditor")
       .withArgs(jobId, 0, outsider.address);
+    await mine(h.DRAW_DELAY);
+    // Its registration changed the pool after the commit: the audit draw re-anchors (a change made once the seed
+    // is known could otherwise steer the panel).
+    await expect(jm.drawAuditors(jobId, 0)).to.emit(jm, "DrawRescheduled");
     await mine(h.DRAW_DELAY);
     await jm.drawAuditors(jobId, 0);
     const auditors = (await jm.getRound(jobId, 0)).auditors.map((a) => h.signerOf(f, a));

@@ -171,7 +171,13 @@ async function submit(f, jobId, trainer, slot, opts = {}) {
 async function draw(f, jobId, round, slot) {
   await mine(DRAW_DELAY);
   await f.jm.drawValidators(jobId, round, slot);
-  const u = await f.jm.getUpdate(jobId, round, slot);
+  let u = await f.jm.getUpdate(jobId, round, slot);
+  if (u.phase === Phase.AwaitingPanel || u.phase === Phase.AwaitingEscalation) {
+    // Re-anchored (the pool changed since the anchor): draw from the new anchor.
+    await mine(DRAW_DELAY);
+    await f.jm.drawValidators(jobId, round, slot);
+    u = await f.jm.getUpdate(jobId, round, slot);
+  }
   const list = u.phase === Phase.Escalated ? u.escalationPanel : u.panel;
   return list.map((a) => signerOf(f, a));
 }
