@@ -107,7 +107,6 @@ class ValidatorRole:
 
     async def _vote(self, job_id: int, r: int, sub: Submission, verdict: Verdict, key: VoteKey) -> None:
         ctx = self.ctx
-        self.verdicts[key] = verdict
         ctx.log.info("job %d round %d: update of %s in slot %d is %s (%s; segments %s, max distance %.3g)", job_id,
                      r, sub.trainer, sub.slot, "VALID" if verdict.ok else "INVALID", verdict.reason,
                      list(verdict.checked_segments),
@@ -116,6 +115,8 @@ class ValidatorRole:
             await ctx.jobs.validate_update(job_id, r, sub.slot, verdict.ok)
         except ContractRevert as exc:
             ctx.log.info("vote on slot %d in job %d round %d reverted: %s", sub.slot, job_id, r, exc.error_name)
+        # Recorded once the chain answered (a vote that failed to be mined is checked and sent again).
+        self.verdicts[key] = verdict
 
     async def check(self, job_id: int, r: int, sub: Submission) -> Verdict:
         """Verify one admitted update's claim. Raises StorageError/P2PError while its content cannot be fetched

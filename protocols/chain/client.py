@@ -55,6 +55,11 @@ class TxResult:
         return any(ev.name == name for ev in self.events)
 
 
+SETTLE_GAS = 3_000_000
+"""Gas floor of a vote: enough to settle an escalation panel of ESCALATION_PANEL (63) validators (unused gas is not
+charged; the sender's balance must cover the limit at the fee cap)."""
+
+
 class JobManagerClient(JobManagerReader):
     """Typed access to one JobManager deployment, sending as ``account`` (signed locally, never by the node)."""
 
@@ -62,13 +67,13 @@ class JobManagerClient(JobManagerReader):
         """A client for the same deployment sending as another account."""
         return JobManagerClient(self.w3, self.address, account, config=self.config, deploy_block=self.deploy_block)
 
-    def _send(self, fn_name: str, args: list[Any], *, value: int = 0) -> TxResult:
+    def _send(self, fn_name: str, args: list[Any], *, value: int = 0, min_gas: int = 0) -> TxResult:
         tx: TxParams = {
             "to": self.address,
             "data": self._contract.encode_abi(fn_name, args=args),
             "value": Wei(value),
         }
-        return _result(self._decoder.decode_all, self._tx.send(tx, fn_name))
+        return _result(self._decoder.decode_all, self._tx.send(tx, fn_name, min_gas=min_gas))
 
     # ------------------------------------------------------------------ roles and stake
 
@@ -135,8 +140,10 @@ class JobManagerClient(JobManagerReader):
         return self._send("drawValidators", [job_id, round, slot])
 
     def validate_update(self, job_id: int, round: int, slot: int, is_valid: bool) -> TxResult:
-        """``validateUpdate(jobId, round, slot, isValid)`` by a member of the update's current panel."""
-        return self._send("validateUpdate", [job_id, round, slot, is_valid])
+        """``validateUpdate(jobId, round, slot, isValid)`` by a member of the update's current panel. Sent with at least
+        ``SETTLE_GAS`` of gas: votes race, and the one that lands last settles (fees, slashes, maybe an escalation
+        panel's rewards), which costs far more than the estimate made before the others landed."""
+        return self._send("validateUpdate", [job_id, round, slot, is_valid], min_gas=SETTLE_GAS)
 
     def commit_round(self, job_id: int, round: int, checkpoint_cid: str, accepted_mask: int) -> TxResult:
         """``commitRound(...)`` by the leader; reverts ``JobManagerWrongAcceptedSet`` unless ``accepted_mask`` is

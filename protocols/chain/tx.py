@@ -114,10 +114,10 @@ class Transactor:
         prio = self.config.priority_fee_wei
         return {"maxFeePerGas": base * self.config.base_fee_multiplier + prio, "maxPriorityFeePerGas": prio}
 
-    def _gas_limit(self, tx: TxParams, what: str) -> int:
+    def _gas_limit(self, tx: TxParams, what: str, min_gas: int) -> int:
         estimate = self.rpc(lambda: self.w3.eth.estimate_gas(tx), f"estimate gas for {what}")
         block = self.rpc(lambda: self.w3.eth.get_block("latest"), "eth_getBlockByNumber")
-        scaled = int(estimate * self.config.gas_multiplier) + self.config.gas_headroom
+        scaled = max(int(estimate * self.config.gas_multiplier) + self.config.gas_headroom, min_gas)
         return min(scaled, int(block["gasLimit"]))
 
     def _send_raw(self, raw: bytes, tx_hash: HexBytes, what: str) -> HexBytes:
@@ -136,8 +136,11 @@ class Transactor:
 
         return call_with_retry(once, self.config.retry, what=f"send {what}")
 
-    def send(self, tx: TxParams, what: str) -> TxReceipt:
+    def send(self, tx: TxParams, what: str, *, min_gas: int = 0) -> TxReceipt:
         """Estimate, sign, send and wait for ``tx`` (``to``/``data``/``value`` set); returns a successful receipt.
+
+        ``min_gas``: a floor on the gas limit, for a call whose cost can grow a lot between estimate and inclusion
+        (a vote that turns out to settle the update pays every panel member's fee or slash).
 
         Raises:
             ContractRevert: (a named subclass) the contract refused, at estimation or on-chain.
@@ -145,7 +148,7 @@ class Transactor:
             ChainUnavailable: the RPC did not answer within the retry policy.
         """
         tx = {**tx, "from": self.account.address}
-        gas = self._gas_limit(tx, what)
+        gas = self._gas_limit(tx, what, min_gas)
         for attempt in (1, 2):
             fees = self._fees()
             try:
