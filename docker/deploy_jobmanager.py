@@ -19,10 +19,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from node.commands import load_account
+from node.commands import load_account, refuse_dev_account_off_dev_chain
 from node.config import load_config
 from protocols.chain.backends import connect_http
-from protocols.chain.client import deploy
+from protocols.chain.client import DeploySettings, deploy
 from protocols.errors import DtnodeError
 
 ETH = 10**18
@@ -32,7 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--min-trainer-stake-wei", type=int, default=ETH // 10)
     parser.add_argument("--min-validator-stake-wei", type=int, default=ETH // 10)
-    parser.add_argument("--slash-amount-wei", type=int, default=ETH // 20)
+    parser.add_argument("--min-update-bond-wei", type=int, default=ETH // 100)
+    parser.add_argument("--validator-slash-wei", type=int, default=ETH // 100)
+    parser.add_argument("--min-leader-bond-wei", type=int, default=ETH // 100)
     parser.add_argument("--deregistration-delay-s", type=int, default=3600)
     args = parser.parse_args(argv)
     try:
@@ -42,9 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         balance = w3.eth.get_balance(account.address)
         if balance == 0:
             raise DtnodeError(f"{account.address} has no ether on {cfg.chain_rpc_url}: fund it for the gas first")
-        client = deploy(w3, account, min_trainer_stake=args.min_trainer_stake_wei,
-                        min_validator_stake=args.min_validator_stake_wei, slash_amount=args.slash_amount_wei,
-                        deregistration_delay=args.deregistration_delay_s)
+        refuse_dev_account_off_dev_chain(cfg, int(w3.eth.chain_id))
+        client = deploy(w3, account, DeploySettings(
+            min_trainer_stake=args.min_trainer_stake_wei, min_validator_stake=args.min_validator_stake_wei,
+            min_update_bond=args.min_update_bond_wei, validator_slash=args.validator_slash_wei,
+            min_leader_bond=args.min_leader_bond_wei, deregistration_delay=args.deregistration_delay_s))
     except DtnodeError as exc:
         print(f"deploy_jobmanager: error: {exc}", file=sys.stderr)
         return 2

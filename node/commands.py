@@ -83,6 +83,17 @@ def load_account(cfg: NodeConfig) -> LocalAccount:
     return account
 
 
+def refuse_dev_account_off_dev_chain(cfg: NodeConfig, chain_id: int) -> None:
+    """``--dev-account`` acts as a Hardhat account whose key is public: anyone can spend from it. Refuse it on any
+    chain but a local dev chain (Hardhat's 31337, eth-tester's 131277322940537)."""
+    from protocols.chain.backends import DEV_CHAIN_IDS
+
+    if cfg.dev_account >= 0 and chain_id not in DEV_CHAIN_IDS:
+        raise ConfigError(f"setting 'dev_account': {cfg.chain_rpc_url} serves chain id {chain_id}, not a local dev "
+                          f"chain ({', '.join(map(str, sorted(DEV_CHAIN_IDS)))}); Hardhat's dev keys are public, so "
+                          "anyone could spend from that account there: use --key-file (`dtnode keys new`)")
+
+
 def _client(cfg: NodeConfig, account: LocalAccount) -> Any:
     from protocols.chain.backends import connect_http
     from protocols.chain.client import JobManagerClient
@@ -91,10 +102,11 @@ def _client(cfg: NodeConfig, account: LocalAccount) -> Any:
         raise ConfigError("setting 'contract_address': pass --contract 0x... (the JobManager deployment)")
     w3 = connect_http(cfg.chain_rpc_url, request_timeout_s=min(cfg.chain_timeout_s, 10.0))
     try:
-        w3.eth.chain_id  # noqa: B018 (a cheap call that proves the RPC answers)
+        chain_id = int(w3.eth.chain_id)
     except Exception as exc:  # requests/urllib3 raise many types for a dead endpoint
         raise ConfigError(f"setting 'chain_rpc_url': {cfg.chain_rpc_url} does not answer ({exc.__class__.__name__});"
                           " is the chain running?") from exc
+    refuse_dev_account_off_dev_chain(cfg, chain_id)
     if not w3.eth.get_code(w3.to_checksum_address(cfg.contract_address)):
         raise ConfigError(f"setting 'contract_address': no contract at {cfg.contract_address} on {cfg.chain_rpc_url}")
     return JobManagerClient(w3, cfg.contract_address, account)

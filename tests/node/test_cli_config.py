@@ -76,3 +76,15 @@ def test_invalid_values_name_the_setting(tmp_path: Path, toml_text: str, env: di
     toml.write_text(toml_text)
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace("[", r"\[")):
         load_config(toml_path=toml, env=env, flags={})
+
+
+def test_dev_accounts_are_refused_off_dev_chains() -> None:
+    from node.commands import refuse_dev_account_off_dev_chain
+    from node.config import NodeConfig
+
+    dev = NodeConfig(dev_account=3)
+    for chain_id in (31337, 131277322940537):
+        refuse_dev_account_off_dev_chain(dev, chain_id)
+    with pytest.raises(ConfigError, match="chain id 1, not a local dev chain"):
+        refuse_dev_account_off_dev_chain(dev, 1)
+    refuse_dev_account_off_dev_chain(NodeConfig(), 1)  # a keystore account is fine anywhere
