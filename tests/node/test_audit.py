@@ -1,9 +1,10 @@
 """Validators audit committed aggregates, end to end: real in-process nodes on an in-process py-evm chain.
 
-(a) An honest job: every committed round is audited OK by the validators drawn in it (the committing leader
-never audits itself), and nothing is disputed. (b) A leader that commits a perturbed aggregate: the validators'
-audits fail, the round is disputed at the job's quorum, and the customer cancels at once — while the cheat's lease
-still runs — and gets the unspent deposit back; the contract's money adds up.
+(a) An honest job: every committed round's audit panel (drawn by ``drawAuditors`` after the commit) audits it OK
+(the committing leader never audits itself), and nothing is disputed. (b) A leader that commits a perturbed
+aggregate: the panel's audits fail, the round is disputed by the panel's majority (the leader's bond burnt), and the
+customer cancels at once — while the cheat's lease still runs — and gets the unspent deposit back; the contract's
+money adds up.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import trio
 
 from node.checkpoint import decode_checkpoint, encode_checkpoint
 from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
-from node.roles.decisions import RoundState
-from node.roles.leader import LeaderRole
+from node.roles.decisions import RoundClose, RoundState
+from node.roles.leader import CommitOutcome, LeaderRole
 from protocols.chain.client import JobManagerClient
 from protocols.chain.events import ChainEvent
 from protocols.chain.models import JobStatus, UpdateStatus
@@ -71,20 +72,19 @@ async def test_honest_rounds_are_audited_ok_by_their_validators() -> None:
         assert client is not None
         committers = {int(e.args["round"]): str(e.args["leader"]).lower()
                       for e in await _events(client, job_id, "RoundCommitted")}
-        for ev in await _events(client, job_id, "UpdateSubmitted"):
-            r = int(ev.args["round"])
-            if r in committers:  # asked: drawn to vote on an update of a committed round
-                expected.setdefault(r, set()).update(v.lower() for v in ev.args["validators"])
-        for r, leader in committers.items():
-            expected.setdefault(r, set()).discard(leader)
 
         def all_audited() -> bool:
+            for ev in client.get_events(names=["AuditorsDrawn"], job_id=job_id):  # asked: the round's audit panel
+                expected[int(ev.args["round"])] = {v.lower() for v in ev.args["auditors"]}
+            if set(expected) != set(committers):
+                return False
             audits.clear()
             for ev in client.get_events(names=["RoundAudited"], job_id=job_id):
                 audits.setdefault(int(ev.args["round"]), {})[str(ev.args["auditor"]).lower()] = bool(ev.args["ok"])
             return all(set(audits.get(r, {})) >= who for r, who in expected.items())
 
-        await _until(f"every committed round audited by its drawn validators {expected}", all_audited)
+        await _until(f"every committed round audited by its audit panel {expected}", all_audited)
+        assert not any(committers[r] in who for r, who in expected.items()), "a leader never audits its commit"
 
         assert await _events(client, job_id, "RoundDisputed") == []
         assert not (await trio.to_thread.run_sync(lambda: client.get_job(job_id))).disputed
@@ -92,15 +92,14 @@ async def test_honest_rounds_are_audited_ok_by_their_validators() -> None:
     result = await run_devnet(_plan(), on_finished=on_finished)
     assert len(result.rounds) == 2 and result.totals_conserved
     assert set(expected) == {0, 1} and all(expected.values()), expected  # every round had auditors
-    assert {r: set(by) for r, by in audits.items()} == expected, "only drawn validators audit by default"
+    assert {r: set(by) for r, by in audits.items()} == expected, "only the drawn audit panel audits"
     assert all(ok for by in audits.values() for ok in by.values()), audits
 
 
 async def test_a_wrong_aggregate_is_disputed_and_the_customer_cancels_at_once() -> None:
     plan = _plan(spec=demo_spec(rounds=3, trainers=2, model="fmnist-mlp-v1", local_steps=20, lease_seconds=120,
                                 quorum=1),
-                 leader_cls={"leader-1": PerturbingLeader},
-                 node_settings={**DevnetPlan().node_settings, "audit_all_rounds": True})
+                 leader_cls={"leader-1": PerturbingLeader})
     net = Devnet(plan)
     seen: dict[str, object] = {}
 
@@ -129,6 +128,8 @@ async def test_a_wrong_aggregate_is_disputed_and_the_customer_cancels_at_once() 
     leader = str(client.get_events(names=["RoundCommitted"], job_id=job_id)[0].args["leader"])
     assert round0 and not any(e.args["ok"] for e in round0), "every audit of the perturbed round failed"
     assert leader not in {e.args["auditor"] for e in round0}, "a leader never audits its own commit"
+    burnt = client.get_events(names=["LeaderBondForfeited"], job_id=job_id)
+    assert [e.args["leader"] for e in burnt] == [leader], "the dispute burns the committing leader's bond"
     refund = int(seen["cancelled"].event("JobCancelled").args["refund"])  # type: ignore[attr-defined]
     assert refund == job.refunded == job.deposit - job.spent > 0
     assert client.balance_of(client.sender) == refund
@@ -151,13 +152,13 @@ async def test_an_accepted_update_of_a_dead_trainer_still_goes_into_the_aggregat
     victim: list[str] = []
 
     class WaitingLeader(LeaderRole):
-        async def _commit(self, spec: JobSpec, st: RoundState, accepted: list[tuple[str, str]]) -> bool:
-            if st.round == 0:
-                victim.append(accepted[0][0].lower())
+        async def _commit(self, spec: JobSpec, st: RoundState, close: RoundClose) -> CommitOutcome:
+            if st.round == 0 and not victim:
+                victim.append(close.accepted[0][1].lower())
                 about_to_commit.set()
                 with trio.fail_after(WAIT_S):
                     await killed.wait()
-            return await super()._commit(spec, st, accepted)
+            return await super()._commit(spec, st, close)
 
     async def on_ready(net: Devnet, job_id: int) -> None:
         with trio.fail_after(WAIT_S):
@@ -170,9 +171,12 @@ async def test_an_accepted_update_of_a_dead_trainer_still_goes_into_the_aggregat
     async def on_finished(net: Devnet, job_id: int) -> None:
         client = net.client
         assert client is not None
-        await _until("round 0 audited", lambda: audits.extend(
-            e for e in client.get_events(names=["RoundAudited"], job_id=job_id) if int(e.args["round"]) == 0
-        ) or audits)
+        def round0_audited() -> bool:
+            audits[:] = [e for e in client.get_events(names=["RoundAudited"], job_id=job_id)
+                         if int(e.args["round"]) == 0]
+            return bool(audits)
+
+        await _until("round 0 audited", round0_audited)
 
     result = await run_devnet(_plan(leader_cls={"leader-1": WaitingLeader}), on_ready=on_ready,
                               on_finished=on_finished)
