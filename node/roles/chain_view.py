@@ -217,6 +217,17 @@ class ChainView:
             return False
         return True
 
+    async def escalate_if_due(self, job_id: int, r: int, slot: int, update: UpdateInfo) -> bool:
+        """Close a first panel's vote window that ran out without a verdict (``escalateUpdate``; anyone may, and
+        every role that waits on the verdict does): a silent panel member cannot freeze an update."""
+        if not update.escalation_due(await self.chain_time()):
+            return False
+        try:
+            await self.chain(lambda: self.client.escalate_update(job_id, r, slot), what="escalateUpdate")
+        except ContractRevert:  # escalated by another node meanwhile, or block time not past the window yet
+            return False
+        return True
+
     async def validate_update(self, job_id: int, r: int, slot: int, ok: bool) -> TxResult:
         return await self.chain(lambda: self.client.validate_update(job_id, r, slot, ok), what="validateUpdate")
 

@@ -227,8 +227,8 @@ class LeaderRole:
                 u = await ctx.jobs.update(self.job_id, st.round, sub.slot)
                 if u.status in (UpdateStatus.ACCEPTED, UpdateStatus.REJECTED):
                     st.decided[sub.slot] = (u.status, sub.trainer, sub.update_cid)
-                else:
-                    await ctx.jobs.draw_if_due(self.job_id, st.round, sub.slot, u)
+                elif not await ctx.jobs.draw_if_due(self.job_id, st.round, sub.slot, u):
+                    await ctx.jobs.escalate_if_due(self.job_id, st.round, sub.slot, u)
             self._skew = await ctx.jobs.chain_time() - time.time()
             close = round_close(st, spec.tasks_per_round, now=self._now(), mono=time.monotonic())
             if close is None:

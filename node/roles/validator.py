@@ -76,7 +76,8 @@ class ValidatorRole:
             job_id, r = job.job_id, job.committed_rounds
             for sub in await ctx.jobs.submissions(job_id, r):
                 update = await ctx.jobs.update(job_id, r, sub.slot)
-                if await ctx.jobs.draw_if_due(job_id, r, sub.slot, update):
+                if (await ctx.jobs.draw_if_due(job_id, r, sub.slot, update)
+                        or await ctx.jobs.escalate_if_due(job_id, r, sub.slot, update)):
                     update = await ctx.jobs.update(job_id, r, sub.slot)
                 key = (job_id, r, sub.slot, int(update.phase))
                 if key in self.verdicts or key in self._in_progress or skip_check(update, ctx.address) is not None:

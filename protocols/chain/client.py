@@ -145,6 +145,11 @@ class JobManagerClient(JobManagerReader):
         panel's rewards), which costs far more than the estimate made before the others landed."""
         return self._send("validateUpdate", [job_id, round, slot, is_valid], min_gas=SETTLE_GAS)
 
+    def escalate_update(self, job_id: int, round: int, slot: int) -> TxResult:
+        """``escalateUpdate(jobId, round, slot)``: anyone, once the first panel's vote window (``vote_deadline``)
+        passed without a verdict; the silent members are slashed when the verdict settles."""
+        return self._send("escalateUpdate", [job_id, round, slot])
+
     def commit_round(self, job_id: int, round: int, checkpoint_cid: str, accepted_mask: int) -> TxResult:
         """``commitRound(...)`` by the leader; reverts ``JobManagerWrongAcceptedSet`` unless ``accepted_mask`` is
         the round's accepted set now. The last round's commit finishes the job."""

@@ -235,6 +235,16 @@ class UpdateInfo:
     esc_valid_mask: int
     panel: tuple[Address, ...]
     escalation_panel: tuple[Address, ...]
+    vote_deadline: int = 0
+    """End of the first panel's vote window (chain time; 0 before the draw): past it anyone may ``escalateUpdate``."""
+    silent_mask: int = 0
+    """First-panel members (bits index ``panel``) that had not voted when the window was closed: slashed at
+    settlement."""
+
+    def escalation_due(self, now: int) -> bool:
+        """The first panel's vote window is over without a verdict: ``escalateUpdate`` may be called."""
+        return (self.status == UpdateStatus.PENDING and self.phase == Phase.VOTING and self.vote_deadline != 0
+                and now > self.vote_deadline)
 
     @property
     def voting_panel(self) -> tuple[Address, ...]:
@@ -281,6 +291,8 @@ class UpdateInfo:
             esc_valid_mask=int(f["escValidMask"]),
             panel=tuple(address(a) for a in f["panel"]),
             escalation_panel=tuple(address(a) for a in f["escalationPanel"]),
+            vote_deadline=int(f["voteDeadline"]),
+            silent_mask=int(f["silentMask"]),
         )
 
 

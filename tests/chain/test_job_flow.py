@@ -339,3 +339,36 @@ def test_settings_are_the_deploy_arguments_and_constants(chain: Chain, manager: 
     assert manager.total_deposits() == manager.total_stakes() == manager.total_paid() == 0
     assert manager.total_refunded() == manager.total_slashed() == manager.total_withdrawn() == 0
     assert manager.escrow_held() == 0 and manager.job_count() == 0 and manager.block_number() > 0
+
+
+def test_a_silent_panel_member_is_escalated_past_the_vote_window_and_slashed(chain: Chain,
+                                                                             manager: JobManagerClient) -> None:
+    acc = chain.accounts
+    customer, leader, trainer = (manager.with_account(acc[i]) for i in (1, 2, 3))
+    validators: dict[str, JobManagerClient] = {acc[i].address: manager.with_account(acc[i]) for i in range(7, 12)}
+    trainer.register_trainer(NodeClass.M, MIN_STAKE)
+    leader.register_trainer(NodeClass.L, MIN_STAKE)
+    for v in validators.values():
+        v.register_validator(MIN_STAKE)
+    job_id, _ = customer.create_job(PARAMS)
+    leader.stand_for_leader(job_id, LEADER_BOND)
+    submit(manager, leader.account, trainer, job_id, 0, 0, 10)
+    panel = draw(manager, job_id, 0, 0)
+    for addr in panel[:2]:
+        validators[addr].validate_update(job_id, 0, 0, True)
+    update = manager.get_update(job_id, 0, 0)
+    assert update.vote_deadline > 0 and not update.escalation_due(update.vote_deadline)
+    with pytest.raises(revert_class("JobManagerVoteWindowOpen")):
+        customer.escalate_update(job_id, 0, 0)
+    increase_time(chain.w3, update.vote_deadline - int(chain.w3.eth.get_block("latest")["timestamp"]) + 1)
+    assert manager.get_update(job_id, 0, 0).escalation_due(update.vote_deadline + 1)
+    customer.escalate_update(job_id, 0, 0).event("UpdateEscalated")  # anyone may
+    assert manager.get_update(job_id, 0, 0).silent_mask == 0b100
+    second = draw(manager, job_id, 0, 0)
+    silent = panel[2]
+    for addr in second:
+        if addr != silent and validators[addr].validate_update(job_id, 0, 0, True).emitted("UpdateAccepted"):
+            break
+    assert manager.get_update(job_id, 0, 0).status == UpdateStatus.ACCEPTED
+    assert [e.args["validator"] for e in manager.get_events(names=["ValidatorSlashed"], job_id=job_id)] == [silent]
+    assert manager.accounting().conserved
