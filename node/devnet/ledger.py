@@ -44,6 +44,8 @@ class Ledger:
     """(trainer address lower-case, amount) of every PaidOut event, in chain order."""
     trainer_slashes: list[tuple[str, int]]
     """(trainer address lower-case, amount) of every TrainerSlashed event (a rejected update's bond), in order."""
+    validator_slashes: list[tuple[str, int]]
+    """(validator address lower-case, amount) of every ValidatorSlashed event (losing or silent voters), in order."""
     leader_bonds_forfeited: list[tuple[str, int]]
     """(leader address lower-case, amount) of every LeaderBondForfeited event, in chain order."""
 
@@ -72,6 +74,7 @@ def read_ledger(client: JobManagerClient, job_id: int, rounds: int, trainers: li
         commits=[(c.round, c.leader, c.accepted_mask) for c in client.round_commits(job_id)],
         payouts=_pairs(client, job_id, "PaidOut", "trainer"),
         trainer_slashes=_pairs(client, job_id, "TrainerSlashed", "trainer"),
+        validator_slashes=_pairs(client, job_id, "ValidatorSlashed", "validator"),
         leader_bonds_forfeited=_pairs(client, job_id, "LeaderBondForfeited", "leader"),
     )
 

@@ -105,5 +105,6 @@ def node_config(plan: DevnetPlan, m: Member, *, job_id: int, data_dir: Path, boo
         roles=(m.role,), jobs=(job_id,) if m.role == "leader" else (), node_class=m.node_class,
         bootstrap=(bootstrap,), data_dir=str(data_dir), dev_account=m.account_index,
         chain_rpc_url=rpc or "http://127.0.0.1:8545", contract_address=contract, log_format=plan.log_format,
-        trainer_stake_wei=MIN_STAKE, validator_stake_wei=MIN_STAKE, **settings,
+        # Validators stake twice the minimum: one slash (a tenth of it, DEVNET_SETTINGS) keeps them in the pool.
+        trainer_stake_wei=MIN_STAKE, validator_stake_wei=2 * MIN_STAKE, **settings,
     ).validate()

@@ -8,10 +8,10 @@ on-chain ledger read at the end: statuses, paid flags, amounts, payouts, stakes,
 - a job from creation to final weights and refund (smoke);
 - the serving leader stopped abruptly mid-round (its node's scope cancelled: the host closes, no hand-over): the
   other candidate takes over after the lease and finishes; then ``dtnode job status`` from a fresh node;
-- adversaries: a trainer publishing a fabricated delta (rejected, unpaid, its bond burnt), and a trainer that dies
-  holding a ticket: neither stalls a round; a leader that never pays: trainers collect their pay themselves. (A
-  validator that never votes is no longer among them: under the issue-13 contract a first panel settles only when
-  unanimous and has no vote timeout, so a silent panel member freezes its update until the commit expires it.)
+- adversaries: a trainer publishing a fabricated delta (rejected, unpaid, its bond burnt), a validator that never
+  votes (its panels' vote windows close, ``escalateUpdate``, the escalation panel decides, it is slashed), and a
+  trainer that dies holding a ticket: none of them stalls a round; a leader that never pays: trainers collect their
+  pay themselves.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from node.config import NodeConfig
 from node.devnet import Devnet, DevnetPlan, demo_spec, run_devnet
 from protocols.chain.models import UpdateStatus
 from protocols.errors import ConfigError
-from tests.node.adversaries import FabricatingTrainer, NonPayingLeader, TicketHoldingTrainer
+from tests.node.adversaries import FabricatingTrainer, NonPayingLeader, SilentValidator, TicketHoldingTrainer
 from tests.node.ledger_checks import address_of, check_job_status, check_ledger, earned, node_address
 
 pytestmark = pytest.mark.slow
@@ -113,12 +113,13 @@ async def test_leader_stopped_mid_round_is_replaced_after_its_lease(tmp_path: Pa
 async def test_adversaries_are_caught_and_do_not_stall_rounds(tmp_path: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
     """One leader, which never calls ``payout``; trainer-1 honest, trainer-2 fabricates, trainer-3 dies holding its
-    ticket. Quorum 3 draws every validator: a unanimous panel decides. The honest trainer collects its own pay once
-    the job closes."""
+    ticket; validator-2 never votes. Quorum 3 draws every validator, so every first panel holds the silent one: its
+    vote window (half a lease) closes, the update escalates to the whole pool, whose honest majority decides, and the
+    silent validator is slashed. The honest trainer collects its own pay once the job closes."""
     plan = small_plan(
-        tmp_path, rounds=2, trainers=3, validators=3, leaders=1, lease_seconds=60, quorum=3,
+        tmp_path, rounds=2, trainers=3, validators=3, leaders=1, lease_seconds=120, quorum=3,
         trainer_cls={"trainer-2": FabricatingTrainer, "trainer-3": TicketHoldingTrainer},
-        leader_cls={"leader-1": NonPayingLeader},
+        validator_cls={"validator-2": SilentValidator}, leader_cls={"leader-1": NonPayingLeader},
     )
     held: dict[str, bool] = {}
 
@@ -144,5 +145,8 @@ async def test_adversaries_are_caught_and_do_not_stall_rounds(tmp_path: Path,
     assert not [u for u in result.ledger.updates if u.trainer == address_of(result.labels, "trainer-3")]
     assert earned(result, "trainer-1") > 0
     assert "paying out as the customer" not in caplog.text, "the trainer did not collect its own pay"
-    assert all(earned(result, f"validator-{i}") > 0 for i in (1, 2, 3))  # fees for agreeing first-panel votes
+    assert earned(result, "validator-2") == 0
+    silent = address_of(result.labels, "validator-2")
+    assert result.ledger.validator_slashes and {v for v, _ in result.ledger.validator_slashes} == {silent}
+    assert earned(result, "validator-1") > 0 or earned(result, "validator-3") > 0
     check_ledger(result, 2)

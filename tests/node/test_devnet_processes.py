@@ -6,8 +6,9 @@ Two runs cover the end-to-end scenarios of the roles issue:
    candidate takes over after the lease and finishes: every round committed once, in order, every accepted update
    paid exactly once, the money adding up; then ``dtnode job status`` as a process reports each round's leader and
    accuracy;
-2. the same with adversaries: a trainer that publishes a fabricated (scaled) delta — rejected, unpaid, slashed; a
-   validator that never votes; and a trainer SIGKILLed while it holds a ticket — none of them stalls the job.
+2. the same with adversaries: a trainer that publishes a fabricated (scaled) delta — rejected, unpaid, its bond
+   burnt; a validator that never votes (its panels escalate once their vote window closes; it is slashed); and a
+   trainer SIGKILLed while it holds a ticket — none of them stalls the job.
 """
 
 from __future__ import annotations
@@ -111,4 +112,5 @@ async def test_adversaries_are_caught_and_do_not_stall_the_job(tmp_path: Path) -
     assert earned(result, "trainer-1") > 0 and earned(result, "trainer-2") > 0
     assert earned(result, "validator-4") == 0
     assert sum(earned(result, f"validator-{n}") for n in (1, 2, 3)) > 0
+    assert [t for t, _amount in result.ledger.trainer_slashes] == [cheat] * len(result.ledger.trainer_slashes)
     check_ledger(result, 2)

@@ -7,7 +7,7 @@ import pytest
 
 from node.training.replay import choose_segments
 from protocols.chain.backends import dev_accounts, in_process_chain
-from protocols.chain.client import deploy
+from protocols.chain.client import JobManagerClient, deploy
 from protocols.chain.errors import revert_class
 from protocols.chain.models import NodeClass
 from tests.chain.helpers import LEADER_BOND, MIN_STAKE, PARAMS, SETTINGS, draw, submit
@@ -18,7 +18,7 @@ def test_every_drawn_validator_reads_the_same_seed_and_picks_the_same_segments()
     manager = deploy(w3, acc[0], SETTINGS)
     customer, leader = manager.with_account(acc[1]), manager.with_account(acc[2])
     trainers = [manager.with_account(acc[i]) for i in (3, 4)]
-    validators = {acc[i].address: manager.with_account(acc[i]) for i in range(5, 11)}
+    validators: dict[str, JobManagerClient] = {acc[i].address: manager.with_account(acc[i]) for i in range(5, 11)}
     for t in trainers:
         t.register_trainer(NodeClass.M, MIN_STAKE)
     for v in validators.values():
