@@ -19,13 +19,13 @@ import trio
 from web3 import Web3
 
 from protocols.chain.backends import HardhatNode, dev_accounts, hardhat_available, in_process_chain
-from protocols.chain.client import JobManagerClient, deploy
+from protocols.chain.client import DeploySettings, JobManagerClient, deploy
 from protocols.chain.errors import ContractRevert
 from protocols.chain.models import JobParams
 
 PARAMS = JobParams(
     spec_cid="bafkreibm6jg3ux5qumhcn2b3flc3tyu6dmlb4xa7u5bf44yegnrjhc4yeq",  # type: ignore[arg-type]
-    rounds=2, tasks_per_round=3, local_steps=50, quorum=3, base_rate=10**12, bonus_rate=6 * 10**11,
+    rounds=2, tasks_per_round=3, local_steps=50, max_work_units=4, quorum=3, base_rate=10**12, bonus_rate=6 * 10**11,
     validator_fee=10**10, leader_fee=10**11, lease_seconds=600,
 )  # fmt: skip
 
@@ -56,8 +56,7 @@ async def _concurrent(client: JobManagerClient, n: int, tasks: int = 10) -> floa
 def measure(w3: Web3, n: int) -> dict[str, float]:
     acc = dev_accounts(3)
     t = time.perf_counter()
-    manager = deploy(w3, acc[0], min_trainer_stake=10**15, min_validator_stake=10**15, slash_amount=10**14,
-                     deregistration_delay=3600)  # fmt: skip
+    manager = deploy(w3, acc[0], DeploySettings())
     out = {"deploy ms": (time.perf_counter() - t) * 1000}
     customer = manager.with_account(acc[1])
     out["send ms (median, sequential)"] = _ms(lambda: customer.create_job(PARAMS), n)
@@ -84,7 +83,8 @@ def estimator_ratio(n: int) -> tuple[float, float]:
 
     w3 = in_process_chain()
     acc = dev_accounts(2)
-    manager = deploy(w3, acc[0], min_trainer_stake=1, min_validator_stake=1, slash_amount=1, deregistration_delay=1)
+    manager = deploy(w3, acc[0], DeploySettings(min_trainer_stake=1, min_validator_stake=1, min_update_bond=1,
+                                                validator_slash=1, min_leader_bond=1, deregistration_delay=1))
     tx = {"from": acc[1].address, "to": manager.address, "value": PARAMS.required_deposit(),
           "data": manager._contract.encode_abi("createJob", args=[PARAMS.to_abi()])}  # fmt: skip
     chain = w3.provider.ethereum_tester.backend.chain  # type: ignore[attr-defined]
