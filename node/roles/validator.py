@@ -4,9 +4,10 @@ The contract draws each update's panel (stake-weighted) from the hash of a block
 (``drawValidators``, which anyone may call once that block exists: validators do, as they are the ones waiting), so
 neither the trainer nor the leader picks it; a disagreeing panel escalates to a bigger one, drawn the same way, and
 this node votes again if drawn again. A first panel whose vote window closes without a verdict (a silent member)
-is escalated by whoever sees it first (``escalateUpdate``: this role does). Segments to replay follow from ``challengeSeed(job, round, slot)``, fixed by
-the first draw: the trainer could not know it when it committed to its segment hashes, and every drawn validator
-reads the same seed, so honest panel members check the same segments and agree. A vote is on the exact claim the
+is escalated by whoever sees it first (``escalateUpdate``: this role does). Segments to replay follow from
+``challengeSeed(job, round, slot)``, fixed by the first draw: the trainer could not know it when it committed to its
+segment hashes, and every drawn validator reads the same seed, so honest panel members check the same segments and
+agree. A vote is on the exact claim the
 chain holds: the ticket the chain admitted (its ``ticketHash``), the manifest's replayed work, and the loss
 reduction stated at submission. Content that cannot be fetched is retried until ``content_deadline_s`` after the
 first failure, then voted invalid (``CONTENT_UNAVAILABLE``); anything fetched that cannot be parsed or verified is

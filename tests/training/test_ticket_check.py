@@ -31,8 +31,8 @@ DOMAIN = TicketDomain(chain_id=31337, contract="0x5FbDB2315678afecb367f032d93F64
 
 
 def expectations(**kw: Any) -> TicketExpectations:
-    base: dict[str, Any] = dict(spec=SPEC, domain=DOMAIN, job_id=1, round=3, trainer=TRAINER.address, leaders=(LEADER.address,),
-                                base_cid=BASE, shard_samples={SHARD: 6000, OTHER_CID: 100},
+    base: dict[str, Any] = dict(spec=SPEC, domain=DOMAIN, job_id=1, round=3, trainer=TRAINER.address,
+                                leaders=(LEADER.address,), base_cid=BASE, shard_samples={SHARD: 6000, OTHER_CID: 100},
                                 node_class=NodeClass.S, now=NOW)
     base.update(kw)
     return TicketExpectations(**base)
