@@ -37,15 +37,15 @@ NODE_SETTINGS: dict[str, Any] = {
     "chain_poll_interval_s": 1.0, "task_timeout_s": 15.0, "round_timeout_s": 60.0, "fetch_timeout_s": 30.0,
     "request_timeout_s": 15.0, "chain_timeout_s": 30.0,
 }
-HOOK_TIMEOUT_S = 120.0
+HOOK_TIMEOUT_S = 240.0
 
 
 def small_plan(tmp_path: Path, *, rounds: int, trainers: int, validators: int, leaders: int, lease_seconds: int,
-               quorum: int, **extra: Any) -> DevnetPlan:
+               quorum: int, timeout_s: float = 300.0, **extra: Any) -> DevnetPlan:
     spec = demo_spec(rounds=rounds, trainers=trainers, model="fmnist-mlp-v1", local_steps=20,
                      lease_seconds=lease_seconds, quorum=quorum)
     return DevnetPlan(trainers=trainers, validators=validators, leaders=leaders, embedded=True, spec=spec, shards=8,
-                      eval_samples=500, final_eval_samples=2000, workdir=tmp_path, timeout_s=300.0,
+                      eval_samples=500, final_eval_samples=2000, workdir=tmp_path, timeout_s=timeout_s,
                       node_settings=dict(NODE_SETTINGS), out=lambda _line: None, **extra)
 
 
@@ -66,7 +66,11 @@ async def test_leader_stopped_mid_round_is_replaced_after_its_lease(tmp_path: Pa
 
     Once the job is finished, ``dtnode job status`` runs from a fresh node that knows only the bootstrap address:
     it names each round's leader and measures each round's accuracy from the checkpoints it fetches by CID."""
-    plan = small_plan(tmp_path, rounds=3, trainers=2, validators=3, leaders=2, lease_seconds=30, quorum=3)
+    # A 60 s lease: round 0 (first fetches, a draw DRAW_DELAY blocks after each submission at one block a second,
+    # three replays per update on two shared cores) took longer than a 30 s lease under load, so the first leader
+    # lapsed before the round this test stops it in.
+    plan = small_plan(tmp_path, rounds=3, trainers=2, validators=3, leaders=2, lease_seconds=60, quorum=3,
+                      timeout_s=480.0)
     seen: dict[str, str] = {}
     status: dict[str, dict[str, Any]] = {}
     progress: list[str] = []
