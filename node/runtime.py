@@ -128,9 +128,9 @@ class DtNode:
         """Register on-chain for the roles this node runs, unless already registered (idempotent across restarts)."""
         cfg, me = self.config, self.account.address
         # The contract takes leader candidates among registered nodes. A leader-only node registers as a trainer
-        # (it never submits), not as a validator: a drawn panel member that stops voting freezes its update until
-        # the round's commit expires it (the contract has no vote timeout), so a leader, which may be replaced and
-        # stop at any time, stays out of the validator pool.
+        # (it never submits), not as a validator: a drawn panel member that stops voting holds its update until the
+        # vote window closes and someone calls escalateUpdate (and is slashed for it), so a leader, which may be
+        # replaced and stop at any time, stays out of the validator pool.
         wants_trainer = "trainer" in cfg.roles or ("leader" in cfg.roles and not self.in_validator_pool)
         wants_validator = self.in_validator_pool
         if wants_trainer and not (await ctx.jobs.trainer_info(me)).registered:
