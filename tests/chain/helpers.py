@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cid as py_cid
 import multihash
@@ -13,7 +14,7 @@ from web3 import Web3
 
 from protocols.chain.backends import mine_blocks
 from protocols.chain.client import DeploySettings, JobManagerClient, TxResult
-from protocols.chain.models import JobParams
+from protocols.chain.models import JobParams, NodeClass
 from protocols.chain.ticket import ChainTicket, sign_ticket
 from protocols.types import Cid
 
@@ -74,6 +75,33 @@ def submit(manager: JobManagerClient, leader: LocalAccount, trainer: JobManagerC
     signature = sign_ticket(ticket, manager.ticket_domain(), leader)
     return trainer.submit_update(ticket, cid_of(f"update {job_id} {rnd} {slot}".encode()), loss_reduction,
                                  signature)
+
+
+class OneUpdate(NamedTuple):
+    """A job with a bonded leader and one ticketed update submitted into round 0, slot 0, not drawn yet."""
+
+    customer: JobManagerClient
+    leader: JobManagerClient
+    trainer: JobManagerClient
+    validators: dict[str, JobManagerClient]
+    """Address → client of every staked validator."""
+    job_id: int
+
+
+def one_update(chain: Chain, manager: JobManagerClient, validator_accounts: range | tuple[int, ...]) -> OneUpdate:
+    """Accounts 1, 2, 3 as customer, leader and trainer, ``validator_accounts`` staked as validators, a job posted
+    with ``PARAMS``, the leader standing with its bond, and the trainer's update (loss reduction 10) submitted."""
+    acc = chain.accounts
+    customer, leader, trainer = (manager.with_account(acc[i]) for i in (1, 2, 3))
+    validators = {acc[i].address: manager.with_account(acc[i]) for i in validator_accounts}
+    trainer.register_trainer(NodeClass.M, MIN_STAKE)
+    leader.register_trainer(NodeClass.L, MIN_STAKE)
+    for v in validators.values():
+        v.register_validator(MIN_STAKE)
+    job_id, _ = customer.create_job(PARAMS)
+    leader.stand_for_leader(job_id, LEADER_BOND)
+    submit(manager, leader.account, trainer, job_id, 0, 0, 10)
+    return OneUpdate(customer, leader, trainer, validators, job_id)
 
 
 def draw(manager: JobManagerClient, job_id: int, rnd: int, slot: int) -> tuple[str, ...]:

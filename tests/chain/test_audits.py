@@ -8,22 +8,13 @@ import pytest
 from protocols.chain.backends import mine_blocks
 from protocols.chain.client import JobManagerClient
 from protocols.chain.errors import revert_class
-from protocols.chain.models import AuditOutcome, JobStatus, NodeClass
+from protocols.chain.models import AuditOutcome, JobStatus
 
-from .helpers import DRAW_DELAY, LEADER_BOND, MIN_STAKE, PARAMS, Chain, cid_of, draw, submit
+from .helpers import DRAW_DELAY, PARAMS, Chain, cid_of, draw, one_update
 
 
 def test_audits_dispute_a_round_and_free_the_customer(chain: Chain, manager: JobManagerClient) -> None:
-    acc = chain.accounts
-    customer, leader, trainer = (manager.with_account(acc[i]) for i in (1, 2, 3))
-    validators: dict[str, JobManagerClient] = {acc[i].address: manager.with_account(acc[i]) for i in (4, 5, 6, 7)}
-    trainer.register_trainer(NodeClass.M, MIN_STAKE)
-    leader.register_trainer(NodeClass.L, MIN_STAKE)
-    for v in validators.values():
-        v.register_validator(MIN_STAKE)
-    job_id, _ = customer.create_job(PARAMS)
-    leader.stand_for_leader(job_id, LEADER_BOND)
-    submit(manager, leader.account, trainer, job_id, 0, 0, 10)
+    customer, leader, trainer, validators, job_id = one_update(chain, manager, (4, 5, 6, 7))
     for address in draw(manager, job_id, 0, 0):
         validators[address].validate_update(job_id, 0, 0, True)
     first = next(iter(validators.values()))

@@ -22,6 +22,7 @@ from .helpers import (
     Chain,
     cid_of,
     draw,
+    one_update,
     submit,
     ticket_for,
 )
@@ -222,16 +223,7 @@ def test_whole_job_with_leader_failover(chain: Chain, manager: JobManagerClient)
 
 
 def test_disagreement_escalates_and_the_losers_are_slashed(chain: Chain, manager: JobManagerClient) -> None:
-    acc = chain.accounts
-    customer, leader, trainer = (manager.with_account(acc[i]) for i in (1, 2, 3))
-    validators: dict[str, JobManagerClient] = {acc[i].address: manager.with_account(acc[i]) for i in range(7, 12)}
-    trainer.register_trainer(NodeClass.M, MIN_STAKE)
-    leader.register_trainer(NodeClass.L, MIN_STAKE)
-    for v in validators.values():
-        v.register_validator(MIN_STAKE)
-    job_id, _ = customer.create_job(PARAMS)
-    leader.stand_for_leader(job_id, LEADER_BOND)
-    submit(manager, leader.account, trainer, job_id, 0, 0, 10)
+    customer, leader, trainer, validators, job_id = one_update(chain, manager, range(7, 12))
     panel = draw(manager, job_id, 0, 0)
     validators[panel[0]].validate_update(job_id, 0, 0, False)  # the liar
     escalated = validators[panel[1]].validate_update(job_id, 0, 0, True).event("UpdateEscalated")  # at once
@@ -343,16 +335,7 @@ def test_settings_are_the_deploy_arguments_and_constants(chain: Chain, manager: 
 
 def test_a_silent_panel_member_is_escalated_past_the_vote_window_and_slashed(chain: Chain,
                                                                              manager: JobManagerClient) -> None:
-    acc = chain.accounts
-    customer, leader, trainer = (manager.with_account(acc[i]) for i in (1, 2, 3))
-    validators: dict[str, JobManagerClient] = {acc[i].address: manager.with_account(acc[i]) for i in range(7, 12)}
-    trainer.register_trainer(NodeClass.M, MIN_STAKE)
-    leader.register_trainer(NodeClass.L, MIN_STAKE)
-    for v in validators.values():
-        v.register_validator(MIN_STAKE)
-    job_id, _ = customer.create_job(PARAMS)
-    leader.stand_for_leader(job_id, LEADER_BOND)
-    submit(manager, leader.account, trainer, job_id, 0, 0, 10)
+    customer, leader, trainer, validators, job_id = one_update(chain, manager, range(7, 12))
     panel = draw(manager, job_id, 0, 0)
     for addr in panel[:2]:
         validators[addr].validate_update(job_id, 0, 0, True)
