@@ -169,7 +169,8 @@ class ValidatorRole:
                 with ctx.timed("transfer"):
                     states[i] = await fetch_segment(ctx.request, ctx.peer_of(trainer), job_id=job_id, round_=r,
                                                     index=i, state_hash=manifest.segment_hashes[i],
-                                                    max_bytes=spec.max_dag_bytes)
+                                                    max_bytes=spec.max_dag_bytes,
+                                                    workdir=ctx.config.data_path / "fetched-segments")
 
             def fetch_state(i: int) -> Mapping[str, torch.Tensor]:
                 return states[i]

@@ -112,7 +112,7 @@ def _pieces(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | Non
         if tensor.numel() == 0:
             continue
         tensor = tensor.to("cpu").contiguous()
-        yield memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+        yield tensor.reshape(-1).view(torch.uint8).numpy().data  # the tensor's own memory
 
 
 _ST_DTYPES: dict[torch.dtype, str] = {
