@@ -104,9 +104,12 @@ class JobSpec(Record):
     batch_size: Annotated[int, Int(1, 4096)] = 32
     inner_optimizer: Annotated[str, Choice(INNER_OPTIMIZERS)] = "adamw"
     inner_lr: Annotated[str, DecimalStr(Decimal(0), Decimal(10))] = "0.001"
-    segment_every: Annotated[int, Int(1, 10)] = 10
-    spot_check_segments: Annotated[int, Int(0, 10_000)] = 2
-    """How many segments a validator replays (0 = all)."""
+    segment_every: Annotated[int, Int(1, 10)] = 2
+    """S: a trainer commits its state every S steps, so a class-M task has n = ⌈K / S⌉ segments (25 at the defaults)."""
+    spot_check_segments: Annotated[int, Int(0, 10_000)] = 3
+    """How many segments a validator replays (0 = all), the last one always. With n ≥ 20 and 3 challenged, a quorum
+    of 3 replays ≤ 45 % of the trainer's steps and a trainer faking half its steps is caught with ≥ 99.9 % over 5
+    updates (:func:`node.training.challenge.plan_challenge`, docs/protocol.md)."""
     replay_tolerance: Annotated[str, DecimalStr(Decimal(0), Decimal(1))] = "0.00001"
     """Used only when ``hardware_mismatch`` is declared: the largest per-tensor relative difference a replayed
     segment may show (the mean over the challenged segments must stay under half of it); see
