@@ -19,7 +19,7 @@ Streaming (issue 14: a 100M-parameter trainer state is 1.2 GB): :func:`iter_stat
 bytes piece by piece (the header, then each tensor's memory as it is, no copy), so hashing
 (:func:`state_hash`), writing to a file (:func:`write_state`) or importing into the block store never holds a
 second copy of the state. The bytes are exactly ``safetensors.torch.save``'s (the tests compare them), so CIDs and
-hashes are unchanged. :func:`read_state` decodes a file through a memory map (one copy: the tensors).
+hashes are unchanged. :func:`read_state` reads a file straight into the tensors (one copy).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
-from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 
 from node.training.errors import InvalidDelta
@@ -152,20 +151,59 @@ def write_state(state: Mapping[str, torch.Tensor], path: Path) -> tuple[int, str
 
 
 def read_state(path: Path, *, like: Mapping[str, torch.Tensor] | None = None, max_bytes: int) -> State:
-    """:func:`decode_state` of a file's bytes, read through a memory map (the tensors are the only copy)."""
+    """:func:`decode_state` of a file's bytes, read tensor by tensor straight into the tensors' memory (no second
+    copy, no memory map). The header is checked as safetensors checks it: known dtypes, sizes that match the
+    shapes, and data offsets that tile the rest of the file exactly."""
     size = path.stat().st_size
     if size > max_bytes:
         raise InvalidDelta(f"checkpoint of {size} bytes exceeds the limit of {max_bytes}")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        n = int.from_bytes(head, "little")
-        header = head + fh.read(n) if len(head) == 8 and n <= size - 8 else head  # else _metadata refuses it
     try:
-        metadata = _metadata(header)
-        tensors = st_load_file(str(path))
-    except (SafetensorError, ValueError, TypeError, RuntimeError, OverflowError) as exc:
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n > size - 8:
+                raise ValueError("header length exceeds the file")
+            header = json.loads(fh.read(n))
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")  # noqa: TRY004 (one error type for the caller)
+            metadata = _metadata_of(header)
+            layout = sorted(((_layout(key, entry), key) for key, entry in header.items() if key != "__metadata__"),
+                            key=lambda item: (item[0][0], item[0][1], item[1]))
+            tensors: State = {}
+            offset = 0
+            for (begin, end, dtype, shape), key in layout:
+                if begin != offset:
+                    raise ValueError(f"tensor {key!r}: data offsets leave a gap or overlap at byte {offset}")
+                tensor = torch.empty(shape, dtype=dtype)
+                if end > begin and fh.readinto(tensor.reshape(-1).view(torch.uint8).numpy().data) != end - begin:
+                    raise ValueError(f"tensor {key!r}: the file ends inside its data")
+                tensors[key] = tensor
+                offset = end
+            if 8 + n + offset != size:
+                raise ValueError(f"{size - 8 - n - offset} bytes after the last tensor")
+    except (ValueError, TypeError, KeyError, OverflowError, RuntimeError) as exc:
         raise InvalidDelta(f"checkpoint file {path.name} is not valid safetensors ({exc})") from exc
     return _checked_checkpoint(tensors, metadata, like)
+
+
+_DTYPES_BY_NAME = {name: dtype for dtype, name in _ST_DTYPES.items()}
+
+
+def _layout(key: str, entry: object) -> tuple[int, int, torch.dtype, tuple[int, ...]]:
+    """(begin, end, dtype, shape) of one header entry, or ValueError."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise ValueError(f"tensor {key!r}: malformed header entry")
+    dtype = _DTYPES_BY_NAME.get(entry["dtype"]) if isinstance(entry["dtype"], str) else None
+    shape, offsets = entry["shape"], entry["data_offsets"]
+    if dtype is None:
+        raise ValueError(f"tensor {key!r}: unsupported dtype {entry['dtype']!r}")
+    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        raise ValueError(f"tensor {key!r}: bad shape {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        raise ValueError(f"tensor {key!r}: bad data offsets {offsets!r}")
+    begin, end = offsets
+    if end - begin != math.prod(shape) * torch.empty(0, dtype=dtype).element_size() or begin < 0:
+        raise ValueError(f"tensor {key!r}: {end - begin} bytes of data for a {entry['dtype']} tensor of {shape}")
+    return begin, end, dtype, tuple(shape)
 
 
 def _load(data: bytes, *, max_bytes: int, what: str) -> tuple[State, dict[str, str]]:
@@ -186,9 +224,13 @@ def _metadata(data: bytes) -> dict[str, str]:
     n = int.from_bytes(data[:8], "little")
     if n > len(data) - 8:
         raise ValueError("header length exceeds the data")
-    import json
-
     header = json.loads(data[8 : 8 + n])
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")  # noqa: TRY004 (callers catch ValueError)
+    return _metadata_of(header)
+
+
+def _metadata_of(header: dict[str, object]) -> dict[str, str]:
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise ValueError("__metadata__ must map strings to strings")

@@ -202,6 +202,14 @@ def test_write_and_read_state_stream_through_a_file(tmp_path: Path) -> None:
     path.write_bytes(data[:40])
     with pytest.raises(InvalidDelta, match="not valid safetensors"):
         read_state(path, max_bytes=size)
+    path.write_bytes(data + b"x")
+    with pytest.raises(InvalidDelta, match="after the last tensor"):
+        read_state(path, max_bytes=size + 1)
+    n = int.from_bytes(data[:8], "little")
+    overlapping = data[8 : 8 + n].replace(b'"data_offsets":[0,', b'"data_offsets":[8,', 1)
+    path.write_bytes(data[:8] + overlapping + data[8 + n :])
+    with pytest.raises(InvalidDelta, match="gap or overlap|bytes of data"):
+        read_state(path, max_bytes=size)
     path.write_bytes(encode_delta({"w": torch.ones(3)}, kind="int8"))
     with pytest.raises(InvalidDelta, match="metadata"):
         read_state(path, max_bytes=size)
