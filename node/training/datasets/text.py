@@ -1,5 +1,5 @@
-"""Text corpora: a UTF-8 file, or every file under a folder (sorted by path, hidden ones skipped), tokenised and cut
-into samples of ``context_length + 1`` ids.
+"""Text corpora: a UTF-8 file, or every file under a folder (sorted by path; hidden ones and links skipped),
+tokenised and cut into samples of ``context_length + 1`` ids.
 
 The files' token streams are concatenated in path order; sample ``i`` is ids ``[i·L, i·L + L + 1)`` of the stream
 (L the context length), so consecutive samples share one id and every id but the first is a target once. The tail
@@ -20,10 +20,11 @@ from storage.dataset import DatasetInfo
 
 
 def corpus_files(path: Path) -> list[Path]:
-    """The corpus's files: ``path`` itself, or the regular files under it."""
+    """The corpus's files: ``path`` itself, or the regular files under it (symbolic links skipped: Debian's
+    ``GPL -> GPL-3`` would put the same text in training and held-out samples)."""
     if path.is_file():
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()
                    and not any(part.startswith(".") for part in p.relative_to(path).parts))
     if not files:
         raise DatasetError(f"{path}: empty folder (no text files)")
