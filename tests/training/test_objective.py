@@ -200,3 +200,24 @@ def test_task_from_ticket_takes_the_specs_task_and_checks_the_model(tiny_lm: str
     assert Task.from_ticket(JobSpec(), ticket).task_type == CLASSIFICATION
     with pytest.raises(TrainingError, match="does not fit model"):
         Task.from_ticket(JobSpec(task=CAUSAL_LM), ticket)
+
+
+def test_gpt2_from_the_registry_trains_replays_and_evaluates_as_a_causal_lm() -> None:
+    from node.training.evaluate import evaluate
+    from node.training.models import Architecture, initial_state
+    from protocols.specs import ModelConfig
+
+    ref = Architecture("gpt2-lm-v1", ModelConfig(layers=1, width=16, heads=2, context=8, vocab=VOCAB))
+    data = corpus(n=32)
+    task = Task(model_name=ref, steps=6, batch_size=4, lr=0.01, seed=1, segment_every=2, task_type=CAUSAL_LM,
+                sample_range=(0, 32))
+    base = initial_state(ref, 0)
+    result = train_local(task, base, data)
+    verdict = replay_verify(task, base, data, claimed_segment_hashes=result.segment_hashes,
+                            segment_states_fetch=lambda i: result.segment_states[i], claimed_delta=result.delta,
+                            claimed_loss_before=result.loss_before, claimed_loss_after=result.loss_after,
+                            segments_to_check=[0, 1, 2])
+    assert verdict.ok and verdict.max_distance == 0.0, verdict
+    accuracy, loss = evaluate(ref, result.final_state, data, task=CAUSAL_LM)
+    assert loss == pytest.approx(result.loss_after, rel=1e-6) and loss < result.loss_before
+    assert 0 <= accuracy <= 1 and headline(CAUSAL_LM, accuracy, loss)[1] == pytest.approx(math.exp(loss))
