@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     job_sub = job.add_subparsers(dest="job_command", metavar="ACTION", required=True)
     jc = job_sub.add_parser("create", help="publish spec and initial checkpoint, deposit, print the job id")
     jc.add_argument("spec", help="job.json")
+    jc.add_argument("--init", metavar="FILE.safetensors",
+                    help="fine-tune: start from these weights (the model's state dict, safetensors only; checked "
+                         "tensor by tensor against the spec's model) instead of a checkpoint generated from the seed")
+    jc.add_argument("--model-file", metavar="FILE.onnx",
+                    help="model onnx-v1: the ONNX graph to train (published with the job; its CID goes into the "
+                         "spec's model_config.onnx_cid)")
     _add_node_flags(jc)
     js = job_sub.add_parser("status", help="rounds, leader, accuracy per round, payments")
     js.add_argument("job_id", type=int)

@@ -261,6 +261,13 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} does not exist") from exc
+
+
 def cmd_job(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     setup_logging(fmt=cfg.log_format, level=cfg.log_level)
@@ -269,15 +276,17 @@ def cmd_job(args: argparse.Namespace) -> int:
     from protocols.specs import JobSpec
 
     if args.job_command == "create":
+        from node.job_model import prepare_job_model
         from node.roles.customer import post_job
 
-        try:
-            spec = JobSpec.from_bytes(Path(args.spec).read_bytes())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"job spec file {args.spec} does not exist") from exc
+        spec = JobSpec.from_bytes(_read_file(args.spec, "job spec file"))
+        init_weights = _read_file(args.init, "--init file") if args.init else None
+        model_file = _read_file(args.model_file, "--model-file") if args.model_file else None
 
         async def create(store: Any) -> Any:
-            return await post_job(store, client, spec)
+            full, initial = await prepare_job_model(store, spec, model_file=model_file, init_weights=init_weights,
+                                                    timeout_s=cfg.fetch_timeout_s)
+            return await post_job(store, client, full, initial=initial)
 
         job_id, spec_cid, deposit = trio.run(lambda: _with_store(cfg, create))
         print(json.dumps({"job_id": job_id, "spec_cid": spec_cid, "deposit_wei": deposit}))

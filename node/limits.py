@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
-from node.training.models import initial_state
+from node.training.models import ModelRef, initial_state, model_ref
 from protocols.specs import JobSpec
 
 HEADER_SLACK = 1 << 20
@@ -65,7 +65,7 @@ def content_limits(spec: JobSpec) -> ContentLimits:
 
 @cache
 def _limits(spec: JobSpec) -> ContentLimits:
-    scalars = _scalars(spec.model)
+    scalars = _scalars(model_ref(spec))
     per_state = STATE_BYTES_PER_SCALAR.get(spec.inner_optimizer, max(STATE_BYTES_PER_SCALAR.values()))
     # The largest class (L) runs twice the spec's steps (node.training.task); one state per segment.
     segments = math.ceil(2 * spec.local_steps / spec.segment_every)
@@ -76,5 +76,5 @@ def _limits(spec: JobSpec) -> ContentLimits:
 
 
 @cache
-def _scalars(model: str) -> int:
+def _scalars(model: ModelRef) -> int:
     return sum(t.numel() for t in initial_state(model, 0).values())

@@ -42,6 +42,7 @@ JOB_SPEC_SCHEMA = "dtnode/jobspec/1"
 TASK_TICKET_SCHEMA = "dtnode/ticket/2"
 UPDATE_MANIFEST_SCHEMA = "dtnode/update/2"
 ROUND_RECORD_SCHEMA = "dtnode/round/1"
+MODEL_CONFIG_SCHEMA = "dtnode/model/1"
 
 STRATEGIES = ("mean", "median", "trimmed_mean", "krum", "centered_clip")
 OUTER_OPTIMIZERS = ("none", "nesterov")
@@ -50,6 +51,40 @@ INNER_OPTIMIZERS = ("adamw", "sgd")
 
 _SIGNATURE = Pattern(r"(0x[0-9a-f]{130})?", "0x + 65 bytes of hex (or empty, unsigned)")
 _WEI = Int(0, 10**30)
+
+
+_OPTIONAL_CID = Pattern(r"(b[a-z2-7]{20,}|Qm[1-9A-HJ-NP-Za-km-z]{44})?", "a CID (CIDv1 base32 'bafy...') or empty")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(Record):
+    """The model section: the sizes of an architecture built from a config, or the graph file of the customer's own.
+
+    Which fields a model uses is the registry's (:mod:`node.training.models`); 0 / "" means "not used" or the
+    family's default, and a field the named model does not use must stay at 0 / "". The bounds refuse absurd sizes
+    before anything is allocated.
+    """
+
+    WHAT = "model config"
+    PREFIX = "model_config."
+
+    schema: Annotated[str, Const(MODEL_CONFIG_SCHEMA)] = MODEL_CONFIG_SCHEMA
+    layers: Annotated[int, Int(0, 96)] = 0
+    """Transformer blocks (causal LMs)."""
+    width: Annotated[int, Int(0, 8192)] = 0
+    """Embedding width (causal LMs)."""
+    heads: Annotated[int, Int(0, 128)] = 0
+    """Attention heads; must divide ``width`` (causal LMs)."""
+    context: Annotated[int, Int(0, 32768)] = 0
+    """Longest token sequence (causal LMs)."""
+    vocab: Annotated[int, Int(0, 1 << 20)] = 0
+    """Vocabulary size (causal LMs): the tokenizer's."""
+    classes: Annotated[int, Int(0, 100_000)] = 0
+    """Output classes (image classifiers; 0: the model's default)."""
+    channels: Annotated[int, Int(0, 64)] = 0
+    """Input image channels (image classifiers; 0: the model's default)."""
+    onnx_cid: Annotated[str, _OPTIONAL_CID] = ""
+    """CID of the customer's ONNX graph file (model ``onnx-v1``): trainers and validators build the model from it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,11 +123,14 @@ class JobSpec(Record):
     """What the customer asks for. Published to IPFS; its CID goes on-chain with the deposit."""
 
     WHAT = "job spec"
-    OMIT_AT_DEFAULT = frozenset({"hardware_mismatch", "max_loss_rise_ppm"})
+    OMIT_AT_DEFAULT = frozenset({"hardware_mismatch", "max_loss_rise_ppm", "model_config"})
 
     schema: Annotated[str, Const(JOB_SPEC_SCHEMA)] = JOB_SPEC_SCHEMA
     name: Annotated[str, Str(200)] = "fashion-mnist"
     model: Annotated[str, Str(64)] = "fmnist-cnn-v1"
+    """A registered architecture's versioned name (:mod:`node.training.models`)."""
+    model_config: Annotated[ModelConfig, Nested(ModelConfig.from_dict)] = ModelConfig()
+    """The named model's sizes or graph file, for the models that take them (omitted when unused)."""
     dataset_cid: Annotated[str, CID] = ""
     eval_cid: Annotated[str, CID] = ""
     """CID of the held-out evaluation shard (the leader reports accuracy on it)."""

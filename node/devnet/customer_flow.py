@@ -28,6 +28,7 @@ from node.roles.customer import (
 )
 from node.training.data import load_fashion_mnist
 from node.training.evaluate import evaluate
+from node.training.models import model_ref
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo, JobStatus
 from protocols.errors import DtnodeError
@@ -120,7 +121,7 @@ async def final_model(chain: AsyncChain, client: JobManagerClient, store: Conten
     model = await fetch_final_weights(store, job, posted.spec)
     _, test = await trio.to_thread.run_sync(lambda: load_fashion_mnist(None))
     test_set = test if test_samples is None else eval_subset(test, test_samples)
-    accuracy, loss = await trio.to_thread.run_sync(lambda: evaluate(posted.spec.model, model, test_set))
+    accuracy, loss = await trio.to_thread.run_sync(lambda: evaluate(model_ref(posted.spec), model, test_set))
     return FinalModel(job, accuracy, loss, len(test_set))
 
 

@@ -22,6 +22,7 @@ from node.config import NodeConfig
 from node.content import ContentNode
 from node.roles.chain_view import ChainView, check_spec
 from node.training.data import ArraySet, decode_shard
+from node.training.models.onnx_graph import load_model_files
 from node.training.ticket_check import TicketExpectations
 from protocols.chain.client import JobManagerClient
 from protocols.errors import DtnodeError
@@ -143,7 +144,11 @@ class NodeContext:
             data = await self.fetch(info.params.spec_cid, max_bytes=1 << 20, what="job spec",
                                     providers=[info.customer])
             self._customers[job_id] = info.customer
-            self._specs[job_id] = check_spec(JobSpec.from_bytes(data), info)
+            spec = check_spec(JobSpec.from_bytes(data), info)
+            # A customer's graph file is fetched (CID-checked) and vetted once, before any task builds the model.
+            await load_model_files(spec, lambda cid, limit: self.fetch(cid, max_bytes=limit, what="model file",
+                                                                       providers=[info.customer]))
+            self._specs[job_id] = spec
         return self._specs[job_id]
 
     def customer_of(self, job_id: int) -> list[str]:

@@ -21,6 +21,7 @@ from node.checkpoint import decode_checkpoint, initial_checkpoint
 from node.content import ContentNode
 from node.training.data import ArraySet, decode_shard, encode_shard, load_fashion_mnist, make_shards
 from node.training.evaluate import evaluate
+from node.training.models import model_ref
 from node.training.task import max_work_units
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo, JobParams
@@ -67,14 +68,15 @@ def job_params(spec: JobSpec, spec_cid: str) -> JobParams:
 
 
 async def post_job(store: ContentStore, client: JobManagerClient, spec: JobSpec, *,
-                   chain_timeout_s: float = 60.0) -> tuple[int, str, int]:
-    """Publish the initial checkpoint and the spec, then ``createJob`` with exactly the required deposit.
+                   chain_timeout_s: float = 60.0, initial: bytes | None = None) -> tuple[int, str, int]:
+    """Publish the initial checkpoint (``initial``: the customer's, from :func:`node.job_model.prepare_job_model`;
+    else one generated from the seed) and the spec, then ``createJob`` with exactly the required deposit.
 
     Returns ``(job id, spec CID, deposit)``. The spec must already name its dataset and evaluation CIDs.
     """
     if not spec.dataset_cid or not spec.eval_cid:
         raise DtnodeError("job spec: set dataset_cid and eval_cid (from `dtnode dataset add`) before creating")
-    ckpt_cid = await store.put(initial_checkpoint(spec.model, spec.seed))
+    ckpt_cid = await store.put(initial if initial is not None else initial_checkpoint(model_ref(spec), spec.seed))
     full = spec.with_content(dataset_cid=spec.dataset_cid, eval_cid=spec.eval_cid, initial_checkpoint_cid=ckpt_cid)
     JobSpec.from_bytes(full.to_bytes())  # the same validation every node applies when it fetches it
     spec_cid = await store.put(full.to_bytes())
@@ -95,14 +97,14 @@ async def fetch_final_weights(store: ContentStore, job: JobInfo, spec: JobSpec, 
 
 def checkpoint_model(data: bytes, spec: JobSpec) -> dict[str, torch.Tensor]:
     """A checkpoint's model weights (its outer-optimizer state dropped), validated against the job's model."""
-    model, _ = decode_checkpoint(data, spec.model, max_bytes=spec.max_dag_bytes)
+    model, _ = decode_checkpoint(data, model_ref(spec), max_bytes=spec.max_dag_bytes)
     return model
 
 
 async def evaluate_checkpoint(data: bytes, spec: JobSpec, eval_set: ArraySet) -> tuple[float, float]:
     """(accuracy, loss) of a checkpoint's model on ``eval_set``, computed in a worker thread."""
     model = checkpoint_model(data, spec)
-    return await trio.to_thread.run_sync(lambda: evaluate(spec.model, model, eval_set))
+    return await trio.to_thread.run_sync(lambda: evaluate(model_ref(spec), model, eval_set))
 
 
 def eval_subset(test: ArraySet, n: int) -> ArraySet:

@@ -41,6 +41,7 @@ from node.roles.decisions import (
     round_close,
 )
 from node.training.evaluate import evaluate
+from node.training.models import model_ref
 from node.training.task import task_size, work_units
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, UpdateStatus
@@ -295,11 +296,11 @@ class LeaderRole:
         with ctx.timed("aggregation"):
             new_bytes = await trio.to_thread.run_sync(self.aggregate, spec, base_bytes, deltas)
         eval_set = await ctx.shard(spec.eval_cid, spec.max_dag_bytes, providers=ctx.customer_of(self.job_id))
-        model_state, _ = decode_checkpoint(new_bytes, spec.model, max_bytes=spec.max_dag_bytes)
+        model_state, _ = decode_checkpoint(new_bytes, model_ref(spec), max_bytes=spec.max_dag_bytes)
 
         def run_eval() -> tuple[float, float]:
             state: dict[str, torch.Tensor] = model_state
-            return evaluate(spec.model, state, eval_set, max_samples=self.eval_samples)
+            return evaluate(model_ref(spec), state, eval_set, max_samples=self.eval_samples)
 
         with ctx.timed("evaluation"):
             accuracy, loss = await trio.to_thread.run_sync(run_eval)

@@ -31,6 +31,7 @@ from node.segments import SegmentSpill
 from node.training.codec import State, encode_delta
 from node.training.data import ArraySet
 from node.training.local import LocalResult, loss_to_micro, train_local
+from node.training.models import model_ref
 from node.training.task import Task
 from node.training.ticket_check import check_ticket
 from protocols.chain.errors import ChainError, ContractRevert
@@ -155,7 +156,7 @@ class TrainerRole:
         customer = ctx.customer_of(ticket.job_id)
         base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
                                             providers=[ticket.leader, *customer])
-        base_model, _ = decode_checkpoint(base_bytes, spec.model, max_bytes=spec.max_dag_bytes)
+        base_model, _ = decode_checkpoint(base_bytes, model_ref(spec), max_bytes=spec.max_dag_bytes)
         shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=customer)
 
         with ctx.timed("training"):

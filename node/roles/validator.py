@@ -33,6 +33,7 @@ from node.segments import fetch_segment
 from node.training.codec import decode_delta
 from node.training.errors import TicketRejected
 from node.training.local import micro_to_loss
+from node.training.models import model_ref
 from node.training.replay import Verdict, choose_segments, replay_verify
 from node.training.task import Task
 from node.training.ticket_check import check_update_ticket
@@ -150,7 +151,7 @@ class ValidatorRole:
             base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
                                                 providers=[ticket.leader, trainer, *customer])
             base_model, _ = decode_checkpoint(base_bytes,
-                                              spec.model, max_bytes=spec.max_dag_bytes)
+                                              model_ref(spec), max_bytes=spec.max_dag_bytes)
             shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=[*customer, trainer])
             delta = decode_delta(await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes,
                                                  providers=[trainer]), like=base_model,

@@ -32,7 +32,7 @@ from torch import nn
 from node.training.codec import State, state_hash, state_sub
 from node.training.data import ArraySet
 from node.training.errors import TrainingError
-from node.training.models import build_model
+from node.training.models import ModelRef, build_model
 from node.training.task import Task
 
 LOSS_SAMPLES = 1024
@@ -228,7 +228,7 @@ def run_segment(
     return _export(model, optimizer)
 
 
-def task_loss(model_name: str, state: Mapping[str, torch.Tensor], data: ArraySet) -> float:
+def task_loss(model_name: ModelRef, state: Mapping[str, torch.Tensor], data: ArraySet) -> float:
     """Mean cross-entropy of ``state`` on the first :data:`LOSS_SAMPLES` samples of ``data`` (the task's range)."""
     model = build_model(model_name)
     model.load_state_dict(dict(state), strict=True)

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from node.training.errors import TrainingError
+from node.training.models import ModelRef, model_ref
 from node.training.tasks import TaskFactory, TaskSize
 from protocols.specs import JobSpec, TaskTicket
 from protocols.types import NodeClass
@@ -50,7 +51,8 @@ class Task:
     ``BAD_TASK`` verdict).
     """
 
-    model_name: str
+    model_name: ModelRef
+    """The architecture (:func:`node.training.models.model_ref`: a bare name for a spec without model section)."""
     steps: int
     batch_size: int
     lr: float
@@ -76,8 +78,9 @@ class Task:
     def from_ticket(cls, spec: JobSpec, ticket: TaskTicket) -> Task:
         """The task a signed ticket hands out in the job of ``spec`` (the ticket itself is checked elsewhere:
         :func:`node.training.ticket_check.check_ticket`)."""
-        return cls(model_name=spec.model, steps=ticket.steps, batch_size=ticket.batch_size, lr=float(spec.inner_lr),
-                   seed=ticket.seed, segment_every=spec.segment_every, optimizer=spec.inner_optimizer,
+        return cls(model_name=model_ref(spec), steps=ticket.steps, batch_size=ticket.batch_size,
+                   lr=float(spec.inner_lr), seed=ticket.seed, segment_every=spec.segment_every,
+                   optimizer=spec.inner_optimizer,
                    sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count))
 
     @property
