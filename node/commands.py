@@ -306,10 +306,12 @@ def cmd_job(args: argparse.Namespace) -> int:
     # fetch
     from node.roles.customer import fetch_final_weights
     from node.training.codec import encode_state
+    from node.training.models.onnx_graph import load_model_files
 
     async def fetch(store: Any) -> Any:
         spec_bytes = await store.get(job.params.spec_cid, max_bytes=1 << 20, timeout_s=cfg.fetch_timeout_s)
         spec = JobSpec.from_bytes(spec_bytes)
+        await load_model_files(spec, lambda cid, limit: store.get(cid, max_bytes=limit, timeout_s=cfg.fetch_timeout_s))
         return await fetch_final_weights(store, job, spec, timeout_s=cfg.fetch_timeout_s)
 
     model = trio.run(lambda: _with_store(cfg, fetch))

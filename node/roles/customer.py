@@ -22,6 +22,7 @@ from node.content import ContentNode
 from node.training.data import ArraySet, decode_shard, encode_shard, load_fashion_mnist, make_shards
 from node.training.evaluate import evaluate
 from node.training.models import model_ref
+from node.training.models.onnx_graph import load_model_files
 from node.training.task import max_work_units
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo, JobParams
@@ -149,6 +150,8 @@ async def evaluate_rounds(content: ContentNode, job: JobInfo, rounds: list[Round
     """
     spec = JobSpec.from_bytes(await content.fetch(job.params.spec_cid, max_bytes=1 << 20, what="job spec",
                                                   providers=[job.customer]))
+    await load_model_files(spec, lambda cid, limit: content.fetch(cid, max_bytes=limit, what="model file",
+                                                                  providers=[job.customer]))
     progress(f"job {job.job_id}: fetching the evaluation shard {spec.eval_cid}")
     shard = await content.fetch(spec.eval_cid, max_bytes=spec.max_dag_bytes, what="evaluation shard",
                                 providers=[job.customer])
