@@ -25,6 +25,7 @@ from node.training.data import (
 )
 from node.training.datasets.source import LoadedDataset, SourceOptions, load_dataset
 from node.training.errors import DatasetError
+from protocols.specs import JobSpec
 from storage.content import ContentStore
 from storage.dataset import DatasetInfo, publish_dataset
 
@@ -85,6 +86,27 @@ async def publish_files(store: ContentStore, path: Path, options: SourceOptions,
     loaded = await trio.to_thread.run_sync(lambda: load_dataset(path, options))
     return await publish_loaded(store, loaded, shards=shards, non_iid_alpha=non_iid_alpha, eval_samples=eval_samples,
                                 eval_fraction=eval_fraction, seed=seed)
+
+
+def check_spec_data(spec: JobSpec, info: DatasetInfo) -> None:
+    """Refuse a job whose dataset (its manifest's ``info``) is not what the spec's task and model sizes take: a
+    corpus for a classifier, a tokenizer's vocabulary larger than the model's, sequences longer than its context, more
+    classes than its outputs. Raises :class:`DatasetError` naming the field to change."""
+    config = spec.model_config
+    if info.task != spec.task:
+        raise DatasetError(f"job spec: task {spec.task!r}, but dataset {spec.dataset_cid} is a {info.task} dataset "
+                           f"({info.format}); use a {spec.task} dataset or set \"task\": \"{info.task}\"")
+    if info.task == "causal_lm":
+        if config.vocab and config.vocab < info.vocab_size:
+            raise DatasetError(f"job spec: model_config.vocab {config.vocab} is smaller than the dataset's "
+                               f"{info.tokenizer} vocabulary of {info.vocab_size}")
+        if config.context and config.context < info.context_length:
+            raise DatasetError(f"job spec: model_config.context {config.context} is shorter than the dataset's "
+                               f"sequences of {info.context_length} tokens (re-add it with --context-length "
+                               f"{config.context})")
+    elif config.classes and config.classes < len(info.classes):
+        raise DatasetError(f"job spec: model_config.classes {config.classes} is fewer than the dataset's "
+                           f"{len(info.classes)} classes")
 
 
 async def publish_fashion_mnist(store: ContentStore, *, shards: int = 16, eval_samples: int = 2000,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -321,3 +322,25 @@ async def test_fashion_mnist_through_the_idx_format_is_the_demo_dataset(tmp_path
     demo = await publish_fashion_mnist(store, shards=2, eval_samples=50)
     generic = await publish_files(store, FASHION_MNIST_DIR, SourceOptions(format="idx"), shards=2, eval_samples=50)
     assert (generic.dataset_cid, generic.eval_cid) == (demo.dataset_cid, demo.eval_cid)
+
+
+def test_job_spec_must_fit_its_dataset() -> None:
+    from node.roles.dataset_publish import check_spec_data
+    from protocols.specs import JobSpec, ModelConfig
+    from storage.dataset import DatasetInfo
+
+    images = DatasetInfo(format="image-folder", task="classification", licence="", input_shape=(3, 32, 32),
+                         input_dtype="uint8", classes=tuple("abcdefghijkl"))
+    corpus = DatasetInfo(format="text", task="causal_lm", licence="", input_shape=(129,), input_dtype="int32",
+                         vocab_size=256, tokenizer="bytes")
+    lm = ModelConfig(layers=2, width=64, heads=2, context=128, vocab=256)
+    check_spec_data(JobSpec(model="resnet18-small-v1", model_config=ModelConfig(classes=12, channels=3)), images)
+    check_spec_data(JobSpec(model="gpt2-lm-v1", model_config=lm, task="causal_lm"), corpus)
+    with pytest.raises(DatasetError, match="task 'classification', but dataset .* is a causal_lm dataset"):
+        check_spec_data(JobSpec(), corpus)
+    with pytest.raises(DatasetError, match="model_config.classes 10 is fewer than the dataset's 12 classes"):
+        check_spec_data(JobSpec(model="resnet18-small-v1", model_config=ModelConfig(classes=10)), images)
+    with pytest.raises(DatasetError, match="model_config.vocab 100 is smaller than the dataset's bytes vocabulary"):
+        check_spec_data(JobSpec(model="gpt2-lm-v1", model_config=replace(lm, vocab=100), task="causal_lm"), corpus)
+    with pytest.raises(DatasetError, match="model_config.context 64 is shorter .* --context-length 64"):
+        check_spec_data(JobSpec(model="gpt2-lm-v1", model_config=replace(lm, context=64), task="causal_lm"), corpus)
