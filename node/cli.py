@@ -58,9 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("dataset", help="publish or fetch a dataset")
     ds_sub = ds.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
     da = ds_sub.add_parser("add", help="shard a dataset, add it to the block store, print its CID")
-    da.add_argument("path", help="folder with Fashion-MNIST idx(.gz) files")
+    da.add_argument("path", help="the dataset: a folder of IDX files (e.g. Fashion-MNIST's), an image folder, a "
+                    ".safetensors/.npz file, or a text file or folder")
+    da.add_argument("--format", choices=["idx", "image-folder", "tensors", "text"], default="idx",
+                    help="idx: {train,t10k,test}-{images,labels}-idx*-ubyte[.gz]; image-folder: one sub-folder of "
+                    "PNG/JPEG per class; tensors: arrays inputs, labels (and test_inputs, test_labels); text: UTF-8")
     da.add_argument("--shards", type=int, default=16)
     da.add_argument("--non-iid-alpha", type=float, default=None, help="Dirichlet alpha for label-skewed shards")
+    da.add_argument("--licence", default=None, help="the data's licence note, recorded in the manifest")
+    da.add_argument("--image-size", default=None, metavar="HxW", help="image-folder: resize every image to HxW "
+                    "(default: all images must have the first one's size)")
+    da.add_argument("--context-length", type=int, default=None, help="text: tokens per training sequence")
+    da.add_argument("--tokenizer", default=None, metavar="bytes|chars|FILE.json",
+                    help="text: UTF-8 bytes, the corpus's characters, or a tokenizers JSON file (published too)")
+    da.add_argument("--eval-samples", type=int, default=2000, help="size cap of the evaluation shard")
+    da.add_argument("--eval-fraction", type=float, default=0.1,
+                    help="held out for evaluation when the data has no test split")
+    da.add_argument("--seed", type=int, default=0, help="seeds the shard split and the held-out samples")
     da.add_argument("--to-kubo", metavar="API", help="pin to a Kubo RPC daemon (e.g. /ip4/127.0.0.1/tcp/5001)")
     _add_node_flags(da)
     dg = ds_sub.add_parser("get", help="fetch and verify a dataset by CID")

@@ -225,25 +225,50 @@ async def job_status(cfg: NodeConfig, client: JobManagerClient, job_id: int, *, 
         "deposit_wei": job.deposit, "spent_wei": job.spent, "refunded_wei": job.refunded,
         "accuracy_measured_on": measured_on,
         "history": [{"round": e.round, "leader": e.leader, "checkpoint": e.checkpoint_cid, "accuracy": e.accuracy,
-                     "loss": e.loss, **({"error": e.error} if e.error else {})} for e in history],
+                     "loss": e.loss, **dict([e.metric] if e.metric else []), **({"error": e.error} if e.error else {})}
+                    for e in history],
         "payments_wei": dict(sorted(payments.items(), key=lambda kv: -kv[1])),
     }
+
+
+def _image_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    height, sep, width = text.lower().partition("x")
+    if not (sep and height.isdigit() and width.isdigit()):
+        raise ConfigError(f"--image-size {text!r}: expected HEIGHTxWIDTH, e.g. 32x32")
+    return int(height), int(width)
+
+
+def dataset_add(cfg: NodeConfig, args: argparse.Namespace) -> int:
+    """``dtnode dataset add PATH --format …``: read, shard and publish a dataset; print its CIDs and description."""
+    from node.roles.dataset_publish import publish_files
+    from node.training.datasets.source import SourceOptions
+
+    options = SourceOptions(format=args.format, licence=args.licence or "", image_size=_image_size(args.image_size),
+                            context_length=args.context_length or 0, tokenizer=args.tokenizer or "")
+
+    async def add(store: Any) -> Any:
+        return await publish_files(store, Path(args.path), options, shards=args.shards,
+                                   non_iid_alpha=args.non_iid_alpha, eval_samples=args.eval_samples,
+                                   eval_fraction=args.eval_fraction, seed=args.seed)
+
+    data = trio.run(lambda: _with_store(cfg, add, kubo=args.to_kubo))
+    info = data.info
+    print(json.dumps({"dataset_cid": data.dataset_cid, "eval_cid": data.eval_cid, "shards": data.shards,
+                      "train_samples": data.train_samples, "eval_samples": data.eval_samples,
+                      "format": info.format, "task": info.task, "input_shape": list(info.input_shape),
+                      "input_dtype": info.input_dtype,
+                      **({"classes": len(info.classes)} if info.classes else {"vocab_size": info.vocab_size,
+                                                                               "tokenizer": info.tokenizer})}))
+    return 0
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     setup_logging(fmt=cfg.log_format, level=cfg.log_level)
     if args.dataset_command == "add":
-        from node.roles.customer import publish_fashion_mnist
-
-        async def add(store: Any) -> Any:
-            return await publish_fashion_mnist(store, shards=args.shards, non_iid_alpha=args.non_iid_alpha,
-                                               root=args.path)
-
-        data = trio.run(lambda: _with_store(cfg, add, kubo=args.to_kubo))
-        print(json.dumps({"dataset_cid": data.dataset_cid, "eval_cid": data.eval_cid, "shards": data.shards,
-                          "train_samples": data.train_samples, "eval_samples": data.eval_samples}))
-        return 0
+        return dataset_add(cfg, args)
     from storage.dataset import fetch_dataset_manifest
 
     async def get(store: Any) -> Any:

@@ -48,6 +48,8 @@ STRATEGIES = ("mean", "median", "trimmed_mean", "krum", "centered_clip")
 OUTER_OPTIMIZERS = ("none", "nesterov")
 DELTA_ENCODINGS = ("f32", "int8")
 INNER_OPTIMIZERS = ("adamw", "sgd")
+TASK_TYPES = ("classification", "causal_lm")
+"""What a job trains for: its loss and its headline metric (:mod:`node.training.objective`)."""
 
 _SIGNATURE = Pattern(r"(0x[0-9a-f]{130})?", "0x + 65 bytes of hex (or empty, unsigned)")
 _WEI = Int(0, 10**30)
@@ -123,7 +125,7 @@ class JobSpec(Record):
     """What the customer asks for. Published to IPFS; its CID goes on-chain with the deposit."""
 
     WHAT = "job spec"
-    OMIT_AT_DEFAULT = frozenset({"hardware_mismatch", "max_loss_rise_ppm", "model_config"})
+    OMIT_AT_DEFAULT = frozenset({"hardware_mismatch", "max_loss_rise_ppm", "model_config", "task"})
 
     schema: Annotated[str, Const(JOB_SPEC_SCHEMA)] = JOB_SPEC_SCHEMA
     name: Annotated[str, Str(200)] = "fashion-mnist"
@@ -133,7 +135,10 @@ class JobSpec(Record):
     """The named model's sizes or graph file, for the models that take them (omitted when unused)."""
     dataset_cid: Annotated[str, CID] = ""
     eval_cid: Annotated[str, CID] = ""
-    """CID of the held-out evaluation shard (the leader reports accuracy on it)."""
+    """CID of the held-out evaluation shard (the leader reports the task's metric on it)."""
+    task: Annotated[str, Choice(TASK_TYPES)] = "classification"
+    """``classification`` (cross-entropy; accuracy) or ``causal_lm`` (next-token cross-entropy; perplexity); must
+    be the model's task. Omitted at its default, so classification specs keep their bytes."""
     initial_checkpoint_cid: Annotated[str, CID] = ""
     rounds: Annotated[int, Int(1, 10_000)] = 12
     tasks_per_round: Annotated[int, Int(1, 64)] = 4

@@ -29,6 +29,7 @@ from node.roles.customer import (
 from node.training.data import load_fashion_mnist
 from node.training.evaluate import evaluate
 from node.training.models import model_ref
+from node.training.objective import format_metric
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo, JobStatus
 from protocols.errors import DtnodeError
@@ -43,6 +44,8 @@ class RoundLine:
     """The committing leader's devnet label (its address if it has none)."""
     accuracy: float
     wall_s: float
+    metric: tuple[str, float] = ("accuracy", 0.0)
+    """The task's own figure (:func:`node.training.objective.headline`)."""
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,10 @@ async def follow_rounds(plan: DevnetPlan, chain: AsyncChain, client: JobManagerC
                     continue
                 measured = await measure_round(content, entry, spec, held_out)
                 line = RoundLine(entry.round, labels.get(entry.leader, entry.leader), measured.accuracy or 0.0,
-                                 time.monotonic() - started)
+                                 time.monotonic() - started, measured.metric or ("accuracy", 0.0))
                 lines.append(line)
                 bar = "#" * len(lines) + "-" * (spec.rounds - len(lines))
-                plan.out(f"[{bar}] round {len(lines):>2}/{spec.rounds}  accuracy {line.accuracy * 100:5.2f}%  "
+                plan.out(f"[{bar}] round {len(lines):>2}/{spec.rounds}  {format_metric(*line.metric)}  "
                          f"leader {line.leader:<9} spent {job.spent / ETH:.4f} ETH  t={line.wall_s:5.1f}s")
         if job.status == JobStatus.FINISHED and len(lines) >= job.committed_rounds:
             return lines
@@ -121,7 +124,8 @@ async def final_model(chain: AsyncChain, client: JobManagerClient, store: Conten
     model = await fetch_final_weights(store, job, posted.spec)
     _, test = await trio.to_thread.run_sync(lambda: load_fashion_mnist(None))
     test_set = test if test_samples is None else eval_subset(test, test_samples)
-    accuracy, loss = await trio.to_thread.run_sync(lambda: evaluate(model_ref(posted.spec), model, test_set))
+    accuracy, loss = await trio.to_thread.run_sync(lambda: evaluate(model_ref(posted.spec), model, test_set,
+                                                                    task=posted.spec.task))
     return FinalModel(job, accuracy, loss, len(test_set))
 
 

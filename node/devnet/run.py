@@ -20,6 +20,7 @@ from node.devnet.plan import DEV_ACCOUNTS, ETH, DevnetPlan, members, node_config
 from node.devnet.supervisor import Devnet
 from node.roles.customer import job_payments
 from node.runtime import DtNode
+from node.training.objective import format_metric, headline
 from protocols.chain.backends import dev_accounts
 
 
@@ -31,6 +32,8 @@ class DevnetResult:
     final_loss: float
     test_samples: int
     """How many test images ``final_accuracy`` was measured on."""
+    task: str = "classification"
+    """The job's task type: the summary reports its own metric (accuracy or perplexity)."""
     wall_s: float
     earnings: dict[str, int]
     """Wei credited per address (lower-case) by the job: trainers' pay, validators' and leaders' fees."""
@@ -112,7 +115,7 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
         test_samples=final.test_samples, wall_s=time.monotonic() - started, earnings=earnings, labels=net.labels,
         refund=final.job.refunded, deposit=posted.deposit, totals_conserved=conserved,
         final_cid=final.job.last_checkpoint_cid or "", workdir=net.workdir, ledger=ledger,
-        min_trainer_stake=min_stake,
+        min_trainer_stake=min_stake, task=posted.spec.task,
     )
     out(summary_table(result))
     return result
@@ -124,8 +127,8 @@ def summary_table(r: DevnetResult) -> str:
         "",
         "=" * 64,
         f" job {r.job_id} finished: {len(r.rounds)} rounds in {r.wall_s:.1f} s",
-        f" final test accuracy: {r.final_accuracy * 100:.2f}% on {r.test_samples} held-out images "
-        f"(loss {r.final_loss:.4f})",
+        f" final test {format_metric(*headline(r.task, r.final_accuracy, r.final_loss))} on {r.test_samples} "
+        f"held-out samples (loss {r.final_loss:.4f})",
         f" final weights: {r.final_cid}",
         "-" * 64,
         f" {'node':<14}{'address':<44}{'earned (ETH)':>12}",

@@ -33,15 +33,14 @@ from node.training.codec import State, state_hash, state_sub
 from node.training.data import ArraySet
 from node.training.errors import TrainingError
 from node.training.models import ModelRef, build_model
+from node.training.objective import CLASSIFICATION, objective_for
 from node.training.task import Task
 
 LOSS_SAMPLES = 1024
-"""The reported losses are the mean cross-entropy over the first ``LOSS_SAMPLES`` samples of the task's range."""
+"""The reported losses are the task's mean loss over the first ``LOSS_SAMPLES`` samples of the task's range."""
 EVAL_CHUNK = 64
 """Samples per forward pass when scoring (losses, evaluation). Measured on one CPU thread: the CNN scores 1,024
 samples 2.6x faster in chunks of 64 than of 512 (activations stay in cache); loss checks dominated replay cost."""
-# Fashion-MNIST pixel mean and std (over the training set, scaled to [0, 1]).
-_MEAN, _STD = 0.2860, 0.3530
 MODEL_PREFIX, OPTIM_PREFIX = "model/", "optim/"
 MICRO = 1_000_000
 
@@ -109,16 +108,6 @@ def task_view(shard: ArraySet, sample_range: tuple[int, int] | None) -> ArraySet
     if not 0 <= start < stop <= len(shard):
         raise TrainingError(f"sample range {sample_range} is outside the shard's 0..{len(shard)}")
     return shard.subset(slice(start, stop))
-
-
-def to_inputs(images: npt.NDArray[np.uint8]) -> torch.Tensor:
-    """uint8 N×28×28 images to normalized float32 N×1×28×28."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
-    return x.sub_(_MEAN).div_(_STD).unsqueeze(1)
-
-
-def to_targets(labels: npt.NDArray[np.uint8]) -> torch.Tensor:
-    return torch.from_numpy(labels.astype(np.int64))
 
 
 class BatchSchedule:
@@ -214,13 +203,13 @@ def run_segment(
     start, stop = task.segment_bounds(index)
     model, optimizer = _import(task, start_state)
     schedule = BatchSchedule(len(data), task.batch_size, task.seed)
-    loss_fn = nn.CrossEntropyLoss()
+    objective = objective_for(task.task_type)
     model.train()
     for step in range(start, stop):
         idx = schedule.indices(step)
-        inputs, targets = to_inputs(data.images[idx]), to_targets(data.labels[idx])
+        inputs, targets = objective.batch(data, idx)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(inputs), targets)
+        loss = objective.loss(model, inputs, targets)
         if not torch.isfinite(loss):
             raise TrainingError(f"loss diverged to {float(loss)} at step {step}; lower the learning rate")
         loss.backward()  # type: ignore[no-untyped-call]
@@ -228,21 +217,15 @@ def run_segment(
     return _export(model, optimizer)
 
 
-def task_loss(model_name: ModelRef, state: Mapping[str, torch.Tensor], data: ArraySet) -> float:
-    """Mean cross-entropy of ``state`` on the first :data:`LOSS_SAMPLES` samples of ``data`` (the task's range)."""
+def task_loss(model_name: ModelRef, state: Mapping[str, torch.Tensor], data: ArraySet, *,
+              task_type: str = CLASSIFICATION) -> float:
+    """Mean loss (the task type's) of ``state`` on the first :data:`LOSS_SAMPLES` samples of ``data`` (the task's
+    range)."""
     model = build_model(model_name)
     model.load_state_dict(dict(state), strict=True)
     model.eval()
-    n = min(len(data), LOSS_SAMPLES)
-    total = torch.zeros((), dtype=torch.float64)
     with torch.no_grad():
-        for lo in range(0, n, EVAL_CHUNK):
-            hi = min(n, lo + EVAL_CHUNK)
-            logits = model(to_inputs(data.images[lo:hi]))
-            total += nn.functional.cross_entropy(
-                logits, to_targets(data.labels[lo:hi]), reduction="sum"
-            ).to(torch.float64)
-    return float(total) / n
+        return objective_for(task_type).score(model, data, min(len(data), LOSS_SAMPLES), EVAL_CHUNK).mean_loss
 
 
 def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: ArraySet) -> LocalResult:
@@ -254,14 +237,14 @@ def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: Array
     data = task_view(shard, task.sample_range)
     base = {k: v.detach().clone() for k, v in sorted(base_state.items())}
     with deterministic_torch():
-        loss_before = task_loss(task.model_name, base, data)
+        loss_before = task_loss(task.model_name, base, data, task_type=task.task_type)
         state = initial_trainer_state(base)
         states: list[State] = []
         for index in range(task.n_segments):
             state = run_segment(task, state, data, index)
             states.append(state)
         final = model_part(state)
-        loss_after = task_loss(task.model_name, final, data)
+        loss_after = task_loss(task.model_name, final, data, task_type=task.task_type)
     return LocalResult(
         delta=state_sub(final, base),
         final_state=final,
