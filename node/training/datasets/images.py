@@ -84,7 +84,7 @@ def load_image_folder(root: Path, *, licence: str, size: tuple[int, int] | None 
                 elif size is None and (header.height, header.width) != first:
                     raise DatasetError(f"{path}: image is {header.width}x{header.height} but the first image is "
                                        f"{first[1]}x{first[0]}; pass --image-size HxW to resize all to one size")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DatasetError(f"{path}: bad image ({exc})") from exc
     target = size or first
     assert target is not None
