@@ -14,7 +14,12 @@ from onnx import TensorProto, helper, numpy_helper
 from node.training.errors import ModelFileRefused, TrainingError
 from node.training.models import Architecture, build_model, initial_state, task_kind
 from node.training.models.init_weights import read_init_weights
-from node.training.models.onnx_graph import MAX_GRAPH_PARAMETERS, load_graph_module, register_model_file
+from node.training.models.onnx_graph import (
+    MAX_GRAPH_NODES,
+    MAX_GRAPH_PARAMETERS,
+    load_graph_module,
+    register_model_file,
+)
 from protocols.specs import ModelConfig
 from storage.cid import RAW, cid_to_str, make_cid
 from tests.training.model_files import hostile_pickle, hostile_torch_save, onnx_bytes, small_classifier
@@ -117,6 +122,10 @@ def test_unsupported_operators_and_domains_are_refused() -> None:
 
 
 def test_absurd_sizes_and_garbage_are_refused() -> None:
+    many = [helper.make_node("Identity", ["x" if i == 0 else f"t{i}"], [f"t{i + 1}" if i < MAX_GRAPH_NODES else "y"])
+            for i in range(MAX_GRAPH_NODES + 1)]
+    with pytest.raises(ModelFileRefused, match="operators, over the limit"):
+        load_graph_module(_graph(many))
     side = int(MAX_GRAPH_PARAMETERS ** 0.5) + 1
     huge = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[side, side])  # declared, never allocated
     with pytest.raises(ModelFileRefused, match="over the limit"):

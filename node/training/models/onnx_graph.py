@@ -7,13 +7,17 @@ without running anything the customer wrote. This module must never unpickle: no
 
 - a zip archive (``torch.save`` checkpoints, ``torch.export`` ``.pt2`` programs) or a pickle, recognised by their
   first bytes, or anything else that does not parse as an ONNX ``ModelProto``;
-- over :data:`MAX_GRAPH_FILE_BYTES`, or with more than :data:`MAX_GRAPH_PARAMETERS` weights;
+- over :data:`MAX_GRAPH_FILE_BYTES`, or with more than :data:`MAX_GRAPH_PARAMETERS` weights or
+  :data:`MAX_GRAPH_NODES` operators;
 - a graph whose tensors point at external data (a path outside the file: the file alone must define the model);
 - rejected by ``onnx.checker``, or using an operator domain other than the standard one, or an operator onnx2torch
   cannot convert.
 
 Files are registered by CID once fetched (the fetch checks the CID), then :func:`onnx_v1` builds copies of the
-converted module for the registry's ``onnx-v1`` model: its initial weights are the file's.
+converted module for the registry's ``onnx-v1`` model: its initial weights are the file's. onnx2torch 1.5 converts
+operator sets up to 17 (export with ``opset_version=17``); a ``BatchNormalization`` kept in the graph runs in its
+inference form (fixed statistics, scale and shift held as buffers), so export in eval mode, where torch folds it into
+the convolution before it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ MAX_GRAPH_FILE_BYTES = 1 << 30
 """A graph file's size limit (1 GiB; protobuf itself stops at 2 GiB)."""
 MAX_GRAPH_PARAMETERS = 250_000_000
 """The most weights (initializer elements) a graph file may hold."""
+MAX_GRAPH_NODES = 100_000
+"""The most operators a graph may have (ResNet-50 has ~120, GPT-2 XL ~5,000 once exported)."""
 ONNX_MODEL = "onnx-v1"
 _STANDARD_DOMAINS = ("", "ai.onnx")
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -90,6 +96,9 @@ def load_graph_module(data: bytes) -> nn.Module:
         raise ModelFileRefused(f"model file is not an ONNX model ({exc.__class__.__name__}: {exc})") from exc
     if not model.HasField("graph") or not model.graph.node:
         raise ModelFileRefused("model file is not an ONNX model (no graph)")
+    if len(model.graph.node) > MAX_GRAPH_NODES:
+        raise ModelFileRefused(f"model file has {len(model.graph.node):,} operators, over the limit of "
+                               f"{MAX_GRAPH_NODES:,}")
     weights = 0
     for tensor in _tensors(model.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):  # type: ignore[attr-defined]
