@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,13 +28,14 @@ from node.training.models import (
     state_layout,
     task_kind,
 )
-from node.training.models.language import gpt2_parameters
+from node.training.models.language import gpt2_parameters, sample_tokens
 from node.training.models.onnx_graph import register_model_file
 from node.training.task import Task
 from protocols.specs import JobSpec, ModelConfig
 from storage.cid import RAW, cid_to_str, make_cid
 from tests.training.model_files import onnx_bytes, small_classifier
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY_LM = ModelConfig(layers=2, width=32, heads=2, context=16, vocab=64)
 
 
@@ -109,6 +114,35 @@ def test_gpt2_is_sized_by_the_spec_and_counted_before_building() -> None:
     logits = model(torch.zeros(3, TINY_LM.context, dtype=torch.int64))
     assert logits.shape == (3, TINY_LM.context, TINY_LM.vocab)
     assert not any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+def test_sampling_text_is_seeded_and_stays_in_the_window() -> None:
+    model = build_model(Architecture("gpt2-lm-v1", TINY_LM))
+    first = sample_tokens(model, [1, 2, 3], 20, context=TINY_LM.context, temperature=1.0, seed=4)
+    assert first[:3] == [1, 2, 3] and len(first) == 23 and all(0 <= t < TINY_LM.vocab for t in first)
+    assert sample_tokens(model, [1, 2, 3], 20, context=TINY_LM.context, temperature=1.0, seed=4) == first
+    greedy = sample_tokens(model, [1, 2, 3], 5, context=TINY_LM.context, temperature=0)
+    assert greedy == sample_tokens(model, [1, 2, 3], 5, context=TINY_LM.context, temperature=0, seed=99)
+
+
+def test_initial_states_are_the_same_in_another_process() -> None:
+    """The seed's checkpoint of the library models, bit for bit, in a fresh interpreter with another hash seed, and
+    the Hugging Face libraries are offline there."""
+    script = (
+        "import os\n"
+        "from node.training.models import Architecture, initial_state\n"
+        "from node.training.codec import state_hash\n"
+        "from protocols.specs import ModelConfig\n"
+        "lm = Architecture('gpt2-lm-v1', ModelConfig(layers=2, width=32, heads=2, context=16, vocab=64))\n"
+        "print(state_hash(initial_state(lm, 3)), state_hash(initial_state('resnet18-small-v1', 3)),"
+        " os.environ['HF_HUB_OFFLINE'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
+                         timeout=300, env={**os.environ, "PYTHONHASHSEED": "4321", "HF_HUB_OFFLINE": "0"})
+    lm_hash, resnet_hash, offline = out.stdout.split()
+    assert lm_hash == state_hash(initial_state(Architecture("gpt2-lm-v1", TINY_LM), 3))
+    assert resnet_hash == state_hash(initial_state("resnet18-small-v1", 3))
+    assert offline == "1"
 
 
 @pytest.mark.parametrize(("config", "problem"), [

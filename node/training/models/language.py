@@ -46,6 +46,27 @@ def _logits_model_class() -> type[nn.Module]:
     return GPT2Logits
 
 
+def sample_tokens(model: nn.Module, prompt: list[int], new_tokens: int, *, context: int, temperature: float = 1.0,
+                  seed: int = 0) -> list[int]:
+    """``prompt`` followed by ``new_tokens`` ids drawn one at a time from a causal LM of this registry (the last
+    ``context`` ids are its window). ``temperature`` 0 picks the most likely id; otherwise ids are drawn from
+    ``softmax(logits / temperature)`` with a generator seeded by ``seed``, so the same call gives the same text."""
+    if not prompt:
+        raise TrainingError("sample_tokens: the prompt needs at least one token")
+    generator = torch.Generator().manual_seed(seed)
+    ids = list(prompt)
+    model.eval()
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            logits = model(torch.tensor([ids[-context:]], dtype=torch.int64))[0, -1].to(torch.float64)
+            if temperature <= 0:
+                ids.append(int(logits.argmax()))
+            else:
+                probs = torch.softmax(logits / temperature, dim=0)
+                ids.append(int(torch.multinomial(probs, 1, generator=generator)))
+    return ids
+
+
 def gpt2_lm_v1(config: ModelConfig) -> nn.Module:
     """GPT-2 (pre-norm blocks, GELU MLP 4× wide, learned positions) with the spec's layers, width, heads, context
     and vocabulary; token ids ``0..vocab-1`` in, logits out."""
