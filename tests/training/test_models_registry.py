@@ -16,11 +16,12 @@ from node.checkpoint import decode_checkpoint, initial_checkpoint
 from node.training.codec import state_hash
 from node.training.data import ArraySet
 from node.training.errors import TrainingError
-from node.training.local import deterministic_torch, initial_trainer_state, run_segment, train_local
+from node.training.local import train_local
 from node.training.models import (
     MODELS,
     Architecture,
     ModelRef,
+    State,
     build_model,
     initial_state,
     model_ref,
@@ -30,6 +31,7 @@ from node.training.models import (
 )
 from node.training.models.language import gpt2_parameters, sample_tokens
 from node.training.models.onnx_graph import register_model_file
+from node.training.replay import BAD_SEGMENT_STATE, Verdict, replay_verify
 from node.training.task import Task
 from protocols.specs import JobSpec, ModelConfig
 from storage.cid import RAW, cid_to_str, make_cid
@@ -72,17 +74,26 @@ def test_every_registered_model_has_a_replay_case() -> None:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_training_replays_bit_for_bit(name: str) -> None:
-    """A short train, then each segment replayed from its committed start as a validator does: the whole trainer
-    state (weights, BatchNorm buffers, optimizer moments) hashes the same."""
+    """A short train, then the validator's replay of every segment from its committed start: the whole trainer
+    state (weights, BatchNorm buffers, optimizer moments) hashes the same, and a tampered buffer is caught."""
     ref, data, task_type = CASES[name]()
     assert task_kind(ref) == task_type
     task = Task(model_name=ref, steps=4, batch_size=4, lr=1e-3, seed=3, segment_every=2, task_type=task_type)
     base = initial_state(ref, 5)
     result = train_local(task, base, data)
-    starts = [initial_trainer_state(base), *result.segment_states[:-1]]
-    with deterministic_torch():
-        for index, start in enumerate(starts):
-            assert state_hash(run_segment(task, start, data, index)) == result.segment_hashes[index]
+
+    def replay(states: list[State]) -> Verdict:
+        return replay_verify(task, base, data, claimed_segment_hashes=result.segment_hashes,
+                             segment_states_fetch=lambda i: states[i], claimed_delta=result.delta,
+                             claimed_loss_before=result.loss_before, claimed_loss_after=result.loss_after,
+                             segments_to_check=list(range(task.n_segments)))
+
+    verdict = replay(result.segment_states)
+    assert verdict.ok and verdict.max_distance == 0.0, verdict
+    if name == "resnet18-small-v1":
+        first = dict(result.segment_states[0])
+        first["model/bn1.running_mean"] = first["model/bn1.running_mean"] + 1e-6
+        assert replay([first, *result.segment_states[1:]]).reason == BAD_SEGMENT_STATE
     moved = [k for k in base if not torch.equal(base[k], result.final_state[k])]
     assert moved, "training changed nothing"
     if name == "resnet18-small-v1":  # BatchNorm running statistics are trained state too
