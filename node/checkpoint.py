@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
+from node.limits import content_limits
 from node.training.aggregate import strategy_from_spec
 from node.training.codec import decode_delta, decode_state, encode_state
 from node.training.errors import InvalidDelta
@@ -69,9 +70,10 @@ def aggregate_checkpoint(spec: JobSpec, base_bytes: bytes, deltas: list[tuple[by
     Pure and deterministic: the same inputs in any order give the same bytes, so anyone can audit a commit (the
     leader builds the round's checkpoint with it, the auditors recompute it).
     """
-    base_model, base_outer = decode_checkpoint(base_bytes, model_ref(spec), max_bytes=spec.max_dag_bytes)
+    limits = content_limits(spec)
+    base_model, base_outer = decode_checkpoint(base_bytes, model_ref(spec), max_bytes=limits.checkpoint_bytes)
     if not deltas:
         return base_bytes
-    weighted = [(decode_delta(d, like=base_model, max_bytes=spec.max_dag_bytes), float(w)) for d, w in deltas]
+    weighted = [(decode_delta(d, like=base_model, max_bytes=limits.delta_bytes), float(w)) for d, w in deltas]
     new_model, new_outer = strategy_from_spec(spec.aggregation).apply(base_model, weighted, base_outer)
     return encode_checkpoint(new_model, new_outer or None)

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
-from node.training.models import ModelRef, initial_state, model_ref
+from node.training.models import model_ref, state_layout
 from protocols.specs import JobSpec
 
 HEADER_SLACK = 1 << 20
@@ -65,7 +65,8 @@ def content_limits(spec: JobSpec) -> ContentLimits:
 
 @cache
 def _limits(spec: JobSpec) -> ContentLimits:
-    scalars = _scalars(model_ref(spec))
+    # The registry's cached layout (decode_checkpoint reads it too): the model is built once per architecture.
+    scalars = sum(math.prod(shape) for shape, _dtype in state_layout(model_ref(spec)).values())
     per_state = STATE_BYTES_PER_SCALAR.get(spec.inner_optimizer, max(STATE_BYTES_PER_SCALAR.values()))
     # The largest class (L) runs twice the spec's steps (node.training.task); one state per segment.
     segments = math.ceil(2 * spec.local_steps / spec.segment_every)
@@ -73,8 +74,3 @@ def _limits(spec: JobSpec) -> ContentLimits:
         scalars=scalars, delta_bytes=4 * scalars + HEADER_SLACK, checkpoint_bytes=8 * scalars + HEADER_SLACK,
         state_bytes=per_state * scalars + HEADER_SLACK, segments_per_task=segments,
     )
-
-
-@cache
-def _scalars(model: ModelRef) -> int:
-    return sum(t.numel() for t in initial_state(model, 0).values())

@@ -61,6 +61,11 @@ class SegmentSpill:
         self.root = root
         self.max_bytes = max_bytes
 
+    def reserve(self, nbytes: int) -> None:
+        """Raise the byte budget to at least ``nbytes`` (a job's :attr:`node.limits.ContentLimits.spill_bytes`), so
+        that a large model's states do not evict the other jobs' rounds that may still be challenged."""
+        self.max_bytes = max(self.max_bytes, nbytes)
+
     def _round_dir(self, job_id: int, round_: int) -> Path:
         return self.root / str(job_id) / str(round_)
 

@@ -16,6 +16,7 @@ import hashlib
 import trio
 
 from node.checkpoint import decode_checkpoint
+from node.limits import content_limits
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
 from node.roles.decisions import (
@@ -154,14 +155,18 @@ class TrainerRole:
         """Train, publish the manifest; returns its CID and the loss reduction to claim on-chain."""
         ctx = self.ctx
         customer = ctx.customer_of(ticket.job_id)
-        base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
+        limits = content_limits(spec)
+        base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=limits.checkpoint_bytes,
+                                            timeout_s=limits.transfer_s(limits.checkpoint_bytes,
+                                                                        ctx.config.fetch_timeout_s),
                                             providers=[ticket.leader, *customer])
-        base_model, _ = decode_checkpoint(base_bytes, model_ref(spec), max_bytes=spec.max_dag_bytes)
+        base_model, _ = decode_checkpoint(base_bytes, model_ref(spec), max_bytes=limits.checkpoint_bytes)
         shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=customer)
 
         with ctx.timed("training"):
             result = await trio.to_thread.run_sync(self.train, spec, ticket, base_model, shard)
         delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding))
+        self.segments.reserve(limits.spill_bytes)
         await trio.to_thread.run_sync(self.segments.keep, ticket.job_id, ticket.round, result.segment_states)
         manifest = UpdateManifest(
             ticket=ticket, trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,

@@ -25,6 +25,7 @@ import torch
 import trio
 
 from node.checkpoint import decode_checkpoint
+from node.limits import content_limits
 from node.roles.auditor import Auditor
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
@@ -148,14 +149,19 @@ class ValidatorRole:
                                f"claimed loss reduction {sub.loss_reduction} on-chain, the manifest's losses give "
                                f"{claimed_loss_reduction(manifest)}")
             customer = ctx.customer_of(job_id)
-            base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
+            limits = content_limits(spec)
+            base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=limits.checkpoint_bytes,
+                                                timeout_s=limits.transfer_s(limits.checkpoint_bytes,
+                                                                            ctx.config.fetch_timeout_s),
                                                 providers=[ticket.leader, trainer, *customer])
             base_model, _ = decode_checkpoint(base_bytes,
-                                              model_ref(spec), max_bytes=spec.max_dag_bytes)
+                                              model_ref(spec), max_bytes=limits.checkpoint_bytes)
             shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=[*customer, trainer])
-            delta = decode_delta(await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes,
-                                                 providers=[trainer]), like=base_model,
-                                 max_bytes=spec.max_dag_bytes)
+            delta = decode_delta(await ctx.fetch(manifest.delta_cid, max_bytes=limits.delta_bytes,
+                                                 providers=[trainer],
+                                                 timeout_s=limits.transfer_s(limits.delta_bytes,
+                                                                             ctx.config.fetch_timeout_s)),
+                                 like=base_model, max_bytes=limits.delta_bytes)
             # Kept (pinned): the leader aggregating this update and the auditors recomputing its round may have to
             # fetch it from us, e.g. when its trainer is gone by then.
             for cid in (sub.update_cid, manifest.delta_cid):
@@ -170,7 +176,7 @@ class ValidatorRole:
                 with ctx.timed("transfer"):
                     states[i] = await fetch_segment(ctx.request, ctx.peer_of(trainer), job_id=job_id, round_=r,
                                                     index=i, state_hash=manifest.segment_hashes[i],
-                                                    max_bytes=spec.max_dag_bytes,
+                                                    max_bytes=limits.state_bytes,
                                                     workdir=ctx.config.data_path / "fetched-segments")
 
             def fetch_state(i: int) -> Mapping[str, torch.Tensor]:

@@ -111,3 +111,18 @@ async def test_a_state_larger_than_one_reply_arrives_in_chunks(tmp_path: Path) -
                 await fetch_segment(validator.request, peer, job_id=9, round_=0, index=0, state_hash=digest,
                                     max_bytes=2 * total, workdir=work)
     assert not list(work.iterdir())
+
+
+def test_reserve_raises_the_budget_so_other_jobs_rounds_survive(tmp_path: Path) -> None:
+    one = len(encode_state(states(1)[0]))
+    tight = SegmentSpill(tmp_path / "tight", max_bytes=2 * one)
+    first = tight.keep(1, 0, states(2))
+    tight.keep(2, 0, states(2))
+    assert tight.read(1, 0, first[0]) is None  # over budget: job 1's round went
+    roomy = SegmentSpill(tmp_path / "roomy", max_bytes=2 * one)
+    roomy.reserve(4 * one)
+    first = roomy.keep(1, 0, states(2))
+    roomy.keep(2, 0, states(2))
+    assert roomy.read(1, 0, first[0]) is not None
+    roomy.reserve(one)  # never lowered
+    assert roomy.max_bytes == 4 * one
