@@ -17,10 +17,10 @@ from node.job_model import prepare_job_model
 from node.training.data import ArraySet
 from node.training.errors import InvalidDelta, ModelFileRefused
 from node.training.local import task_loss, train_local
-from node.training.models import Architecture, State, initial_state, model_ref
+from node.training.models import Architecture, State, build_model, initial_state, model_ref
 from node.training.task import Task
 from protocols.errors import ConfigError
-from protocols.specs import JobSpec
+from protocols.specs import JobSpec, ModelConfig
 from storage.blockstore import FilesystemBlockStore
 from storage.content import LocalContentStore
 from tests.training.model_files import hostile_pickle, onnx_bytes, small_classifier
@@ -124,3 +124,24 @@ def test_a_model_file_is_published_and_named_in_the_spec(tmp_path: Path) -> None
     with pytest.raises(ModelFileRefused, match="pickle"):
         _prepare(tmp_path, JobSpec(model="onnx-v1"), model_file=hostile_pickle(tmp_path / "marker"))
     assert not (tmp_path / "marker").exists()
+
+
+def test_a_gpt2_saved_by_transformers_can_be_fine_tuned(tmp_path: Path) -> None:
+    """A customer's GPT-2 as ``save_pretrained`` writes it (tied head left out of the file, format metadata) is
+    accepted for a job of the same size and computes the same logits as the customer's model."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    theirs = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2,
+                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
+    theirs.save_pretrained(tmp_path / "hf")
+    spec = JobSpec(model="gpt2-lm-v1", task="causal_lm",
+                   model_config=ModelConfig(layers=2, width=32, heads=2, context=16, vocab=64))
+    _, initial = _prepare(tmp_path / "store", spec, init_weights=(tmp_path / "hf" / "model.safetensors").read_bytes())
+    arch = model_ref(spec)
+    model = build_model(arch)
+    model.load_state_dict(decode_checkpoint(initial, arch, max_bytes=1 << 30)[0], strict=True)
+    ids = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    theirs.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(ids), theirs(input_ids=ids).logits, atol=1e-5)

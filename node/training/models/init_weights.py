@@ -3,8 +3,10 @@
 Safetensors only: a ``torch.save`` file or any other pickle is refused unread (unpickling runs code). The file holds
 the model's state dict (the names ``state_dict()`` gives, as ``safetensors.torch.save_file`` or ``dtnode job
 fetch`` write them, metadata allowed) or a dtnode checkpoint (``model.<name>`` tensors, as a job publishes them).
-Every name, shape and dtype is checked against the job's architecture, and the first tensor that does not fit is
-named; every node checks the published checkpoint again when it decodes it (:func:`node.checkpoint.decode_checkpoint`).
+A GPT-2 saved by ``transformers`` (``save_pretrained``: a tied head, left out of the file) is accepted, its head
+starting as a copy of the token embedding. Every name, shape and dtype is checked against the job's architecture, and
+the first tensor that does not fit is named; every node checks the published checkpoint again when it decodes it
+(:func:`node.checkpoint.decode_checkpoint`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from safetensors.torch import load as st_load
 
 from node.training.errors import InvalidDelta
 from node.training.models.onnx_graph import refuse_code_formats
-from node.training.models.registry import ModelRef, State, check_state_fits
+from node.training.models.registry import ModelRef, State, check_state_fits, get_model_info
 
 MAX_INIT_BYTES = 16 << 30
 _CHECKPOINT_PREFIX = "model."
@@ -43,5 +45,8 @@ def read_init_weights(data: bytes, ref: ModelRef, *, what: str = "--init file") 
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise InvalidDelta(f"{what}: tensor {key!r} holds NaN or Inf")
         state[key] = tensor.contiguous()
+    complete = get_model_info(ref).complete_init
+    if complete is not None:
+        state = complete(state)
     check_state_fits(ref, state, what)
     return state

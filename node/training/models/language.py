@@ -24,6 +24,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
+def untie_saved_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A GPT-2 state as ``transformers`` saves a tied model (``save_pretrained`` leaves out ``lm_head.weight``, the
+    token embedding's twin) made whole for the untied ``gpt2-lm-v1``: the head starts as a copy of the embedding."""
+    if "lm_head.weight" not in state and "transformer.wte.weight" in state:
+        return {**state, "lm_head.weight": state["transformer.wte.weight"].clone()}
+    return state
+
+
 def gpt2_parameters(config: ModelConfig) -> int:
     """The parameter count of ``gpt2-lm-v1`` for ``config``, computed without building it (to refuse absurd sizes)."""
     w = config.width

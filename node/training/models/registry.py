@@ -32,7 +32,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from node.training.errors import InvalidDelta, TrainingError
 from node.training.models.fmnist import cnn_v1, mlp_v1
-from node.training.models.language import gpt2_lm_v1, gpt2_parameters
+from node.training.models.language import gpt2_lm_v1, gpt2_parameters, untie_saved_head
 from node.training.models.onnx_graph import MAX_GRAPH_PARAMETERS, onnx_v1
 from node.training.models.vision import resnet18_small_v1
 from protocols.specs import JobSpec, ModelConfig
@@ -60,6 +60,8 @@ class ModelInfo:
     """The parameter count for a config, computed before building (to refuse absurd sizes without allocating)."""
     seeded: bool = True
     """Initial weights drawn from the job seed; False: they come from the model's graph file."""
+    complete_init: Callable[[State], State] | None = None
+    """Makes a customer's ``--init`` state, as the usual tooling saves it, whole for this model (before the check)."""
 
 
 MODELS: dict[str, ModelInfo] = {info.name: info for info in (
@@ -72,7 +74,7 @@ MODELS: dict[str, ModelInfo] = {info.name: info for info in (
     ModelInfo("gpt2-lm-v1", gpt2_lm_v1,
               "transformers GPT-2 causal LM, untied head, no dropout; model_config.layers, .width, .heads, "
               ".context, .vocab", "causal_lm", frozenset({"layers", "width", "heads", "context", "vocab"}),
-              estimate=gpt2_parameters),
+              estimate=gpt2_parameters, complete_init=untie_saved_head),
     ModelInfo("onnx-v1", onnx_v1,
               "the customer's ONNX graph (model_config.onnx_cid), built by onnx2torch; weights from the file; "
               "a classifier (N x C logits)", "classification", frozenset({"onnx_cid"}),
