@@ -163,11 +163,12 @@ class TrainerRole:
         base_model, _ = decode_checkpoint(base_bytes, model_ref(spec), max_bytes=limits.checkpoint_bytes)
         shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=customer)
 
+        self.segments.reserve(limits.spill_bytes)
         with ctx.timed("training"):
             result = await trio.to_thread.run_sync(self.train, spec, ticket, base_model, shard)
         delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding))
-        self.segments.reserve(limits.spill_bytes)
-        await trio.to_thread.run_sync(self.segments.keep, ticket.job_id, ticket.round, result.segment_states)
+        if result.segment_states:  # a train() that returns its states rather than spilling them as it goes
+            await trio.to_thread.run_sync(self.segments.keep, ticket.job_id, ticket.round, result.segment_states)
         manifest = UpdateManifest(
             ticket=ticket, trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,
             loss_before_micro=loss_to_micro(result.loss_before), loss_after_micro=loss_to_micro(result.loss_after),
@@ -184,9 +185,11 @@ class TrainerRole:
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         """The ticket's K deterministic local steps (blocking: runs in a worker thread).
 
-        The one place a trainer's work is computed; the end-to-end tests' cheating trainer overrides it.
+        The one place a trainer's work is computed; the end-to-end tests' cheating trainer overrides it. Each
+        segment state goes to the spill as soon as it is computed (one state in memory at a time).
         """
-        return train_local(Task.from_ticket(spec, ticket), base_model, shard)
+        return train_local(Task.from_ticket(spec, ticket), base_model, shard,
+                           keep=lambda state: self.segments.keep_state(ticket.job_id, ticket.round, state))
 
     async def _claim_pay(self, job_id: int, committed: int) -> None:
         """Call ``payout`` for this trainer's accepted updates that nobody paid, then withdraw.

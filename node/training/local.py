@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -228,11 +228,15 @@ def task_loss(model_name: ModelRef, state: Mapping[str, torch.Tensor], data: Arr
         return objective_for(task_type).score(model, data, min(len(data), LOSS_SAMPLES), EVAL_CHUNK).mean_loss
 
 
-def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: ArraySet) -> LocalResult:
+def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: ArraySet, *,
+                keep: Callable[[State], str] | None = None) -> LocalResult:
     """Train ``task.steps`` deterministic steps from ``base_state`` on ``shard`` (or the task's sample range).
 
     The delta is ``final - base`` (float32). ``segment_states[i]`` is the trainer state after segment ``i`` and
-    ``segment_hashes[i]`` its :func:`~node.training.codec.state_hash`.
+    ``segment_hashes[i]`` its :func:`~node.training.codec.state_hash`. With ``keep`` (e.g. the trainer's segment
+    spill), each state is handed to it as soon as it is computed and its return value is the hash; the states are
+    then not kept in memory (``segment_states`` is empty): a 100M-parameter task of n segments would otherwise hold
+    n × 1.2 GB.
     """
     data = task_view(shard, task.sample_range)
     base = {k: v.detach().clone() for k, v in sorted(base_state.items())}
@@ -240,9 +244,14 @@ def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: Array
         loss_before = task_loss(task.model_name, base, data, task_type=task.task_type)
         state = initial_trainer_state(base)
         states: list[State] = []
+        hashes: list[str] = []
         for index in range(task.n_segments):
             state = run_segment(task, state, data, index)
-            states.append(state)
+            if keep is None:
+                states.append(state)
+                hashes.append(state_hash(state))
+            else:
+                hashes.append(keep(state))
         final = model_part(state)
         loss_after = task_loss(task.model_name, final, data, task_type=task.task_type)
     return LocalResult(
@@ -250,6 +259,6 @@ def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: Array
         final_state=final,
         loss_before=loss_before,
         loss_after=loss_after,
-        segment_hashes=[state_hash(s) for s in states],
+        segment_hashes=hashes,
         segment_states=states,
     )

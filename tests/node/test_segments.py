@@ -126,3 +126,23 @@ def test_reserve_raises_the_budget_so_other_jobs_rounds_survive(tmp_path: Path) 
     assert roomy.read(1, 0, first[0]) is not None
     roomy.reserve(one)  # never lowered
     assert roomy.max_bytes == 4 * one
+
+
+def test_training_spills_each_state_as_it_is_computed(tmp_path: Path) -> None:
+    # The trainer role's path: one state in memory at a time, the same commitments as training in memory.
+    from node.training.data import load_fashion_mnist
+    from node.training.local import train_local
+    from node.training.models import initial_state
+    from node.training.task import Task
+
+    train, _ = load_fashion_mnist()
+    task = Task(model_name="fmnist-mlp-v1", steps=6, batch_size=8, lr=1e-3, seed=3, segment_every=2)
+    base, shard = initial_state("fmnist-mlp-v1", 0), train.subset(slice(0, 64))
+    spill = SegmentSpill(tmp_path)
+    spilled = train_local(task, base, shard, keep=lambda state: spill.keep_state(3, 1, state))
+    in_memory = train_local(task, base, shard)
+    assert spilled.segment_states == [] and len(in_memory.segment_states) == 3
+    assert spilled.segment_hashes == in_memory.segment_hashes
+    assert all(spill.read(3, 1, h) == encode_state(s) for h, s in zip(spilled.segment_hashes,
+                                                                       in_memory.segment_states, strict=True))
+    assert state_hash(spilled.delta) == state_hash(in_memory.delta)
