@@ -30,9 +30,9 @@ def _cid(data: bytes) -> str:
 
 
 def _graph(nodes: list[onnx.NodeProto], initializers: list[onnx.TensorProto] = (), *,  # type: ignore[assignment]
-           opsets: tuple[tuple[str, int], ...] = (("", 17),)) -> bytes:
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], list(initializers))
+           opsets: tuple[tuple[str, int], ...] = (("", 17),), batch: str | int = "batch") -> bytes:
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])], list(initializers))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
     return model.SerializeToString()
 
@@ -119,6 +119,12 @@ def test_unsupported_operators_and_domains_are_refused() -> None:
         load_graph_module(_graph([helper.make_node("Hardmax", ["x"], ["y"])]))
     with pytest.raises(ModelFileRefused, match="checker"):
         load_graph_module(_graph([helper.make_node("NoSuchOp", ["x"], ["y"])]))
+
+
+def test_a_fixed_batch_size_is_refused() -> None:
+    assert load_graph_module(_graph([helper.make_node("Relu", ["x"], ["y"])]))(torch.ones(3, 4)).shape == (3, 4)
+    with pytest.raises(ModelFileRefused, match="fixed batch size of 1"):
+        load_graph_module(_graph([helper.make_node("Relu", ["x"], ["y"])], batch=1))
 
 
 def test_absurd_sizes_and_garbage_are_refused() -> None:

@@ -9,7 +9,8 @@ without running anything the customer wrote. This module must never unpickle: no
   first bytes, or anything else that does not parse as an ONNX ``ModelProto``;
 - over :data:`MAX_GRAPH_FILE_BYTES`, or with more than :data:`MAX_GRAPH_PARAMETERS` weights or
   :data:`MAX_GRAPH_NODES` operators;
-- a graph whose tensors point at external data (a path outside the file: the file alone must define the model);
+- a graph whose tensors point at external data (a path outside the file: the file alone must define the model), or
+  whose inputs have a fixed batch size;
 - rejected by ``onnx.checker``, or using an operator domain other than the standard one, or an operator onnx2torch
   cannot convert.
 
@@ -107,6 +108,13 @@ def load_graph_module(data: bytes) -> nn.Module:
         weights += math.prod(tensor.dims)  # type: ignore[attr-defined]
     if weights > MAX_GRAPH_PARAMETERS:
         raise ModelFileRefused(f"model file holds {weights:,} weights, over the limit of {MAX_GRAPH_PARAMETERS:,}")
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    for graph_input in model.graph.input:
+        dims = graph_input.type.tensor_type.shape.dim
+        if graph_input.name not in initializers and dims and dims[0].HasField("dim_value"):
+            raise ModelFileRefused(f"model file: input {graph_input.name!r} has a fixed batch size of "
+                                   f"{dims[0].dim_value}; export with dynamic_axes={{{graph_input.name!r}: "
+                                   "{0: 'batch'}} so that tasks can train on batches of any size")
     for opset in model.opset_import:
         if opset.domain not in _STANDARD_DOMAINS:
             raise ModelFileRefused(f"model file uses operator domain {opset.domain!r}; only the standard ONNX "
