@@ -15,7 +15,6 @@ from node.training.models.registry import (
     check_state_fits,
     get_model_info,
     initial_state,
-    load_state,
     model_ref,
     num_parameters,
     state_layout,
@@ -24,6 +23,6 @@ from node.training.models.registry import (
 
 __all__ = [
     "MAX_PARAMETERS", "MODELS", "Architecture", "ModelInfo", "ModelRef", "State", "TaskKind", "architecture",
-    "build_model", "check_state_fits", "get_model_info", "initial_state", "load_state", "model_ref", "num_parameters",
+    "build_model", "check_state_fits", "get_model_info", "initial_state", "model_ref", "num_parameters",
     "state_layout", "task_kind",
 ]

@@ -209,8 +209,3 @@ def check_state_fits(ref: ModelRef, state: Mapping[str, torch.Tensor], what: str
 def num_parameters(ref: ModelRef) -> int:
     """Number of trainable scalars of the architecture."""
     return sum(p.numel() for p in build_model(ref).parameters())
-
-
-def load_state(model: nn.Module, state: State) -> None:
-    """Load ``state`` into ``model`` strictly (every key, no extras)."""
-    model.load_state_dict(state, strict=True)
