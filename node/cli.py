@@ -29,7 +29,10 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bootstrap", metavar="MULTIADDR", action="append", help="bootstrap peer (repeatable)")
     g.add_argument("--listen", metavar="MULTIADDR", action="append", help="listen address (repeatable)")
     g.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="block store, keys and state")
-    g.add_argument("--class", dest="node_class", choices=list(NodeClass.__members__), help="declared node class")
+    g.add_argument("--class", "--node-class", dest="node_class", choices=list(NodeClass.__members__),
+                   help="node class: measured at start-up by default; a declared one is capped at the measured one")
+    g.add_argument("--device", dest="device", choices=["cpu", "cuda", "auto"],
+                   help="train and replay on: cpu, cuda, or auto (default: cuda if torch sees a GPU, else cpu)")
     g.add_argument("--log-format", dest="log_format", choices=["text", "json"], help="log output format")
     g.add_argument("--log-level", dest="log_level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
 

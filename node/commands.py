@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 _FLAG_NAMES = (
     "chain_rpc_url", "contract_address", "key_file", "dev_account", "data_dir", "node_class",
-    "log_format", "log_level",
+    "log_format", "log_level", "device",
 )
 log = logging.getLogger("dtnode")
 
@@ -132,6 +132,9 @@ def run_node(args: argparse.Namespace) -> int:
     if not cfg.roles:
         raise ConfigError("setting 'roles': choose --role trainer, validator, leader or provider")
     setup_logging(fmt=cfg.log_format, level=cfg.log_level, name=os.environ.get("DTNODE_NODE_NAME", ""))
+    from node.hardware import settle_hardware
+
+    cfg = settle_hardware(cfg, log=log)  # device resolved, class measured: before any key or chain is touched
     account = load_account(cfg)
     client = _client(cfg, account)
     from node.runtime import DtNode

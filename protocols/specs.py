@@ -48,6 +48,8 @@ STRATEGIES = ("mean", "median", "trimmed_mean", "krum", "centered_clip")
 OUTER_OPTIMIZERS = ("none", "nesterov")
 DELTA_ENCODINGS = ("f32", "int8")
 INNER_OPTIMIZERS = ("adamw", "sgd")
+DEVICE_KINDS = ("cpu", "cuda")
+"""The hardware a trainer trained an update on (``UpdateManifest.device``; ``node.training.device`` defines them)."""
 TASK_TYPES = ("classification", "causal_lm")
 """What a job trains for: its loss and its headline metric (:mod:`node.training.objective`)."""
 
@@ -251,6 +253,7 @@ class UpdateManifest(Record):
     """What a trainer publishes for one task; its CID is what ``submitUpdate`` records on-chain."""
 
     WHAT = "update manifest"
+    OMIT_AT_DEFAULT = frozenset({"device"})
 
     schema: Annotated[str, Const(UPDATE_MANIFEST_SCHEMA)] = UPDATE_MANIFEST_SCHEMA
     ticket: Annotated[TaskTicket, Nested(TaskTicket.from_dict)]
@@ -267,6 +270,9 @@ class UpdateManifest(Record):
     on-chain at submission, before the block whose hash seeds the challenge exists, so every segment state is
     fixed before anyone knows which are challenged. The states themselves stay with the trainer and are served
     on request (``/dtnode/segment/1.0.0``)."""
+    device: Annotated[str, Choice(DEVICE_KINDS)] = "cpu"
+    """The device kind the trainer trained on; it decides whether a validator's replay must be bitwise (see
+    ``node.training.device.replay_rule``). Omitted at its default, so CPU manifests keep their bytes."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,7 @@ import hashlib
 import trio
 
 from node.checkpoint import decode_checkpoint
+from node.hardware import class_for_device
 from node.limits import content_limits
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
@@ -31,6 +32,7 @@ from node.roles.decisions import (
 from node.segments import SegmentSpill
 from node.training.codec import State, encode_delta
 from node.training.data import ArraySet
+from node.training.device import resolve_device, training_device
 from node.training.local import LocalResult, loss_to_micro, train_local
 from node.training.models import model_ref
 from node.training.task import Task
@@ -40,7 +42,6 @@ from protocols.chain.models import JobStatus
 from protocols.errors import DtnodeError
 from protocols.specs import JobSpec, TaskTicket, UpdateManifest
 from protocols.topics import SEGMENT_PROTOCOL, TASK_PROTOCOL
-from protocols.types import NodeClass
 from protocols.wire import TaskRequest, TaskResponse
 
 
@@ -108,7 +109,8 @@ class TrainerRole:
         if peer is None:
             ctx.log.info("job %d: leader %s is not among my peers yet; waiting for discovery", job_id, leader)
             return False
-        node_class = NodeClass.from_name(ctx.config.node_class)
+        spec = await ctx.spec(job_id)
+        node_class = class_for_device(ctx.config, self.device_for(spec))  # a GPU node's CPU jobs: its CPU's class
         req = TaskRequest(job_id=job_id, round=r, node_class=node_class)
         raw = await ctx.request(peer, TASK_PROTOCOL, req.to_bytes())
         resp = TaskResponse.from_bytes(raw)
@@ -118,7 +120,6 @@ class TrainerRole:
                 await self._wait_round_change(job_id, r)
             return False
         ticket = resp.ticket
-        spec = await ctx.spec(job_id)
         check_ticket(ticket, await ticket_expectations(ctx, spec, job_id, r, trainer=ctx.address, leaders=(leader,),
                                                        node_class=node_class, now=await ctx.jobs.chain_time()))
         if not await self._cover_bond(job_id):
@@ -173,6 +174,7 @@ class TrainerRole:
             ticket=ticket, trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,
             loss_before_micro=loss_to_micro(result.loss_before), loss_after_micro=loss_to_micro(result.loss_after),
             segment_every=spec.segment_every, segment_hashes=list(result.segment_hashes),
+            device=self.device_for(spec),
         )
         manifest_cid = await ctx.store.put(manifest.to_bytes())
         await ctx.store.pin(manifest_cid)
@@ -188,8 +190,12 @@ class TrainerRole:
         The one place a trainer's work is computed; the end-to-end tests' cheating trainer overrides it. Each
         segment state goes to the spill as soon as it is computed (one state in memory at a time).
         """
-        return train_local(Task.from_ticket(spec, ticket), base_model, shard,
+        return train_local(Task.from_ticket(spec, ticket), base_model, shard, device=self.device_for(spec),
                            keep=lambda state: self.segments.keep_state(ticket.job_id, ticket.round, state))
+
+    def device_for(self, spec: JobSpec) -> str:
+        """The device kind this node trains ``spec``'s tasks on (node.training.device.training_device)."""
+        return training_device(resolve_device(self.ctx.config.device), hardware_mismatch=spec.hardware_mismatch)
 
     async def _claim_pay(self, job_id: int, committed: int) -> None:
         """Call ``payout`` for this trainer's accepted updates that nobody paid, then withdraw.

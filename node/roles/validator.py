@@ -32,6 +32,7 @@ from node.roles.context import NodeContext, ticket_expectations
 from node.roles.decisions import claimed_loss_reduction, content_given_up, segments_to_fetch, skip_check
 from node.segments import fetch_segment
 from node.training.codec import decode_delta
+from node.training.device import replay_device, resolve_device
 from node.training.errors import TicketRejected
 from node.training.local import micro_to_loss
 from node.training.models import model_ref
@@ -191,6 +192,8 @@ class ValidatorRole:
                     claimed_loss_after=micro_to_loss(manifest.loss_after_micro), segments_to_check=chosen,
                     hardware_mismatch=spec.hardware_mismatch, tolerance=float(spec.replay_tolerance),
                     max_loss_rise_ppm=spec.max_loss_rise_ppm, delta_kind=manifest.delta_encoding,
+                    trainer_device=manifest.device,
+                    device=replay_device(manifest.device, resolve_device(ctx.config.device)),
                 )
 
             with ctx.timed("validation"):

@@ -31,6 +31,7 @@ from torch import nn
 
 from node.training.codec import State, state_hash, state_sub
 from node.training.data import ArraySet
+from node.training.device import CPU, CUDA, cuda_deterministic, to_cpu, torch_device
 from node.training.errors import TrainingError
 from node.training.models import ModelRef, build_model
 from node.training.objective import CLASSIFICATION, objective_for
@@ -83,8 +84,9 @@ could train with another thread count mid-task). One deterministic computation a
 
 
 @contextmanager
-def deterministic_torch(threads: int = 1) -> Iterator[None]:
-    """Run the body with ``threads`` intra-op threads and deterministic algorithms; restore both after.
+def deterministic_torch(threads: int = 1, *, device: str = CPU) -> Iterator[None]:
+    """Run the body with ``threads`` intra-op threads and deterministic algorithms; restore both after. On a
+    ``cuda`` device also CUDA's reproducible settings (:func:`node.training.device.cuda_deterministic`).
 
     Serialised per process by a lock (re-entrant, so nested use is fine): the settings are global.
     """
@@ -94,7 +96,11 @@ def deterministic_torch(threads: int = 1) -> Iterator[None]:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(True)
         try:
-            yield
+            if device == CUDA:
+                with cuda_deterministic():
+                    yield
+            else:
+                yield
         finally:
             torch.use_deterministic_algorithms(prev_det)
             torch.set_num_threads(prev_threads)
@@ -150,22 +156,28 @@ def _make_optimizer(task: Task, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def _export(model: nn.Module, optimizer: torch.optim.Optimizer) -> State:
-    out: State = {MODEL_PREFIX + k: v.detach().clone() for k, v in model.state_dict().items()}
+    # CPU copies whatever the device: states are hashed and published from the CPU (node.training.device).
+    out: State = {MODEL_PREFIX + k: to_cpu(v) for k, v in model.state_dict().items()}
     names = _param_names(model)
     for idx, entry in optimizer.state_dict()["state"].items():
         for fieldname, value in entry.items():
             tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float32)
-            out[f"{OPTIM_PREFIX}{names[idx]}/{fieldname}"] = tensor.detach().clone()
+            out[f"{OPTIM_PREFIX}{names[idx]}/{fieldname}"] = to_cpu(tensor)
     return out
 
 
-def _import(task: Task, trainer_state: Mapping[str, torch.Tensor]) -> tuple[nn.Module, torch.optim.Optimizer]:
+def _import(task: Task, trainer_state: Mapping[str, torch.Tensor],
+            device: str = CPU) -> tuple[nn.Module, torch.optim.Optimizer]:
     model = build_model(task.model_name)
     model_state = {k[len(MODEL_PREFIX):]: v for k, v in trainer_state.items() if k.startswith(MODEL_PREFIX)}
     try:
         model.load_state_dict(model_state, strict=True)
     except RuntimeError as exc:
         raise TrainingError(f"trainer state does not fit {task.model_name}: {exc}") from exc
+    if device != CPU:
+        # Before the optimizer exists: its load_state_dict moves the moments to the parameters' device (the step
+        # counters stay CPU tensors, as torch keeps them for the non-fused kernels).
+        model.to(torch_device(device))
     optimizer = _make_optimizer(task, model)
     names = _param_names(model)
     per_param: dict[int, dict[str, Any]] = {}
@@ -194,20 +206,24 @@ def model_part(trainer_state: Mapping[str, torch.Tensor]) -> State:
 
 
 def run_segment(
-    task: Task, start_state: Mapping[str, torch.Tensor], data: ArraySet, index: int
+    task: Task, start_state: Mapping[str, torch.Tensor], data: ArraySet, index: int, *, device: str = CPU
 ) -> State:
-    """Run the steps of segment ``index`` from ``start_state`` (a trainer state) and return the trainer state after.
+    """Run the steps of segment ``index`` from ``start_state`` (a trainer state) on ``device`` (a kind,
+    :mod:`node.training.device`) and return the trainer state after, on the CPU.
 
-    Call inside :func:`deterministic_torch` for reproducible bits.
+    Call inside :func:`deterministic_torch` (with the same ``device``) for reproducible bits.
     """
     start, stop = task.segment_bounds(index)
-    model, optimizer = _import(task, start_state)
+    model, optimizer = _import(task, start_state, device)
+    on = torch_device(device)
     schedule = BatchSchedule(len(data), task.batch_size, task.seed)
     objective = objective_for(task.task_type)
     model.train()
     for step in range(start, stop):
         idx = schedule.indices(step)
         inputs, targets = objective.batch(data, idx)
+        if device != CPU:
+            inputs, targets = inputs.to(on), targets.to(on)
         optimizer.zero_grad(set_to_none=True)
         loss = objective.loss(model, inputs, targets)
         if not torch.isfinite(loss):
@@ -229,7 +245,7 @@ def task_loss(model_name: ModelRef, state: Mapping[str, torch.Tensor], data: Arr
 
 
 def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: ArraySet, *,
-                keep: Callable[[State], str] | None = None) -> LocalResult:
+                keep: Callable[[State], str] | None = None, device: str = CPU) -> LocalResult:
     """Train ``task.steps`` deterministic steps from ``base_state`` on ``shard`` (or the task's sample range).
 
     The delta is ``final - base`` (float32). ``segment_states[i]`` is the trainer state after segment ``i`` and
@@ -237,6 +253,10 @@ def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: Array
     spill), each state is handed to it as soon as it is computed and its return value is the hash; the states are
     then not kept in memory (``segment_states`` is empty): a 100M-parameter task of n segments would otherwise hold
     n × 1.2 GB.
+
+    ``device`` (a kind, :mod:`node.training.device`) is where the steps run; states, delta and losses are CPU
+    tensors and CPU figures whatever it is. The losses are always computed on the CPU, so a validator recomputes
+    them bit for bit whatever hardware trained the task.
     """
     data = task_view(shard, task.sample_range)
     base = {k: v.detach().clone() for k, v in sorted(base_state.items())}
@@ -246,7 +266,11 @@ def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: Array
         states: list[State] = []
         hashes: list[str] = []
         for index in range(task.n_segments):
-            state = run_segment(task, state, data, index)
+            if device == CPU:
+                state = run_segment(task, state, data, index)
+            else:
+                with deterministic_torch(device=device):
+                    state = run_segment(task, state, data, index, device=device)
             if keep is None:
                 states.append(state)
                 hashes.append(state_hash(state))

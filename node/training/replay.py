@@ -42,6 +42,13 @@ LOSS_RISE and robust aggregation bound what it does to the model. Moments are co
 tensor's scale because absolute tolerance on ``exp_avg_sq`` (values ~1e-8) would let a trainer rewrite them freely.
 Measured here (2026-12): the same settings give distance 0.0 (bitwise); a different thread count gives ≤ 4e-7
 (MLP and CNN, one 10-step segment).
+
+Devices (:func:`node.training.device.replay_rule`): the manifest declares the device kind the trainer trained on
+(``cpu`` or ``cuda``) and the validator replays on ``device``. The same kind is judged as above; different kinds
+are judged by the tolerance when the spec declares ``hardware_mismatch``, and are otherwise rejected
+(``REPLAY_MISMATCH``) before anything is replayed: no replay on another kind is bitwise. The declaration cannot be
+abused: claiming another kind than the real one only turns a bitwise replay into a rejection, and the tolerance
+is the spec's to grant, not the trainer's.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ import torch
 from node.training.challenge import choose_segments as choose_segments  # re-exported for the validator
 from node.training.codec import State, decode_delta, encode_delta, max_abs_distance, state_hash, state_sub
 from node.training.data import ArraySet
+from node.training.device import CPU, ReplayRule, replay_rule
 from node.training.errors import ReplayMismatch, TrainingError
 from node.training.local import (
     OPTIM_PREFIX,
@@ -193,6 +201,8 @@ def replay_verify(
     max_loss_rise_ppm: int = DEFAULT_MAX_LOSS_RISE_PPM,
     delta_kind: str = "f32",
     topk_frac: float = 0.01,
+    trainer_device: str = CPU,
+    device: str = CPU,
 ) -> Verdict:
     """Check a trainer's claimed work on ``task`` by replaying challenged segments; see the module docstring.
 
@@ -200,10 +210,16 @@ def replay_verify(
     against ``claimed_segment_hashes[i]`` before use. The last segment is replayed whatever ``segments_to_check``
     says. ``claimed_delta`` is the decoded delta the trainer published (of kind ``delta_kind``). ``tolerance`` is
     used only with ``hardware_mismatch``. Fetch errors propagate to the caller (a state that stays unavailable
-    past the deadline is the caller's ``CONTENT_UNAVAILABLE`` rejection).
+    past the deadline is the caller's ``CONTENT_UNAVAILABLE`` rejection). ``trainer_device`` is the device kind the
+    manifest declares, ``device`` the one this replay runs on (:func:`~node.training.device.replay_rule`).
     """
     checked: list[int] = []
     worst = 0.0
+    rule = replay_rule(trainer_device, device, hardware_mismatch=hardware_mismatch)
+    if rule == ReplayRule.REFUSED:
+        return _reject(REPLAY_MISMATCH, f"trained on {trainer_device}, replayed on {device}: the job does not declare "
+                                        "hardware_mismatch, so a replay must be bitwise, which no replay on another "
+                                        "device kind is (train such jobs on the CPU)", math.inf, checked)
     try:
         data = task_view(shard, task.sample_range)
     except TrainingError as exc:
@@ -266,7 +282,8 @@ def replay_verify(
             start = initial_trainer_state(base) if i == 0 else fetched[i - 1]
             end = fetched[i]
             try:
-                replayed = run_segment(task, start, data, i)
+                with deterministic_torch(device=device):
+                    replayed = run_segment(task, start, data, i, device=device)
             except TrainingError as exc:
                 return _reject(BAD_SEGMENT_STATE, f"segment {i}: {exc}", math.inf, checked)
             checked.append(i)
@@ -275,7 +292,7 @@ def replay_verify(
                 continue
             dist = state_distance(replayed, end)
             worst = max(worst, dist)
-            if not hardware_mismatch:
+            if rule == ReplayRule.BITWISE:
                 return _reject(REPLAY_MISMATCH, f"segment {i}: the replayed trainer state differs from the committed "
                                                 f"one (relative distance {dist:.3g}; bitwise required)", worst, checked)
             if not dist <= tolerance:
