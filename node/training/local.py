@@ -219,17 +219,25 @@ def run_segment(
     schedule = BatchSchedule(len(data), task.batch_size, task.seed)
     objective = objective_for(task.task_type)
     model.train()
-    for step in range(start, stop):
-        idx = schedule.indices(step)
-        inputs, targets = objective.batch(data, idx)
-        if device != CPU:
-            inputs, targets = inputs.to(on), targets.to(on)
-        optimizer.zero_grad(set_to_none=True)
-        loss = objective.loss(model, inputs, targets)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss diverged to {float(loss)} at step {step}; lower the learning rate")
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
+    try:
+        for step in range(start, stop):
+            idx = schedule.indices(step)
+            inputs, targets = objective.batch(data, idx)
+            if device != CPU:
+                inputs, targets = inputs.to(on), targets.to(on)
+            optimizer.zero_grad(set_to_none=True)
+            loss = objective.loss(model, inputs, targets)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss diverged to {float(loss)} at step {step}; lower the learning rate")
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+    except RuntimeError as exc:
+        # use_deterministic_algorithms makes an operation with no reproducible kernel on this device raise (on CUDA
+        # e.g. AdaptiveAvgPool2d's backward): a task that cannot replay, not a crash of the node.
+        if "deterministic" not in str(exc):
+            raise
+        raise TrainingError(f"{task.model_name} cannot train reproducibly on {device}: {exc}; train this job on "
+                            "the CPU (--device cpu)") from exc
     return _export(model, optimizer)
 
 

@@ -4,6 +4,7 @@ device field, the calibration's class mapping; on a machine with a GPU also a re
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,6 +234,8 @@ def test_gpu_segment_replayed_on_cpu_distance(setup: Setup) -> None:
     verdict = _verify(setup, gpu, trainer_device=CUDA, device=CPU, hardware_mismatch=True)
     print(f"\nGPU-trained {MLP}, {TASK.steps} steps: CPU replay distance per segment {distances}; "
           f"verdict under the default tolerance: {verdict.reason} (max {verdict.max_distance:.3g})")
-    assert all(d < 1e-2 for d in distances)  # the same computation, rounded differently
+    # The same computation, rounded differently: AdamW's sign-like first steps can flip tiny-gradient coordinates
+    # (2·lr each), so this bounds only gross errors (another model or data would be ~1).
+    assert all(math.isfinite(d) and d < 0.5 for d in distances)
     refused = _verify(setup, gpu, trainer_device=CUDA, device=CPU)
     assert refused.reason == REPLAY_MISMATCH and refused.checked_segments == ()
