@@ -231,9 +231,18 @@ describe("JobManager: invariants over random call sequences", function () {
         const audited = committedRounds.size && rnd.chance(0.9) ? rnd.pick([...committedRounds.keys()]) : job.jobId;
         const done = Number(committedRounds.get(audited) ?? 0n);
         const round = done > 0 && rnd.chance(0.9) ? rnd.int(0, done - 1) : done;
-        const { auditors } = await jm.getRound(audited, round);
-        if (!auditors.length && rnd.chance(0.8)) return send("drawAuditors", () => jm.drawAuditors(audited, round));
-        const who = auditors.length && rnd.chance(0.9) ? bySigner.get(rnd.pick(auditors)) : rnd.pick(validators);
+        const ri = await jm.getRound(audited, round);
+        if ((ri.auditPhase === h.Phase.AwaitingPanel || ri.auditPhase === h.Phase.AwaitingEscalation) && rnd.chance(0.8)) {
+          if (rnd.chance(0.8)) await mine(h.DRAW_DELAY);
+          return send("drawAuditors", () => jm.drawAuditors(audited, round));
+        }
+        if (ri.auditDeadline > 0n && rnd.chance(0.1)) {
+          if (rnd.chance(0.5) && BigInt(await time.latest()) <= ri.auditDeadline) await time.increaseTo(ri.auditDeadline + 1n);
+          const stalled = ri.auditPhase === h.Phase.Voting ? "escalateAudit" : "lapseAudit";
+          return send(stalled, () => jm.connect(rnd.pick(everyone))[stalled](audited, round));
+        }
+        const panel = ri.auditPhase === h.Phase.Escalated ? ri.auditEscalationPanel : ri.auditors;
+        const who = panel.length && rnd.chance(0.9) ? bySigner.get(rnd.pick(panel)) : rnd.pick(validators);
         return send("auditRound", () => jm.connect(who).auditRound(audited, round, rnd.chance(0.7)));
       }
       if (r < 0.89) {
@@ -340,6 +349,7 @@ describe("JobManager: invariants over random call sequences", function () {
     // The sequence must exercise the contract, not just bounce off reverts.
     expect(counts.ok).to.be.gte(CALLS / 4);
     expect(actions.validateUpdate ?? 0).to.be.gt(0);
+    expect(actions.auditRound ?? 0).to.be.gt(0);
     expect(await jm.totalPaid()).to.be.gt(0n);
     expect(closed.size).to.be.gt(0);
   });
