@@ -100,9 +100,9 @@ interface IJobManagerTypes {
 
     /// @dev One round (returned by `getRound`). Masks have bit `slot` set. The audit moves through the phases of
     /// an update's verdict (`Phase`; `drawAuditors` draws in the two Awaiting phases): `auditors` is the first
-    /// panel (`auditOk`/`auditFailed` count its votes; `auditSilentMask` indexes it), `auditEscalationPanel` the
-    /// escalation panel (`auditEscStake`: its stake at the draw; `auditEscOkStake`/`auditEscFailedStake`: the
-    /// stake of its votes each way). `auditDeadline`: end of the current panel's window (0 while none votes):
+    /// panel (`auditOk`/`auditFailed` count its votes; `auditVotedMask`/`auditSilentMask` index it),
+    /// `auditEscalationPanel` the escalation panel (`auditEscVotedMask` indexes it; `auditEscStake`: its stake at
+    /// the draw; `auditEscOkStake`/`auditEscFailedStake`: the stake of its votes each way). `auditDeadline`: end of the current panel's window (0 while none votes):
     /// past it, `escalateAudit` (first panel) or `lapseAudit` (escalation panel) may be called.
     struct RoundInfo {
         uint64 submittedMask;
@@ -118,7 +118,9 @@ interface IJobManagerTypes {
         Phase auditPhase;
         uint64 auditDeadline;
         uint16 auditSilentMask;
+        uint64 auditVotedMask;
         address[] auditEscalationPanel;
+        uint64 auditEscVotedMask;
         uint256 auditEscStake;
         uint256 auditEscOkStake;
         uint256 auditEscFailedStake;

@@ -268,7 +268,9 @@ contract JobManagerExtension is JobManagerState {
         info.auditPhase = r.auditPhase;
         info.auditDeadline = uint64(_auditDeadline(_jobs[jobId], r));
         info.auditSilentMask = r.auditSilent;
+        info.auditVotedMask = r.auditVoted[0];
         info.auditEscalationPanel = r.auditEscPanel;
+        info.auditEscVotedMask = r.auditVoted[1];
         info.auditEscStake = r.auditEscStake;
         info.auditEscOkStake = r.auditEscOkStake;
         info.auditEscFailedStake = r.auditEscFailedStake;
