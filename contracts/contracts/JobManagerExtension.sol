@@ -188,7 +188,7 @@ contract JobManagerExtension is JobManagerState {
             else ++r.auditFailed;
             // Every earlier vote agreed (a disagreement escalates at once), so the ok mask says which way they went.
             if (voted != 0 && (okMask != 0) != ok) _escalateAudit(jobId, round, r);
-            else if (voted | bit == (uint64(1) << r.auditors.length) - 1) _settleAudit(jobId, job, round, r, ok);
+            else if (voted | bit == uint64((1 << r.auditors.length) - 1)) _settleAudit(jobId, job, round, r, ok);
         } else {
             // Stake-weighted: the side holding more than half of the panel's stake (at its draw) settles.
             uint256 tally = (ok ? r.auditEscOkStake : r.auditEscFailedStake) + v.stake;
@@ -216,7 +216,6 @@ contract JobManagerExtension is JobManagerState {
     }
 
     /// @notice See IJobManager.AUDIT_PANEL.
-    // solhint-disable-next-line func-name-mixedcase
     function AUDIT_PANEL() external pure returns (uint256) {
         return AUDIT_PANEL_SIZE;
     }

@@ -65,6 +65,7 @@ describe("JobManager: invariants over random call sequences", function () {
     const paidOut = new Map(); // `${jobId}:${trainer}` -> PaidOut sum
     const accepted = new Set(); // keys settled valid (UpdateAccepted)
     const committedRounds = new Map(); // jobId -> rounds committed
+    const disputes = new Map(); // jobId -> rounds disputed (RoundDisputed)
     const counts = { ok: 0, reverted: 0 };
     const actions = {};
     const reverts = {};
@@ -101,6 +102,9 @@ describe("JobManager: invariants over random call sequences", function () {
               break;
             case "RoundCommitted":
               committedRounds.set(a.jobId, a.round + 1n);
+              break;
+            case "RoundDisputed":
+              disputes.set(a.jobId, [...(disputes.get(a.jobId) ?? []), a.round]);
               break;
             case "FeePaid":
               add(credited, a.jobId, a.amount);
@@ -316,6 +320,9 @@ describe("JobManager: invariants over random call sequences", function () {
         expect(c + j.refunded, `job ${jobId} pays at most its deposit`).to.be.lte(j.deposit);
         expect(c, `job ${jobId} credited <= spent`).to.be.lte(j.spent);
         if (j.status !== 1n) expect(j.spent + j.refunded, `closed job ${jobId}`).to.equal(j.deposit);
+        // A job is disputed only by a settled failed audit, and that audit stays settled.
+        expect(j.disputed, `job ${jobId} disputed <=> RoundDisputed`).to.equal(disputes.has(jobId));
+        for (const round of disputes.get(jobId) ?? []) expect((await jm.getRound(jobId, round)).audit).to.equal(2n);
         escrowExpected += j.deposit - c - j.refunded;
       }
       expect(stakeHeld, "stakeHeld == stakes + bonds").to.equal(stakes);
