@@ -74,7 +74,8 @@ contract JobManagerExtension is JobManagerState {
             revert JobManagerCandidateIsLeader(jobId, msg.sender);
         }
         if (c.lastCommitAt != 0) {
-            // A committer keeps its bond at stake for one lease after its last commit: its audit window.
+            // A committer keeps its bond at stake for one lease after its last commit (its audit window), renewed
+            // when an audit of a round it committed escalates and when the escalation panel is drawn.
             uint256 availableAt = uint256(c.lastCommitAt) + job.params.leaseSeconds;
             if (block.timestamp <= availableAt) revert JobManagerBondInAuditWindow(jobId, msg.sender, availableAt);
         }
@@ -158,6 +159,7 @@ contract JobManagerExtension is JobManagerState {
             r.auditEscPanel = panel;
             r.auditEscStake = _pool.weightOfAll(panel);
             phase = Phase.Escalated;
+            _holdCommitterBond(jobId, committer); // until the escalation can lapse
         }
         r.auditPhase = phase;
         emit AuditorsDrawn(jobId, round, phase, panel);
@@ -353,7 +355,15 @@ contract JobManagerExtension is JobManagerState {
         r.auditPhase = Phase.AwaitingEscalation;
         r.auditAnchor = uint64(block.number);
         r.auditPoolVersion = uint32(_pool.version);
+        _holdCommitterBond(jobId, r.committer);
         emit AuditEscalated(jobId, round, uint64(block.number));
+    }
+
+    /// @dev Keeps a standing committer's bond at stake for one more lease from now (withdrawCandidacy), so a
+    /// dispute that an escalation settles still finds it.
+    function _holdCommitterBond(uint256 jobId, address committer) private {
+        Candidate storage c = _candidacy[jobId][committer];
+        if (c.standing) c.lastCommitAt = uint64(block.timestamp);
     }
 
     /// @dev The round's audit, open in `phase` with that panel's window over (else AuditWindowOpen).

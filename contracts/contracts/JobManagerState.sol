@@ -69,7 +69,7 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
 
     struct Candidate {
         uint128 bond;
-        uint64 lastCommitAt;
+        uint64 lastCommitAt; // its bond stays one lease past this: its last commit, or an audit of one escalating
         bool standing;
     }
 

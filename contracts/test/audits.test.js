@@ -1,4 +1,5 @@
 const { expect } = require("chai");
+const { ethers } = require("hardhat");
 const { loadFixture, mine, time } = require("@nomicfoundation/hardhat-toolbox/network-helpers");
 const h = require("./helpers");
 
@@ -273,6 +274,51 @@ describe("JobManager: audits of committed rounds", function () {
       .to.be.revertedWithCustomError(jm, "JobManagerNothingToDraw")
       .withArgs(jobId, 0, 2n ** 32n - 1n);
     await expectConserved(jm);
+  });
+
+  it("an escalated audit keeps the committer's bond at stake until it can settle", async function () {
+    const f = await loadFixture(h.registeredFixture);
+    const { jm, customer, l1, t1 } = f;
+    const { jobId } = await h.createJob(jm, customer, { rounds: 1 }); // the commit finishes it: l1 may leave
+    await jm.connect(l1).standForLeader(jobId, { value: h.MIN_LEADER_BOND });
+    await h.acceptedUpdate(f, jobId, 0, t1, 0);
+    await h.commit(f, jobId);
+    const first = await drawAudit(f, jobId, 0);
+    await jm.connect(first[0]).auditRound(jobId, 0, true);
+    await time.increase(h.LEASE / 2);
+    await jm.connect(first[1]).auditRound(jobId, 0, false); // escalates half a lease after the commit
+    const esc = await drawAudit(f, jobId, 0);
+    await time.increase(h.LEASE / 2 + 10); // a lease after the commit: its own audit window is over
+    const { timestamp } = await ethers.provider.getBlock("latest");
+    const r = await jm.getRound(jobId, 0);
+    await expect(jm.connect(l1).withdrawCandidacy(jobId))
+      .to.be.revertedWithCustomError(jm, "JobManagerBondInAuditWindow")
+      .withArgs(jobId, l1.address, r.auditDeadline); // held until the escalation could lapse
+    expect(r.auditDeadline).to.be.gt(BigInt(timestamp));
+    for (const v of esc.slice(0, 2)) await jm.connect(v).auditRound(jobId, 0, false);
+    const tx = jm.connect(esc[2]).auditRound(jobId, 0, false);
+    await expect(tx).to.emit(jm, "RoundDisputed").withArgs(jobId, 0, 3);
+    await expect(tx).to.emit(jm, "LeaderBondForfeited").withArgs(jobId, l1.address, h.MIN_LEADER_BOND);
+  });
+
+  it("a committer that left before its audit escalated holds no bond to burn", async function () {
+    const f = await loadFixture(h.registeredFixture);
+    const { jm, customer, l1, t1 } = f;
+    const { jobId } = await h.createJob(jm, customer, { rounds: 1 });
+    await jm.connect(l1).standForLeader(jobId, { value: h.MIN_LEADER_BOND });
+    await h.acceptedUpdate(f, jobId, 0, t1, 0);
+    await h.commit(f, jobId);
+    await time.increase(h.LEASE + 1);
+    await jm.connect(l1).withdrawCandidacy(jobId);
+    const first = await drawAudit(f, jobId, 0);
+    await jm.connect(first[0]).auditRound(jobId, 0, true);
+    await jm.connect(first[1]).auditRound(jobId, 0, false);
+    const esc = await drawAudit(f, jobId, 0);
+    for (const v of esc.slice(0, 2)) await jm.connect(v).auditRound(jobId, 0, false);
+    const tx = jm.connect(esc[2]).auditRound(jobId, 0, false);
+    await expect(tx).to.emit(jm, "RoundDisputed");
+    await expect(tx).not.to.emit(jm, "LeaderBondForfeited");
+    expect((await jm.getCandidates(jobId))[0]).to.not.include(l1.address);
   });
 
   it("a drawn auditor that left and was deleted cannot report", async function () {
