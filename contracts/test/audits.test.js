@@ -333,3 +333,49 @@ describe("JobManager: audits of committed rounds", function () {
       .withArgs(jobId, 0, first[0].address);
   });
 });
+
+describe("JobManager: an audit's worst-case loops stay within a bounded gas", function () {
+  this.timeout(600000);
+
+  it("draws and settles an audit escalation of 63 after a split first panel of 7", async function () {
+    const { setBalance } = require("@nomicfoundation/hardhat-toolbox/network-helpers");
+    const f = await h.registeredFixture();
+    const { jm, customer, l1, t1 } = f;
+    const extra = [];
+    for (let i = 0; i < 60; i++) {
+      const w = ethers.Wallet.createRandom().connect(ethers.provider);
+      await setBalance(w.address, h.E("100"));
+      await jm.connect(w).registerValidator({ value: h.MIN_VALIDATOR_STAKE });
+      extra.push(w);
+    }
+    f.signers = [...f.signers, ...extra];
+    const { jobId } = await h.createJob(jm, customer, { quorum: 1 });
+    await jm.connect(l1).standForLeader(jobId, { value: h.MIN_LEADER_BOND });
+    await h.acceptedUpdate(f, jobId, 0, t1, 0);
+    await h.commit(f, jobId);
+    const gasOf = async (tx) => (await (await tx).wait()).gasUsed;
+    const report = (label, gas) => {
+      if (process.env.BOUNDS_VERBOSE) console.log(`      ${label}: ${gas} gas`);
+      expect(gas).to.be.lt(15_000_000n); // half a 30 M block
+    };
+    await mine(h.DRAW_DELAY);
+    report("drawAuditors, first panel of 7", await gasOf(jm.drawAuditors(jobId, 0)));
+    const first = (await jm.getRound(jobId, 0)).auditors.map((a) => h.signerOf(f, a));
+    expect(first).to.have.length(7);
+    for (const v of first.slice(0, 6)) await jm.connect(v).auditRound(jobId, 0, true);
+    await jm.connect(first[6]).auditRound(jobId, 0, false); // split: escalate
+    await mine(h.DRAW_DELAY);
+    report("drawAuditors, escalation of 63", await gasOf(jm.drawAuditors(jobId, 0)));
+    const esc = (await jm.getRound(jobId, 0)).auditEscalationPanel.map((a) => h.signerOf(f, a));
+    expect(esc).to.have.length(63);
+    // 31 vote "failed" (losers), then "ok" until more than half the stake: the settlement slashes 31 + 1 and pays 32.
+    for (const v of esc.slice(0, 31)) await jm.connect(v).auditRound(jobId, 0, false);
+    let gas = 0n;
+    for (const v of esc.slice(31)) {
+      if ((await jm.getRound(jobId, 0)).audit !== Audit.Open) break;
+      gas = await gasOf(jm.connect(v).auditRound(jobId, 0, true));
+    }
+    report("auditRound, settling an escalation of 63", gas);
+    expect((await jm.getRound(jobId, 0)).audit).to.equal(Audit.Passed);
+  });
+});
