@@ -37,11 +37,14 @@ interface IJobManagerTypes {
         Escalated
     }
 
-    /// @dev Outcome of a committed round's audit panel.
+    /// @dev Outcome of a committed round's audit. Passed / Disputed: settled by a unanimous first panel or by the
+    /// stake majority of an escalation panel. Lapsed: an escalation panel reached no stake majority within its
+    /// window (`lapseAudit`); nothing is disputed and nobody is slashed.
     enum AuditOutcome {
         Open,
         Passed,
-        Disputed
+        Disputed,
+        Lapsed
     }
 
     /// @dev What a customer chooses when creating a job. Rates are in wei.
@@ -95,7 +98,12 @@ interface IJobManagerTypes {
         bytes lastCheckpointCid;
     }
 
-    /// @dev One round (returned by `getRound`). Masks have bit `slot` set.
+    /// @dev One round (returned by `getRound`). Masks have bit `slot` set. The audit moves through the phases of
+    /// an update's verdict (`Phase`; `drawAuditors` draws in the two Awaiting phases): `auditors` is the first
+    /// panel (`auditOk`/`auditFailed` count its votes; `auditVotedMask`/`auditSilentMask` index it),
+    /// `auditEscalationPanel` the escalation panel (`auditEscVotedMask` indexes it; `auditEscStake`: its stake at
+    /// the draw; `auditEscOkStake`/`auditEscFailedStake`: the stake of its votes each way). `auditDeadline`: end of the current panel's window (0 while none votes):
+    /// past it, `escalateAudit` (first panel) or `lapseAudit` (escalation panel) may be called.
     struct RoundInfo {
         uint64 submittedMask;
         uint64 acceptedMask;
@@ -107,6 +115,15 @@ interface IJobManagerTypes {
         uint8 auditFailed;
         address[] auditors;
         bytes checkpointCid;
+        Phase auditPhase;
+        uint64 auditDeadline;
+        uint16 auditSilentMask;
+        uint64 auditVotedMask;
+        address[] auditEscalationPanel;
+        uint64 auditEscVotedMask;
+        uint256 auditEscStake;
+        uint256 auditEscOkStake;
+        uint256 auditEscFailedStake;
     }
 
     /// @dev One update (returned by `getUpdate`). `votedMask`/`validMask` index `panel`, `escVotedMask`/
@@ -144,7 +161,8 @@ interface IJobManagerTypes {
         uint256 locked;
     }
 
-    /// @dev A validator. `openVotes`: votes cast on updates not settled yet (it cannot leave before they are).
+    /// @dev A validator. `openVotes`: votes cast on updates and audits not settled yet (it cannot leave before they
+    /// are).
     struct ValidatorInfo {
         bool registered;
         uint32 openVotes;
@@ -237,14 +255,22 @@ interface IJobManagerTypes {
         uint64 acceptedMask,
         uint64 leaseExpiry
     );
-    /// @dev Emitted by `drawAuditors`.
-    event AuditorsDrawn(uint256 indexed jobId, uint32 indexed round, address[] auditors);
-    /// @dev Emitted by `auditRound`.
+    /// @dev Emitted by `drawAuditors`: `auditors` may audit the round in `phase` (Voting: the first panel;
+    /// Escalated: the escalation panel).
+    event AuditorsDrawn(uint256 indexed jobId, uint32 indexed round, Phase phase, address[] auditors);
+    /// @dev Emitted by `auditRound` (in the phase the round's audit is in: see `getRound(...).auditPhase`).
     event RoundAudited(uint256 indexed jobId, uint32 indexed round, address indexed auditor, bool ok);
-    /// @dev Emitted when a strict majority of a round's audit panel reproduced its checkpoint.
+    /// @dev Emitted when the first audit panel disagrees, or `escalateAudit` closed its window with members
+    /// silent; the escalation panel is drawn after `anchorBlock + DRAW_DELAY`.
+    event AuditEscalated(uint256 indexed jobId, uint32 indexed round, uint64 anchorBlock);
+    /// @dev Emitted when a round's audit settles as passed: the whole first panel reproduced the checkpoint, or
+    /// more than half of the escalation panel's stake did. `okVotes`: votes on the settling side of that panel.
     event RoundAuditPassed(uint256 indexed jobId, uint32 indexed round, uint8 okVotes);
-    /// @dev Emitted when a strict majority of a round's audit panel did not reproduce its checkpoint.
+    /// @dev Emitted when a round's audit settles as failed (the whole first panel, or more than half of the
+    /// escalation panel's stake, did not reproduce the checkpoint). `failures`: votes on the settling side.
     event RoundDisputed(uint256 indexed jobId, uint32 indexed round, uint8 failures);
+    /// @dev Emitted by `lapseAudit`: the escalation panel reached no stake majority within its window.
+    event RoundAuditLapsed(uint256 indexed jobId, uint32 indexed round);
     /// @dev Emitted by `payout` with the total credited.
     event PaidOut(uint256 indexed jobId, address indexed trainer, uint256 amount);
     /// @dev Emitted by the last round's commit; `refund` was credited to the customer.
@@ -364,6 +390,10 @@ interface IJobManagerTypes {
     error JobManagerAlreadyAudited(uint256 jobId, uint32 round, address validator);
     /// @dev The round's audit is decided.
     error JobManagerAuditClosed(uint256 jobId, uint32 round);
+    /// @dev No audit panel of the round is voting (none drawn yet, or an escalation waits for its draw).
+    error JobManagerAuditNotVoting(uint256 jobId, uint32 round, Phase phase);
+    /// @dev The audit panel's window is still open (or the audit is not in the phase the call moves on).
+    error JobManagerAuditWindowOpen(uint256 jobId, uint32 round, uint256 deadline);
     /// @dev A function of the extension was called on the extension itself instead of through JobManager.
     error JobManagerNotDelegated();
 }
@@ -381,6 +411,8 @@ interface IJobManager is IJobManagerTypes {
     function MAX_QUORUM() external view returns (uint8);
     /// @notice Size of an escalation panel (capped by the pool).
     function ESCALATION_PANEL() external view returns (uint256);
+    /// @notice Size of a round's first audit panel (capped by the pool).
+    function AUDIT_PANEL() external view returns (uint256);
     /// @notice Upper bound on rounds.
     function MAX_ROUNDS() external view returns (uint32);
     /// @notice Upper bound on the candidates of one job.
@@ -556,13 +588,31 @@ interface IJobManager is IJobManagerTypes {
     /// @dev Emits a {PaidOut} event.
     function payout(uint256 jobId, address trainer) external;
 
-    /// @notice Draws a committed round's audit panel from a block after the commit.
+    /// @notice Draws a committed round's audit panel of the current phase: the first panel (`AUDIT_PANEL`
+    /// validators) from a block after the commit, the escalation panel (`ESCALATION_PANEL`) from a block after the
+    /// escalation; stake-weighted, never the committer (re-anchors instead when that block's hash is gone or the
+    /// validator pool changed since the anchor).
     /// @dev Emits an {AuditorsDrawn} event (or {DrawRescheduled} with slot type(uint32).max).
     function drawAuditors(uint256 jobId, uint32 round) external;
 
-    /// @notice An auditor of the round reports whether it reproduced the committed checkpoint.
-    /// @dev Emits a {RoundAudited} event, maybe {RoundAuditPassed} or {RoundDisputed} and {LeaderBondForfeited}.
+    /// @notice A member of the round's current audit panel reports whether it reproduced the committed
+    /// checkpoint. A unanimous first panel settles; any disagreement escalates; in the escalation panel the side
+    /// holding more than half of its stake settles. Every voter on the losing side (and every first-panel member
+    /// silent past its window) loses `validatorSlash`; escalation winners share it. A failed verdict disputes
+    /// the round: the committer's bond is burnt and the customer may cancel.
+    /// @dev Emits a {RoundAudited} event, maybe {AuditEscalated}, or {RoundAuditPassed}/{RoundDisputed} with the
+    /// settlement's {ValidatorSlashed}, {SlashRewardPaid} and {LeaderBondForfeited} events.
     function auditRound(uint256 jobId, uint32 round, bool ok) external;
+
+    /// @notice Escalates an audit whose first panel is incomplete past its window (half a lease after the draw):
+    /// the members that had not voted are slashed when the escalation settles. Anyone may call it.
+    /// @dev Emits an {AuditEscalated} event.
+    function escalateAudit(uint256 jobId, uint32 round) external;
+
+    /// @notice Closes an audit whose escalation panel reached no stake majority within a lease of its draw:
+    /// outcome Lapsed, nothing disputed, nobody slashed, every vote released. Anyone may call it.
+    /// @dev Emits a {RoundAuditLapsed} event.
+    function lapseAudit(uint256 jobId, uint32 round) external;
 
     /// @notice The customer cancels a job nobody serves, a stalled one, or a disputed one.
     /// @dev Emits a {JobCancelled} event.

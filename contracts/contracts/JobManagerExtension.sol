@@ -74,7 +74,8 @@ contract JobManagerExtension is JobManagerState {
             revert JobManagerCandidateIsLeader(jobId, msg.sender);
         }
         if (c.lastCommitAt != 0) {
-            // A committer keeps its bond at stake for one lease after its last commit: its audit window.
+            // A committer keeps its bond at stake for one lease after its last commit (its audit window), renewed
+            // when an audit of a round it committed escalates and when the escalation panel is drawn.
             uint256 availableAt = uint256(c.lastCommitAt) + job.params.leaseSeconds;
             if (block.timestamp <= availableAt) revert JobManagerBondInAuditWindow(jobId, msg.sender, availableAt);
         }
@@ -132,48 +133,93 @@ contract JobManagerExtension is JobManagerState {
         Job storage job = _job(jobId);
         if (round >= job.committedRounds) revert JobManagerRoundNotCommitted(jobId, round);
         Round storage r = _rounds[jobId][round];
-        if (r.auditors.length != 0) revert JobManagerNothingToDraw(jobId, round, AUDIT_SLOT);
+        Phase phase = r.auditPhase;
+        if (r.audit != AuditOutcome.Open || (phase != Phase.AwaitingPanel && phase != Phase.AwaitingEscalation)) {
+            revert JobManagerNothingToDraw(jobId, round, AUDIT_SLOT);
+        }
         (bool ready, bytes32 hash) = JobManagerLib.seedAt(r.auditAnchor, DRAW_DELAY);
         if (!ready) revert JobManagerDrawNotReady(uint256(r.auditAnchor) + DRAW_DELAY + 1);
+        // A pool changed after the seed block was known could steer the draw: start over from a new anchor.
         if (hash == bytes32(0) || r.auditPoolVersion != uint32(_pool.version)) {
             r.auditAnchor = uint64(block.number);
             r.auditPoolVersion = uint32(_pool.version);
             emit DrawRescheduled(jobId, round, AUDIT_SLOT, uint64(block.number));
             return;
         }
-        address[] memory panel = _pool.draw(
-            keccak256(abi.encode(hash, jobId, round, "audit")),
-            job.params.quorum,
-            r.committer
-        );
-        r.auditors = panel;
-        emit AuditorsDrawn(jobId, round, panel);
+        address committer = r.committer;
+        uint256 available = _pool.count - (_pool.contains(committer) ? 1 : 0);
+        uint256 size = phase == Phase.AwaitingPanel ? AUDIT_PANEL_SIZE : ESCALATION_PANEL;
+        if (available < size) size = available == 0 ? 1 : available; // an empty pool makes the draw revert
+        address[] memory panel = _pool.draw(keccak256(abi.encode(hash, jobId, round, "audit", phase)), size, committer);
+        r.auditDrawnAt = uint64(block.timestamp);
+        if (phase == Phase.AwaitingPanel) {
+            r.auditors = panel;
+            phase = Phase.Voting;
+        } else {
+            r.auditEscPanel = panel;
+            r.auditEscStake = _pool.weightOfAll(panel);
+            phase = Phase.Escalated;
+            _holdCommitterBond(jobId, committer); // until the escalation can lapse
+        }
+        r.auditPhase = phase;
+        emit AuditorsDrawn(jobId, round, phase, panel);
     }
 
     /// @notice See IJobManager.auditRound.
     function auditRound(uint256 jobId, uint32 round, bool ok) external onlyDelegated {
         Job storage job = _job(jobId);
-        Round storage r = _rounds[jobId][round];
         if (round >= job.committedRounds) revert JobManagerRoundNotCommitted(jobId, round);
+        Round storage r = _rounds[jobId][round];
         if (r.audit != AuditOutcome.Open) revert JobManagerAuditClosed(jobId, round);
-        uint256 index = _indexOf(r.auditors, msg.sender);
-        if (index == type(uint256).max) revert JobManagerNotAuditor(jobId, round, msg.sender);
-        uint16 bit = uint16(1 << index);
-        if (r.auditVoted & bit != 0) revert JobManagerAlreadyAudited(jobId, round, msg.sender);
-        r.auditVoted |= bit;
+        Phase phase = r.auditPhase;
+        if (phase != Phase.Voting && phase != Phase.Escalated) revert JobManagerAuditNotVoting(jobId, round, phase);
+        uint256 stage = phase == Phase.Voting ? 0 : 1;
+        ValidatorInfo storage v = validators[msg.sender];
+        uint256 index = _indexOf(stage == 0 ? r.auditors : r.auditEscPanel, msg.sender);
+        if (index == type(uint256).max || !v.registered) revert JobManagerNotAuditor(jobId, round, msg.sender);
+        uint64 bit = uint64(1) << uint64(index);
+        uint64 voted = r.auditVoted[stage];
+        if (voted & bit != 0) revert JobManagerAlreadyAudited(jobId, round, msg.sender);
+        uint64 okMask = r.auditOkMask[stage];
+        ++v.openVotes;
+        r.auditVoted[stage] = voted | bit;
+        if (ok) r.auditOkMask[stage] = okMask | bit;
         emit RoundAudited(jobId, round, msg.sender, ok);
-        uint256 majority = r.auditors.length / 2 + 1;
-        if (ok) {
-            if (++r.auditOk == majority) {
-                r.audit = AuditOutcome.Passed;
-                emit RoundAuditPassed(jobId, round, r.auditOk);
-            }
-        } else if (++r.auditFailed == majority) {
-            r.audit = AuditOutcome.Disputed;
-            job.disputed = true;
-            emit RoundDisputed(jobId, round, r.auditFailed);
-            _forfeit(jobId, r.committer, 10000);
+        if (stage == 0) {
+            if (ok) ++r.auditOk;
+            else ++r.auditFailed;
+            // Every earlier vote agreed (a disagreement escalates at once), so the ok mask says which way they went.
+            if (voted != 0 && (okMask != 0) != ok) _escalateAudit(jobId, round, r);
+            else if (voted | bit == uint64((1 << r.auditors.length) - 1)) _settleAudit(jobId, job, round, r, ok);
+        } else {
+            // Stake-weighted: the side holding more than half of the panel's stake (at its draw) settles.
+            uint256 tally = (ok ? r.auditEscOkStake : r.auditEscFailedStake) + v.stake;
+            if (ok) r.auditEscOkStake = tally;
+            else r.auditEscFailedStake = tally;
+            if (tally > r.auditEscStake / 2) _settleAudit(jobId, job, round, r, ok);
         }
+    }
+
+    /// @notice See IJobManager.escalateAudit.
+    function escalateAudit(uint256 jobId, uint32 round) external onlyDelegated {
+        Round storage r = _stalledAudit(jobId, round, Phase.Voting);
+        r.auditSilent = uint16(((1 << r.auditors.length) - 1) & ~uint256(r.auditVoted[0]));
+        _escalateAudit(jobId, round, r);
+    }
+
+    /// @notice See IJobManager.lapseAudit.
+    function lapseAudit(uint256 jobId, uint32 round) external onlyDelegated {
+        Round storage r = _stalledAudit(jobId, round, Phase.Escalated);
+        r.audit = AuditOutcome.Lapsed;
+        // Judged as if every voter agreed with the outcome: votes released, nobody slashed.
+        _judgeAudit(jobId, r.auditors, r.auditVoted[0], r.auditVoted[0], 0);
+        _judgeAudit(jobId, r.auditEscPanel, r.auditVoted[1], r.auditVoted[1], 0);
+        emit RoundAuditLapsed(jobId, round);
+    }
+
+    /// @notice See IJobManager.AUDIT_PANEL.
+    function AUDIT_PANEL() external pure returns (uint256) {
+        return AUDIT_PANEL_SIZE;
     }
 
     /// @notice See IJobManager.updateBond.
@@ -220,6 +266,15 @@ contract JobManagerExtension is JobManagerState {
         info.auditFailed = r.auditFailed;
         info.auditors = r.auditors;
         info.checkpointCid = r.checkpointCid;
+        info.auditPhase = r.auditPhase;
+        info.auditDeadline = uint64(_auditDeadline(_jobs[jobId], r));
+        info.auditSilentMask = r.auditSilent;
+        info.auditVotedMask = r.auditVoted[0];
+        info.auditEscalationPanel = r.auditEscPanel;
+        info.auditEscVotedMask = r.auditVoted[1];
+        info.auditEscStake = r.auditEscStake;
+        info.auditEscOkStake = r.auditEscOkStake;
+        info.auditEscFailedStake = r.auditEscFailedStake;
     }
 
     /// @notice See IJobManager.getUpdate.
@@ -294,6 +349,101 @@ contract JobManagerExtension is JobManagerState {
         )
     {
         return (totalDeposits, totalStakes, totalPaid, totalRefunded, totalSlashed, totalWithdrawn, escrowHeld, stakeHeld);
+    }
+
+    function _escalateAudit(uint256 jobId, uint32 round, Round storage r) private {
+        r.auditPhase = Phase.AwaitingEscalation;
+        r.auditAnchor = uint64(block.number);
+        r.auditPoolVersion = uint32(_pool.version);
+        _holdCommitterBond(jobId, r.committer);
+        emit AuditEscalated(jobId, round, uint64(block.number));
+    }
+
+    /// @dev Keeps a standing committer's bond at stake for one more lease from now (withdrawCandidacy), so a
+    /// dispute that an escalation settles still finds it.
+    function _holdCommitterBond(uint256 jobId, address committer) private {
+        Candidate storage c = _candidacy[jobId][committer];
+        if (c.standing) c.lastCommitAt = uint64(block.timestamp);
+    }
+
+    /// @dev The round's audit, open in `phase` with that panel's window over (else AuditWindowOpen).
+    function _stalledAudit(uint256 jobId, uint32 round, Phase phase) private view returns (Round storage r) {
+        r = _rounds[jobId][round];
+        uint256 deadline = _auditDeadline(_job(jobId), r);
+        if (r.audit != AuditOutcome.Open || r.auditPhase != phase || block.timestamp <= deadline) {
+            revert JobManagerAuditWindowOpen(jobId, round, deadline);
+        }
+    }
+
+    /// @dev Settles a round's audit: the losers of both panels (and first-panel members silent past the window)
+    /// are slashed, and the escalation's winners (at least one: the settling side holds more than half of its
+    /// stake) share what they lost, the remainder burnt. Without an escalation the first panel was complete and
+    /// unanimous: nobody lost. A failed verdict disputes the round and burns the committer's bond.
+    function _settleAudit(uint256 jobId, Job storage job, uint32 round, Round storage r, bool ok) private {
+        r.audit = ok ? AuditOutcome.Passed : AuditOutcome.Disputed;
+        (uint256 slashed, uint256 votes) = _judgeAudit(jobId, r.auditors, r.auditVoted[0], _agreeing(r, 0, ok), r.auditSilent);
+        address[] storage esc = r.auditEscPanel;
+        if (esc.length != 0) {
+            uint256 agree = _agreeing(r, 1, ok);
+            uint256 lost;
+            (lost, votes) = _judgeAudit(jobId, esc, r.auditVoted[1], agree, 0);
+            slashed += lost;
+            uint256 share = slashed / votes;
+            _burn(slashed % votes);
+            for (uint256 i; share != 0 && i < esc.length; ++i) {
+                if (agree & (1 << i) == 0) continue;
+                stakeHeld -= share;
+                totalPaid += share;
+                balanceOf[esc[i]] += share;
+                emit SlashRewardPaid(jobId, esc[i], share);
+            }
+        }
+        if (ok) {
+            emit RoundAuditPassed(jobId, round, uint8(votes));
+        } else {
+            job.disputed = true;
+            emit RoundDisputed(jobId, round, uint8(votes));
+            _forfeit(jobId, r.committer, 10000);
+        }
+    }
+
+    /// @dev The members of panel `stage` (0 first, 1 escalation) that voted `ok`.
+    function _agreeing(Round storage r, uint256 stage, bool ok) private view returns (uint256) {
+        uint256 okMask = r.auditOkMask[stage];
+        return ok ? okMask : r.auditVoted[stage] & ~okMask;
+    }
+
+    /// @dev Releases a panel's votes and slashes its voters outside `agree` and its members in `silent`.
+    /// @return slashed Stake taken (not yet burnt or paid). @return winners Voters in `agree`.
+    function _judgeAudit(
+        uint256 jobId,
+        address[] storage panel,
+        uint256 voted,
+        uint256 agree,
+        uint256 silent
+    ) private returns (uint256 slashed, uint256 winners) {
+        uint256 n = panel.length;
+        for (uint256 i; i < n; ++i) {
+            uint256 bit = 1 << i;
+            address v = panel[i];
+            if (voted & bit == 0) {
+                if (silent & bit != 0) slashed += _slashValidator(jobId, v);
+                continue;
+            }
+            --validators[v].openVotes;
+            if (agree & bit != 0) ++winners;
+            else slashed += _slashValidator(jobId, v);
+        }
+    }
+
+    /// @dev End of the current audit panel's window: half a lease after the first panel's draw, a lease after the
+    /// escalation panel's (0 while no panel votes).
+    function _auditDeadline(Job storage job, Round storage r) private view returns (uint256) {
+        Phase phase = r.auditPhase;
+        uint256 lease = job.params.leaseSeconds;
+        if (phase == Phase.Voting) return uint256(r.auditDrawnAt) + lease / 2;
+        if (phase == Phase.Escalated) return uint256(r.auditDrawnAt) + lease;
+        return 0;
     }
 
     /// @dev Half a lease after the first panel's draw (0 before it).

@@ -24,6 +24,10 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
     uint8 public constant MAX_QUORUM = 15;
     /// @notice Size of an escalation panel (capped by the pool).
     uint256 public constant ESCALATION_PANEL = 63;
+    /// @dev Size of a round's first audit panel (capped by the pool): a third of the stake fills a panel of 7 with
+    /// probability (1/3)^7 = 0.05 % (docs/economy.md). Served by the extension as AUDIT_PANEL() (one getter less
+    /// in JobManager's bytecode).
+    uint256 internal constant AUDIT_PANEL_SIZE = 7;
     /// @notice Upper bound on rounds (bounds a trainer's payout walk).
     uint32 public constant MAX_ROUNDS = 1000;
     /// @notice Upper bound on the candidates of one job.
@@ -65,7 +69,7 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
 
     struct Candidate {
         uint128 bond;
-        uint64 lastCommitAt;
+        uint64 lastCommitAt; // its bond stays one lease past this: its last commit, or an audit of one escalating
         bool standing;
     }
 
@@ -74,13 +78,21 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         uint64 acceptedMask;
         bool priced;
         address committer;
-        uint64 auditAnchor;
+        uint64 auditAnchor; // the block whose hash (+ DRAW_DELAY) draws the audit panel of the current phase
         uint32 auditPoolVersion;
         AuditOutcome audit;
-        uint8 auditOk;
+        Phase auditPhase; // AwaitingPanel, Voting (first panel), AwaitingEscalation, Escalated
+        uint8 auditOk; // first-panel votes
         uint8 auditFailed;
-        uint16 auditVoted;
+        uint16 auditSilent; // first-panel members that had not voted when its window closed
+        uint64 auditDrawnAt; // when the current panel was drawn (its window starts)
+        uint64[2] auditVoted; // [first panel, escalation panel]: bit i is panel member i
+        uint64[2] auditOkMask;
+        uint256 auditEscStake; // the escalation panel's stake at its draw
+        uint256 auditEscOkStake;
+        uint256 auditEscFailedStake;
         address[] auditors;
+        address[] auditEscPanel;
         bytes checkpointCid;
     }
 

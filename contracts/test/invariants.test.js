@@ -65,6 +65,7 @@ describe("JobManager: invariants over random call sequences", function () {
     const paidOut = new Map(); // `${jobId}:${trainer}` -> PaidOut sum
     const accepted = new Set(); // keys settled valid (UpdateAccepted)
     const committedRounds = new Map(); // jobId -> rounds committed
+    const disputes = new Map(); // jobId -> rounds disputed (RoundDisputed)
     const counts = { ok: 0, reverted: 0 };
     const actions = {};
     const reverts = {};
@@ -101,6 +102,9 @@ describe("JobManager: invariants over random call sequences", function () {
               break;
             case "RoundCommitted":
               committedRounds.set(a.jobId, a.round + 1n);
+              break;
+            case "RoundDisputed":
+              disputes.set(a.jobId, [...(disputes.get(a.jobId) ?? []), a.round]);
               break;
             case "FeePaid":
               add(credited, a.jobId, a.amount);
@@ -231,9 +235,18 @@ describe("JobManager: invariants over random call sequences", function () {
         const audited = committedRounds.size && rnd.chance(0.9) ? rnd.pick([...committedRounds.keys()]) : job.jobId;
         const done = Number(committedRounds.get(audited) ?? 0n);
         const round = done > 0 && rnd.chance(0.9) ? rnd.int(0, done - 1) : done;
-        const { auditors } = await jm.getRound(audited, round);
-        if (!auditors.length && rnd.chance(0.8)) return send("drawAuditors", () => jm.drawAuditors(audited, round));
-        const who = auditors.length && rnd.chance(0.9) ? bySigner.get(rnd.pick(auditors)) : rnd.pick(validators);
+        const ri = await jm.getRound(audited, round);
+        if ((ri.auditPhase === h.Phase.AwaitingPanel || ri.auditPhase === h.Phase.AwaitingEscalation) && rnd.chance(0.8)) {
+          if (rnd.chance(0.8)) await mine(h.DRAW_DELAY);
+          return send("drawAuditors", () => jm.drawAuditors(audited, round));
+        }
+        if (ri.auditDeadline > 0n && rnd.chance(0.1)) {
+          if (rnd.chance(0.5) && BigInt(await time.latest()) <= ri.auditDeadline) await time.increaseTo(ri.auditDeadline + 1n);
+          const stalled = ri.auditPhase === h.Phase.Voting ? "escalateAudit" : "lapseAudit";
+          return send(stalled, () => jm.connect(rnd.pick(everyone))[stalled](audited, round));
+        }
+        const panel = ri.auditPhase === h.Phase.Escalated ? ri.auditEscalationPanel : ri.auditors;
+        const who = panel.length && rnd.chance(0.9) ? bySigner.get(rnd.pick(panel)) : rnd.pick(validators);
         return send("auditRound", () => jm.connect(who).auditRound(audited, round, rnd.chance(0.7)));
       }
       if (r < 0.89) {
@@ -307,6 +320,9 @@ describe("JobManager: invariants over random call sequences", function () {
         expect(c + j.refunded, `job ${jobId} pays at most its deposit`).to.be.lte(j.deposit);
         expect(c, `job ${jobId} credited <= spent`).to.be.lte(j.spent);
         if (j.status !== 1n) expect(j.spent + j.refunded, `closed job ${jobId}`).to.equal(j.deposit);
+        // A job is disputed only by a settled failed audit, and that audit stays settled.
+        expect(j.disputed, `job ${jobId} disputed <=> RoundDisputed`).to.equal(disputes.has(jobId));
+        for (const round of disputes.get(jobId) ?? []) expect((await jm.getRound(jobId, round)).audit).to.equal(2n);
         escrowExpected += j.deposit - c - j.refunded;
       }
       expect(stakeHeld, "stakeHeld == stakes + bonds").to.equal(stakes);
@@ -340,6 +356,7 @@ describe("JobManager: invariants over random call sequences", function () {
     // The sequence must exercise the contract, not just bounce off reverts.
     expect(counts.ok).to.be.gte(CALLS / 4);
     expect(actions.validateUpdate ?? 0).to.be.gt(0);
+    expect(actions.auditRound ?? 0).to.be.gt(0);
     expect(await jm.totalPaid()).to.be.gt(0n);
     expect(closed.size).to.be.gt(0);
   });

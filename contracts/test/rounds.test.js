@@ -301,8 +301,8 @@ describe("JobManager: edge rules", function () {
     await mine(h.DRAW_DELAY);
     await jm.drawAuditors(jobId, 0);
     const auditors = (await jm.getRound(jobId, 0)).auditors.map((a) => h.signerOf(f, a));
-    await jm.connect(auditors[0]).auditRound(jobId, 0, false);
-    await expect(jm.connect(auditors[1]).auditRound(jobId, 0, false)).to.emit(jm, "LeaderBondForfeited");
+    for (const a of auditors.slice(0, -1)) await jm.connect(a).auditRound(jobId, 0, false);
+    await expect(jm.connect(auditors.at(-1)).auditRound(jobId, 0, false)).to.emit(jm, "LeaderBondForfeited");
     await time.increase(2 * h.LEASE + 2);
     const tx = jm.connect(l2).claimLeadership(jobId);
     await expect(tx).not.to.emit(jm, "LeaderBondForfeited");

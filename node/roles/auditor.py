@@ -6,9 +6,14 @@ may draw its audit panel (``drawAuditors``, ``DRAW_DELAY`` blocks after the comm
 rebuilds the round from what the chain alone says went into it — the base (the job's initial checkpoint, or round
 r-1's committed CID) and exactly the slots of the ``acceptedMask`` that ``RoundCommitted`` names — and compares the
 CID of the result, computed exactly as the content store names what it adds, with the CID the leader committed. A
-strict majority of the panel decides; a dispute burns the leader's bond and lets the customer cancel at once.
+unanimous first panel (``AUDIT_PANEL`` validators) settles; a split one escalates to a stake-weighted panel of up
+to ``ESCALATION_PANEL`` drawn the same way, whose stake majority settles, and every voter on the losing side loses
+stake. A failed verdict burns the leader's bond and lets the customer cancel at once.
 
-Which rounds: only those whose audit panel drew this node (the contract refuses anyone else's report).
+Which rounds: every committed round until its audit closes. This role draws each panel when due, closes a window
+that ran out (``escalateAudit`` for a silent first panel, ``lapseAudit`` for an escalation without a majority),
+and reports only where the panel voting now drew it (the contract refuses anyone else's report), recomputing the
+checkpoint once per round.
 
 This module must never crash the node or vote on what it could not check: content or chain trouble leaves the
 round for a later scan (missing content: up to ``MAX_ATTEMPTS`` times); content that arrives but cannot be
@@ -43,8 +48,9 @@ def content_cid(data: bytes) -> str:
     return cid_to_str(result.root)
 
 
-class AuditNotDrawn(DtnodeError):
-    """The round's audit panel cannot be drawn yet (its block is not mined): not a failure, look again later."""
+class AuditPending(DtnodeError):
+    """The round's audit is open and needs nothing from this node now (a panel's block is not mined yet, another
+    panel is voting, or this node reported in the current phase): not a failure, look again later."""
 
 
 class Auditor:
@@ -54,7 +60,7 @@ class Auditor:
         self.ctx = ctx
         self.scanner = JobScanner(ctx.jobs, only=jobs)
         self.verdicts: dict[tuple[int, int], bool] = {}
-        """(job, round) → the verdict this node sent."""
+        """(job, round) → the verdict this node recomputed (sent in each phase whose panel drew it)."""
         self._handled: dict[int, set[int]] = {}
         """job → rounds audited, skipped or given up."""
         self._commits: dict[int, dict[int, RoundCommit]] = {}
@@ -84,7 +90,7 @@ class Auditor:
         try:
             await self.audit(job_id, r)
             return True
-        except AuditNotDrawn:  # the audit panel's block is not mined yet: look again on the next scan
+        except AuditPending:  # open, nothing to do now (not drawable yet, others voting): look again next scan
             return False
         except ChainError as exc:  # the chain is down or behind: it will answer again, so never give up for that
             log.warning("audit of job %d round %d: %s: %s; will retry", job_id, r, type(exc).__name__, exc)
@@ -112,25 +118,54 @@ class Auditor:
         return commits[r]
 
     async def audit(self, job_id: int, r: int) -> bool | None:
-        """Audit round ``r`` of ``job_id`` (committed) unless this node need not; returns the verdict it sent.
+        """Move round ``r``'s audit on and report in it where this node is drawn; returns the verdict it sent, or
+        None once the audit is closed without one from this node.
 
-        Raises StorageError/P2PError/ChainError when content or the chain cannot be reached (retry later), and
-        SchemaError/ValueError-like errors when what was fetched cannot be aggregated.
+        Raises AuditPending while the audit stays open, StorageError/P2PError/ChainError when content or the chain
+        cannot be reached (retry later), and SchemaError/ValueError-like errors when what was fetched cannot be
+        aggregated.
         """
         ctx = self.ctx
         me = ctx.address.lower()
         commit = await self._commit_of(job_id, r)
         info = await ctx.jobs.round_info(job_id, r)
-        if not info.auditors:
+        if info.audit_draw_due():
             if not await ctx.jobs.draw_ready(info.audit_anchor):
-                raise AuditNotDrawn(f"job {job_id} round {r}: audit panel not drawable yet")
+                raise AuditPending(f"job {job_id} round {r}: audit panel not drawable yet")
             try:
                 await ctx.jobs.draw_auditors(job_id, r)
             except ContractRevert as exc:  # drawn by another node meanwhile
                 ctx.log.debug("drawAuditors(%d, %d): %s", job_id, r, exc.error_name)
             info = await ctx.jobs.round_info(job_id, r)
-        if info.audit != AuditOutcome.OPEN or not asked_to_audit(me, info) or commit.leader == me:
+        if info.audit != AuditOutcome.OPEN:
             return None
+        if commit.leader == me or not asked_to_audit(me, info):
+            if await ctx.jobs.move_stalled_audit(job_id, r, info):
+                ctx.log.info("job %d round %d: audit window over without a verdict (%s)", job_id, r,
+                             info.audit_phase.name)
+            raise AuditPending(f"job {job_id} round {r}: audit open ({info.audit_phase.name})")
+        ok = self.verdicts.get((job_id, r))
+        if ok is None:
+            ok = await self._recompute(job_id, r, commit)
+            self.verdicts[(job_id, r)] = ok
+        try:
+            result = await ctx.jobs.audit_round(job_id, r, ok)
+        except ContractRevert as exc:  # audited before a restart, moved on meanwhile, or left the validator pool
+            ctx.log.info("audit of job %d round %d reverted: %s", job_id, r, exc.error_name)
+            raise AuditPending(f"job {job_id} round {r}: report reverted ({exc.error_name})") from exc
+        names = {ev.name for ev in result.events}
+        if "AuditEscalated" in names:
+            ctx.log.warning("job %d round %d: the audit panel disagrees; escalated to a stake-weighted panel",
+                            job_id, r)
+        if "RoundDisputed" in names:
+            ctx.log.warning("job %d round %d: DISPUTED (a settled failed audit); its customer may cancel", job_id, r)
+        if not names & {"RoundAuditPassed", "RoundDisputed"}:
+            raise AuditPending(f"job {job_id} round {r}: reported {ok}; the audit is still open")
+        return ok
+
+    async def _recompute(self, job_id: int, r: int, commit: RoundCommit) -> bool:
+        """Whether the base and exactly the committed updates of round ``r`` give the committed checkpoint."""
+        ctx = self.ctx
         updates = [(sub, u) for sub, u in await ctx.jobs.updates(job_id, r) if commit.accepted_mask >> sub.slot & 1]
 
         spec = await ctx.spec(job_id)
@@ -164,13 +199,4 @@ class Auditor:
             ctx.log.warning("job %d round %d: audit FAILED: leader %s committed %s, but the base %s and the %d "
                             "accepted updates give %s", job_id, r, commit.leader, commit.checkpoint_cid, base_cid,
                             len(deltas), recomputed)
-        try:
-            result = await ctx.jobs.audit_round(job_id, r, ok)
-        except ContractRevert as exc:  # audited before a restart, or left the validator pool
-            ctx.log.info("audit of job %d round %d reverted: %s", job_id, r, exc.error_name)
-            return None
-        self.verdicts[(job_id, r)] = ok
-        if any(ev.name == "RoundDisputed" for ev in result.events):
-            ctx.log.warning("job %d round %d: DISPUTED (failed audits reached the quorum); its customer may cancel",
-                            job_id, r)
         return ok

@@ -24,6 +24,7 @@ from protocols.chain.models import (
     Candidate,
     JobInfo,
     JobStatus,
+    Phase,
     RoundCommit,
     RoundInfo,
     Submission,
@@ -240,6 +241,20 @@ class ChainView:
 
     async def audit_round(self, job_id: int, r: int, ok: bool) -> TxResult:
         return await self.chain(lambda: self.client.audit_round(job_id, r, ok), what="auditRound")
+
+    async def move_stalled_audit(self, job_id: int, r: int, info: RoundInfo) -> bool:
+        """Close an audit panel's window that ran out without a verdict (anyone may; the auditor does): a silent
+        first panel escalates (``escalateAudit``), an escalation without a stake majority lapses (``lapseAudit``).
+        False when nothing was due or another node moved it first."""
+        if not info.audit_stalled(await self.chain_time()):
+            return False
+        escalate = info.audit_phase == Phase.VOTING
+        send = self.client.escalate_audit if escalate else self.client.lapse_audit
+        try:
+            await self.chain(lambda: send(job_id, r), what="escalateAudit" if escalate else "lapseAudit")
+        except ContractRevert:  # moved by another node meanwhile, or block time not past the window yet
+            return False
+        return True
 
     async def payout(self, job_id: int, trainer: str) -> TxResult:
         return await self.chain(lambda: self.client.payout(job_id, trainer), what="payout")

@@ -262,8 +262,9 @@ def segments_to_fetch(chosen: Iterable[int], n_segments: int) -> list[int]:
 
 
 def asked_to_audit(me: str, info: RoundInfo) -> bool:
-    """Whether this node reports on a committed round: only the round's drawn audit panel may."""
-    return me.lower() in (a.lower() for a in info.auditors)
+    """Whether this node reports on a committed round now: only the audit panel voting in the current phase may
+    (the first panel, or the escalation panel), once each."""
+    return me.lower() in (a.lower() for a in info.audit_panel) and not info.has_audited(me)
 
 
 def rounds_to_audit(committed: int, handled: Collection[int]) -> list[int]:

@@ -164,8 +164,19 @@ class JobManagerClient(JobManagerReader):
         return self._send("drawAuditors", [job_id, round])
 
     def audit_round(self, job_id: int, round: int, ok: bool) -> TxResult:
-        """``auditRound(jobId, round, ok)`` by a member of the round's audit panel."""
-        return self._send("auditRound", [job_id, round, ok])
+        """``auditRound(jobId, round, ok)`` by a member of the round's current audit panel. Sent with at least
+        ``SETTLE_GAS``: the vote that lands last settles (slashes, an escalation panel's rewards, a dispute)."""
+        return self._send("auditRound", [job_id, round, ok], min_gas=SETTLE_GAS)
+
+    def escalate_audit(self, job_id: int, round: int) -> TxResult:
+        """``escalateAudit(jobId, round)``: anyone, once the first audit panel's window (``audit_deadline``)
+        passed without a verdict; its silent members are slashed when the escalation settles."""
+        return self._send("escalateAudit", [job_id, round])
+
+    def lapse_audit(self, job_id: int, round: int) -> TxResult:
+        """``lapseAudit(jobId, round)``: anyone, once the escalation panel's window passed without a stake
+        majority; the audit closes LAPSED (nothing disputed, nobody slashed)."""
+        return self._send("lapseAudit", [job_id, round])
 
     def cancel_job(self, job_id: int) -> TxResult:
         """``cancelJob(jobId)`` by the customer of an unserved, stalled or disputed job."""

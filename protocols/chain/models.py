@@ -67,9 +67,13 @@ class Phase(IntEnum):
 
 
 class AuditOutcome(IntEnum):
+    """A round's audit: settled PASSED or DISPUTED (a unanimous first panel, or an escalation panel's stake
+    majority), or LAPSED (an escalation without a majority in its window: nothing disputed, nobody slashed)."""
+
     OPEN = 0
     PASSED = 1
     DISPUTED = 2
+    LAPSED = 3
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,46 @@ class RoundInfo:
     audit_failed: int
     auditors: tuple[Address, ...]
     checkpoint_cid: Cid | None
+    audit_phase: Phase = Phase.AWAITING_PANEL
+    """Where the audit stands: ``drawAuditors`` is due in the AWAITING phases; ``auditors`` vote in VOTING, the
+    ``audit_escalation_panel`` in ESCALATED."""
+    audit_deadline: int = 0
+    """End of the voting panel's window (chain time; 0 while none votes): past it anyone may ``escalateAudit``
+    (first panel) or ``lapseAudit`` (escalation panel)."""
+    audit_silent_mask: int = 0
+    audit_voted_mask: int = 0
+    audit_escalation_panel: tuple[Address, ...] = ()
+    audit_esc_voted_mask: int = 0
+    audit_esc_stake: int = 0
+    audit_esc_ok_stake: int = 0
+    audit_esc_failed_stake: int = 0
+
+    @property
+    def audit_panel(self) -> tuple[Address, ...]:
+        """The audit panel that votes in the current phase (empty while a draw is due or the audit is closed)."""
+        if self.audit != AuditOutcome.OPEN:
+            return ()
+        if self.audit_phase == Phase.VOTING:
+            return self.auditors
+        if self.audit_phase == Phase.ESCALATED:
+            return self.audit_escalation_panel
+        return ()
+
+    def audit_draw_due(self) -> bool:
+        """An audit panel is to be drawn (``drawAuditors``)."""
+        return self.audit == AuditOutcome.OPEN and self.audit_phase in (Phase.AWAITING_PANEL,
+                                                                        Phase.AWAITING_ESCALATION)
+
+    def audit_stalled(self, now: int) -> bool:
+        """The voting audit panel's window is over without a verdict: ``escalateAudit`` (first panel) or
+        ``lapseAudit`` (escalation panel) may be called."""
+        return bool(self.audit_panel) and self.audit_deadline != 0 and now > self.audit_deadline
+
+    def has_audited(self, validator: str) -> bool:
+        """Whether ``validator`` reported in the audit's current voting phase."""
+        me = validator.lower()
+        mask = self.audit_esc_voted_mask if self.audit_phase == Phase.ESCALATED else self.audit_voted_mask
+        return any(v.lower() == me and mask >> i & 1 for i, v in enumerate(self.audit_panel))
 
     @property
     def accepted_slots(self) -> tuple[int, ...]:
@@ -213,6 +257,15 @@ class RoundInfo:
             audit_failed=int(f["auditFailed"]),
             auditors=tuple(address(a) for a in f["auditors"]),
             checkpoint_cid=optional_cid_from_bytes(bytes(f["checkpointCid"])),
+            audit_phase=Phase(f["auditPhase"]),
+            audit_deadline=int(f["auditDeadline"]),
+            audit_silent_mask=int(f["auditSilentMask"]),
+            audit_voted_mask=int(f["auditVotedMask"]),
+            audit_escalation_panel=tuple(address(a) for a in f["auditEscalationPanel"]),
+            audit_esc_voted_mask=int(f["auditEscVotedMask"]),
+            audit_esc_stake=int(f["auditEscStake"]),
+            audit_esc_ok_stake=int(f["auditEscOkStake"]),
+            audit_esc_failed_stake=int(f["auditEscFailedStake"]),
         )
 
 

@@ -286,6 +286,10 @@ class JobManagerReader:
     def escalation_panel(self) -> int:
         return self._int("ESCALATION_PANEL")
 
+    def audit_panel(self) -> int:
+        """Size of a round's first audit panel (capped by the pool)."""
+        return self._int("AUDIT_PANEL")
+
     def lapse_forfeit_bps(self) -> int:
         return self._int("LAPSE_FORFEIT_BPS")
 

@@ -278,13 +278,23 @@ def test_a_replay_fetches_each_chosen_segments_ends_and_the_final_state() -> Non
 # -- auditor -------------------------------------------------------------------------------------------------------
 
 def test_an_auditor_audits_only_rounds_whose_audit_panel_drew_it() -> None:
-    def round_info(*auditors: str) -> RoundInfo:
+    def round_info(*auditors: str, phase: Phase = Phase.VOTING, voted: int = 0, escalation: tuple[str, ...] = (),
+                   esc_voted: int = 0, audit: AuditOutcome = AuditOutcome.OPEN) -> RoundInfo:
         return RoundInfo(submitted_mask=1, accepted_mask=1, priced=True, committer=Address(OTHER), audit_anchor=5,
-                         audit=AuditOutcome.OPEN, audit_ok=0, audit_failed=0,
-                         auditors=tuple(Address(a) for a in auditors), checkpoint_cid=None)
+                         audit=audit, audit_ok=0, audit_failed=0,
+                         auditors=tuple(Address(a) for a in auditors), checkpoint_cid=None, audit_phase=phase,
+                         audit_voted_mask=voted, audit_escalation_panel=tuple(Address(a) for a in escalation),
+                         audit_esc_voted_mask=esc_voted)
     assert asked_to_audit(ME.lower(), round_info(OTHER, ME))
     assert not asked_to_audit(ME, round_info(OTHER))
-    assert not asked_to_audit(ME, round_info())  # not drawn yet
+    assert not asked_to_audit(ME, round_info(phase=Phase.AWAITING_PANEL))  # not drawn yet
+    assert not asked_to_audit(ME, round_info(OTHER, ME, voted=0b10))  # reported already
+    assert not asked_to_audit(ME, round_info(OTHER, ME, voted=0b01, phase=Phase.AWAITING_ESCALATION))
+    # Escalated: the escalation panel reports, also a first-panel member drawn again.
+    assert asked_to_audit(ME, round_info(OTHER, ME, voted=0b11, phase=Phase.ESCALATED, escalation=(ME, OTHER)))
+    assert not asked_to_audit(ME, round_info(ME, phase=Phase.ESCALATED, escalation=(OTHER,)))
+    assert not asked_to_audit(ME, round_info(OTHER, phase=Phase.ESCALATED, escalation=(ME,), esc_voted=1))
+    assert not asked_to_audit(ME, round_info(OTHER, ME, audit=AuditOutcome.LAPSED))
 
 
 def test_an_auditor_is_finished_with_a_closed_job_once_every_committed_round_is_handled() -> None:
