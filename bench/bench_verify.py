@@ -130,7 +130,7 @@ def run_task(size: str, *, steps: int, every: int, k: int, quorum: int, work: Pa
             got += state_bytes
         claimed = decode_delta(delta_bytes, like=base, max_bytes=len(delta_bytes))
         verdict = replay_verify(
-            task, base, shard, claimed_segment_hashes=hashes, segment_states_fetch=states.__getitem__,
+            task, base, shard, claimed_segment_hashes=hashes, segment_states_fetch=states.pop,
             claimed_delta=claimed, claimed_loss_before=loss_before, claimed_loss_after=loss_after,
             segments_to_check=chosen,
         )

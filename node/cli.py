@@ -16,6 +16,8 @@ from protocols.errors import DtnodeError
 from protocols.types import NodeClass
 
 EXIT_USER_ERROR = 2
+DEVNET_DEMOS = ("fmnist", "finetune", "lm")
+"""``dtnode devnet --task`` (node.devnet.demos.DEMOS, named here so that --help imports no torch)."""
 
 
 def _add_node_flags(p: argparse.ArgumentParser) -> None:
@@ -110,8 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     jx.add_argument("job_id", type=int)
     _add_node_flags(jx)
 
-    dv = sub.add_parser("devnet", help="start a local network and train a Fashion-MNIST job end to end")
-    dv.add_argument("--trainers", type=int, default=4)
+    dv = sub.add_parser("devnet", help="start a local network and train a demo job end to end (Fashion-MNIST; "
+                        "--task finetune or lm for the others)")
+    dv.add_argument("--task", choices=DEVNET_DEMOS, default=DEVNET_DEMOS[0],
+                    help="fmnist: a CNN from scratch on Fashion-MNIST (the default); finetune: the customer's CNN "
+                    "pre-trained on upright Fashion-MNIST (job create --init), fine-tuned on other images transposed; "
+                    "lm: a small GPT-2 on Vim's manual, perplexity per round and sampled text. Each has its own "
+                    "rounds and sizes")
+    dv.add_argument("--trainers", type=int, default=None, help="default: the demo's (4)")
     dv.add_argument("--validators", type=int, default=3)
     dv.add_argument("--rounds", type=int, default=None, help="override the demo job's rounds")
     dv.add_argument("--embedded", action="store_true", help="in-process py-evm chain instead of a Hardhat node")

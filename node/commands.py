@@ -349,13 +349,15 @@ def cmd_job(args: argparse.Namespace) -> int:
 
 
 def cmd_devnet(args: argparse.Namespace) -> int:
-    from node.devnet import DevnetPlan, demo_spec, run_devnet
+    from node.devnet import run_devnet
+    from node.devnet.demos import demo_plan
 
     setup_logging(fmt=args.log_format, level="WARNING")
-    spec = demo_spec(trainers=args.trainers, **({"rounds": args.rounds} if args.rounds else {}))
-    plan = DevnetPlan(trainers=args.trainers, validators=args.validators, spec=spec, embedded=args.embedded,
-                      workdir=Path(args.workdir) if args.workdir else None, log_format=args.log_format)
-    if args.trainers < 1 or args.validators < spec.payment.quorum:
+    plan = demo_plan(args.task, trainers=args.trainers, rounds=args.rounds, validators=args.validators,
+                     embedded=args.embedded, workdir=Path(args.workdir) if args.workdir else None,
+                     log_format=args.log_format)
+    spec = plan.spec
+    if plan.trainers < 1 or args.validators < spec.payment.quorum:
         raise ConfigError(f"devnet: need at least 1 trainer and {spec.payment.quorum} validators (the quorum)")
     result = trio.run(run_devnet, plan)
     return 0 if result.final_accuracy > 0 else 1

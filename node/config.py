@@ -79,6 +79,13 @@ class NodeConfig:
     def data_path(self) -> Path:
         return Path(os.path.expanduser(self.data_dir))
 
+    @property
+    def settled_class(self) -> str:
+        """The class this node registers and announces: ``node_class`` once settled (node/hardware.py), else M, the
+        class every node had before measuring (a config that never went through start-up: in-process devnets,
+        a customer's node)."""
+        return self.node_class or "M"
+
     def validate(self) -> NodeConfig:
         for role in self.roles:
             if role not in ROLES:

@@ -18,8 +18,6 @@ from node.training.calibrate import measure_throughput, settle_class
 from node.training.device import CPU, resolve_device
 from protocols.types import NodeClass
 
-DEFAULT_CLASS = NodeClass.M
-"""A node that does not measure (devnets) and declares nothing: the class every node had before measuring."""
 _TRAINS = ("trainer", "leader")
 """Roles that register as a trainer (a leader-only node does: node/runtime.py) and so need a class."""
 
@@ -34,7 +32,7 @@ def settle_hardware(cfg: NodeConfig, *, log: logging.Logger | None = None) -> No
     kind = resolve_device(cfg.device)
     declared = NodeClass.from_name(cfg.node_class) if cfg.node_class else None
     if not cfg.measure_class or not any(r in _TRAINS for r in cfg.roles):
-        return replace(cfg, device=kind, node_class=(declared or DEFAULT_CLASS).name)
+        return replace(cfg, device=kind, node_class=cfg.settled_class)
     measured = measure_throughput(kind)
     node_class = settle_class(measured.measured_class, declared)
     cpu_class = ""
@@ -52,7 +50,7 @@ def settle_hardware(cfg: NodeConfig, *, log: logging.Logger | None = None) -> No
 
 def class_for_device(cfg: NodeConfig, kind: str) -> NodeClass:
     """The class this node promises for a task it trains on ``kind``: its CPU's class for a CPU task on a GPU node,
-    else its own (M where the config was not settled and declares none)."""
+    else its own (:attr:`~node.config.NodeConfig.settled_class`)."""
     if kind == CPU and cfg.cpu_node_class:
         return NodeClass.from_name(cfg.cpu_node_class)
-    return NodeClass.from_name(cfg.node_class) if cfg.node_class else DEFAULT_CLASS
+    return NodeClass.from_name(cfg.settled_class)

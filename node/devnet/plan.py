@@ -45,6 +45,8 @@ class DevnetPlan:
     validators: int = 3
     leaders: int = 2
     spec: JobSpec = field(default_factory=demo_spec)
+    demo: str = "fmnist"
+    """Which demo's data (and customer checkpoint) the job trains on: :data:`node.devnet.demos.DEMOS`."""
     classes: tuple[str, ...] = ("M",)
     shards: int = 16
     eval_samples: int = 2000

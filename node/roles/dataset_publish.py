@@ -113,8 +113,14 @@ async def publish_fashion_mnist(store: ContentStore, *, shards: int = 16, eval_s
                                 non_iid_alpha: float | None = None, seed: int = 0,
                                 root: str | None = None) -> PublishedData:
     """Shard Fashion-MNIST's training set (hash-checked) into the store, plus an evaluation shard from its test set."""
-    train, test = await trio.to_thread.run_sync(lambda: load_fashion_mnist(root))
+    loaded = await trio.to_thread.run_sync(lambda: fashion_mnist_loaded(root))
+    return await publish_loaded(store, loaded, shards=shards, non_iid_alpha=non_iid_alpha,
+                                eval_samples=eval_samples, seed=seed)
+
+
+def fashion_mnist_loaded(root: str | None = None) -> LoadedDataset:
+    """Fashion-MNIST (hash-checked) with its description and test split, as ``dtnode dataset add`` reads it."""
+    train, test = load_fashion_mnist(root)
     info = DatasetInfo(format="idx", task="classification", licence=FASHION_MNIST_LICENCE, input_shape=(28, 28),
                        input_dtype="uint8", classes=FASHION_MNIST_CLASSES)
-    return await publish_loaded(store, LoadedDataset(train, info, test), shards=shards, non_iid_alpha=non_iid_alpha,
-                                eval_samples=eval_samples, seed=seed)
+    return LoadedDataset(train, info, test)

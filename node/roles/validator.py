@@ -181,7 +181,9 @@ class ValidatorRole:
                                                     workdir=ctx.config.data_path / "fetched-segments")
 
             def fetch_state(i: int) -> Mapping[str, torch.Tensor]:
-                return states[i]
+                # Handed over, not shared: replay keeps its own copy of each state, so this one can go (a
+                # 100M-parameter state is 1.2 GB, and a replay of k segments uses up to 2k of them).
+                return states.pop(i)
 
             def work() -> Verdict:
                 return replay_verify(

@@ -120,7 +120,8 @@ def cuda_deterministic() -> Iterator[None]:
     set it); ``cudnn.benchmark`` off, because autotuning picks the fastest convolution algorithm per run, which may
     differ between runs; ``cudnn.deterministic`` on, for the algorithms that are reproducible; TF32 off for matmul
     and cuDNN, because TF32 rounds inputs to 10-bit mantissas: results would differ from float32 replays by ~1e-3,
-    far beyond any replay tolerance. ``use_deterministic_algorithms(True)`` itself is set by the caller
+    far beyond any replay tolerance (torch 2.14 maps these ``allow_tf32`` flags onto its newer ``fp32_precision``
+settings: ``ieee`` for matmul; checked here). ``use_deterministic_algorithms(True)`` itself is set by the caller
     (:func:`node.training.local.deterministic_torch`), which also makes non-deterministic kernels raise.
     Call under that function's lock: these settings are process-wide.
     """

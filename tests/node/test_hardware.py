@@ -56,3 +56,5 @@ def test_class_for_device() -> None:
     cpu = NodeConfig(node_class="M", device="cpu")
     assert class_for_device(cpu, "cpu") == NodeClass.M
     assert class_for_device(NodeConfig(), "cpu") == NodeClass.M  # unsettled and undeclared: the former default
+    # In-process nodes (devnets, a customer's node) never settle: they register and announce M, as before.
+    assert NodeConfig().settled_class == "M" and NodeConfig(node_class="S").settled_class == "S"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from node.training.codec import State, state_hash, state_sub
 from node.training.data import ArraySet, make_shards
 from node.training.device import (
     CPU,
+    CUBLAS_WORKSPACE,
     CUDA,
     DEVICE_KINDS,
     DeviceUnavailable,
@@ -23,6 +25,7 @@ from node.training.device import (
     replay_device,
     replay_rule,
     resolve_device,
+    to_cpu,
     training_device,
 )
 from node.training.local import LocalResult, deterministic_torch, model_part, task_loss, task_view, train_local
@@ -66,6 +69,30 @@ def test_device_kinds_agree_across_layers() -> None:
     from node.training.device import DEVICE_CHOICES
 
     assert specs.DEVICE_KINDS == DEVICE_KINDS and DEVICES == DEVICE_CHOICES
+
+
+def test_cuda_settings_are_set_for_the_body_and_restored_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA half of deterministic_torch, checked where it can be without a GPU: the flags are process-wide."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul  # (matmul's flags defeat monkeypatch)
+    saved = (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32)
+    try:
+        cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32 = True, False, True, True
+        with deterministic_torch(device=CUDA):
+            assert torch.are_deterministic_algorithms_enabled() and torch.get_num_threads() == 1
+            assert (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32) == (False, True,
+                                                                                                   False, False)
+            assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE
+        assert (cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32) == (True, False, True,
+                                                                                               True)
+    finally:
+        cudnn.benchmark, cudnn.deterministic, cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
+def test_published_tensors_are_cpu_copies() -> None:
+    t = torch.arange(4, dtype=torch.float32)
+    copy = to_cpu(t)
+    assert copy.device.type == CPU and torch.equal(copy, t) and copy.data_ptr() != t.data_ptr()
 
 
 # --- the replay rule ---------------------------------------------------------------------------------------------
