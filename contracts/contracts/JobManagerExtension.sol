@@ -3,13 +3,14 @@ pragma solidity 0.8.28;
 
 import {JobManagerState} from "./JobManagerState.sol";
 import {JobManagerLib} from "./JobManagerLib.sol";
+import {JobManagerVotes} from "./JobManagerVotes.sol";
 
-/// @title JobManagerExtension: leader candidacy, audits and views of JobManager
+/// @title JobManagerExtension: leader candidacy, audits, the signed-vote fast path and views of JobManager
 /// @notice Runs only through JobManager's fallback (DELEGATECALL): it reads and writes JobManager's storage, and
 /// its state-changing functions refuse a direct call (JobManagerNotDelegated), so no ether or state can land in
 /// the extension's own account.
 // slither-disable-next-line locked-ether
-contract JobManagerExtension is JobManagerState {
+contract JobManagerExtension is JobManagerVotes {
     using JobManagerLib for JobManagerLib.SumTree;
 
     address private immutable _self;
@@ -21,7 +22,8 @@ contract JobManagerExtension is JobManagerState {
         uint256 minUpdateBond_,
         uint256 validatorSlash_,
         uint256 minLeaderBond_,
-        uint64 deregistrationDelay_
+        uint64 deregistrationDelay_,
+        uint8 minQuorum_
     )
         JobManagerState(
             minTrainerStake_,
@@ -29,7 +31,8 @@ contract JobManagerExtension is JobManagerState {
             minUpdateBond_,
             validatorSlash_,
             minLeaderBond_,
-            deregistrationDelay_
+            deregistrationDelay_,
+            minQuorum_
         )
     {
         _self = address(this);
@@ -121,10 +124,7 @@ contract JobManagerExtension is JobManagerState {
             revert JobManagerVoteWindowOpen(jobId, round, slot, deadline);
         }
         u.silentMask = uint16(((1 << u.panel.length) - 1) & ~uint256(u.votedMask));
-        u.phase = Phase.AwaitingEscalation;
-        u.anchorBlock = uint48(block.number);
-        u.poolVersion = uint32(_pool.version);
-        emit UpdateEscalated(jobId, round, slot, uint64(block.number));
+        _escalate(jobId, round, slot, u);
     }
 
     /// @notice See IJobManager.drawAuditors.
@@ -184,8 +184,16 @@ contract JobManagerExtension is JobManagerState {
     /// @notice See IJobManager.challengeSeed.
     function challengeSeed(uint256 jobId, uint32 round, uint32 slot) external view returns (bytes32) {
         Update storage u = _updates[jobId][round][slot];
-        if (u.panel.length == 0) revert JobManagerDrawNotReady(uint256(u.anchorBlock) + DRAW_DELAY + 1);
-        return keccak256(abi.encode(u.challenge, jobId, round, slot));
+        uint64 challenge = u.challenge;
+        if (u.panel.length == 0) {
+            // Not drawn on-chain: the fast path's panel, recomputed from the same seed, fixes the same challenge.
+            bytes32 hash = _drawSeed(u.anchorBlock, u.poolVersion);
+            if (u.status != UpdateStatus.Pending || hash == bytes32(0)) {
+                revert JobManagerDrawNotReady(block.number + DRAW_DELAY + 1);
+            }
+            challenge = _challengeOf(keccak256(abi.encode(hash, jobId, round, slot, Phase.AwaitingPanel)));
+        }
+        return keccak256(abi.encode(challenge, jobId, round, slot));
     }
 
     /// @notice See IJobManager.getJob.
