@@ -172,7 +172,7 @@ async function voteSet(f, jobId, round, slot, validMask, opts = {}) {
 // Submits and settles an update through the fast path: the whole first panel signs "valid", anyone posts it.
 async function fastAcceptedUpdate(f, jobId, round, trainer, slot, opts = {}) {
   await submit(f, jobId, trainer, slot, opts);
-  await mine(DRAW_DELAY);
+  await mine(DRAW_DELAY + 1); // a view sees the latest block: the seed block must be mined before votePanel
   const [panel] = await f.jm.votePanel(jobId, round, slot);
   const set = await voteSet(f, jobId, round, slot, (1 << panel.length) - 1);
   await f.jm.settleUpdates(jobId, round, [set]);
