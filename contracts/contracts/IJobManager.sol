@@ -156,12 +156,13 @@ interface IJobManagerTypes {
     }
 
     /// @dev A trainer. `locked`: update bonds of its pending updates (part of `stake`). nodeClass: 0 S, 1 M, 2 L.
+    /// One storage slot (a submission and a verdict each rewrite one slot): stakes are bounded by 2^96 wei.
     struct TrainerInfo {
         bool registered;
         uint8 nodeClass;
         uint32 pending;
-        uint256 stake;
-        uint256 locked;
+        uint96 stake;
+        uint96 locked;
     }
 
     /// @dev A validator. `openVotes`: votes cast on updates not settled yet (it cannot leave before they are).
@@ -454,7 +455,7 @@ interface IJobManager is IJobManagerTypes {
     /// @notice A trainer's registration (see TrainerInfo).
     function trainers(
         address account
-    ) external view returns (bool registered, uint8 nodeClass, uint32 pending, uint256 stake, uint256 locked);
+    ) external view returns (bool registered, uint8 nodeClass, uint32 pending, uint96 stake, uint96 locked);
     /// @notice A validator's registration (see ValidatorInfo).
     function validators(address account) external view returns (bool registered, uint32 openVotes, uint256 stake);
     /// @notice When an account may complete its deregistration (0: not leaving).

@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {JobManagerState} from "./JobManagerState.sol";
 import {JobManagerExtension} from "./JobManagerExtension.sol";
 import {JobManagerLib} from "./JobManagerLib.sol";
@@ -79,7 +80,13 @@ contract JobManager is JobManagerState {
         if (nodeClass > 2) revert JobManagerInvalidNodeClass(nodeClass);
         if (trainers[msg.sender].registered) revert JobManagerAlreadyRegistered(msg.sender);
         if (msg.value < minTrainerStake) revert JobManagerInsufficientStake(minTrainerStake, msg.value);
-        trainers[msg.sender] = TrainerInfo({registered: true, nodeClass: nodeClass, pending: 0, stake: msg.value, locked: 0});
+        trainers[msg.sender] = TrainerInfo({
+            registered: true,
+            nodeClass: nodeClass,
+            pending: 0,
+            stake: SafeCast.toUint96(msg.value),
+            locked: 0
+        });
         _addStake(msg.value);
         emit TrainerRegistered(msg.sender, nodeClass, msg.value);
     }
@@ -88,7 +95,7 @@ contract JobManager is JobManagerState {
     function addTrainerStake() external payable {
         TrainerInfo storage t = trainers[msg.sender];
         if (!t.registered || exitAvailableAt[msg.sender] != 0) revert JobManagerNotTrainer(msg.sender);
-        t.stake += msg.value;
+        t.stake = SafeCast.toUint96(t.stake + msg.value);
         _addStake(msg.value);
         emit TrainerStakeAdded(msg.sender, msg.value, t.stake);
     }
@@ -127,7 +134,7 @@ contract JobManager is JobManagerState {
         TrainerInfo storage t = trainers[msg.sender];
         ValidatorInfo storage v = validators[msg.sender];
         if (t.locked != 0 || v.openVotes != 0) revert JobManagerObligationsOpen(msg.sender, t.locked, v.openVotes);
-        uint256 amount = t.stake + v.stake;
+        uint256 amount = uint256(t.stake) + v.stake;
         delete trainers[msg.sender];
         delete validators[msg.sender];
         delete exitAvailableAt[msg.sender];
@@ -189,39 +196,6 @@ contract JobManager is JobManagerState {
             updateCid,
             digest
         );
-    }
-
-    /// @notice See IJobManager.drawValidators.
-    function drawValidators(uint256 jobId, uint32 round, uint32 slot) external {
-        Job storage job = _activeJob(jobId);
-        Update storage u = _updates[jobId][round][slot];
-        Phase phase = u.phase;
-        if (u.status != UpdateStatus.Pending || (phase != Phase.AwaitingPanel && phase != Phase.AwaitingEscalation)) {
-            revert JobManagerNothingToDraw(jobId, round, slot);
-        }
-        bytes32 hash = _drawSeed(u.anchorBlock, u.poolVersion);
-        if (hash == bytes32(0)) {
-            _reanchorUpdate(jobId, round, slot, u);
-            return;
-        }
-        address[] memory panel;
-        if (phase == Phase.AwaitingPanel) {
-            bytes32 seed;
-            (panel, seed) = _firstPanel(jobId, round, slot, hash, job.params.quorum, u.trainer);
-            u.panel = panel;
-            u.challenge = _challengeOf(seed);
-            u.drawnAt = uint32(block.timestamp);
-            u.phase = Phase.Voting;
-        } else {
-            bytes32 seed = keccak256(abi.encode(hash, jobId, round, slot, phase));
-            uint256 available = _pool.count - (_pool.contains(u.trainer) ? 1 : 0);
-            uint256 size = available < ESCALATION_PANEL ? available : ESCALATION_PANEL;
-            panel = _pool.draw(seed, size == 0 ? 1 : size, u.trainer);
-            u.escPanel = panel;
-            u.escStake = uint128(_pool.weightOfAll(panel));
-            u.phase = Phase.Escalated;
-        }
-        emit ValidatorsDrawn(jobId, round, slot, u.phase, panel);
     }
 
     /// @notice See IJobManager.validateUpdate.
@@ -432,7 +406,7 @@ contract JobManager is JobManagerState {
         if (!t.registered || exitAvailableAt[trainer] != 0) revert JobManagerNotTrainer(trainer);
         uint256 free = t.stake - t.locked;
         if (free < bond || t.stake < minTrainerStake) revert JobManagerInsufficientFreeStake(trainer, free, bond);
-        t.locked += bond;
+        t.locked += uint96(bond); // bond <= free < 2^96
         ++t.pending;
     }
 
@@ -471,7 +445,7 @@ contract JobManager is JobManagerState {
     function _expire(uint256 jobId, uint32 round, uint32 slot, JobParams storage p, Update storage u) private {
         u.status = UpdateStatus.Expired;
         TrainerInfo storage t = trainers[u.trainer];
-        t.locked -= _updateBond(p);
+        t.locked -= uint96(_updateBond(p)); // locked at submission: fits
         --t.pending;
         _releaseVotes(u.panel, u.votedMask);
         _releaseVotes(u.escPanel, u.escVotedMask);

@@ -404,7 +404,7 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         address trainer = u.trainer;
         TrainerInfo storage t = trainers[trainer];
         uint256 bond = _updateBond(job.params);
-        t.locked -= bond;
+        t.locked -= uint96(bond); // locked at submission: fits
         --t.pending;
         if (valid) {
             u.status = UpdateStatus.Accepted;
@@ -412,7 +412,7 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
             emit UpdateAccepted(jobId, round, slot, trainer);
         } else {
             u.status = UpdateStatus.Rejected;
-            t.stake -= bond;
+            t.stake -= uint96(bond);
             _burn(bond);
             emit UpdateRejected(jobId, round, slot, trainer);
             emit TrainerSlashed(jobId, trainer, bond);

@@ -5,7 +5,7 @@ import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {JobManagerState} from "./JobManagerState.sol";
 import {JobManagerLib} from "./JobManagerLib.sol";
 
-/// @title JobManagerVotes: the fast path of a verdict, from the first panel's signed votes
+/// @title JobManagerVotes: the draws of update panels and the fast path of a verdict from signed votes
 /// @notice Validators sign their votes off-chain (EIP-712 `Vote`, the tickets' domain); anyone posts a whole first
 /// panel's signatures, many updates per call. The panel is recomputed inside the call from the update's draw seed
 /// (the same stake-weighted draw as `drawValidators`) and never stored. Unanimous signatures settle the update
@@ -13,8 +13,44 @@ import {JobManagerLib} from "./JobManagerLib.sol";
 /// the first panel is drawn on-chain (or anything was voted), only the on-chain path remains.
 /// @dev Part of JobManagerExtension (reached through JobManager's fallback, DELEGATECALL, JobManager's storage).
 abstract contract JobManagerVotes is JobManagerState {
+    using JobManagerLib for JobManagerLib.SumTree;
+
     // The account this code was deployed at: a direct call (not delegated) is refused.
     address private immutable _votesHome = address(this);
+
+    /// @notice See IJobManager.drawValidators.
+    function drawValidators(uint256 jobId, uint32 round, uint32 slot) external {
+        if (address(this) == _votesHome) revert JobManagerNotDelegated();
+        Job storage job = _activeJob(jobId);
+        Update storage u = _updates[jobId][round][slot];
+        Phase phase = u.phase;
+        if (u.status != UpdateStatus.Pending || (phase != Phase.AwaitingPanel && phase != Phase.AwaitingEscalation)) {
+            revert JobManagerNothingToDraw(jobId, round, slot);
+        }
+        bytes32 hash = _drawSeed(u.anchorBlock, u.poolVersion);
+        if (hash == bytes32(0)) {
+            _reanchorUpdate(jobId, round, slot, u);
+            return;
+        }
+        address[] memory panel;
+        if (phase == Phase.AwaitingPanel) {
+            bytes32 seed;
+            (panel, seed) = _firstPanel(jobId, round, slot, hash, job.params.quorum, u.trainer);
+            u.panel = panel;
+            u.challenge = _challengeOf(seed);
+            u.drawnAt = uint32(block.timestamp);
+            u.phase = Phase.Voting;
+        } else {
+            bytes32 seed = keccak256(abi.encode(hash, jobId, round, slot, phase));
+            uint256 available = _pool.count - (_pool.contains(u.trainer) ? 1 : 0);
+            uint256 size = available < ESCALATION_PANEL ? available : ESCALATION_PANEL;
+            panel = _pool.draw(seed, size == 0 ? 1 : size, u.trainer);
+            u.escPanel = panel;
+            u.escStake = uint128(_pool.weightOfAll(panel));
+            u.phase = Phase.Escalated;
+        }
+        emit ValidatorsDrawn(jobId, round, slot, u.phase, panel);
+    }
 
     /// @notice See IJobManager.settleUpdates.
     function settleUpdates(uint256 jobId, uint32 round, VoteSet[] calldata sets) external nonReentrant {
@@ -75,8 +111,12 @@ abstract contract JobManagerVotes is JobManagerState {
         uint256 q = panel.length;
         uint256 validMask = set.validMask;
         if (set.signatures.length != 65 * q || validMask >> q != 0) revert JobManagerInvalidVoteSet(jobId, round, slot, q);
+        // Two possible votes, so two digests, hashed once per update rather than once per member.
+        bytes32 yes = _hashTypedDataV4(JobManagerLib.hashVote(jobId, round, slot, anchor, true));
+        bytes32 no = _hashTypedDataV4(JobManagerLib.hashVote(jobId, round, slot, anchor, false));
         for (uint256 k; k < q; ++k) {
-            _checkVote(jobId, round, slot, anchor, (validMask >> k) & 1 == 1, set.signatures[65 * k:65 * k + 65], panel[k]);
+            bytes32 digest = (validMask >> k) & 1 == 1 ? yes : no;
+            _checkVote(jobId, round, slot, digest, set.signatures[65 * k:65 * k + 65], panel[k]);
         }
     }
 
@@ -99,20 +139,27 @@ abstract contract JobManagerVotes is JobManagerState {
         }
         _settleTrainer(jobId, job, round, slot, u, validMask != 0);
         uint256 fee = job.params.validatorFee;
-        for (uint256 k; k < q; ++k) _creditFee(jobId, job, panel[k], fee);
+        if (fee == 0) return;
+        for (uint256 k; k < q; ++k) {
+            balanceOf[panel[k]] += fee;
+            emit FeePaid(jobId, panel[k], fee);
+        }
+        // _creditFee's bookkeeping, once for the whole panel.
+        uint256 total = fee * q;
+        job.spent += total;
+        escrowHeld -= total;
+        totalPaid += total;
     }
 
-    /// @dev Reverts unless `sig` (65 bytes: r, s, v) is panel member `member`'s vote `valid` on the update's draw.
+    /// @dev Reverts unless `sig` (65 bytes: r, s, v) is panel member `member`'s signature over `digest`.
     function _checkVote(
         uint256 jobId,
         uint32 round,
         uint32 slot,
-        uint48 anchor,
-        bool valid,
+        bytes32 digest,
         bytes calldata sig,
         address member
-    ) private view {
-        bytes32 digest = _hashTypedDataV4(JobManagerLib.hashVote(jobId, round, slot, anchor, valid));
+    ) private pure {
         // slither-disable-next-line unused-return
         (address signer, ECDSA.RecoverError err, ) = ECDSA.tryRecover(
             digest,
