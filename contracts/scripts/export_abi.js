@@ -23,7 +23,7 @@ async function main() {
   const sha = (file) => crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
   const sourceHash = sha(path.join(hre.config.paths.sources, "JobManager.sol"));
   const sourceHashes = {};
-  for (const name of ["IJobManager.sol", "JobManager.sol", "JobManagerExtension.sol", "JobManagerLib.sol", "JobManagerState.sol"]) {
+  for (const name of ["IJobManager.sol", "JobManager.sol", "JobManagerExtension.sol", "JobManagerLib.sol", "JobManagerState.sol", "JobManagerVotes.sol"]) {
     sourceHashes[name] = sha(path.join(hre.config.paths.sources, name));
   }
   const out = process.env.ABI_OUT || DEFAULT_OUT;
