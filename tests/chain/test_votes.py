@@ -44,15 +44,16 @@ def test_a_unanimous_panel_settles_in_one_transaction(chain: Chain, manager: Job
     assert len(panel) == PARAMS.quorum and set(panel) <= set(u.validators)
     with pytest.raises(revert_class("JobManagerBadVoteSignature")):
         u.customer.settle_updates(u.job_id, 0, [signed(manager, chain, u, 0b111, anchor=1)])
-    settled = u.trainer.settle_updates(u.job_id, 0, [signed(manager, chain, u, 0b111)])
+    votes = signed(manager, chain, u, 0b111)
+    settled = u.trainer.settle_updates(u.job_id, 0, [votes])
     assert settled.emitted("UpdateAccepted") and not settled.emitted("UpdateVoted")
     assert {str(e.args["account"]).lower() for e in settled.events if e.name == "FeePaid"} == {
         m.lower() for m in panel}
     info = manager.get_update(u.job_id, 0, 0)
     assert info.status == UpdateStatus.ACCEPTED and info.panel == ()
     assert manager.vote_panel(u.job_id, 0, 0)[0] == ()
-    with pytest.raises(revert_class("JobManagerFastPathClosed")):
-        u.customer.settle_updates(u.job_id, 0, [signed(manager, chain, u, 0b111)])
+    with pytest.raises(revert_class("JobManagerFastPathClosed")):  # replayed
+        u.customer.settle_updates(u.job_id, 0, [votes])
     assert manager.accounting().conserved
 
 
