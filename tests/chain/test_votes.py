@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from eth_account.signers.local import LocalAccount
 
 from protocols.chain.backends import mine_blocks
 from protocols.chain.client import JobManagerClient, deploy
@@ -21,7 +22,7 @@ def signed(manager: JobManagerClient, chain: Chain, u: OneUpdate, valid_mask: in
            anchor: int | None = None) -> VoteSet:
     """The would-be first panel of round 0, slot 0 signs bit i of ``valid_mask`` each."""
     panel, at = manager.vote_panel(u.job_id, 0, 0)
-    keys = {a.address: a for a in chain.accounts}
+    keys: dict[str, LocalAccount] = {a.address: a for a in chain.accounts}
     sigs = tuple(sign_vote(ChainVote(u.job_id, 0, 0, at if anchor is None else anchor, bool(valid_mask >> i & 1)),
                            manager.ticket_domain(), keys[m]) for i, m in enumerate(panel))
     return VoteSet(slot=0, valid_mask=valid_mask, signatures=sigs)
