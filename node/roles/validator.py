@@ -52,7 +52,7 @@ from node.training.replay import Verdict, choose_segments, replay_verify
 from node.training.task import Task
 from node.training.ticket_check import check_update_ticket
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import Submission, UpdateInfo
+from protocols.chain.models import Phase, Submission, UpdateInfo
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
 from protocols.specs import UpdateManifest
@@ -81,6 +81,9 @@ class ValidatorRole:
         self.signed: dict[SignKey, tuple[bool, float]] = {}
         """(job, round, slot, anchor block) → (the vote signed, when it was last gossiped: monotonic)."""
         self._signing: set[SignKey] = set()
+        self.first_verdicts: dict[tuple[int, int, int], Verdict] = {}
+        """(job, round, slot) → the verdict signed for its first panel: the same panel, drawn on-chain later (same
+        seed, same challenge), votes it without a second replay."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -151,7 +154,8 @@ class ValidatorRole:
         try:
             async with self._limit:
                 try:
-                    verdict = await self.check(job_id, r, sub)
+                    signed = self.first_verdicts.get((job_id, r, sub.slot)) if update.phase == Phase.VOTING else None
+                    verdict = signed if signed is not None else await self.check(job_id, r, sub)
                 except (StorageError, P2PError) as exc:  # content not there (yet): retry until the deadline
                     first = self._unavailable_since.setdefault(key, time.monotonic())
                     if not content_given_up(first, time.monotonic(), ctx.config.content_deadline_s):
@@ -173,6 +177,7 @@ class ValidatorRole:
                      list(verdict.checked_segments),
                      verdict.max_distance if math.isfinite(verdict.max_distance) else -1)
         if key in self._signing:  # fast path: a signed vote on the draw at key's anchor, gossiped
+            self.first_verdicts[(job_id, r, sub.slot)] = verdict
             await self._gossip(key, verdict.ok)
             return
         try:
