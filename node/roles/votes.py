@@ -40,9 +40,12 @@ class VoteGossip:
         if job_id in self._following:
             return
         try:
-            channel = await self.ctx.net.subscribe(job_topic(job_id))
-        except DtnodeError as exc:  # no network: settlements fall back to the on-chain path
-            self.ctx.log.warning("job %d: cannot follow signed votes (%s); on-chain votes only", job_id, exc)
+            # Subscribing announces the topic to every peer: bounded, like every wait on peers.
+            with trio.fail_after(self.ctx.config.request_timeout_s):
+                channel = await self.ctx.net.subscribe(job_topic(job_id))
+        except (DtnodeError, trio.TooSlowError) as exc:  # settlements fall back to the on-chain path
+            self.ctx.log.warning("job %d: cannot follow signed votes (%s); on-chain votes only", job_id,
+                                 exc or "subscription timed out")
             return
         self._following.add(job_id)
         nursery.start_soon(self._record, job_id, channel)
