@@ -43,9 +43,11 @@ def draw_ready(anchor_block: int, latest_block: int, draw_delay: int) -> bool:
 
 # -- signed votes (the fast path of a verdict) ---------------------------------------------------------------------
 
-FAST_PATH_LEASE_SHARE = 4
-"""A first panel has a quarter of a lease after its seed block to sign and have its votes posted
-(``settleUpdates``); after that anyone draws it on-chain (``drawValidators``) and it votes there."""
+FAST_PATH_LEASE_SHARE = 16
+"""A first panel has a sixteenth of a lease after its anchor block to sign and have its votes posted
+(``settleUpdates``); after that anyone draws it on-chain (``drawValidators``) and it votes there (a validator that
+signed votes its signed verdict at once). Short on purpose: a silent member is only caught on-chain (its vote window
+of half a lease starts at the on-chain draw), so every second of this window delays such a round."""
 
 
 def fast_path_open(update: UpdateInfo) -> bool:

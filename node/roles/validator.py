@@ -5,7 +5,7 @@ First panel, fast path: the panel is not stored; ``votePanel`` recomputes it fro
 replays the update, signs its vote (EIP-712 ``Vote``, bound to the draw's anchor block) and gossips it on the job's
 topic (:mod:`node.roles.votes`), again every few polls while the update waits (a late subscriber still hears it);
 the leader posts the panel's signatures with one ``settleUpdates``. A draw gone stale (the pool changed since its
-anchor) is re-anchored by the same call. A first panel that has not settled a quarter lease after its anchor is
+anchor) is re-anchored by the same call. A first panel that has not settled a sixteenth of a lease after its anchor is
 drawn on-chain (``first_draw_due``) and votes there, like an escalation panel.
 
 The contract draws each update's panel (stake-weighted) from the hash of a block mined after the submission

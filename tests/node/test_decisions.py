@@ -310,10 +310,10 @@ def test_the_fast_path_is_open_only_before_an_on_chain_draw() -> None:
     assert not fast_path_open(update(status=UpdateStatus.ACCEPTED, phase=Phase.AWAITING_PANEL, validators=()))
 
 
-def test_a_first_panel_is_drawn_on_chain_only_after_a_quarter_lease_an_escalation_at_once() -> None:
+def test_a_first_panel_is_drawn_on_chain_only_after_its_signing_window_an_escalation_at_once() -> None:
     first = update(phase=Phase.AWAITING_PANEL, validators=())
-    assert not first_draw_due(first, anchor_time=1000, now=1150, lease_s=600)
-    assert first_draw_due(first, anchor_time=1000, now=1151, lease_s=600)
+    assert not first_draw_due(first, anchor_time=1000, now=1037, lease_s=600)
+    assert first_draw_due(first, anchor_time=1000, now=1038, lease_s=600)
     escalation = update(phase=Phase.AWAITING_ESCALATION, validators=())
     assert first_draw_due(escalation, anchor_time=1000, now=1000, lease_s=600)
     assert not first_draw_due(update(phase=Phase.VOTING), anchor_time=0, now=10**9, lease_s=600)
