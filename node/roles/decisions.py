@@ -86,6 +86,10 @@ class VoteBook:
         mask = sum(1 << i for i, m in enumerate(members) if heard[m][0])
         return VoteSet(slot=slot, valid_mask=mask, signatures=tuple(heard[m][1] for m in members))
 
+    def heard(self, r: int, slot: int, anchor: int) -> int:
+        """How many members' votes on the draw at ``anchor`` were heard."""
+        return len(self.votes.get((r, slot, anchor), {}))
+
     def forget_round(self, r: int) -> None:
         """Drop the votes of round ``r`` and earlier (settled or closed by the commit)."""
         for key in [k for k in self.votes if k[0] <= r]:

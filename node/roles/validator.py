@@ -121,12 +121,13 @@ class ValidatorRole:
         ctx = self.ctx
         if not await ctx.jobs.draw_ready(update.anchor_block):
             return
+        anchor = update.anchor_block
         try:
-            panel, anchor = await ctx.jobs.vote_panel(job_id, r, sub.slot)
+            panel = await self.votes.panel(job_id, r, sub.slot, anchor)
         except ContractRevert:  # the seed block is not visible to a view yet
             return
         if not panel:  # the pool changed since the anchor: move the draw (settleUpdates re-anchors a stale one)
-            await self.votes.settle_ready(job_id, r, [sub.slot])
+            await self.votes.reanchor(job_id, r, sub.slot)
             return
         if ctx.address.lower() not in (m.lower() for m in panel):
             return

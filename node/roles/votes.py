@@ -31,6 +31,7 @@ class VoteGossip:
         self.ctx = ctx
         self.books: dict[int, VoteBook] = {}
         self._following: set[int] = set()
+        self._panels: dict[tuple[int, int, int, int], tuple[str, ...]] = {}
 
     def book(self, job_id: int) -> VoteBook:
         return self.books.setdefault(job_id, VoteBook())
@@ -74,48 +75,57 @@ class VoteGossip:
         await ctx.net.publish(job_topic(job_id), SignedVote(job_id=job_id, round=r, slot=slot, anchor_block=anchor,
                                                             valid=valid, signature="0x" + signature.hex()))
 
+    async def panel(self, job_id: int, r: int, slot: int, anchor: int) -> tuple[str, ...]:
+        """``votePanel`` for the draw at ``anchor``, cached once known (a draw's panel never changes; a stale one
+        reads empty and is not cached). Raises ContractRevert before the seed block is visible to a view."""
+        key = (job_id, r, slot, anchor)
+        if key not in self._panels:
+            panel, at = await self.ctx.jobs.vote_panel(job_id, r, slot)
+            if not panel or at != anchor:
+                return ()
+            self._panels[key] = panel
+        return self._panels[key]
+
+    async def reanchor(self, job_id: int, r: int, slot: int) -> None:
+        """Move a stale draw (the pool changed since its anchor) with ``settleUpdates``; a race with another node
+        doing the same reverts harmlessly."""
+        await self._post(job_id, r, [VoteSet(slot=slot, valid_mask=0, signatures=())])
+
+    async def _open_set(self, job_id: int, r: int, slot: int) -> VoteSet | None:
+        """The complete set heard for an update the fast path can still settle, or None. Reads the chain only for
+        an update of which at least one vote was heard."""
+        ctx = self.ctx
+        update = await ctx.jobs.update(job_id, r, slot)
+        if not fast_path_open(update) or not self.book(job_id).heard(r, slot, update.anchor_block):
+            return None
+        try:
+            panel = await self.panel(job_id, r, slot, update.anchor_block)
+        except ContractRevert:  # seed block not visible to a view yet
+            return None
+        return self.book(job_id).vote_set(r, slot, update.anchor_block, panel)
+
     async def complete(self, job_id: int, r: int, slot: int) -> bool:
         """Whether this node heard a whole first panel's votes on an update the fast path can still settle."""
-        ctx = self.ctx
-        try:
-            update = await ctx.jobs.update(job_id, r, slot)
-            if not fast_path_open(update) or not await ctx.jobs.draw_ready(update.anchor_block):
-                return False
-            panel, anchor = await ctx.jobs.vote_panel(job_id, r, slot)
-        except ContractRevert:
-            return False
-        return bool(panel) and self.book(job_id).vote_set(r, slot, anchor, panel) is not None
+        return await self._open_set(job_id, r, slot) is not None
 
     async def settle_ready(self, job_id: int, r: int, slots: list[int]) -> int:
-        """Post every complete panel heard for ``slots`` of round ``r`` in one ``settleUpdates``; a slot whose
-        draw went stale (pool changed) is re-anchored by the same call. Returns how many sets were posted (0 when
-        none was complete, or when the call reverted because another node settled first)."""
-        ctx = self.ctx
-        sets: list[VoteSet] = []
-        for slot in slots:
-            try:
-                update = await ctx.jobs.update(job_id, r, slot)
-                if not fast_path_open(update) or not await ctx.jobs.draw_ready(update.anchor_block):
-                    continue
-                panel, anchor = await ctx.jobs.vote_panel(job_id, r, slot)
-            except ContractRevert:  # seed block not mined for the view yet
-                continue
-            if not panel:
-                sets.append(VoteSet(slot=slot, valid_mask=0, signatures=()))  # stale draw: re-anchors
-                continue
-            found = self.book(job_id).vote_set(r, slot, anchor, panel)
-            if found is not None:
-                sets.append(found)
-        if not sets:
+        """Post every complete panel heard for ``slots`` of round ``r`` in one ``settleUpdates``. Returns how many
+        sets were posted (0 when none was complete, or when the call reverted because another node settled first)."""
+        sets = [found for slot in slots if (found := await self._open_set(job_id, r, slot)) is not None]
+        if not sets or not await self._post(job_id, r, sets):
             return 0
+        self.ctx.log.info("job %d round %d: settled %d update(s) from signed votes in one transaction", job_id, r,
+                          len(sets))
+        return len(sets)
+
+    async def _post(self, job_id: int, r: int, sets: list[VoteSet]) -> bool:
+        ctx = self.ctx
         try:
             await ctx.jobs.settle_updates(job_id, r, sets)
-        except ContractRevert as exc:  # settled or drawn by another node meanwhile: the next poll re-reads
+        except ContractRevert as exc:  # settled, re-anchored or drawn by another node meanwhile: re-read later
             ctx.log.info("job %d round %d: settleUpdates reverted (%s)", job_id, r, exc.error_name)
-            return 0
+            return False
         except ChainError as exc:
             ctx.log.warning("job %d round %d: settleUpdates failed: %s", job_id, r, exc)
-            return 0
-        ctx.log.info("job %d round %d: settled %d update(s) from signed votes in one transaction", job_id, r,
-                     len(sets))
-        return len(sets)
+            return False
+        return True

@@ -325,6 +325,7 @@ def test_a_vote_set_needs_every_panel_member_in_draw_order_and_keeps_a_split() -
     book.add(0, 1, 50, "0xaa", True, SIG)
     book.add(0, 1, 50, "0xCC", True, SIG[::-1])
     assert book.vote_set(0, 1, 50, panel) is None  # 0xBb is missing
+    assert (book.heard(0, 1, 50), book.heard(0, 1, 49), book.heard(0, 2, 50)) == (2, 0, 0)
     book.add(0, 1, 49, "0xbb", True, SIG)  # a vote for another anchor does not count
     assert book.vote_set(0, 1, 50, panel) is None
     book.add(0, 1, 50, "0xBB", False, SIG)
