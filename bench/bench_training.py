@@ -26,8 +26,9 @@ from torch import nn  # noqa: E402
 from node.training.aggregate import FedAvg, OuterOptimizer  # noqa: E402
 from node.training.data import ArraySet, load_fashion_mnist  # noqa: E402
 from node.training.evaluate import evaluate  # noqa: E402
-from node.training.local import BatchSchedule, deterministic_torch, to_inputs, to_targets, train_local  # noqa: E402
+from node.training.local import BatchSchedule, deterministic_torch, train_local  # noqa: E402
 from node.training.models import build_model, initial_state  # noqa: E402
+from node.training.objective import to_inputs, to_targets  # noqa: E402
 from node.training.replay import choose_segments, replay_verify  # noqa: E402
 from node.training.simulate import SimConfig, simulate  # noqa: E402
 from node.training.task import Task  # noqa: E402
@@ -48,7 +49,7 @@ def single_process(model_name: str, train: ArraySet, test: ArraySet, *, target: 
             model.train()
             idx = schedule.indices(step)
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(to_inputs(train.images[idx])), to_targets(train.labels[idx]))
+            loss = nn.functional.cross_entropy(model(to_inputs(train.inputs[idx])), to_targets(train.labels[idx]))
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
         spent += time.perf_counter() - start

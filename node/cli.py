@@ -16,6 +16,8 @@ from protocols.errors import DtnodeError
 from protocols.types import NodeClass
 
 EXIT_USER_ERROR = 2
+DEVNET_DEMOS = ("fmnist", "finetune", "lm")
+"""``dtnode devnet --task`` (node.devnet.demos.DEMOS, named here so that --help imports no torch)."""
 
 
 def _add_node_flags(p: argparse.ArgumentParser) -> None:
@@ -29,7 +31,10 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bootstrap", metavar="MULTIADDR", action="append", help="bootstrap peer (repeatable)")
     g.add_argument("--listen", metavar="MULTIADDR", action="append", help="listen address (repeatable)")
     g.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="block store, keys and state")
-    g.add_argument("--class", dest="node_class", choices=list(NodeClass.__members__), help="declared node class")
+    g.add_argument("--class", "--node-class", dest="node_class", choices=list(NodeClass.__members__),
+                   help="node class: measured at start-up by default; a declared one is capped at the measured one")
+    g.add_argument("--device", dest="device", choices=["cpu", "cuda", "auto"],
+                   help="train and replay on: cpu, cuda, or auto (default: cuda if torch sees a GPU, else cpu)")
     g.add_argument("--log-format", dest="log_format", choices=["text", "json"], help="log output format")
     g.add_argument("--log-level", dest="log_level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
 
@@ -58,9 +63,23 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("dataset", help="publish or fetch a dataset")
     ds_sub = ds.add_subparsers(dest="dataset_command", metavar="ACTION", required=True)
     da = ds_sub.add_parser("add", help="shard a dataset, add it to the block store, print its CID")
-    da.add_argument("path", help="folder with Fashion-MNIST idx(.gz) files")
+    da.add_argument("path", help="the dataset: a folder of IDX files (e.g. Fashion-MNIST's), an image folder, a "
+                    ".safetensors/.npz file, or a text file or folder")
+    da.add_argument("--format", choices=["idx", "image-folder", "tensors", "text"], default="idx",
+                    help="idx: {train,t10k,test}-{images,labels}-idx*-ubyte[.gz]; image-folder: one sub-folder of "
+                    "PNG/JPEG per class; tensors: arrays inputs, labels (and test_inputs, test_labels); text: UTF-8")
     da.add_argument("--shards", type=int, default=16)
     da.add_argument("--non-iid-alpha", type=float, default=None, help="Dirichlet alpha for label-skewed shards")
+    da.add_argument("--licence", default=None, help="the data's licence note, recorded in the manifest")
+    da.add_argument("--image-size", default=None, metavar="HxW", help="image-folder: resize every image to HxW "
+                    "(default: all images must have the first one's size)")
+    da.add_argument("--context-length", type=int, default=None, help="text: tokens per training sequence")
+    da.add_argument("--tokenizer", default=None, metavar="bytes|chars|FILE.json",
+                    help="text: UTF-8 bytes, the corpus's characters, or a tokenizers JSON file (published too)")
+    da.add_argument("--eval-samples", type=int, default=2000, help="size cap of the evaluation shard")
+    da.add_argument("--eval-fraction", type=float, default=0.1,
+                    help="held out for evaluation when the data has no test split")
+    da.add_argument("--seed", type=int, default=0, help="seeds the shard split and the held-out samples")
     da.add_argument("--to-kubo", metavar="API", help="pin to a Kubo RPC daemon (e.g. /ip4/127.0.0.1/tcp/5001)")
     _add_node_flags(da)
     dg = ds_sub.add_parser("get", help="fetch and verify a dataset by CID")
@@ -73,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     job_sub = job.add_subparsers(dest="job_command", metavar="ACTION", required=True)
     jc = job_sub.add_parser("create", help="publish spec and initial checkpoint, deposit, print the job id")
     jc.add_argument("spec", help="job.json")
+    jc.add_argument("--init", metavar="FILE.safetensors",
+                    help="fine-tune: start from these weights (the model's state dict, safetensors only; checked "
+                         "tensor by tensor against the spec's model) instead of a checkpoint generated from the seed")
+    jc.add_argument("--model-file", metavar="FILE.onnx",
+                    help="model onnx-v1: the ONNX graph to train (published with the job; its CID goes into the "
+                         "spec's model_config.onnx_cid)")
     _add_node_flags(jc)
     js = job_sub.add_parser("status", help="rounds, leader, accuracy per round, payments")
     js.add_argument("job_id", type=int)
@@ -87,8 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     jx.add_argument("job_id", type=int)
     _add_node_flags(jx)
 
-    dv = sub.add_parser("devnet", help="start a local network and train a Fashion-MNIST job end to end")
-    dv.add_argument("--trainers", type=int, default=4)
+    dv = sub.add_parser("devnet", help="start a local network and train a demo job end to end (Fashion-MNIST; "
+                        "--task finetune or lm for the others)")
+    dv.add_argument("--task", choices=DEVNET_DEMOS, default=DEVNET_DEMOS[0],
+                    help="fmnist: a CNN from scratch on Fashion-MNIST (the default); finetune: the customer's CNN "
+                    "pre-trained on upright Fashion-MNIST (job create --init), fine-tuned on other images transposed; "
+                    "lm: a small GPT-2 on Vim's manual, perplexity per round and sampled text. Each has its own "
+                    "rounds and sizes")
+    dv.add_argument("--trainers", type=int, default=None, help="default: the demo's (4)")
     dv.add_argument("--validators", type=int, default=3)
     dv.add_argument("--rounds", type=int, default=None, help="override the demo job's rounds")
     dv.add_argument("--embedded", action="store_true", help="in-process py-evm chain instead of a Hardhat node")

@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 _FLAG_NAMES = (
     "chain_rpc_url", "contract_address", "key_file", "dev_account", "data_dir", "node_class",
-    "log_format", "log_level",
+    "log_format", "log_level", "device",
 )
 log = logging.getLogger("dtnode")
 
@@ -132,6 +132,9 @@ def run_node(args: argparse.Namespace) -> int:
     if not cfg.roles:
         raise ConfigError("setting 'roles': choose --role trainer, validator, leader or provider")
     setup_logging(fmt=cfg.log_format, level=cfg.log_level, name=os.environ.get("DTNODE_NODE_NAME", ""))
+    from node.hardware import settle_hardware
+
+    cfg = settle_hardware(cfg, log=log)  # device resolved, class measured: before any key or chain is touched
     account = load_account(cfg)
     client = _client(cfg, account)
     from node.runtime import DtNode
@@ -225,25 +228,50 @@ async def job_status(cfg: NodeConfig, client: JobManagerClient, job_id: int, *, 
         "deposit_wei": job.deposit, "spent_wei": job.spent, "refunded_wei": job.refunded,
         "accuracy_measured_on": measured_on,
         "history": [{"round": e.round, "leader": e.leader, "checkpoint": e.checkpoint_cid, "accuracy": e.accuracy,
-                     "loss": e.loss, **({"error": e.error} if e.error else {})} for e in history],
+                     "loss": e.loss, **dict([e.metric] if e.metric else []), **({"error": e.error} if e.error else {})}
+                    for e in history],
         "payments_wei": dict(sorted(payments.items(), key=lambda kv: -kv[1])),
     }
+
+
+def _image_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    height, sep, width = text.lower().partition("x")
+    if not (sep and height.isdigit() and width.isdigit()):
+        raise ConfigError(f"--image-size {text!r}: expected HEIGHTxWIDTH, e.g. 32x32")
+    return int(height), int(width)
+
+
+def dataset_add(cfg: NodeConfig, args: argparse.Namespace) -> int:
+    """``dtnode dataset add PATH --format …``: read, shard and publish a dataset; print its CIDs and description."""
+    from node.roles.dataset_publish import publish_files
+    from node.training.datasets.source import SourceOptions
+
+    options = SourceOptions(format=args.format, licence=args.licence or "", image_size=_image_size(args.image_size),
+                            context_length=args.context_length or 0, tokenizer=args.tokenizer or "")
+
+    async def add(store: Any) -> Any:
+        return await publish_files(store, Path(args.path), options, shards=args.shards,
+                                   non_iid_alpha=args.non_iid_alpha, eval_samples=args.eval_samples,
+                                   eval_fraction=args.eval_fraction, seed=args.seed)
+
+    data = trio.run(lambda: _with_store(cfg, add, kubo=args.to_kubo))
+    info = data.info
+    print(json.dumps({"dataset_cid": data.dataset_cid, "eval_cid": data.eval_cid, "shards": data.shards,
+                      "train_samples": data.train_samples, "eval_samples": data.eval_samples,
+                      "format": info.format, "task": info.task, "input_shape": list(info.input_shape),
+                      "input_dtype": info.input_dtype,
+                      **({"classes": len(info.classes)} if info.classes else {"vocab_size": info.vocab_size,
+                                                                               "tokenizer": info.tokenizer})}))
+    return 0
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     setup_logging(fmt=cfg.log_format, level=cfg.log_level)
     if args.dataset_command == "add":
-        from node.roles.customer import publish_fashion_mnist
-
-        async def add(store: Any) -> Any:
-            return await publish_fashion_mnist(store, shards=args.shards, non_iid_alpha=args.non_iid_alpha,
-                                               root=args.path)
-
-        data = trio.run(lambda: _with_store(cfg, add, kubo=args.to_kubo))
-        print(json.dumps({"dataset_cid": data.dataset_cid, "eval_cid": data.eval_cid, "shards": data.shards,
-                          "train_samples": data.train_samples, "eval_samples": data.eval_samples}))
-        return 0
+        return dataset_add(cfg, args)
     from storage.dataset import fetch_dataset_manifest
 
     async def get(store: Any) -> Any:
@@ -261,6 +289,13 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_file(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} does not exist") from exc
+
+
 def cmd_job(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     setup_logging(fmt=cfg.log_format, level=cfg.log_level)
@@ -269,15 +304,17 @@ def cmd_job(args: argparse.Namespace) -> int:
     from protocols.specs import JobSpec
 
     if args.job_command == "create":
+        from node.job_model import prepare_job_model
         from node.roles.customer import post_job
 
-        try:
-            spec = JobSpec.from_bytes(Path(args.spec).read_bytes())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"job spec file {args.spec} does not exist") from exc
+        spec = JobSpec.from_bytes(_read_file(args.spec, "job spec file"))
+        init_weights = _read_file(args.init, "--init file") if args.init else None
+        model_file = _read_file(args.model_file, "--model-file") if args.model_file else None
 
         async def create(store: Any) -> Any:
-            return await post_job(store, client, spec)
+            full, initial = await prepare_job_model(store, spec, model_file=model_file, init_weights=init_weights,
+                                                    timeout_s=cfg.fetch_timeout_s)
+            return await post_job(store, client, full, initial=initial)
 
         job_id, spec_cid, deposit = trio.run(lambda: _with_store(cfg, create))
         print(json.dumps({"job_id": job_id, "spec_cid": spec_cid, "deposit_wei": deposit}))
@@ -297,10 +334,12 @@ def cmd_job(args: argparse.Namespace) -> int:
     # fetch
     from node.roles.customer import fetch_final_weights
     from node.training.codec import encode_state
+    from node.training.models.onnx_graph import load_model_files
 
     async def fetch(store: Any) -> Any:
         spec_bytes = await store.get(job.params.spec_cid, max_bytes=1 << 20, timeout_s=cfg.fetch_timeout_s)
         spec = JobSpec.from_bytes(spec_bytes)
+        await load_model_files(spec, lambda cid, limit: store.get(cid, max_bytes=limit, timeout_s=cfg.fetch_timeout_s))
         return await fetch_final_weights(store, job, spec, timeout_s=cfg.fetch_timeout_s)
 
     model = trio.run(lambda: _with_store(cfg, fetch))
@@ -310,13 +349,15 @@ def cmd_job(args: argparse.Namespace) -> int:
 
 
 def cmd_devnet(args: argparse.Namespace) -> int:
-    from node.devnet import DevnetPlan, demo_spec, run_devnet
+    from node.devnet import run_devnet
+    from node.devnet.demos import demo_plan
 
     setup_logging(fmt=args.log_format, level="WARNING")
-    spec = demo_spec(trainers=args.trainers, **({"rounds": args.rounds} if args.rounds else {}))
-    plan = DevnetPlan(trainers=args.trainers, validators=args.validators, spec=spec, embedded=args.embedded,
-                      workdir=Path(args.workdir) if args.workdir else None, log_format=args.log_format)
-    if args.trainers < 1 or args.validators < spec.payment.quorum:
+    plan = demo_plan(args.task, trainers=args.trainers, rounds=args.rounds, validators=args.validators,
+                     embedded=args.embedded, workdir=Path(args.workdir) if args.workdir else None,
+                     log_format=args.log_format)
+    spec = plan.spec
+    if plan.trainers < 1 or args.validators < spec.payment.quorum:
         raise ConfigError(f"devnet: need at least 1 trainer and {spec.payment.quorum} validators (the quorum)")
     result = trio.run(run_devnet, plan)
     return 0 if result.final_accuracy > 0 else 1

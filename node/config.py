@@ -22,6 +22,8 @@ from protocols.types import NodeClass
 ROLES = ("trainer", "validator", "leader", "provider")
 """``provider``: no work, only serve this node's block store and help peers find each other (a customer's node)."""
 NODE_CLASSES = tuple(NodeClass.__members__)
+DEVICES = ("cpu", "cuda", "auto")
+"""``node.training.device.DEVICE_CHOICES`` (config does not import torch; a test checks they agree)."""
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "DTNODE_"
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -42,7 +44,17 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     data_dir: str = "~/.dtnode"
-    node_class: str = "M"
+    node_class: str = ""
+    """"" (the default): the class measured at start-up (node/hardware.py); S, M or L: the most this node promises,
+    capped at the measured class (a node may promise less than it measures, never more)."""
+    measure_class: bool = True
+    """Measure the class at start-up. Local devnets turn it off: their plan sets each node's class, and nodes
+    sharing one machine would measure each other's load; then ``node_class`` is taken as declared (M if empty)."""
+    device: str = "auto"
+    """Where this node trains and replays: cpu, cuda, or auto (cuda if torch sees a GPU, else cpu)."""
+    cpu_node_class: str = ""
+    """Set at start-up on a GPU node (node/hardware.py): its CPU's class, requested for the jobs it trains on the
+    CPU (those that do not declare ``hardware_mismatch``). Empty: ``node_class``."""
     log_format: str = "text"
     log_level: str = "INFO"
     chain_timeout_s: float = 30.0
@@ -67,6 +79,13 @@ class NodeConfig:
     def data_path(self) -> Path:
         return Path(os.path.expanduser(self.data_dir))
 
+    @property
+    def settled_class(self) -> str:
+        """The class this node registers and announces: ``node_class`` once settled (node/hardware.py), else M, the
+        class every node had before measuring (a config that never went through start-up: in-process devnets,
+        a customer's node)."""
+        return self.node_class or "M"
+
     def validate(self) -> NodeConfig:
         for role in self.roles:
             if role not in ROLES:
@@ -76,8 +95,12 @@ class NodeConfig:
         for job in self.jobs:
             if job <= 0:
                 raise ConfigError(f"setting 'jobs': job ids start at 1, got {job}")
-        if self.node_class not in NODE_CLASSES:
-            raise ConfigError(f"setting 'node_class': {self.node_class!r} is not one of S, M, L")
+        if self.node_class and self.node_class not in NODE_CLASSES:
+            raise ConfigError(f"setting 'node_class': {self.node_class!r} is not one of S, M, L (or empty: measured)")
+        if self.cpu_node_class and self.cpu_node_class not in NODE_CLASSES:
+            raise ConfigError(f"setting 'cpu_node_class': {self.cpu_node_class!r} is not one of S, M, L (or empty)")
+        if self.device not in DEVICES:
+            raise ConfigError(f"setting 'device': {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"setting 'log_format': {self.log_format!r} is not one of text, json")
         if self.contract_address and not _ADDRESS_RE.match(self.contract_address):

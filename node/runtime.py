@@ -62,7 +62,7 @@ class DtNode:
         cfg = self.config
         settings: dict[str, Any] = dict(
             listen_addrs=tuple(cfg.listen), bootstrap=tuple(cfg.bootstrap), roles=tuple(cfg.roles),
-            node_class=cfg.node_class, jobs=tuple(cfg.jobs), request_timeout_s=cfg.request_timeout_s,
+            node_class=cfg.settled_class, jobs=tuple(cfg.jobs), request_timeout_s=cfg.request_timeout_s,
         )
         settings.update(self.p2p_overrides)
         return P2PConfig(**settings)
@@ -134,8 +134,9 @@ class DtNode:
         wants_trainer = "trainer" in cfg.roles or ("leader" in cfg.roles and not self.in_validator_pool)
         wants_validator = self.in_validator_pool
         if wants_trainer and not (await ctx.jobs.trainer_info(me)).registered:
-            await ctx.jobs.register_trainer(NodeClass[cfg.node_class], cfg.trainer_stake_wei)
-            self.log.info("registered as a class-%s trainer (stake %d wei)", cfg.node_class, cfg.trainer_stake_wei)
+            await ctx.jobs.register_trainer(NodeClass[cfg.settled_class], cfg.trainer_stake_wei)
+            self.log.info("registered as a class-%s trainer (stake %d wei)", cfg.settled_class,
+                          cfg.trainer_stake_wei)
         if wants_validator and not (await ctx.jobs.validator_info(me)).registered:
             await ctx.jobs.register_validator(cfg.validator_stake_wei)
             self.log.info("registered as a validator (stake %d wei)", cfg.validator_stake_wei)

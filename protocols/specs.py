@@ -42,14 +42,53 @@ JOB_SPEC_SCHEMA = "dtnode/jobspec/1"
 TASK_TICKET_SCHEMA = "dtnode/ticket/2"
 UPDATE_MANIFEST_SCHEMA = "dtnode/update/2"
 ROUND_RECORD_SCHEMA = "dtnode/round/1"
+MODEL_CONFIG_SCHEMA = "dtnode/model/1"
 
 STRATEGIES = ("mean", "median", "trimmed_mean", "krum", "centered_clip")
 OUTER_OPTIMIZERS = ("none", "nesterov")
 DELTA_ENCODINGS = ("f32", "int8")
 INNER_OPTIMIZERS = ("adamw", "sgd")
+DEVICE_KINDS = ("cpu", "cuda")
+"""The hardware a trainer trained an update on (``UpdateManifest.device``; ``node.training.device`` defines them)."""
+TASK_TYPES = ("classification", "causal_lm")
+"""What a job trains for: its loss and its headline metric (:mod:`node.training.objective`)."""
 
 _SIGNATURE = Pattern(r"(0x[0-9a-f]{130})?", "0x + 65 bytes of hex (or empty, unsigned)")
 _WEI = Int(0, 10**30)
+
+
+_OPTIONAL_CID = Pattern(r"(b[a-z2-7]{20,}|Qm[1-9A-HJ-NP-Za-km-z]{44})?", "a CID (CIDv1 base32 'bafy...') or empty")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(Record):
+    """The model section: the sizes of an architecture built from a config, or the graph file of the customer's own.
+
+    Which fields a model uses is the registry's (:mod:`node.training.models`); 0 / "" means "not used" or the
+    family's default, and a field the named model does not use must stay at 0 / "". The bounds refuse absurd sizes
+    before anything is allocated.
+    """
+
+    WHAT = "model config"
+    PREFIX = "model_config."
+
+    schema: Annotated[str, Const(MODEL_CONFIG_SCHEMA)] = MODEL_CONFIG_SCHEMA
+    layers: Annotated[int, Int(0, 96)] = 0
+    """Transformer blocks (causal LMs)."""
+    width: Annotated[int, Int(0, 8192)] = 0
+    """Embedding width (causal LMs)."""
+    heads: Annotated[int, Int(0, 128)] = 0
+    """Attention heads; must divide ``width`` (causal LMs)."""
+    context: Annotated[int, Int(0, 32768)] = 0
+    """Longest token sequence (causal LMs)."""
+    vocab: Annotated[int, Int(0, 1 << 20)] = 0
+    """Vocabulary size (causal LMs): the tokenizer's."""
+    classes: Annotated[int, Int(0, 100_000)] = 0
+    """Output classes (image classifiers; 0: the model's default)."""
+    channels: Annotated[int, Int(0, 64)] = 0
+    """Input image channels (image classifiers; 0: the model's default)."""
+    onnx_cid: Annotated[str, _OPTIONAL_CID] = ""
+    """CID of the customer's ONNX graph file (model ``onnx-v1``): trainers and validators build the model from it."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,14 +127,20 @@ class JobSpec(Record):
     """What the customer asks for. Published to IPFS; its CID goes on-chain with the deposit."""
 
     WHAT = "job spec"
-    OMIT_AT_DEFAULT = frozenset({"hardware_mismatch", "max_loss_rise_ppm"})
+    OMIT_AT_DEFAULT = frozenset({"hardware_mismatch", "max_loss_rise_ppm", "model_config", "task"})
 
     schema: Annotated[str, Const(JOB_SPEC_SCHEMA)] = JOB_SPEC_SCHEMA
     name: Annotated[str, Str(200)] = "fashion-mnist"
     model: Annotated[str, Str(64)] = "fmnist-cnn-v1"
+    """A registered architecture's versioned name (:mod:`node.training.models`)."""
+    model_config: Annotated[ModelConfig, Nested(ModelConfig.from_dict)] = ModelConfig()
+    """The named model's sizes or graph file, for the models that take them (omitted when unused)."""
     dataset_cid: Annotated[str, CID] = ""
     eval_cid: Annotated[str, CID] = ""
-    """CID of the held-out evaluation shard (the leader reports accuracy on it)."""
+    """CID of the held-out evaluation shard (the leader reports the task's metric on it)."""
+    task: Annotated[str, Choice(TASK_TYPES)] = "classification"
+    """``classification`` (cross-entropy; accuracy) or ``causal_lm`` (next-token cross-entropy; perplexity); must
+    be the model's task. Omitted at its default, so classification specs keep their bytes."""
     initial_checkpoint_cid: Annotated[str, CID] = ""
     rounds: Annotated[int, Int(1, 10_000)] = 12
     tasks_per_round: Annotated[int, Int(1, 64)] = 4
@@ -104,9 +149,12 @@ class JobSpec(Record):
     batch_size: Annotated[int, Int(1, 4096)] = 32
     inner_optimizer: Annotated[str, Choice(INNER_OPTIMIZERS)] = "adamw"
     inner_lr: Annotated[str, DecimalStr(Decimal(0), Decimal(10))] = "0.001"
-    segment_every: Annotated[int, Int(1, 10)] = 10
-    spot_check_segments: Annotated[int, Int(0, 10_000)] = 2
-    """How many segments a validator replays (0 = all)."""
+    segment_every: Annotated[int, Int(1, 10)] = 2
+    """S: a trainer commits its state every S steps, so a class-M task has n = ⌈K / S⌉ segments (25 at the defaults)."""
+    spot_check_segments: Annotated[int, Int(0, 10_000)] = 3
+    """How many segments a validator replays (0 = all), the last one always. With n ≥ 20 and 3 challenged, a quorum
+    of 3 replays ≤ 45 % of the trainer's steps and a trainer faking half its steps is caught with ≥ 99.9 % over 5
+    updates (:func:`node.training.challenge.plan_challenge`, docs/protocol.md)."""
     replay_tolerance: Annotated[str, DecimalStr(Decimal(0), Decimal(1))] = "0.00001"
     """Used only when ``hardware_mismatch`` is declared: the largest per-tensor relative difference a replayed
     segment may show (the mean over the challenged segments must stay under half of it); see
@@ -205,6 +253,7 @@ class UpdateManifest(Record):
     """What a trainer publishes for one task; its CID is what ``submitUpdate`` records on-chain."""
 
     WHAT = "update manifest"
+    OMIT_AT_DEFAULT = frozenset({"device"})
 
     schema: Annotated[str, Const(UPDATE_MANIFEST_SCHEMA)] = UPDATE_MANIFEST_SCHEMA
     ticket: Annotated[TaskTicket, Nested(TaskTicket.from_dict)]
@@ -221,6 +270,9 @@ class UpdateManifest(Record):
     on-chain at submission, before the block whose hash seeds the challenge exists, so every segment state is
     fixed before anyone knows which are challenged. The states themselves stay with the trainer and are served
     on request (``/dtnode/segment/1.0.0``)."""
+    device: Annotated[str, Choice(DEVICE_KINDS)] = "cpu"
+    """The device kind the trainer trained on; it decides whether a validator's replay must be bitwise (see
+    ``node.training.device.replay_rule``). Omitted at its default, so CPU manifests keep their bytes."""
 
 
 @dataclass(frozen=True, kw_only=True)

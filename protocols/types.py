@@ -86,7 +86,9 @@ class RejectCode(enum.StrEnum):
     NOT_ADMITTED = "NOT_ADMITTED"
     """The manifest's ticket is not the one the chain admitted (its EIP-712 digest differs from ``ticketHash``)."""
     CONTENT_UNAVAILABLE = "CONTENT_UNAVAILABLE"
-    """The update's manifest or content could not be fetched before the validator's ``content_deadline_s``."""
+    """The update's manifest, delta or a challenged segment state could not be fetched (or a served segment did not
+    match its committed hash) before the validator's ``content_deadline_s``; also the trainer's wire refusal of a
+    segment it does not hold."""
     # A validator's verdict on an update (``node.training.replay``).
     BAD_TASK = "BAD_TASK"
     BAD_SEGMENT_COUNT = "BAD_SEGMENT_COUNT"
@@ -96,7 +98,5 @@ class RejectCode(enum.StrEnum):
     REPLAY_MISMATCH = "REPLAY_MISMATCH"
     LOSS_RISE = "LOSS_RISE"
     """The update's recomputed loss rose beyond the job spec's ``max_loss_rise_ppm``."""
-    SEGMENT_UNAVAILABLE = "SEGMENT_UNAVAILABLE"
-    """A challenged segment state was not served (or did not match its committed hash) before the deadline."""
     UNVERIFIABLE = "UNVERIFIABLE"
     """The update's content was fetched but is malformed or inconsistent."""

@@ -87,14 +87,17 @@ class PeersResponse(Record):
 @dataclass(frozen=True, kw_only=True)
 class SegmentRequest(Record):
     """Validator → trainer (``/dtnode/segment/1.0.0``): 'send the state after segment ``index`` of your update in
-    this round, whose hash your manifest commits to'. The answer is the state's bytes (no JSON: states are large);
-    a refusal is a typed error (``SEGMENT_UNAVAILABLE``)."""
+    this round, whose hash your manifest commits to, from byte ``offset``'. The answer is the state's total size
+    (8 bytes, big-endian) followed by at most ``node.segments.SEGMENT_CHUNK_BYTES`` of its bytes from ``offset`` (no
+    JSON: states are large, and fetched chunk by chunk); a refusal is a typed error (``CONTENT_UNAVAILABLE``)."""
 
     WHAT = "segment request"
     MAX_BYTES = MAX_BODY_BYTES
+    OMIT_AT_DEFAULT = frozenset({"offset"})
 
     schema: Annotated[str, Const(SEGMENT_REQUEST_SCHEMA)] = SEGMENT_REQUEST_SCHEMA
     job_id: Annotated[int, Int(1, 2**64)]
     round: Annotated[int, Int(0, 2**32)]
     index: Annotated[int, Int(0, 16_000)]
     state_hash: Annotated[str, SHA256_HEX]
+    offset: Annotated[int, Int(0, 2**40)] = 0

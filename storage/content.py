@@ -3,6 +3,10 @@
 Whatever the backend, ``get`` returns bytes only after every block has been checked against its CID, and
 every wait has a deadline. ``put`` always yields the CID ``ipfs add --cid-version=1`` would give.
 
+Large content (a 100M-parameter state is 1.2 GB) streams: ``put_stream``/``put_file`` import pieces or a file
+chunk by chunk and ``get_file`` writes a verified file to disk block by block, so memory stays one chunk whatever
+the size; the CIDs are the same as ``put`` of the whole bytes.
+
 Who to fetch from is an argument of each call (``providers``), never state of the store, so concurrent fetches of
 one CID from different peers cannot overwrite each other's providers.
 """
@@ -11,8 +15,9 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
 
 import trio
 
@@ -22,7 +27,7 @@ from storage.blockstore import FilesystemBlockStore
 from storage.cid import ContentId, cid_to_str, parse_cid
 from storage.errors import BlockNotFound, FetchTimeout, KuboError, StorageError
 from storage.exchange import BlockExchange
-from storage.unixfs import import_bytes, read_file
+from storage.unixfs import ImportResult, Sink, import_chunks, read_file, rechunk, split_file, write_file
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,21 @@ class ContentStore(Protocol):
 
         ``providers``: the peers to fetch missing blocks from; None leaves the choice to the backend.
         """
+        ...
+
+    async def put_stream(self, pieces: Iterable[bytes | memoryview]) -> Cid:
+        """:meth:`put` of the concatenated ``pieces``, consumed in a worker thread one piece at a time (a blocking
+        iterable: file reads, a state's tensors); the same CID as ``put(b"".join(pieces))``."""
+        ...
+
+    async def put_file(self, path: Path) -> Cid:
+        """:meth:`put` of a file's bytes, read chunk by chunk."""
+        ...
+
+    async def get_file(self, cid: str, path: Path, *, max_bytes: int, timeout_s: float,
+                       providers: Sequence[Provider] | None = None) -> int:
+        """Write the file under ``cid`` to ``path`` as :meth:`get` would return it, block by block (verified), and
+        return its size; ``path`` appears only once complete (tmp file + rename). Errors as :meth:`get`."""
         ...
 
     async def pin(self, cid: str, *, providers: Sequence[Provider] | None = None) -> None:
@@ -77,13 +97,27 @@ class LocalContentStore:
         self.fetch_timeout_s = fetch_timeout_s
 
     async def put(self, data: bytes) -> Cid:
-        result, blocks = await trio.to_thread.run_sync(import_bytes, data)
-        await self.blockstore.put_many(blocks)
+        return await self.put_stream((data,))
+
+    async def put_stream(self, pieces: Iterable[bytes | memoryview]) -> Cid:
+        def work() -> tuple[ImportResult, list[ContentId]]:
+            written: list[ContentId] = []
+
+            def emit(cid: ContentId, block: bytes) -> None:
+                self.blockstore.put_sync(cid, block)  # children first: the store never holds a dangling parent
+                written.append(cid)
+
+            return import_chunks(rechunk(pieces), emit), written
+
+        result, written = await trio.to_thread.run_sync(work)
         await self.blockstore.pin(result.root)
         if self.exchange is not None:
-            for cid, _ in blocks:  # peers that asked before we had it get it now
+            for cid in written:  # peers that asked before we had it get it now
                 await self.exchange.notify_new_block(cid)
         return cid_to_str(result.root)
+
+    async def put_file(self, path: Path) -> Cid:
+        return await self.put_stream(_file_chunks(path))
 
     async def _ensure_local(self, root: ContentId, providers: Sequence[Provider] | None, *, max_bytes: int | None,
                             timeout_s: float) -> None:
@@ -104,6 +138,13 @@ class LocalContentStore:
         root = parse_cid(cid)
         await self._ensure_local(root, providers, max_bytes=max_bytes, timeout_s=timeout_s)
         return await read_file(root, self.blockstore.get, max_bytes=max_bytes)
+
+    async def get_file(self, cid: str, path: Path, *, max_bytes: int, timeout_s: float,
+                       providers: Sequence[Provider] | None = None) -> int:
+        root = parse_cid(cid)
+        await self._ensure_local(root, providers, max_bytes=max_bytes, timeout_s=timeout_s)
+        return await _write_atomic(
+            path, lambda write: write_file(root, self.blockstore.get, write, max_bytes=max_bytes))
 
     async def pin(self, cid: str, *, providers: Sequence[Provider] | None = None) -> None:
         root = parse_cid(cid)
@@ -151,14 +192,38 @@ class KuboContentStore:
             raise KuboError(f"Kubo RPC at {self.api}: {what} failed: {exc}") from exc
 
     async def put(self, data: bytes) -> Cid:
-        expected, _blocks = await trio.to_thread.run_sync(import_bytes, data)
-        result = await self._call(
-            "add",
-            lambda: self._client.add(
-                io.BytesIO(data), raw_leaves=True, cid_version=1, pin=True, opts={"cid-base": "base32"}
-            ),
-            timeout_s=self.timeout_s + len(data) / (4 << 20),
-        )
+        return await self._add(lambda: io.BytesIO(data), len(data))
+
+    async def put_stream(self, pieces: Iterable[bytes | memoryview]) -> Cid:
+        """As :meth:`ContentStore.put_stream`, through a temporary file (the daemon's client reads it twice)."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="dtnode-add-") as tmp:
+            path = Path(tmp) / "content"
+
+            def spool() -> None:
+                with open(path, "wb") as fh:
+                    for piece in pieces:
+                        fh.write(piece)
+
+            await trio.to_thread.run_sync(spool)
+            return await self.put_file(path)
+
+    async def put_file(self, path: Path) -> Cid:
+        return await self._add(lambda: open(path, "rb"), path.stat().st_size)
+
+    async def _add(self, source: Callable[[], BinaryIO], size: int) -> Cid:
+        def expect() -> ImportResult:
+            with source() as fh:
+                return import_chunks(split_file(fh), lambda _cid, _block: None)
+
+        expected = await trio.to_thread.run_sync(expect)
+
+        def add() -> Any:
+            with source() as fh:
+                return self._client.add(fh, raw_leaves=True, cid_version=1, pin=True, opts={"cid-base": "base32"})
+
+        result = await self._call("add", add, timeout_s=self.timeout_s + size / (4 << 20))
         got = parse_cid(str(result["Hash"]))
         if got != expected.root:
             raise KuboError(
@@ -179,6 +244,17 @@ class KuboContentStore:
         try:
             with trio.fail_after(timeout_s):
                 return await read_file(root, self._get_block, max_bytes=max_bytes)
+        except trio.TooSlowError:
+            raise FetchTimeout(f"{cid}: not retrieved from Kubo RPC at {self.api} within {timeout_s:.0f} s") from None
+
+    async def get_file(self, cid: str, path: Path, *, max_bytes: int, timeout_s: float,
+                       providers: Sequence[Provider] | None = None) -> int:
+        """As :meth:`ContentStore.get_file`; ``providers`` is ignored: the daemon finds its own."""
+        root = parse_cid(cid)
+        try:
+            with trio.fail_after(timeout_s):
+                return await _write_atomic(
+                    path, lambda write: write_file(root, self._get_block, write, max_bytes=max_bytes))
         except trio.TooSlowError:
             raise FetchTimeout(f"{cid}: not retrieved from Kubo RPC at {self.api} within {timeout_s:.0f} s") from None
 
@@ -214,6 +290,24 @@ class KuboContentStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _file_chunks(path: Path) -> Iterable[bytes]:
+    """A file's chunks, opened and read lazily (in whichever worker thread iterates)."""
+    with open(path, "rb") as fh:
+        yield from split_file(fh)
+
+
+async def _write_atomic(path: Path, fill: Callable[[Sink], Awaitable[int]]) -> int:
+    """Run ``fill`` on ``<path>.part`` and rename it to ``path`` once it succeeded; remove it otherwise."""
+    tmp = trio.Path(path.with_name(path.name + ".part"))
+    try:
+        async with await tmp.open("wb") as sink:
+            size = await fill(sink.write)
+        await tmp.replace(path)
+    finally:
+        await tmp.unlink(missing_ok=True)
+    return size
 
 
 def _url_to_multiaddr(url: str) -> str:

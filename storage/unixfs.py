@@ -8,13 +8,16 @@ layout against Kubo's published CIDv0 vectors.
 Exporter: walks a DAG from its root through an async ``get_block`` function, checks every block against its
 CID and every node's sizes against its children, and yields the file's bytes in order. It never yields bytes
 from a block it has not verified. Neither side touches the network or the disk.
+
+Both sides stream (:func:`rechunk`/:func:`split_file` feed the importer, :func:`export_file`/:func:`write_file`
+drain the exporter): memory is one chunk plus the DAG's path, whatever the file's size.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import BinaryIO, Final
 
 from storage.cid import DAG_PB, RAW, ContentId, cid_from_bytes, decode_varint, encode_varint, make_cid
 from storage.errors import DagTooLarge, InvalidCid, MalformedBlock
@@ -32,6 +35,8 @@ UNIXFS_FILE: Final = 2
 
 Block = tuple[ContentId, bytes]
 GetBlock = Callable[[ContentId], Awaitable[bytes]]
+Sink = Callable[[bytes], Awaitable[object]]
+"""Where :func:`write_file` puts the file's bytes (an async file's ``write``)."""
 
 
 # ── protobuf by hand: the two schemas are tiny, and encoding must be byte-exact ───────────────────────────
@@ -268,6 +273,40 @@ def split_fixed(data: bytes | memoryview, chunk_size: int = CHUNK_SIZE) -> Itera
         yield bytes(view[start : start + chunk_size])
 
 
+def rechunk(pieces: Iterable[bytes | memoryview], chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Kubo's ``size-N`` chunker over a stream of pieces of any sizes (a file read in parts, a state's tensors):
+    the same chunks :func:`split_fixed` gives for their concatenation, holding at most one chunk plus one piece."""
+    buf = bytearray()
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        start = 0
+        if buf:
+            take = min(chunk_size - len(buf), len(view))
+            buf += view[:take]
+            start = take
+            if len(buf) < chunk_size:
+                continue
+            yield bytes(buf)
+            buf.clear()
+        while len(view) - start >= chunk_size:
+            yield bytes(view[start : start + chunk_size])
+            start += chunk_size
+        buf += view[start:]
+    if buf:
+        yield bytes(buf)
+
+
+def split_file(fh: BinaryIO, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    """Kubo's ``size-N`` chunker over an open binary file, read one chunk at a time."""
+    while chunk := fh.read(chunk_size):
+        while len(chunk) < chunk_size:  # a pipe or socket may return short reads before the end
+            more = fh.read(chunk_size - len(chunk))
+            if not more:
+                break
+            chunk += more
+        yield chunk
+
+
 @dataclass(frozen=True, slots=True)
 class ImportResult:
     root: ContentId
@@ -371,6 +410,16 @@ async def export_file(root: ContentId, get_block: GetBlock, *, max_bytes: int | 
 
     async for piece in walk(root, None, 0):
         yield piece
+
+
+async def write_file(root: ContentId, get_block: GetBlock, write: Sink, *, max_bytes: int | None = None) -> int:
+    """Pass the file under ``root`` (verified block by block) to ``write`` in order; returns its size. On an error
+    only a verified prefix was written: the caller discards it."""
+    size = 0
+    async for piece in export_file(root, get_block, max_bytes=max_bytes):
+        await write(piece)
+        size += len(piece)
+    return size
 
 
 async def read_file(root: ContentId, get_block: GetBlock, *, max_bytes: int | None = None) -> bytes:

@@ -45,6 +45,8 @@ class DevnetPlan:
     validators: int = 3
     leaders: int = 2
     spec: JobSpec = field(default_factory=demo_spec)
+    demo: str = "fmnist"
+    """Which demo's data (and customer checkpoint) the job trains on: :data:`node.devnet.demos.DEMOS`."""
     classes: tuple[str, ...] = ("M",)
     shards: int = 16
     eval_samples: int = 2000
@@ -103,6 +105,7 @@ def node_config(plan: DevnetPlan, m: Member, *, job_id: int, data_dir: Path, boo
     settings = dict(plan.node_settings)
     return NodeConfig(
         roles=(m.role,), jobs=(job_id,) if m.role == "leader" else (), node_class=m.node_class,
+        measure_class=False,  # the plan sets classes; nodes sharing one machine would measure each other's load
         bootstrap=(bootstrap,), data_dir=str(data_dir), dev_account=m.account_index,
         chain_rpc_url=rpc or "http://127.0.0.1:8545", contract_address=contract, log_format=plan.log_format,
         # Validators stake twice the minimum: one slash (a tenth of it, DEVNET_SETTINGS) keeps them in the pool.

@@ -15,11 +15,13 @@ import trio
 from node.chainio import AsyncChain
 from node.config import NodeConfig
 from node.devnet.customer_flow import RoundLine, final_model, follow_rounds, post_demo_job, withdraw_refund
+from node.devnet.demos import SAMPLE_TEMPERATURE, sample_text
 from node.devnet.ledger import Ledger, read_ledger, settle_payouts
 from node.devnet.plan import DEV_ACCOUNTS, ETH, DevnetPlan, members, node_config
 from node.devnet.supervisor import Devnet
 from node.roles.customer import job_payments
 from node.runtime import DtNode
+from node.training.objective import format_metric, headline
 from protocols.chain.backends import dev_accounts
 
 
@@ -31,6 +33,8 @@ class DevnetResult:
     final_loss: float
     test_samples: int
     """How many test images ``final_accuracy`` was measured on."""
+    task: str = "classification"
+    """The job's task type: the summary reports its own metric (accuracy or perplexity)."""
     wall_s: float
     earnings: dict[str, int]
     """Wei credited per address (lower-case) by the job: trainers' pay, validators' and leaders' fees."""
@@ -43,6 +47,8 @@ class DevnetResult:
     ledger: Ledger
     """Read at the end, once every accepted update is paid."""
     min_trainer_stake: int = 0
+    sample: str = ""
+    """A causal LM's text sampled from the final weights (empty for a classifier)."""
 
 
 Hook = Callable[[Devnet, int], Awaitable[None]]
@@ -82,7 +88,7 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
         net.bootstrap = customer_node.ctx.net.listen_addrs()[0]
         out(f"bootstrap: {net.bootstrap}")
 
-        posted = await post_demo_job(plan, store, client)
+        posted = await post_demo_job(plan, store, client, workdir=net.workdir)
         for m in members(plan):
             cfg = node_config(plan, m, job_id=posted.job_id, data_dir=net.workdir / m.label,
                               bootstrap=net.bootstrap, rpc=net.rpc_url, contract=client.address)
@@ -98,6 +104,9 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
         if on_finished is not None:
             await on_finished(net, posted.job_id)
         final = await final_model(chain, client, store, posted, test_samples=plan.final_eval_samples)
+        sample = ""
+        if posted.spec.task == "causal_lm":
+            sample = await trio.to_thread.run_sync(lambda: sample_text(posted.spec, final.weights, posted.info))
         await withdraw_refund(chain, client)
         job_id = posted.job_id
         earnings = await chain(lambda: job_payments(client, job_id), what="PaidOut and FeePaid logs")
@@ -112,7 +121,7 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
         test_samples=final.test_samples, wall_s=time.monotonic() - started, earnings=earnings, labels=net.labels,
         refund=final.job.refunded, deposit=posted.deposit, totals_conserved=conserved,
         final_cid=final.job.last_checkpoint_cid or "", workdir=net.workdir, ledger=ledger,
-        min_trainer_stake=min_stake,
+        min_trainer_stake=min_stake, task=posted.spec.task, sample=sample,
     )
     out(summary_table(result))
     return result
@@ -124,9 +133,14 @@ def summary_table(r: DevnetResult) -> str:
         "",
         "=" * 64,
         f" job {r.job_id} finished: {len(r.rounds)} rounds in {r.wall_s:.1f} s",
-        f" final test accuracy: {r.final_accuracy * 100:.2f}% on {r.test_samples} held-out images "
-        f"(loss {r.final_loss:.4f})",
+        f" final test {format_metric(*headline(r.task, r.final_accuracy, r.final_loss))} on {r.test_samples} "
+        f"held-out samples (loss {r.final_loss:.4f})",
+        f" {r.rounds[0].metric[0] if r.rounds else 'metric'} per round: "
+        + " ".join(f"{line.metric[1] * 100:.1f}%" if line.metric[0] == "accuracy" else f"{line.metric[1]:.3g}"
+                   for line in r.rounds),
         f" final weights: {r.final_cid}",
+        *([f" sampled from them (temperature {SAMPLE_TEMPERATURE}, seed 0):", *_indented(r.sample)] if r.sample
+          else []),
         "-" * 64,
         f" {'node':<14}{'address':<44}{'earned (ETH)':>12}",
     ]
@@ -143,3 +157,9 @@ def summary_table(r: DevnetResult) -> str:
         "=" * 64,
     ]
     return "\n".join(rows)
+
+
+def _indented(text: str) -> list[str]:
+    """Sampled text as summary rows: control characters shown escaped, each line indented."""
+    shown = "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+    return [f"   | {line}" for line in shown.splitlines()]

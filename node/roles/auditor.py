@@ -20,6 +20,7 @@ from __future__ import annotations
 import trio
 
 from node.checkpoint import aggregate_checkpoint
+from node.limits import content_limits
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext
 from node.roles.decisions import asked_to_audit, audits_finished, rounds_to_audit
@@ -137,14 +138,17 @@ class Auditor:
         # Who holds the base: the customer published the first; each later one, the leader that committed it.
         before = [*ctx.customer_of(job_id)] if r == 0 else [(await self._commit_of(job_id, r - 1)).leader]
         base_holders = [*before, commit.leader]
-        base = await ctx.fetch_cached(base_cid, max_bytes=spec.max_dag_bytes, providers=base_holders)
+        limits = content_limits(spec)
+        base = await ctx.fetch_cached(base_cid, max_bytes=limits.checkpoint_bytes, providers=base_holders,
+                                      timeout_s=limits.transfer_s(limits.checkpoint_bytes, ctx.config.fetch_timeout_s))
         deltas: list[tuple[bytes, int]] = []
         for sub, u in updates:  # exactly the committed set, whatever the updates' status says now
             holders = [sub.trainer, *u.validators]  # the trainer published it; its validators fetched it to replay
             manifest = UpdateManifest.from_bytes(await ctx.fetch(sub.update_cid, max_bytes=1 << 20,
                                                                  what="update manifest", providers=holders))
-            delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, what="delta",
-                                    providers=holders)
+            delta = await ctx.fetch(manifest.delta_cid, max_bytes=limits.delta_bytes, what="delta",
+                                    providers=holders,
+                                    timeout_s=limits.transfer_s(limits.delta_bytes, ctx.config.fetch_timeout_s))
             deltas.append((delta, manifest.ticket.weight))
 
         def recompute() -> str:

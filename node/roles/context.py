@@ -22,6 +22,7 @@ from node.config import NodeConfig
 from node.content import ContentNode
 from node.roles.chain_view import ChainView, check_spec
 from node.training.data import ArraySet, decode_shard
+from node.training.models.onnx_graph import load_model_files
 from node.training.ticket_check import TicketExpectations
 from protocols.chain.client import JobManagerClient
 from protocols.errors import DtnodeError
@@ -90,12 +91,13 @@ class NodeContext:
         return self.content.store
 
     async def fetch(self, cid: str, *, max_bytes: int | None = None, what: str = "content",
-                    providers: Sequence[str] = ()) -> bytes:
-        """Verified bytes of ``cid`` under the fetch deadline, asking ``providers`` (addresses) first: see
-        :meth:`node.content.ContentNode.fetch`."""
+                    providers: Sequence[str] = (), timeout_s: float | None = None) -> bytes:
+        """Verified bytes of ``cid`` under the fetch deadline (``timeout_s``, default the node's
+        ``fetch_timeout_s``; model content passes :meth:`node.limits.ContentLimits.transfer_s`), asking ``providers``
+        (addresses) first: see :meth:`node.content.ContentNode.fetch`."""
         limit = max_bytes if max_bytes is not None else self.config.max_dag_bytes
         with self.timed("transfer"):
-            return await self.content.fetch(cid, max_bytes=limit, what=what, providers=providers)
+            return await self.content.fetch(cid, max_bytes=limit, what=what, providers=providers, timeout_s=timeout_s)
 
     async def request(self, peer: Any, protocol: Any, payload: bytes) -> bytes:
         """A request/response call that the caller can always walk away from at its deadline.
@@ -126,12 +128,13 @@ class NodeContext:
             return result
         raise RequestTimeout(f"{protocol} to {peer}: no answer within {timeout + 2:.0f} s")
 
-    async def fetch_cached(self, cid: str, *, max_bytes: int | None = None, providers: Sequence[str] = ()) -> bytes:
+    async def fetch_cached(self, cid: str, *, max_bytes: int | None = None, providers: Sequence[str] = (),
+                           timeout_s: float | None = None) -> bytes:
         """Like :meth:`fetch`, memoised for immutable content this node reads repeatedly (checkpoints, shards)."""
         if cid not in self._blobs:
             if len(self._blobs) > 64:
                 self._blobs.clear()
-            self._blobs[cid] = await self.fetch(cid, max_bytes=max_bytes, providers=providers)
+            self._blobs[cid] = await self.fetch(cid, max_bytes=max_bytes, providers=providers, timeout_s=timeout_s)
         return self._blobs[cid]
 
     async def spec(self, job_id: int) -> JobSpec:
@@ -143,7 +146,11 @@ class NodeContext:
             data = await self.fetch(info.params.spec_cid, max_bytes=1 << 20, what="job spec",
                                     providers=[info.customer])
             self._customers[job_id] = info.customer
-            self._specs[job_id] = check_spec(JobSpec.from_bytes(data), info)
+            spec = check_spec(JobSpec.from_bytes(data), info)
+            # A customer's graph file is fetched (CID-checked) and vetted once, before any task builds the model.
+            await load_model_files(spec, lambda cid, limit: self.fetch(cid, max_bytes=limit, what="model file",
+                                                                       providers=[info.customer]))
+            self._specs[job_id] = spec
         return self._specs[job_id]
 
     def customer_of(self, job_id: int) -> list[str]:

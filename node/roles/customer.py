@@ -13,46 +13,27 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 import trio
 
 from node.checkpoint import decode_checkpoint, initial_checkpoint
 from node.content import ContentNode
-from node.training.data import ArraySet, decode_shard, encode_shard, load_fashion_mnist, make_shards
+from node.roles.dataset_publish import PublishedData as PublishedData  # the devnet's customer imports these here
+from node.roles.dataset_publish import check_spec_data
+from node.roles.dataset_publish import eval_subset as eval_subset
+from node.roles.dataset_publish import publish_fashion_mnist as publish_fashion_mnist
+from node.training.data import ArraySet, decode_shard
 from node.training.evaluate import evaluate
+from node.training.models import model_ref
+from node.training.models.onnx_graph import load_model_files
+from node.training.objective import check_spec_task, headline
 from node.training.task import max_work_units
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import JobInfo, JobParams
 from protocols.errors import DtnodeError
 from protocols.specs import JobSpec
 from storage.content import ContentStore
-from storage.dataset import publish_dataset
-
-FASHION_MNIST_LICENCE = "Fashion-MNIST, (c) Zalando SE, MIT licence; from Debian's dataset-fashion-mnist"
-
-
-@dataclass(frozen=True)
-class PublishedData:
-    dataset_cid: str
-    eval_cid: str
-    shards: int
-    train_samples: int
-    eval_samples: int
-
-
-async def publish_fashion_mnist(store: ContentStore, *, shards: int = 16, eval_samples: int = 2000,
-                                non_iid_alpha: float | None = None, seed: int = 0,
-                                root: str | None = None) -> PublishedData:
-    """Shard Fashion-MNIST's training set into the store, plus an evaluation shard from the test set."""
-    train, test = await trio.to_thread.run_sync(lambda: load_fashion_mnist(root))
-    parts = make_shards(train, shards, iid=non_iid_alpha is None, alpha=non_iid_alpha or 0.5, seed=seed)
-    encoded = [await trio.to_thread.run_sync(encode_shard, p) for p in parts]
-    dataset_cid = await publish_dataset(store, encoded, [len(p) for p in parts], "fashion-mnist-idx/shard-v1",
-                                        FASHION_MNIST_LICENCE)
-    held_out = eval_subset(test, eval_samples)
-    eval_cid = await store.put(encode_shard(held_out))
-    return PublishedData(dataset_cid, eval_cid, shards, len(train), len(held_out))
+from storage.dataset import fetch_dataset_manifest
 
 
 def job_params(spec: JobSpec, spec_cid: str) -> JobParams:
@@ -67,14 +48,18 @@ def job_params(spec: JobSpec, spec_cid: str) -> JobParams:
 
 
 async def post_job(store: ContentStore, client: JobManagerClient, spec: JobSpec, *,
-                   chain_timeout_s: float = 60.0) -> tuple[int, str, int]:
-    """Publish the initial checkpoint and the spec, then ``createJob`` with exactly the required deposit.
+                   chain_timeout_s: float = 60.0, initial: bytes | None = None) -> tuple[int, str, int]:
+    """Publish the initial checkpoint (``initial``: the customer's, from :func:`node.job_model.prepare_job_model`;
+    else one generated from the seed) and the spec, then ``createJob`` with exactly the required deposit.
 
-    Returns ``(job id, spec CID, deposit)``. The spec must already name its dataset and evaluation CIDs.
+    Returns ``(job id, spec CID, deposit)``. The spec must already name its dataset and evaluation CIDs; a task its
+    model does not do, or a dataset its task and model cannot take, is refused before anything is published.
     """
     if not spec.dataset_cid or not spec.eval_cid:
         raise DtnodeError("job spec: set dataset_cid and eval_cid (from `dtnode dataset add`) before creating")
-    ckpt_cid = await store.put(initial_checkpoint(spec.model, spec.seed))
+    check_spec_task(spec.task, model_ref(spec))
+    check_spec_data(spec, (await fetch_dataset_manifest(store, spec.dataset_cid)).info)
+    ckpt_cid = await store.put(initial if initial is not None else initial_checkpoint(model_ref(spec), spec.seed))
     full = spec.with_content(dataset_cid=spec.dataset_cid, eval_cid=spec.eval_cid, initial_checkpoint_cid=ckpt_cid)
     JobSpec.from_bytes(full.to_bytes())  # the same validation every node applies when it fetches it
     spec_cid = await store.put(full.to_bytes())
@@ -95,18 +80,14 @@ async def fetch_final_weights(store: ContentStore, job: JobInfo, spec: JobSpec, 
 
 def checkpoint_model(data: bytes, spec: JobSpec) -> dict[str, torch.Tensor]:
     """A checkpoint's model weights (its outer-optimizer state dropped), validated against the job's model."""
-    model, _ = decode_checkpoint(data, spec.model, max_bytes=spec.max_dag_bytes)
+    model, _ = decode_checkpoint(data, model_ref(spec), max_bytes=spec.max_dag_bytes)
     return model
 
 
 async def evaluate_checkpoint(data: bytes, spec: JobSpec, eval_set: ArraySet) -> tuple[float, float]:
     """(accuracy, loss) of a checkpoint's model on ``eval_set``, computed in a worker thread."""
     model = checkpoint_model(data, spec)
-    return await trio.to_thread.run_sync(lambda: evaluate(spec.model, model, eval_set))
-
-
-def eval_subset(test: ArraySet, n: int) -> ArraySet:
-    return test.subset(np.arange(min(n, len(test)), dtype=np.int64))
+    return await trio.to_thread.run_sync(lambda: evaluate(model_ref(spec), model, eval_set, task=spec.task))
 
 
 @dataclass(frozen=True)
@@ -119,6 +100,8 @@ class RoundEntry:
     checkpoint_cid: str
     accuracy: float | None = None
     loss: float | None = None
+    metric: tuple[str, float] | None = None
+    """The task's own figure, ``("accuracy", a)`` or ``("perplexity", p)``: :func:`objective.headline`."""
     error: str = ""
     """Why it could not be measured (its checkpoint unreachable, say), when it could not."""
 
@@ -147,6 +130,8 @@ async def evaluate_rounds(content: ContentNode, job: JobInfo, rounds: list[Round
     """
     spec = JobSpec.from_bytes(await content.fetch(job.params.spec_cid, max_bytes=1 << 20, what="job spec",
                                                   providers=[job.customer]))
+    await load_model_files(spec, lambda cid, limit: content.fetch(cid, max_bytes=limit, what="model file",
+                                                                  providers=[job.customer]))
     progress(f"job {job.job_id}: fetching the evaluation shard {spec.eval_cid}")
     shard = await content.fetch(spec.eval_cid, max_bytes=spec.max_dag_bytes, what="evaluation shard",
                                 providers=[job.customer])
@@ -160,7 +145,8 @@ async def evaluate_rounds(content: ContentNode, job: JobInfo, rounds: list[Round
             progress(f"round {entry.round + 1}/{job.params.rounds}: not measured: {exc}")
             continue
         measured.append(done)
-        progress(f"round {entry.round + 1}/{job.params.rounds}: accuracy {done.accuracy or 0.0:.2%} on "
+        name, value = done.metric or ("accuracy", 0.0)
+        progress(f"round {entry.round + 1}/{job.params.rounds}: {name} {value:.4g} on "
                  f"{len(eval_set)} held-out samples (checkpoint {entry.checkpoint_cid}, leader {entry.leader})")
     return spec.eval_cid, len(eval_set), measured
 
@@ -175,4 +161,4 @@ async def measure_round(content: ContentNode, entry: RoundEntry, spec: JobSpec, 
     data = await content.fetch(entry.checkpoint_cid, max_bytes=spec.max_dag_bytes,
                                what=f"round {entry.round + 1} checkpoint", providers=[entry.leader])
     accuracy, loss = await evaluate_checkpoint(data, spec, eval_set)
-    return replace(entry, accuracy=accuracy, loss=loss)
+    return replace(entry, accuracy=accuracy, loss=loss, metric=headline(spec.task, accuracy, loss))

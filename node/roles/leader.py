@@ -30,6 +30,7 @@ import torch
 import trio
 
 from node.checkpoint import aggregate_checkpoint, decode_checkpoint
+from node.limits import content_limits
 from node.roles.context import NodeContext
 from node.roles.decisions import (
     CloseReason,
@@ -44,6 +45,7 @@ from node.roles.decisions import (
 )
 from node.roles.votes import VoteGossip
 from node.training.evaluate import evaluate
+from node.training.models import model_ref
 from node.training.task import task_size, work_units
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, UpdateStatus
@@ -266,6 +268,7 @@ class LeaderRole:
         """An accepted update's (delta bytes, weight), from its trainer or else from any peer that holds it (its
         validators fetched it to replay it), retried until the round's hard deadline; None if it never came."""
         ctx = self.ctx
+        limits = content_limits(spec)
         holders = [trainer]
         while True:
             left = st.hard_deadline - time.monotonic()
@@ -274,7 +277,8 @@ class LeaderRole:
                 try:
                     manifest = UpdateManifest.from_bytes(await ctx.fetch(manifest_cid, max_bytes=1 << 20,
                                                                          providers=holders))
-                    delta = await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes, providers=holders)
+                    delta = await ctx.fetch(manifest.delta_cid, max_bytes=limits.delta_bytes, providers=holders,
+                                            timeout_s=limits.transfer_s(limits.delta_bytes, ctx.config.fetch_timeout_s))
                     return delta, manifest.ticket.weight
                 except DtnodeError as exc:
                     problem = f"{type(exc).__name__}: {exc}"
@@ -293,8 +297,11 @@ class LeaderRole:
         """Aggregate every accepted update, publish and commit exactly their slots."""
         ctx = self.ctx
         accepted = close.accepted
-        base_bytes = await ctx.fetch_cached(st.base_cid, max_bytes=spec.max_dag_bytes,
-                                            providers=ctx.customer_of(self.job_id))
+        limits = content_limits(spec)
+        base_bytes = await ctx.fetch_cached(st.base_cid, max_bytes=limits.checkpoint_bytes,
+                                            providers=ctx.customer_of(self.job_id),
+                                            timeout_s=limits.transfer_s(limits.checkpoint_bytes,
+                                                                        ctx.config.fetch_timeout_s))
         deltas: list[tuple[bytes, int]] = []
         used = [manifest_cid for _, _, manifest_cid in accepted]
         for slot, trainer, manifest_cid in accepted:
@@ -311,11 +318,11 @@ class LeaderRole:
         with ctx.timed("aggregation"):
             new_bytes = await trio.to_thread.run_sync(self.aggregate, spec, base_bytes, deltas)
         eval_set = await ctx.shard(spec.eval_cid, spec.max_dag_bytes, providers=ctx.customer_of(self.job_id))
-        model_state, _ = decode_checkpoint(new_bytes, spec.model, max_bytes=spec.max_dag_bytes)
+        model_state, _ = decode_checkpoint(new_bytes, model_ref(spec), max_bytes=limits.checkpoint_bytes)
 
         def run_eval() -> tuple[float, float]:
             state: dict[str, torch.Tensor] = model_state
-            return evaluate(spec.model, state, eval_set, max_samples=self.eval_samples)
+            return evaluate(model_ref(spec), state, eval_set, max_samples=self.eval_samples)
 
         with ctx.timed("evaluation"):
             accuracy, loss = await trio.to_thread.run_sync(run_eval)

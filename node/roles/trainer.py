@@ -17,6 +17,8 @@ import time
 import trio
 
 from node.checkpoint import decode_checkpoint
+from node.hardware import class_for_device
+from node.limits import content_limits
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
 from node.roles.decisions import (
@@ -33,7 +35,9 @@ from node.roles.votes import VoteGossip
 from node.segments import SegmentSpill
 from node.training.codec import State, encode_delta
 from node.training.data import ArraySet
+from node.training.device import resolve_device, training_device
 from node.training.local import LocalResult, loss_to_micro, train_local
+from node.training.models import model_ref
 from node.training.task import Task
 from node.training.ticket_check import check_ticket
 from protocols.chain.errors import ChainError, ContractRevert
@@ -41,7 +45,6 @@ from protocols.chain.models import JobStatus
 from protocols.errors import DtnodeError
 from protocols.specs import JobSpec, TaskTicket, UpdateManifest
 from protocols.topics import SEGMENT_PROTOCOL, TASK_PROTOCOL
-from protocols.types import NodeClass
 from protocols.wire import TaskRequest, TaskResponse
 
 
@@ -136,7 +139,8 @@ class TrainerRole:
         if peer is None:
             ctx.log.info("job %d: leader %s is not among my peers yet; waiting for discovery", job_id, leader)
             return False
-        node_class = NodeClass.from_name(ctx.config.node_class)
+        spec = await ctx.spec(job_id)
+        node_class = class_for_device(ctx.config, self.device_for(spec))  # a GPU node's CPU jobs: its CPU's class
         req = TaskRequest(job_id=job_id, round=r, node_class=node_class)
         raw = await ctx.request(peer, TASK_PROTOCOL, req.to_bytes())
         resp = TaskResponse.from_bytes(raw)
@@ -146,7 +150,6 @@ class TrainerRole:
                 await self._wait_round_change(job_id, r)
             return False
         ticket = resp.ticket
-        spec = await ctx.spec(job_id)
         check_ticket(ticket, await ticket_expectations(ctx, spec, job_id, r, trainer=ctx.address, leaders=(leader,),
                                                        node_class=node_class, now=await ctx.jobs.chain_time()))
         if not await self._cover_bond(job_id):
@@ -183,19 +186,25 @@ class TrainerRole:
         """Train, publish the manifest; returns its CID and the loss reduction to claim on-chain."""
         ctx = self.ctx
         customer = ctx.customer_of(ticket.job_id)
-        base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
+        limits = content_limits(spec)
+        base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=limits.checkpoint_bytes,
+                                            timeout_s=limits.transfer_s(limits.checkpoint_bytes,
+                                                                        ctx.config.fetch_timeout_s),
                                             providers=[ticket.leader, *customer])
-        base_model, _ = decode_checkpoint(base_bytes, spec.model, max_bytes=spec.max_dag_bytes)
+        base_model, _ = decode_checkpoint(base_bytes, model_ref(spec), max_bytes=limits.checkpoint_bytes)
         shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=customer)
 
+        self.segments.reserve(limits.spill_bytes)
         with ctx.timed("training"):
             result = await trio.to_thread.run_sync(self.train, spec, ticket, base_model, shard)
         delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding))
-        await trio.to_thread.run_sync(self.segments.keep, ticket.job_id, ticket.round, result.segment_states)
+        if result.segment_states:  # a train() that returns its states rather than spilling them as it goes
+            await trio.to_thread.run_sync(self.segments.keep, ticket.job_id, ticket.round, result.segment_states)
         manifest = UpdateManifest(
             ticket=ticket, trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,
             loss_before_micro=loss_to_micro(result.loss_before), loss_after_micro=loss_to_micro(result.loss_after),
             segment_every=spec.segment_every, segment_hashes=list(result.segment_hashes),
+            device=self.device_for(spec),
         )
         manifest_cid = await ctx.store.put(manifest.to_bytes())
         await ctx.store.pin(manifest_cid)
@@ -208,9 +217,15 @@ class TrainerRole:
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         """The ticket's K deterministic local steps (blocking: runs in a worker thread).
 
-        The one place a trainer's work is computed; the end-to-end tests' cheating trainer overrides it.
+        The one place a trainer's work is computed; the end-to-end tests' cheating trainer overrides it. Each
+        segment state goes to the spill as soon as it is computed (one state in memory at a time).
         """
-        return train_local(Task.from_ticket(spec, ticket), base_model, shard)
+        return train_local(Task.from_ticket(spec, ticket), base_model, shard, device=self.device_for(spec),
+                           keep=lambda state: self.segments.keep_state(ticket.job_id, ticket.round, state))
+
+    def device_for(self, spec: JobSpec) -> str:
+        """The device kind this node trains ``spec``'s tasks on (node.training.device.training_device)."""
+        return training_device(resolve_device(self.ctx.config.device), hardware_mismatch=spec.hardware_mismatch)
 
     async def _claim_pay(self, job_id: int, committed: int) -> None:
         """Call ``payout`` for each round holding an accepted update of this trainer that nobody paid, then withdraw.

@@ -33,6 +33,7 @@ import torch
 import trio
 
 from node.checkpoint import decode_checkpoint
+from node.limits import content_limits
 from node.roles.auditor import Auditor
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
@@ -46,8 +47,10 @@ from node.roles.decisions import (
 from node.roles.votes import VoteGossip
 from node.segments import fetch_segment
 from node.training.codec import decode_delta
+from node.training.device import replay_device, resolve_device
 from node.training.errors import TicketRejected
 from node.training.local import micro_to_loss
+from node.training.models import model_ref
 from node.training.replay import Verdict, choose_segments, replay_verify
 from node.training.task import Task
 from node.training.ticket_check import check_update_ticket
@@ -214,14 +217,19 @@ class ValidatorRole:
                                f"claimed loss reduction {sub.loss_reduction} on-chain, the manifest's losses give "
                                f"{claimed_loss_reduction(manifest)}")
             customer = ctx.customer_of(job_id)
-            base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=spec.max_dag_bytes,
+            limits = content_limits(spec)
+            base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=limits.checkpoint_bytes,
+                                                timeout_s=limits.transfer_s(limits.checkpoint_bytes,
+                                                                            ctx.config.fetch_timeout_s),
                                                 providers=[ticket.leader, trainer, *customer])
             base_model, _ = decode_checkpoint(base_bytes,
-                                              spec.model, max_bytes=spec.max_dag_bytes)
+                                              model_ref(spec), max_bytes=limits.checkpoint_bytes)
             shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=[*customer, trainer])
-            delta = decode_delta(await ctx.fetch(manifest.delta_cid, max_bytes=spec.max_dag_bytes,
-                                                 providers=[trainer]), like=base_model,
-                                 max_bytes=spec.max_dag_bytes)
+            delta = decode_delta(await ctx.fetch(manifest.delta_cid, max_bytes=limits.delta_bytes,
+                                                 providers=[trainer],
+                                                 timeout_s=limits.transfer_s(limits.delta_bytes,
+                                                                             ctx.config.fetch_timeout_s)),
+                                 like=base_model, max_bytes=limits.delta_bytes)
             # Kept (pinned): the leader aggregating this update and the auditors recomputing its round may have to
             # fetch it from us, e.g. when its trainer is gone by then.
             for cid in (sub.update_cid, manifest.delta_cid):
@@ -236,10 +244,13 @@ class ValidatorRole:
                 with ctx.timed("transfer"):
                     states[i] = await fetch_segment(ctx.request, ctx.peer_of(trainer), job_id=job_id, round_=r,
                                                     index=i, state_hash=manifest.segment_hashes[i],
-                                                    max_bytes=spec.max_dag_bytes)
+                                                    max_bytes=limits.state_bytes,
+                                                    workdir=ctx.config.data_path / "fetched-segments")
 
             def fetch_state(i: int) -> Mapping[str, torch.Tensor]:
-                return states[i]
+                # Handed over, not shared: replay keeps its own copy of each state, so this one can go (a
+                # 100M-parameter state is 1.2 GB, and a replay of k segments uses up to 2k of them).
+                return states.pop(i)
 
             def work() -> Verdict:
                 return replay_verify(
@@ -250,6 +261,8 @@ class ValidatorRole:
                     claimed_loss_after=micro_to_loss(manifest.loss_after_micro), segments_to_check=chosen,
                     hardware_mismatch=spec.hardware_mismatch, tolerance=float(spec.replay_tolerance),
                     max_loss_rise_ppm=spec.max_loss_rise_ppm, delta_kind=manifest.delta_encoding,
+                    trainer_device=manifest.device,
+                    device=replay_device(manifest.device, resolve_device(ctx.config.device)),
                 )
 
             with ctx.timed("validation"):

@@ -7,11 +7,18 @@ afterwards, so it cannot grind its manifest until only honest segments are drawn
 delta (delta = its weights − base) and is always challenged.
 
 Never derive the seed from anything the trainer controls (its manifest CID, its address): see issue 14.
+
+Choosing n (segments per task) and k (challenged per update) is a trade between two goals (issue 14): a trainer that
+fakes half its steps must be caught with ≥ 99 % over 5 updates (:func:`catch_probability`), and the replay summed
+over the quorum, ``quorum · k / n`` of the trainer's steps (:func:`replay_share`), must leave room under 50 % of the
+trainer's compute for what every validator does besides replaying (two loss evaluations and hashing the fetched and
+replayed states). :func:`plan_challenge` finds the smallest such n; docs/protocol.md has the arithmetic.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from math import comb
 
 from node.training.errors import TrainingError
@@ -72,3 +79,48 @@ def catch_probability_uniform(n: int, k: int, fraction: float, *, updates: int =
     k = min(k, n)
     miss = comb(n - faked, k) / comb(n, k)
     return 1.0 - miss**updates
+
+
+def replay_share(n: int, k: int, quorum: int) -> float:
+    """Steps replayed by a quorum of ``quorum`` validators, each replaying the same ``k`` of ``n`` equal segments,
+    as a fraction of the trainer's steps."""
+    if n < 1 or k < 1 or quorum < 1:
+        raise TrainingError(f"need n, k, quorum >= 1; got {n}, {k}, {quorum}")
+    return quorum * min(k, n) / n
+
+
+@dataclass(frozen=True)
+class ChallengePlan:
+    n: int
+    """Segments per task."""
+    k: int
+    """Challenged per update, the last one included."""
+    catch_half_faked: float
+    """P(caught) over ``updates`` updates of a trainer faking half the segments (the last one spared)."""
+    replay_share: float
+    """:func:`replay_share` for the quorum."""
+
+
+def plan_challenge(quorum: int, *, max_share: float, target: float = 0.99, updates: int = 5,
+                   max_k: int = 16, max_n: int = 10_000) -> ChallengePlan:
+    """The smallest ``n`` (then the smallest ``k``) whose challenge catches a trainer faking half its segments
+    (``⌊n / 2⌋`` of them, all but the last) with at least ``target`` over ``updates`` updates, while the quorum
+    replays at most ``max_share`` of the trainer's steps. Raises TrainingError when none exists up to ``max_n``."""
+    for n in range(2, max_n + 1):
+        for k in range(2, min(max_k, n) + 1):
+            share = replay_share(n, k, quorum)
+            if share > max_share:
+                break
+            caught = catch_probability(n, k, n // 2, updates=updates)
+            if caught >= target:
+                return ChallengePlan(n, k, caught, share)
+    raise TrainingError(f"no n <= {max_n} catches half-faked tasks with {target} at a replay share <= {max_share}")
+
+
+def cheat_expected_value(*, saved: float, caught: float, bond: float, pay: float) -> float:
+    """A faker's expected gain per update: the compute it ``saved`` (valued at most at its pay) when not caught,
+    minus, with probability ``caught``, the burnt ``bond`` and the ``pay`` it loses. Negative means cheating does
+    not pay."""
+    if not 0.0 <= caught <= 1.0:
+        raise TrainingError(f"caught must be a probability, got {caught}")
+    return (1.0 - caught) * saved - caught * (bond + pay)

@@ -3,6 +3,7 @@
     TrainingError
     ├── InvalidDelta(TrainingError, ValueError)     a delta or checkpoint's bytes fail validation
     ├── DatasetError(TrainingError, ValueError)     dataset files missing, corrupt, or a shard is malformed
+    ├── ModelFileRefused(TrainingError, ValueError) a customer's model or weights file is not a safe format
     ├── ReplayMismatch(TrainingError)               a replay disagrees with what a trainer claimed
     └── TicketRejected(TrainingError, ValueError)   a task ticket fails a check; ``code`` says which
 """
@@ -23,6 +24,11 @@ class InvalidDelta(TrainingError, ValueError):
 
 class DatasetError(TrainingError, ValueError):
     """The dataset is missing or corrupt, or a shard's bytes do not hold a valid shard."""
+
+
+class ModelFileRefused(TrainingError, ValueError):
+    """A customer's model graph or weights file is refused: a format that can run code on load (pickle,
+    ``torch.save``, ``torch.export``), external data, an unsupported operator, or an absurd size."""
 
 
 class ReplayMismatch(TrainingError):

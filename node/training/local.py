@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,17 +31,17 @@ from torch import nn
 
 from node.training.codec import State, state_hash, state_sub
 from node.training.data import ArraySet
+from node.training.device import CPU, CUDA, cuda_deterministic, to_cpu, torch_device
 from node.training.errors import TrainingError
-from node.training.models import build_model
+from node.training.models import ModelRef, build_model
+from node.training.objective import CLASSIFICATION, objective_for
 from node.training.task import Task
 
 LOSS_SAMPLES = 1024
-"""The reported losses are the mean cross-entropy over the first ``LOSS_SAMPLES`` samples of the task's range."""
+"""The reported losses are the task's mean loss over the first ``LOSS_SAMPLES`` samples of the task's range."""
 EVAL_CHUNK = 64
 """Samples per forward pass when scoring (losses, evaluation). Measured on one CPU thread: the CNN scores 1,024
 samples 2.6x faster in chunks of 64 than of 512 (activations stay in cache); loss checks dominated replay cost."""
-# Fashion-MNIST pixel mean and std (over the training set, scaled to [0, 1]).
-_MEAN, _STD = 0.2860, 0.3530
 MODEL_PREFIX, OPTIM_PREFIX = "model/", "optim/"
 MICRO = 1_000_000
 
@@ -84,8 +84,9 @@ could train with another thread count mid-task). One deterministic computation a
 
 
 @contextmanager
-def deterministic_torch(threads: int = 1) -> Iterator[None]:
-    """Run the body with ``threads`` intra-op threads and deterministic algorithms; restore both after.
+def deterministic_torch(threads: int = 1, *, device: str = CPU) -> Iterator[None]:
+    """Run the body with ``threads`` intra-op threads and deterministic algorithms; restore both after. On a
+    ``cuda`` device also CUDA's reproducible settings (:func:`node.training.device.cuda_deterministic`).
 
     Serialised per process by a lock (re-entrant, so nested use is fine): the settings are global.
     """
@@ -95,7 +96,11 @@ def deterministic_torch(threads: int = 1) -> Iterator[None]:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(True)
         try:
-            yield
+            if device == CUDA:
+                with cuda_deterministic():
+                    yield
+            else:
+                yield
         finally:
             torch.use_deterministic_algorithms(prev_det)
             torch.set_num_threads(prev_threads)
@@ -109,16 +114,6 @@ def task_view(shard: ArraySet, sample_range: tuple[int, int] | None) -> ArraySet
     if not 0 <= start < stop <= len(shard):
         raise TrainingError(f"sample range {sample_range} is outside the shard's 0..{len(shard)}")
     return shard.subset(slice(start, stop))
-
-
-def to_inputs(images: npt.NDArray[np.uint8]) -> torch.Tensor:
-    """uint8 N×28×28 images to normalized float32 N×1×28×28."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
-    return x.sub_(_MEAN).div_(_STD).unsqueeze(1)
-
-
-def to_targets(labels: npt.NDArray[np.uint8]) -> torch.Tensor:
-    return torch.from_numpy(labels.astype(np.int64))
 
 
 class BatchSchedule:
@@ -161,22 +156,28 @@ def _make_optimizer(task: Task, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def _export(model: nn.Module, optimizer: torch.optim.Optimizer) -> State:
-    out: State = {MODEL_PREFIX + k: v.detach().clone() for k, v in model.state_dict().items()}
+    # CPU copies whatever the device: states are hashed and published from the CPU (node.training.device).
+    out: State = {MODEL_PREFIX + k: to_cpu(v) for k, v in model.state_dict().items()}
     names = _param_names(model)
     for idx, entry in optimizer.state_dict()["state"].items():
         for fieldname, value in entry.items():
             tensor = value if isinstance(value, torch.Tensor) else torch.tensor(value, dtype=torch.float32)
-            out[f"{OPTIM_PREFIX}{names[idx]}/{fieldname}"] = tensor.detach().clone()
+            out[f"{OPTIM_PREFIX}{names[idx]}/{fieldname}"] = to_cpu(tensor)
     return out
 
 
-def _import(task: Task, trainer_state: Mapping[str, torch.Tensor]) -> tuple[nn.Module, torch.optim.Optimizer]:
+def _import(task: Task, trainer_state: Mapping[str, torch.Tensor],
+            device: str = CPU) -> tuple[nn.Module, torch.optim.Optimizer]:
     model = build_model(task.model_name)
     model_state = {k[len(MODEL_PREFIX):]: v for k, v in trainer_state.items() if k.startswith(MODEL_PREFIX)}
     try:
         model.load_state_dict(model_state, strict=True)
     except RuntimeError as exc:
         raise TrainingError(f"trainer state does not fit {task.model_name}: {exc}") from exc
+    if device != CPU:
+        # Before the optimizer exists: its load_state_dict moves the moments to the parameters' device (the step
+        # counters stay CPU tensors, as torch keeps them for the non-fused kernels).
+        model.to(torch_device(device))
     optimizer = _make_optimizer(task, model)
     names = _param_names(model)
     per_param: dict[int, dict[str, Any]] = {}
@@ -205,68 +206,91 @@ def model_part(trainer_state: Mapping[str, torch.Tensor]) -> State:
 
 
 def run_segment(
-    task: Task, start_state: Mapping[str, torch.Tensor], data: ArraySet, index: int
+    task: Task, start_state: Mapping[str, torch.Tensor], data: ArraySet, index: int, *, device: str = CPU
 ) -> State:
-    """Run the steps of segment ``index`` from ``start_state`` (a trainer state) and return the trainer state after.
+    """Run the steps of segment ``index`` from ``start_state`` (a trainer state) on ``device`` (a kind,
+    :mod:`node.training.device`) and return the trainer state after, on the CPU.
 
-    Call inside :func:`deterministic_torch` for reproducible bits.
+    Call inside :func:`deterministic_torch` (with the same ``device``) for reproducible bits.
     """
     start, stop = task.segment_bounds(index)
-    model, optimizer = _import(task, start_state)
+    model, optimizer = _import(task, start_state, device)
+    on = torch_device(device)
     schedule = BatchSchedule(len(data), task.batch_size, task.seed)
-    loss_fn = nn.CrossEntropyLoss()
+    objective = objective_for(task.task_type)
     model.train()
-    for step in range(start, stop):
-        idx = schedule.indices(step)
-        inputs, targets = to_inputs(data.images[idx]), to_targets(data.labels[idx])
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(inputs), targets)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss diverged to {float(loss)} at step {step}; lower the learning rate")
-        loss.backward()  # type: ignore[no-untyped-call]
-        optimizer.step()
+    try:
+        for step in range(start, stop):
+            idx = schedule.indices(step)
+            inputs, targets = objective.batch(data, idx)
+            if device != CPU:
+                inputs, targets = inputs.to(on), targets.to(on)
+            optimizer.zero_grad(set_to_none=True)
+            loss = objective.loss(model, inputs, targets)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss diverged to {float(loss)} at step {step}; lower the learning rate")
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+    except RuntimeError as exc:
+        # use_deterministic_algorithms makes an operation with no reproducible kernel on this device raise (on CUDA
+        # e.g. AdaptiveAvgPool2d's backward): a task that cannot replay, not a crash of the node.
+        if "deterministic" not in str(exc):
+            raise
+        raise TrainingError(f"{task.model_name} cannot train reproducibly on {device}: {exc}; train this job on "
+                            "the CPU (--device cpu)") from exc
     return _export(model, optimizer)
 
 
-def task_loss(model_name: str, state: Mapping[str, torch.Tensor], data: ArraySet) -> float:
-    """Mean cross-entropy of ``state`` on the first :data:`LOSS_SAMPLES` samples of ``data`` (the task's range)."""
+def task_loss(model_name: ModelRef, state: Mapping[str, torch.Tensor], data: ArraySet, *,
+              task_type: str = CLASSIFICATION) -> float:
+    """Mean loss (the task type's) of ``state`` on the first :data:`LOSS_SAMPLES` samples of ``data`` (the task's
+    range)."""
     model = build_model(model_name)
     model.load_state_dict(dict(state), strict=True)
     model.eval()
-    n = min(len(data), LOSS_SAMPLES)
-    total = torch.zeros((), dtype=torch.float64)
     with torch.no_grad():
-        for lo in range(0, n, EVAL_CHUNK):
-            hi = min(n, lo + EVAL_CHUNK)
-            logits = model(to_inputs(data.images[lo:hi]))
-            total += nn.functional.cross_entropy(
-                logits, to_targets(data.labels[lo:hi]), reduction="sum"
-            ).to(torch.float64)
-    return float(total) / n
+        return objective_for(task_type).score(model, data, min(len(data), LOSS_SAMPLES), EVAL_CHUNK).mean_loss
 
 
-def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: ArraySet) -> LocalResult:
+def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: ArraySet, *,
+                keep: Callable[[State], str] | None = None, device: str = CPU) -> LocalResult:
     """Train ``task.steps`` deterministic steps from ``base_state`` on ``shard`` (or the task's sample range).
 
     The delta is ``final - base`` (float32). ``segment_states[i]`` is the trainer state after segment ``i`` and
-    ``segment_hashes[i]`` its :func:`~node.training.codec.state_hash`.
+    ``segment_hashes[i]`` its :func:`~node.training.codec.state_hash`. With ``keep`` (e.g. the trainer's segment
+    spill), each state is handed to it as soon as it is computed and its return value is the hash; the states are
+    then not kept in memory (``segment_states`` is empty): a 100M-parameter task of n segments would otherwise hold
+    n × 1.2 GB.
+
+    ``device`` (a kind, :mod:`node.training.device`) is where the steps run; states, delta and losses are CPU
+    tensors and CPU figures whatever it is. The losses are always computed on the CPU, so a validator recomputes
+    them bit for bit whatever hardware trained the task.
     """
     data = task_view(shard, task.sample_range)
     base = {k: v.detach().clone() for k, v in sorted(base_state.items())}
     with deterministic_torch():
-        loss_before = task_loss(task.model_name, base, data)
+        loss_before = task_loss(task.model_name, base, data, task_type=task.task_type)
         state = initial_trainer_state(base)
         states: list[State] = []
+        hashes: list[str] = []
         for index in range(task.n_segments):
-            state = run_segment(task, state, data, index)
-            states.append(state)
+            if device == CPU:
+                state = run_segment(task, state, data, index)
+            else:
+                with deterministic_torch(device=device):
+                    state = run_segment(task, state, data, index, device=device)
+            if keep is None:
+                states.append(state)
+                hashes.append(state_hash(state))
+            else:
+                hashes.append(keep(state))
         final = model_part(state)
-        loss_after = task_loss(task.model_name, final, data)
+        loss_after = task_loss(task.model_name, final, data, task_type=task.task_type)
     return LocalResult(
         delta=state_sub(final, base),
         final_state=final,
         loss_before=loss_before,
         loss_after=loss_after,
-        segment_hashes=[state_hash(s) for s in states],
+        segment_hashes=hashes,
         segment_states=states,
     )

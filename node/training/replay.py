@@ -11,21 +11,44 @@ byte that can influence the delta is checked:
    (±1 micro-unit only under a declared hardware mismatch); the verdict carries the recomputed losses, which are
    what a validator reports, so a claim cannot raise a bonus. A loss that rises by more than the spec's
    ``max_loss_rise_ppm`` is ``LOSS_RISE``;
-4. each challenged segment (:func:`~node.training.challenge.choose_segments`: always the last one), replayed from
+4. every fetched state (the end state of each challenged segment and the committed state it starts from) is one a
+   run of the task can reach (:func:`unreachable_because`): its step counters are the segment's end step, and its AdamW
+   moments satisfy ``|m| ≤ κ·√v`` elementwise, which every AdamW run satisfies in exact arithmetic
+   (``κ = (1 − β1) / √(1 − β2) / √(1 − β1²/β2) ≈ 7.27``; honest runs measured here stay below 0.98 κ);
+5. each challenged segment (:func:`~node.training.challenge.choose_segments`: always the last one), replayed from
    its committed start state, reproduces the committed end state: the WHOLE trainer state, weights, optimizer
    moments and step counters, bit for bit (the replayed state's hash equals the committed hash).
 
+Why 4: a committed state is both the end of one segment and the start of the next, and the next segment is
+replayed FROM it, honestly. AdamW's step is ``lr·m̂ / (√v̂ + ε)``: zeroing the second moment of a coordinate whose
+first moment is not zero turns its next steps into ``lr·m/ε`` (ε = 1e-8). Measured here (2026-12, MLP, seed 3):
+zeroing every ``v`` below 1e-5 of its tensor's largest and raising ``m`` by 1e-5 of its largest (relative distance
+9.9e-6, inside the default tolerance) moved ``fc2.weight`` by 225 (its scale: 0.078) in the next segment, whose
+replay from that state is exact. Step 4 rejects such a state wherever it is fetched, including as the start of a
+challenged segment whose predecessor was not challenged.
+
 Tolerance, only when the job spec declares ``hardware_mismatch``: names, shapes, dtypes and step counters must
 still match exactly; every float tensor's relative distance ``max|a − b| / max|b|`` must be ≤ ``tolerance`` in
-each challenged segment, and the mean over the challenged segments ≤ ``tolerance / 2``. The bound an adversary can
-spend: per update, its published trajectory departs from an honest replay by at most ``n · tolerance`` relative to
-each tensor's scale (n segments, each restarted from a committed state), and a trainer that spends more than the
-per-segment bound in a fraction f of the segments is caught with the probability of
-:func:`~node.training.challenge.catch_probability`. At the default 1e-5 and ≤ 10 segments that is ≤ 1e-4 of a
-tensor's scale per update, against ~1e-3 moved by each AdamW step at lr 1e-3. The moments are compared relative to
-their own scale because absolute tolerance on ``exp_avg_sq`` (values ~1e-8) would let a trainer rewrite them freely.
-Measured here (2026-12): the same settings give distance 0.0 (bitwise); a different thread count or instruction
-set gives ~1e-6 absolute on weights for a 10-step segment.
+each challenged segment, and the mean over the challenged segments ≤ ``tolerance / 2``. What an adversary can
+spend: the weights of each committed state may depart from an honest replay by ≤ ``tolerance`` of each tensor's
+scale (≤ ``tolerance / 2`` on average over the challenged segments), and each departure is trained from; the moments
+may move by ≤ ``tolerance`` of their tensor's largest, which under step 4 changes the following steps of the
+coordinates whose moments are that small by at most AdamW's own per-step bound (~κ·lr). Measured over the next
+segment (2026-12, 10 steps): a within-tolerance push of the moments that passes step 4 moved one tensor by 3.4% of
+its scale (CNN; MLP 0.07%), a push of the weights alone by 1.1% (CNN; MLP 0.005%): AdamW's sign-like steps on
+coordinates with tiny gradients amplify any start difference. So a job that declares ``hardware_mismatch`` accepts
+a per-update departure of that order, whose direction the dynamics choose more than the adversary;
+LOSS_RISE and robust aggregation bound what it does to the model. Moments are compared relative to their own
+tensor's scale because absolute tolerance on ``exp_avg_sq`` (values ~1e-8) would let a trainer rewrite them freely.
+Measured here (2026-12): the same settings give distance 0.0 (bitwise); a different thread count gives ≤ 4e-7
+(MLP and CNN, one 10-step segment).
+
+Devices (:func:`node.training.device.replay_rule`): the manifest declares the device kind the trainer trained on
+(``cpu`` or ``cuda``) and the validator replays on ``device``. The same kind is judged as above; different kinds
+are judged by the tolerance when the spec declares ``hardware_mismatch``, and are otherwise rejected
+(``REPLAY_MISMATCH``) before anything is replayed: no replay on another kind is bitwise. The declaration cannot be
+abused: claiming another kind than the real one only turns a bitwise replay into a rejection, and the tolerance
+is the spec's to grant, not the trainer's.
 """
 
 from __future__ import annotations
@@ -39,8 +62,10 @@ import torch
 from node.training.challenge import choose_segments as choose_segments  # re-exported for the validator
 from node.training.codec import State, decode_delta, encode_delta, max_abs_distance, state_hash, state_sub
 from node.training.data import ArraySet
+from node.training.device import CPU, ReplayRule, replay_rule
 from node.training.errors import ReplayMismatch, TrainingError
 from node.training.local import (
+    OPTIM_PREFIX,
     deterministic_torch,
     initial_trainer_state,
     loss_to_micro,
@@ -55,6 +80,11 @@ from protocols.types import RejectCode
 DEFAULT_TOLERANCE = 1e-5
 """Per-segment relative tolerance, granted only under a declared hardware mismatch (see the module docstring)."""
 DEFAULT_MAX_LOSS_RISE_PPM = 200_000
+ADAM_BETAS = (0.9, 0.999)
+"""AdamW's (β1, β2) as ``local._make_optimizer`` pins them (a test checks they agree)."""
+ADAM_MOMENT_BOUND = (1 - ADAM_BETAS[0]) / math.sqrt((1 - ADAM_BETAS[1]) * (1 - ADAM_BETAS[0] ** 2 / ADAM_BETAS[1]))
+"""κ ≈ 7.27: ``|m_t| ≤ κ·√v_t`` for every AdamW run (Cauchy-Schwarz over ``m_t = (1 − β1) Σ β1^(t−s) g_s`` and
+``v_t = (1 − β2) Σ β2^(t−s) g_s²``), whatever the gradients."""
 MISMATCH_LOSS_SLACK_MICRO = 1
 """Under a declared hardware mismatch a recomputed loss may round to a neighbouring micro-unit."""
 
@@ -126,6 +156,35 @@ def state_distance(replayed: Mapping[str, torch.Tensor], published: Mapping[str,
     return worst
 
 
+def unreachable_because(state: Mapping[str, torch.Tensor], *, end_step: int) -> str:
+    """Why no run of a task reaches ``state`` as its trainer state after step ``end_step`` ("" when one can).
+
+    Every float tensor is finite; every optimizer step counter (``optim/<param>/step``) is ``end_step``; every
+    AdamW second moment is ≥ 0 and every first moment satisfies ``|m| ≤ κ·√v`` (:data:`ADAM_MOMENT_BOUND`, with a
+    1e-3 relative and 1e-20 absolute margin for rounding; honest runs stay below 0.98 κ).
+    """
+    for key, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return f"{key} is not finite"
+        if key.startswith(OPTIM_PREFIX) and key.endswith("/step") and not bool((t == end_step).all()):
+            return f"{key} is {t.flatten()[:1].tolist()}, not the segment's end step {end_step}"
+    for key, m in state.items():
+        if not (key.startswith(OPTIM_PREFIX) and key.endswith("/exp_avg")):
+            continue
+        v = state.get(key + "_sq")
+        if v is None or v.shape != m.shape:
+            return f"{key} has no second moment of its shape"
+        v64 = v.double()
+        if bool((v64 < 0).any()):
+            return f"{key}_sq has negative entries"
+        excess = m.double().abs() - (ADAM_MOMENT_BOUND * (1 + 1e-3)) * v64.sqrt() - 1e-20
+        if bool((excess > 0).any()):
+            worst = float((m.double().abs() / v64.sqrt().clamp(min=1e-300)).max())
+            return (f"{key}: |m| / sqrt(v) reaches {worst:.3g}, beyond the {ADAM_MOMENT_BOUND:.3g} every AdamW run "
+                    "stays within (a rewritten optimizer state)")
+    return ""
+
+
 def replay_verify(
     task: Task,
     base_state: Mapping[str, torch.Tensor],
@@ -142,6 +201,8 @@ def replay_verify(
     max_loss_rise_ppm: int = DEFAULT_MAX_LOSS_RISE_PPM,
     delta_kind: str = "f32",
     topk_frac: float = 0.01,
+    trainer_device: str = CPU,
+    device: str = CPU,
 ) -> Verdict:
     """Check a trainer's claimed work on ``task`` by replaying challenged segments; see the module docstring.
 
@@ -149,10 +210,16 @@ def replay_verify(
     against ``claimed_segment_hashes[i]`` before use. The last segment is replayed whatever ``segments_to_check``
     says. ``claimed_delta`` is the decoded delta the trainer published (of kind ``delta_kind``). ``tolerance`` is
     used only with ``hardware_mismatch``. Fetch errors propagate to the caller (a state that stays unavailable
-    past the deadline is the caller's ``SEGMENT_UNAVAILABLE`` rejection).
+    past the deadline is the caller's ``CONTENT_UNAVAILABLE`` rejection). ``trainer_device`` is the device kind the
+    manifest declares, ``device`` the one this replay runs on (:func:`~node.training.device.replay_rule`).
     """
     checked: list[int] = []
     worst = 0.0
+    rule = replay_rule(trainer_device, device, hardware_mismatch=hardware_mismatch)
+    if rule == ReplayRule.REFUSED:
+        return _reject(REPLAY_MISMATCH, f"trained on {trainer_device}, replayed on {device}: the job does not declare "
+                                        "hardware_mismatch, so a replay must be bitwise, which no replay on another "
+                                        "device kind is (train such jobs on the CPU)", math.inf, checked)
     try:
         data = task_view(shard, task.sample_range)
     except TrainingError as exc:
@@ -170,21 +237,22 @@ def replay_verify(
         return _reject(BAD_TASK, f"segments {bad} out of range 0..{n - 1}", math.inf, checked)
     challenged = sorted(set(segments_to_check) | {n - 1})
 
+    # Every state the checks below use, fetched and checked first: against its committed hash, then for being a
+    # state some run of the task can reach (module docstring, step 4).
     fetched: dict[int, State] = {}
-
-    def fetch(i: int) -> State | None:
-        if i not in fetched:
-            state = {k: v.detach().clone() for k, v in segment_states_fetch(i).items()}
-            if state_hash(state) != claimed_segment_hashes[i]:
-                return None
-            fetched[i] = state
-        return fetched[i]
+    for i in sorted({j for c in challenged for j in (c - 1, c) if j >= 0}):
+        state = {k: v.detach().clone() for k, v in segment_states_fetch(i).items()}
+        if state_hash(state) != claimed_segment_hashes[i]:
+            return _reject(BAD_SEGMENT_STATE, f"published state {i} does not match its claimed hash", math.inf,
+                           checked)
+        problem = unreachable_because(state, end_step=task.segment_bounds(i)[1])
+        if problem:
+            return _reject(BAD_SEGMENT_STATE, f"published state {i} is one no run of the task reaches: {problem}",
+                           math.inf, checked)
+        fetched[i] = state
 
     base = {k: v.detach().clone() for k, v in sorted(base_state.items())}
-    last = fetch(n - 1)
-    if last is None:
-        return _reject(BAD_SEGMENT_STATE, f"published state {n - 1} does not match its claimed hash", math.inf, checked)
-    final = model_part(last)
+    final = model_part(fetched[n - 1])
     if set(final) != set(base):
         return _reject(BAD_SEGMENT_STATE, "final state's tensors differ from the model's", math.inf, checked)
     expected_delta = state_sub(final, base)
@@ -199,8 +267,8 @@ def replay_verify(
         return _reject(DELTA_MISMATCH, f"delta != final - base (max abs diff {dist:.3g})", dist, checked)
 
     with deterministic_torch():
-        before = loss_to_micro(task_loss(model_name, base, data))
-        after = loss_to_micro(task_loss(model_name, final, data))
+        before = loss_to_micro(task_loss(model_name, base, data, task_type=task.task_type))
+        after = loss_to_micro(task_loss(model_name, final, data, task_type=task.task_type))
         slack = MISMATCH_LOSS_SLACK_MICRO if hardware_mismatch else 0
         for label, claimed, actual in (("before", claimed_loss_before, before), ("after", claimed_loss_after, after)):
             if not math.isfinite(claimed) or abs(loss_to_micro(claimed) - actual) > slack:
@@ -211,13 +279,11 @@ def replay_verify(
                                       f"{max_loss_rise_ppm} ppm", math.inf, checked)
         distances: list[float] = []
         for i in challenged:
-            start = initial_trainer_state(base) if i == 0 else fetch(i - 1)
-            end = fetch(i)
-            if start is None or end is None:
-                return _reject(BAD_SEGMENT_STATE, f"published state around segment {i} does not match its hash",
-                               math.inf, checked)
+            start = initial_trainer_state(base) if i == 0 else fetched[i - 1]
+            end = fetched[i]
             try:
-                replayed = run_segment(task, start, data, i)
+                with deterministic_torch(device=device):
+                    replayed = run_segment(task, start, data, i, device=device)
             except TrainingError as exc:
                 return _reject(BAD_SEGMENT_STATE, f"segment {i}: {exc}", math.inf, checked)
             checked.append(i)
@@ -226,7 +292,7 @@ def replay_verify(
                 continue
             dist = state_distance(replayed, end)
             worst = max(worst, dist)
-            if not hardware_mismatch:
+            if rule == ReplayRule.BITWISE:
                 return _reject(REPLAY_MISMATCH, f"segment {i}: the replayed trainer state differs from the committed "
                                                 f"one (relative distance {dist:.3g}; bitwise required)", worst, checked)
             if not dist <= tolerance:

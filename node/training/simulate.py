@@ -18,7 +18,7 @@ from node.training.data import ArraySet, make_shards
 from node.training.errors import TrainingError
 from node.training.evaluate import evaluate
 from node.training.local import train_local
-from node.training.models import initial_state
+from node.training.models import ModelRef, initial_state
 from node.training.task import Task
 from protocols.specs import AggregationSpec
 
@@ -27,7 +27,9 @@ from protocols.specs import AggregationSpec
 class SimConfig:
     """One federated experiment. Defaults: the settings measured fastest to 88% (CNN, DiLoCo, 4 trainers, K=50)."""
 
-    model_name: str = "fmnist-cnn-v1"
+    model_name: ModelRef = "fmnist-cnn-v1"
+    task_type: str = "classification"
+    """The spec's ``task``: its loss trains, its objective evaluates."""
     n_trainers: int = 4
     local_steps: int = 50
     batch_size: int = 32
@@ -89,15 +91,17 @@ def simulate(
     *,
     shards: list[ArraySet] | None = None,
     on_round: Callable[[RoundRecord], None] | None = None,
+    start_state: State | None = None,
 ) -> SimResult:
-    """Run ``config.rounds`` federated rounds (or until ``target_accuracy``) and evaluate after each."""
+    """Run ``config.rounds`` federated rounds (or until ``target_accuracy``) and evaluate after each, from
+    ``start_state`` (a customer's pre-trained weights) or the seed's initial state."""
     if config.n_trainers < 1 or config.rounds < 1:
         raise TrainingError("simulation needs at least one trainer and one round")
     if shards is None:
         shards = make_shards(train, config.n_trainers, iid=config.iid, alpha=config.alpha, seed=config.seed)
     if len(shards) != config.n_trainers:
         raise TrainingError(f"{len(shards)} shards for {config.n_trainers} trainers")
-    state = initial_state(config.model_name, config.seed)
+    state = dict(start_state) if start_state is not None else initial_state(config.model_name, config.seed)
     outer: State = {}
     history: list[RoundRecord] = []
     steps = samples = 0
@@ -110,7 +114,7 @@ def simulate(
             start = time.perf_counter()
             task = Task(model_name=config.model_name, steps=config.local_steps, batch_size=config.batch_size,
                         lr=config.lr, seed=trainer_seed(config.seed, rnd, t), segment_every=config.segment_every,
-                        optimizer=config.optimizer)
+                        optimizer=config.optimizer, task_type=config.task_type)
             result = train_local(task, state, shard)
             took = time.perf_counter() - start
             compute += took
@@ -124,7 +128,8 @@ def simulate(
         took = time.perf_counter() - start
         compute += took
         parallel += slowest + took
-        accuracy, loss = evaluate(config.model_name, state, test, max_samples=config.eval_samples)
+        accuracy, loss = evaluate(config.model_name, state, test, max_samples=config.eval_samples,
+                                  task=config.task_type)
         record = RoundRecord(rnd + 1, accuracy, loss, steps, samples, compute, parallel, sum(losses) / len(losses))
         history.append(record)
         if on_round is not None:

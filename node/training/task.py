@@ -12,8 +12,10 @@ import math
 from dataclasses import dataclass
 
 from node.training.errors import TrainingError
+from node.training.models import ModelRef, model_ref
+from node.training.objective import check_spec_task
 from node.training.tasks import TaskFactory, TaskSize
-from protocols.specs import JobSpec, TaskTicket
+from protocols.specs import TASK_TYPES, JobSpec, TaskTicket
 from protocols.types import NodeClass
 
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
@@ -50,7 +52,8 @@ class Task:
     ``BAD_TASK`` verdict).
     """
 
-    model_name: str
+    model_name: ModelRef
+    """The architecture (:func:`node.training.models.model_ref`: a bare name for a spec without model section)."""
     steps: int
     batch_size: int
     lr: float
@@ -59,6 +62,8 @@ class Task:
     optimizer: str = "adamw"
     sample_range: tuple[int, int] | None = None
     """``[start, stop)`` of the shard's samples; ``None`` for the whole shard."""
+    task_type: str = "classification"
+    """The spec's ``task``: which loss trains it (:func:`node.training.objective.objective_for`)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -71,14 +76,20 @@ class Task:
             raise TrainingError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise TrainingError(f"lr must be a positive finite number, got {self.lr}")
+        if self.task_type not in TASK_TYPES:
+            raise TrainingError(f"unknown task type {self.task_type!r}; expected one of {', '.join(TASK_TYPES)}")
 
     @classmethod
     def from_ticket(cls, spec: JobSpec, ticket: TaskTicket) -> Task:
         """The task a signed ticket hands out in the job of ``spec`` (the ticket itself is checked elsewhere:
-        :func:`node.training.ticket_check.check_ticket`)."""
-        return cls(model_name=spec.model, steps=ticket.steps, batch_size=ticket.batch_size, lr=float(spec.inner_lr),
-                   seed=ticket.seed, segment_every=spec.segment_every, optimizer=spec.inner_optimizer,
-                   sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count))
+        :func:`node.training.ticket_check.check_ticket`). Raises :class:`TrainingError` if the spec's task is not
+        its model's."""
+        check_spec_task(spec.task, model_ref(spec))
+        return cls(model_name=model_ref(spec), steps=ticket.steps, batch_size=ticket.batch_size,
+                   lr=float(spec.inner_lr), seed=ticket.seed, segment_every=spec.segment_every,
+                   optimizer=spec.inner_optimizer,
+                   sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count),
+                   task_type=spec.task)
 
     @property
     def n_segments(self) -> int:

@@ -1,7 +1,8 @@
-"""Task factory: size a micro-task for a node's declared class so every class takes about the same wall time.
+"""Task factory: size a micro-task for a node's class so every class takes about the same wall time.
 
-A node declares a class when it registers (S, M or L, on-chain as 0, 1, 2). Each class promises a throughput in
-training samples per second on the job's reference model and an amount of memory. The factory scales the work
+A node registers with a class (S, M or L, on-chain as 0, 1, 2), measured at start-up
+(:mod:`node.training.calibrate`, mapped by :func:`class_for_throughput`). Each class promises a throughput in
+training samples per second on the reference model and an amount of memory. The factory scales the work
 of the reference class (``base_steps`` × ``batch_size``) by the throughput ratio, so
 ``expected_seconds = steps · batch_size / samples_per_s`` is about equal for all classes. By default the extra work
 goes into larger batches (K, the number of local steps, stays equal across classes, which keeps deltas of
@@ -38,6 +39,14 @@ _CAPACITY: dict[NodeClass, Capacity] = {
 def capacity(node_class: NodeClass) -> Capacity:
     """What ``node_class`` promises (the classes themselves are :class:`protocols.types.NodeClass`)."""
     return _CAPACITY[node_class]
+
+
+def class_for_throughput(samples_per_s: float) -> NodeClass:
+    """The class a node that measured ``samples_per_s`` on the reference workload can promise: the largest whose
+    :attr:`Capacity.samples_per_s` it reaches. A node slower than class S's promise is still S (the smallest class
+    there is; its tasks simply take longer than the nominal time)."""
+    reached = [c for c in NodeClass if samples_per_s >= _CAPACITY[c].samples_per_s]
+    return max(reached) if reached else NodeClass.S
 
 # Samples per batch a class may use per MiB of memory (activations + gradients of the reference CNN at batch 1
 # are ~0.1 MiB; 4× headroom).

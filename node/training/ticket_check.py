@@ -8,7 +8,8 @@ round, the leaders whose signature counts, the checkpoint the round must start f
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import hashlib
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from node.training.errors import TicketRejected
@@ -36,7 +37,8 @@ class TicketExpectations:
     base_cid: str
     """The checkpoint the round starts from: the spec's initial one in round 0, then the last committed one."""
     shard_samples: Mapping[str, int]
-    """The job's dataset: shard CID → its number of samples."""
+    """The job's dataset: shard CID → its number of samples, in the dataset manifest's order (which
+    :func:`ticket_shard` indexes)."""
     node_class: NodeClass | None = None
     """The class the trainer declared, when the checker knows it (the trainer does)."""
     now: float | None = None
@@ -47,6 +49,21 @@ class TicketExpectations:
     ticket must be that very ticket."""
 
 
+def ticket_seed(spec: JobSpec, job_id: int, round_: int, slot: int) -> int:
+    """The batch-order seed of the task in ``slot`` of round ``round_``: fixed by the job, the round and the slot,
+    so no leader can hand two slots the same work (one trained, both paid, the aggregate counting it twice) or let a
+    trainer pick a seed."""
+    digest = hashlib.sha256(f"{job_id}:{round_}:{slot}:{spec.seed}".encode()).digest()
+    return int.from_bytes(digest[:7], "big")
+
+
+def ticket_shard(shard_cids: Sequence[str], spec: JobSpec, round_: int, slot: int) -> str:
+    """The shard the task in ``slot`` of round ``round_`` trains on (the whole shard: sample range ``[0, size)``):
+    the round's slots walk the dataset, so each shard is trained in turn and no two slots of a round share one
+    while the dataset has at least ``tasks_per_round`` shards."""
+    return shard_cids[(round_ * spec.tasks_per_round + slot) % len(shard_cids)]
+
+
 def _refuse(code: RejectCode, detail: str) -> TicketRejected:
     return TicketRejected(code, detail)
 
@@ -54,8 +71,9 @@ def _refuse(code: RejectCode, detail: str) -> TicketRejected:
 def check_ticket(ticket: TaskTicket, expect: TicketExpectations) -> None:
     """Raise :class:`TicketRejected` unless ``ticket`` is exactly a ticket the job's leader could have signed for
     ``expect.trainer`` in ``expect.round``: signed by an acceptable leader, for this job, round and trainer, on the
-    right base checkpoint and a shard of the dataset, in one of the round's slots, with the size and work units the
-    spec gives its node class (and, for a validator, the very ticket the chain admitted)."""
+    right base checkpoint, in one of the round's slots, on that slot's whole shard with that slot's seed, with the
+    size and work units the spec gives its node class (and, for a validator, the very ticket the chain admitted).
+    Every field is fixed by the spec, the chain and the slot: a leader has no choice to hand an accomplice."""
     try:
         signer = ticket.recover_signer(expect.domain)
     except SchemaError as exc:
@@ -79,6 +97,9 @@ def check_ticket(ticket: TaskTicket, expect: TicketExpectations) -> None:
     if ticket.sample_start + ticket.sample_count > samples:
         raise _refuse(RejectCode.BAD_SAMPLE_RANGE, f"samples {ticket.sample_start}+{ticket.sample_count} run past "
                                                    f"the shard's {samples}")
+    if (ticket.sample_start, ticket.sample_count) != (0, samples):
+        raise _refuse(RejectCode.BAD_SAMPLE_RANGE, f"samples {ticket.sample_start}+{ticket.sample_count} are not the "
+                                                   f"whole shard's 0+{samples} (a shrunk task)")
     if expect.node_class is not None and ticket.node_class != expect.node_class:
         raise _refuse(RejectCode.WRONG_TASK_SIZE,
                       f"ticket is sized for class {ticket.node_class}, the trainer is class {expect.node_class}")
@@ -93,6 +114,13 @@ def check_ticket(ticket: TaskTicket, expect: TicketExpectations) -> None:
     if ticket.slot >= expect.spec.tasks_per_round:
         raise _refuse(RejectCode.WRONG_SLOT, f"slot {ticket.slot} is not below tasks_per_round "
                                              f"{expect.spec.tasks_per_round}")
+    shard = ticket_shard(list(expect.shard_samples), expect.spec, ticket.round, ticket.slot)
+    if ticket.shard_cid != shard:
+        raise _refuse(RejectCode.WRONG_SHARD, f"slot {ticket.slot} of round {ticket.round} trains shard {shard}, "
+                                              f"not {ticket.shard_cid}")
+    seed = ticket_seed(expect.spec, ticket.job_id, ticket.round, ticket.slot)
+    if ticket.seed != seed:
+        raise _refuse(RejectCode.WRONG_TASK_PARAMS, f"seed {ticket.seed} is not slot {ticket.slot}'s {seed}")
     if expect.admitted is not None:
         slot, digest = expect.admitted
         if ticket.slot != slot:

@@ -39,6 +39,22 @@ async def test_two_nodes_exchange_20mb(tmp_path: Path) -> None:
         assert a.exchange.served_blocks >= 80
 
 
+async def test_large_content_streams_from_a_file_to_a_file(tmp_path: Path) -> None:
+    # put_file/get_file never hold the content whole; CIDs are those of put() of the same bytes.
+    async with storage_nodes(2, tmp_path) as (a, b):
+        data = os.urandom(5 * MB + 7)
+        source = tmp_path / "source.bin"
+        source.write_bytes(data)
+        cid = await a.content.put_file(source)
+        assert cid == await a.content.put_stream(data[i : i + 999_999] for i in range(0, len(data), 999_999))
+        target = tmp_path / "fetched.bin"
+        assert await b.content.get_file(cid, target, max_bytes=6 * MB, timeout_s=60, providers=[a.info]) == len(data)
+        assert target.read_bytes() == data and not list(tmp_path.glob("*.part"))
+        with pytest.raises(DagTooLarge):
+            await b.content.get_file(cid, tmp_path / "small.bin", max_bytes=MB, timeout_s=60, providers=[a.info])
+        assert not (tmp_path / "small.bin").exists() and not list(tmp_path.glob("*.part"))
+
+
 async def test_five_nodes_fetch_from_each_other(tmp_path: Path) -> None:
     async with storage_nodes(5, tmp_path) as nodes:
         data = os.urandom(20 * MB)

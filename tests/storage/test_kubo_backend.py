@@ -16,7 +16,7 @@ import pytest
 
 from storage.cid import cid_to_str
 from storage.content import KuboContentStore
-from storage.dataset import fetch_dataset, publish_dataset
+from storage.dataset import DatasetInfo, fetch_dataset, publish_dataset
 from storage.errors import DagTooLarge, FetchTimeout
 from storage.unixfs import import_bytes
 from tests.storage.conftest import deterministic_bytes
@@ -103,7 +103,9 @@ async def test_missing_cid_times_out_with_a_clear_error(kubo_api: str) -> None:
 async def test_dataset_round_trip_through_kubo(kubo_api: str) -> None:
     store = KuboContentStore(kubo_api, timeout_s=30)
     shards = [os.urandom(1000 + i) for i in range(3)]
-    cid = await publish_dataset(store, shards, [10, 11, 12], "test/bytes", "CC0")
+    info = DatasetInfo(format="tensors", task="classification", licence="CC0", input_shape=(4,),
+                       input_dtype="float32", classes=("a", "b"))
+    cid = await publish_dataset(store, shards, [10, 11, 12], info)
     manifest, got = await fetch_dataset(store, cid, max_shard_bytes=10_000)
     assert got == shards and manifest.total_samples == 33
     store.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,9 @@ from storage.unixfs import (
     import_bytes,
     import_chunks,
     read_file,
+    rechunk,
+    split_file,
+    split_fixed,
 )
 from tests.storage.conftest import deterministic_bytes
 
@@ -153,3 +158,19 @@ async def test_declared_size_over_limit_is_refused_before_fetching_leaves() -> N
     get, _ = _getter(blocks)
     with pytest.raises(DagTooLarge):
         await read_file(result.root, get, max_bytes=9_999)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=12), st.integers(1, 17))
+def test_rechunk_gives_the_fixed_chunks_of_the_concatenation(pieces: list[bytes], chunk: int) -> None:
+    whole = b"".join(pieces)
+    assert list(rechunk(pieces, chunk)) == list(split_fixed(whole, chunk))
+    assert list(split_file(io.BytesIO(whole), chunk)) == list(split_fixed(whole, chunk))
+
+
+def test_streamed_import_has_the_cid_of_the_whole_bytes() -> None:
+    # A state imported tensor by tensor must land on the CID of its bytes (the manifest names it).
+    data = b"".join(deterministic_bytes(3 * 256 * 1024 + 12345, "stream"))
+    pieces = [memoryview(data)[i : i + 100_003] for i in range(0, len(data), 100_003)]
+    streamed = import_chunks(rechunk(pieces), lambda c, b: None)
+    assert streamed == import_bytes(data)[0]

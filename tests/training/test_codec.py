@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from safetensors.torch import load as st_load
 from safetensors.torch import save
 
 from node.training.codec import (
@@ -19,7 +21,10 @@ from node.training.codec import (
     delta_kind_of,
     encode_delta,
     encode_state,
+    iter_state_bytes,
+    read_state,
     state_hash,
+    write_state,
 )
 from node.training.errors import InvalidDelta
 from node.training.models import initial_state
@@ -157,3 +162,54 @@ def test_bytes_and_training_are_identical_across_processes() -> None:
     here = f"{state_hash(s)} {hashlib.sha256(encode_delta(r.delta, kind='int8')).hexdigest()} {r.segment_hashes[-1]}"
     assert out.stdout.strip() == here
     assert np.isfinite(r.loss_after)
+
+
+MIXED = {"model/w": torch.arange(12, dtype=torch.float32).reshape(3, 4).t(), "optim/w/step": torch.tensor(3.0),
+         "empty": torch.zeros(0), "idx": torch.arange(5), "q": torch.ones(3, dtype=torch.int8),
+         "half": torch.ones(2, dtype=torch.bfloat16), "f64": torch.ones(2, dtype=torch.float64)}
+
+
+@settings(max_examples=40, deadline=None)
+@given(states())
+def test_streamed_bytes_are_safetensors_bytes(state: dict[str, torch.Tensor]) -> None:
+    # CIDs and commitments must not change with the streaming writer: it must write what safetensors writes.
+    assert b"".join(iter_state_bytes(state)) == bytes(save(state))
+    data = encode_delta(state, kind="int8")
+    assert data == bytes(save(st_load(data), metadata={"dtnode.delta": "int8"}))
+
+
+def test_streamed_bytes_match_safetensors_across_dtypes_and_layouts() -> None:
+    reference = bytes(save({k: v.contiguous() for k, v in MIXED.items()}))
+    assert encode_state(MIXED) == reference  # a transposed (strided) tensor, scalars, empty, ints, bf16, f64
+    assert state_hash(MIXED) == hashlib.sha256(reference).hexdigest()
+    delta = {"w": torch.linspace(-1, 1, 50), "v": torch.ones(2, 2)}
+    for kind in ("int8", "topk"):
+        data = encode_delta(delta, kind=kind, topk_frac=0.1)
+        tensors = st_load(data)
+        assert data == bytes(save(tensors, metadata={"dtnode.delta": kind}))
+
+
+def test_write_and_read_state_stream_through_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.safetensors"
+    size, digest = write_state(MIXED, path)
+    data = path.read_bytes()
+    assert (size, digest) == (len(data), hashlib.sha256(data).hexdigest()) and data == encode_state(MIXED)
+    assert not list(tmp_path.glob("*.part"))
+    back = read_state(path, like={k: v.contiguous() for k, v in MIXED.items()}, max_bytes=size)
+    assert state_hash(back) == digest
+    with pytest.raises(InvalidDelta, match="exceeds"):
+        read_state(path, max_bytes=size - 1)
+    path.write_bytes(data[:40])
+    with pytest.raises(InvalidDelta, match="not valid safetensors"):
+        read_state(path, max_bytes=size)
+    path.write_bytes(data + b"x")
+    with pytest.raises(InvalidDelta, match="after the last tensor"):
+        read_state(path, max_bytes=size + 1)
+    n = int.from_bytes(data[:8], "little")
+    overlapping = data[8 : 8 + n].replace(b'"data_offsets":[0,', b'"data_offsets":[8,', 1)
+    path.write_bytes(data[:8] + overlapping + data[8 + n :])
+    with pytest.raises(InvalidDelta, match="gap or overlap|bytes of data"):
+        read_state(path, max_bytes=size)
+    path.write_bytes(encode_delta({"w": torch.ones(3)}, kind="int8"))
+    with pytest.raises(InvalidDelta, match="metadata"):
+        read_state(path, max_bytes=size)

@@ -22,8 +22,8 @@ from node.training.errors import DatasetError
 
 def test_real_dataset_shapes_and_balance(fmnist: tuple[ArraySet, ArraySet]) -> None:
     train, test = fmnist
-    assert train.images.shape == (60000, 28, 28) and test.images.shape == (10000, 28, 28)
-    assert train.images.dtype == np.uint8 and train.labels.dtype == np.uint8
+    assert train.inputs.shape == (60000, 28, 28) and test.inputs.shape == (10000, 28, 28)
+    assert train.inputs.dtype == np.uint8 and train.labels.dtype == np.uint8
     assert np.bincount(train.labels).tolist() == [6000] * 10
     assert np.bincount(test.labels).tolist() == [1000] * 10
 
@@ -98,12 +98,12 @@ def test_bad_shard_bytes_are_rejected(small_train: ArraySet) -> None:
         decode_shard(b"\x00" * 40)
     with pytest.raises(DatasetError, match="exceeds"):
         decode_shard(encode_shard(small_train), max_bytes=1000)
-    images = small_train.images[:4]
+    images = small_train.inputs[:4]
     with pytest.raises(DatasetError, match="uint8"):
-        decode_shard(save({"images": images.astype(np.float32), "labels": small_train.labels[:4]}))
+        decode_shard(save({"inputs": images.astype(np.float64), "labels": small_train.labels[:4]}))
     with pytest.raises(DatasetError, match="exactly"):
-        decode_shard(save({"images": images, "labels": small_train.labels[:4], "x": small_train.labels[:4]}))
+        decode_shard(save({"inputs": images, "labels": small_train.labels[:4], "x": small_train.labels[:4]}))
     with pytest.raises(DatasetError, match="labels must have shape"):
-        decode_shard(save({"images": images, "labels": small_train.labels[:3]}))
+        decode_shard(save({"inputs": images, "labels": small_train.labels[:3]}))
     with pytest.raises(DatasetError, match="out of range"):
-        decode_shard(save({"images": images, "labels": np.full(4, 10, dtype=np.uint8)}))
+        decode_shard(save({"inputs": images, "labels": np.full(4, 10, dtype=np.uint8)}), num_classes=10)

@@ -14,7 +14,7 @@ from protocols.types import NodeClass
 def test_registry_sizes() -> None:
     assert num_parameters("fmnist-cnn-v1") == 105_866
     assert num_parameters("fmnist-mlp-v1") == 203_530
-    for name in MODELS:
+    for name in (n for n, info in MODELS.items() if info.task == "classification" and info.seeded):
         out = build_model(name)(torch.zeros(2, 1, 28, 28))
         assert out.shape == (2, 10)
 

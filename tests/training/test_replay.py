@@ -11,6 +11,7 @@ from node.training.data import ArraySet, make_shards
 from node.training.errors import ReplayMismatch, TrainingError
 from node.training.local import (
     LocalResult,
+    _make_optimizer,
     deterministic_torch,
     model_part,
     run_segment,
@@ -20,6 +21,8 @@ from node.training.local import (
 )
 from node.training.models import initial_state
 from node.training.replay import (
+    ADAM_BETAS,
+    ADAM_MOMENT_BOUND,
     BAD_SEGMENT_COUNT,
     BAD_SEGMENT_STATE,
     DELTA_MISMATCH,
@@ -30,6 +33,7 @@ from node.training.replay import (
     choose_segments,
     replay_verify,
     state_distance,
+    unreachable_because,
 )
 from node.training.task import Task
 
@@ -69,7 +73,7 @@ def verify(s: Setup, result: LocalResult, *, hashes: list[str] | None = None,
     return replay_verify(task, s.base, kwargs.pop("shard", s.shard), **kwargs)
 
 
-def recomputed_losses(task: Task, base: State, result: LocalResult, shard: ArraySet) -> dict[str, float]:
+def recomputed_losses(task: Task, base: State, result: LocalResult, shard: ArraySet) -> dict[str, Any]:
     """The loss claims that pass the loss check on ``shard``, so that a test reaches the replay itself."""
     data = task_view(shard, task.sample_range)
     with deterministic_torch():
@@ -138,6 +142,11 @@ def test_skipped_steps_are_rejected(setup: Setup) -> None:
     padded = short.segment_states + [short.segment_states[-1]]
     hashes = short.segment_hashes + [short.segment_hashes[-1]]
     verdict = verify(setup, short, hashes=hashes, states=padded, segments=[2])
+    assert verdict.reason == BAD_SEGMENT_STATE and "end step" in verdict.detail  # its step counters say 20, not 30
+    # ...and with the counters set to 30 as well, the replay of that segment catches it.
+    padded[-1] = {k: torch.full_like(v, 30) if k.endswith("/step") else v for k, v in padded[-1].items()}
+    hashes[-1] = state_hash(padded[-1])
+    verdict = verify(setup, short, hashes=hashes, states=padded, segments=[2])
     assert verdict.reason == REPLAY_MISMATCH and verdict.max_distance > 1e-4
 
 
@@ -205,30 +214,87 @@ def test_tolerance_accepts_tiny_hardware_differences_and_rejects_more(setup: Set
     assert verdict.reason == REPLAY_MISMATCH and verdict.max_distance > 5e-4
 
 
+def _trained_on_from(s: Setup, states: list[State], first: int) -> list[State]:
+    """``states`` up to ``first`` as given, then honest segments trained on from the (tampered) state before."""
+    out = list(states[:first])
+    data = task_view(s.shard, TASK.sample_range)
+    with deterministic_torch():
+        for i in range(first, TASK.n_segments):
+            out.append(run_segment(TASK, out[i - 1], data, i))
+    return out
+
+
+LAX: dict[str, Any] = {"max_loss_rise_ppm": 10**7}
+"""A job without the plausibility bound: so that a test shows what replay alone catches."""
+
+
 def test_tampered_optimizer_state_is_rejected(setup: Setup) -> None:
     """The attack of issue 14: rewrite the committed moments of one segment and train on from them honestly.
 
-    The segments after it replay bitwise from the tampered start; the tampered segment's own replay does not
-    reproduce its committed end state, and the whole state (not only the weights) is compared."""
+    The segments after it replay bitwise from the tampered start. The tampered state is no state AdamW reaches
+    (``|m| > κ·√v``), and neither is the next one trained from it (its first moment still remembers what its
+    second moment forgot), so the update is rejected whichever segments are challenged: the start of the last one is
+    always fetched. Before the reachability check, any draw without segment 0 replayed bitwise and the update
+    passed (with no loss-rise bound)."""
     states = list(setup.honest.segment_states)
     states[0] = {k: v * 1e-6 if k.endswith("exp_avg_sq") else v for k, v in states[0].items()}
-    data = task_view(setup.shard, TASK.sample_range)
-    with deterministic_torch():
-        for i in (1, 2):
-            states[i] = run_segment(TASK, states[i - 1], data, i)
-    forged = _republished(setup, states)
-    assert state_hash(model_part(states[0])) == state_hash(model_part(setup.honest.segment_states[0]))
-    assert verify(setup, forged, segments=[1]).reason == LOSS_RISE  # this forgery wrecks the model (2.3 -> 13.5)
-    lax: dict[str, Any] = {"max_loss_rise_ppm": 10**7}  # a job without the plausibility bound
-    assert verify(setup, forged, segments=[1], **lax).ok  # segment 0 not challenged: the forgery's only exposure
-    for mismatch in (False, True):
-        verdict = verify(setup, forged, segments=[0], hardware_mismatch=mismatch, **lax)
-        assert verdict.reason == REPLAY_MISMATCH and verdict.max_distance > 0.5, verdict
+    forged = _republished(setup, _trained_on_from(setup, states, 1))
+    assert state_hash(model_part(forged.segment_states[0])) == state_hash(model_part(setup.honest.segment_states[0]))
+    for segments in ([0], [1], [2], [0, 1, 2]):
+        for mismatch in (False, True):
+            verdict = verify(setup, forged, segments=segments, hardware_mismatch=mismatch, **LAX)
+            assert verdict.reason == BAD_SEGMENT_STATE and "AdamW" in verdict.detail, (segments, verdict)
     # ...and a tampered step counter is never hardware.
     bumped = list(setup.honest.segment_states)
     bumped[-1] = {k: v + 1 if k.endswith("/step") else v for k, v in bumped[-1].items()}
     verdict = verify(setup, _republished(setup, bumped), hardware_mismatch=True)
-    assert verdict.reason == REPLAY_MISMATCH and verdict.max_distance == float("inf")
+    assert verdict.reason == BAD_SEGMENT_STATE and "end step" in verdict.detail
+
+
+def test_moments_rewritten_within_the_tolerance_are_rejected(setup: Setup) -> None:
+    """A patient adversary under a declared hardware mismatch spends the tolerance on the moments, not the weights.
+
+    Zeroing every second moment below 1e-5 of its tensor's largest and raising every first moment by 1e-5 of its
+    largest is a relative distance of ~1e-5, inside the tolerance. AdamW's next steps on those coordinates are
+    ``lr·m/ε``: the honest replay of the next segment from that state moves a weight tensor by thousands of times
+    its scale, and replays exactly. Accepted before the reachability check (with no loss-rise bound)."""
+    tol = 1e-5
+    states = list(setup.honest.segment_states)
+    tampered: State = {}
+    for key, value in states[0].items():
+        if key.endswith("exp_avg_sq"):
+            tampered[key] = torch.where(value < 0.99 * tol * value.max(), torch.zeros_like(value), value)
+        elif key.endswith("exp_avg"):
+            tampered[key] = value + 0.99 * tol * value.abs().max()
+        else:
+            tampered[key] = value
+    states[0] = tampered
+    assert 0 < state_distance(tampered, setup.honest.segment_states[0]) < tol
+    forged = _republished(setup, _trained_on_from(setup, states, 1))
+    blown = max(float((forged.delta[k] - setup.honest.delta[k]).abs().max() / setup.honest.delta[k].abs().max())
+                for k in forged.delta)
+    assert blown > 100, blown  # the steered delta: far beyond anything the tolerance was meant to allow
+    for segments in ([0, 2], [1, 2], [0, 1, 2]):
+        verdict = verify(setup, forged, segments=segments, hardware_mismatch=True, tolerance=tol, **LAX)
+        assert verdict.reason == BAD_SEGMENT_STATE and "AdamW" in verdict.detail, (segments, verdict)
+
+
+def test_honest_states_are_reachable(setup: Setup) -> None:
+    for i, state in enumerate(setup.honest.segment_states):
+        assert unreachable_because(state, end_step=TASK.segment_bounds(i)[1]) == ""
+        ratio = max(float((state[k].double().abs() / state[k + "_sq"].double().sqrt().clamp(min=1e-300)).max())
+                    for k in state if k.endswith("/exp_avg"))
+        assert 0 < ratio < 0.99 * ADAM_MOMENT_BOUND  # honest runs keep a margin to the bound
+    negative = {k: -v if k.endswith("exp_avg_sq") else v for k, v in setup.honest.segment_states[0].items()}
+    assert "negative" in unreachable_because(negative, end_step=10)
+    nan = {k: v * float("nan") if k.endswith("fc1.bias") else v for k, v in setup.honest.segment_states[0].items()}
+    assert "not finite" in unreachable_because(nan, end_step=10)
+
+
+def test_replay_uses_the_optimizers_betas() -> None:
+    model = torch.nn.Linear(2, 2)
+    optimizer = _make_optimizer(TASK, model)
+    assert tuple(optimizer.param_groups[0]["betas"]) == ADAM_BETAS
 
 
 def test_tolerance_cannot_be_spent_in_every_segment(setup: Setup) -> None:

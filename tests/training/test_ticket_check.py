@@ -10,7 +10,13 @@ from eth_account import Account
 
 from node.training.errors import TicketRejected
 from node.training.task import Task, task_size, work_units
-from node.training.ticket_check import TicketExpectations, check_ticket, check_update_ticket
+from node.training.ticket_check import (
+    TicketExpectations,
+    check_ticket,
+    check_update_ticket,
+    ticket_seed,
+    ticket_shard,
+)
 from protocols.chain.ticket import TicketDomain, ticket_digest
 from protocols.specs import JobSpec, TaskTicket, UpdateManifest
 from protocols.types import NodeClass, RejectCode
@@ -43,7 +49,9 @@ def ticket(*, signer: Any = LEADER, domain: TicketDomain = DOMAIN, **kw: Any) ->
     size = task_size(SPEC, node_class)
     fields: dict[str, Any] = dict(
         job_id=1, round=3, term=1, slot=2, base_cid=BASE, shard_cid=SHARD, sample_start=0, sample_count=6000,
-        steps=size.steps, batch_size=size.batch_size, seed=7, node_class=node_class, weight=size.weight,
+        steps=size.steps, batch_size=size.batch_size, seed=ticket_seed(SPEC, kw.get("job_id", 1),
+                                                                       kw.get("round", 3), kw.get("slot", 2)),
+        node_class=node_class, weight=size.weight,
         work_units=work_units(SPEC, node_class), trainer=TRAINER.address, leader=signer.address, expires_at=NOW + 60)
     fields.update(kw)
     return TaskTicket(**fields).signed_by(signer, domain)
@@ -69,7 +77,7 @@ def test_size_follows_the_spec() -> None:
     assert all(x.weight == x.steps * x.batch_size for x in (s, m, big))
     t = ticket()
     task = Task.from_ticket(SPEC, t)
-    assert (task.steps, task.batch_size, task.seed, task.sample_range) == (t.steps, t.batch_size, 7, (0, 6000))
+    assert (task.steps, task.batch_size, task.seed, task.sample_range) == (t.steps, t.batch_size, t.seed, (0, 6000))
     assert (task.model_name, task.segment_every, task.optimizer) == (SPEC.model, 10, SPEC.inner_optimizer)
 
 
@@ -106,6 +114,13 @@ def test_leader_must_be_acceptable() -> None:
         ({"work_units": 3}, RejectCode.WRONG_TASK_SIZE),
         ({"slot": SPEC.tasks_per_round}, RejectCode.WRONG_SLOT),
         ({"expires_at": NOW}, RejectCode.EXPIRED),
+        # A shrunk task (a 1-sample range is paid like the whole shard), another slot's shard or seed (two slots
+        # doing one piece of work): nothing a leader could hand an accomplice.
+        ({"sample_count": 1}, RejectCode.BAD_SAMPLE_RANGE),
+        ({"sample_start": 3000, "sample_count": 3000}, RejectCode.BAD_SAMPLE_RANGE),
+        ({"shard_cid": OTHER_CID, "sample_count": 100}, RejectCode.WRONG_SHARD),
+        ({"seed": 7}, RejectCode.WRONG_TASK_PARAMS),
+        ({"seed": ticket_seed(SPEC, 1, 3, 1)}, RejectCode.WRONG_TASK_PARAMS),
     ],
 )
 def test_each_field_is_checked(change: dict[str, Any], code: RejectCode) -> None:
@@ -148,3 +163,39 @@ def test_a_validator_accepts_only_the_ticket_the_chain_admitted() -> None:
 
 def test_work_units_scale_with_the_class() -> None:
     assert [work_units(SPEC, c) for c in NodeClass] == [1, 2, 4]
+
+
+def test_each_slot_has_its_own_shard_and_seed() -> None:
+    shards = [f"shard-{i}" for i in range(8)]
+    cells = {(ticket_shard(shards, SPEC, r, slot), ticket_seed(SPEC, 1, r, slot))
+             for r in range(3) for slot in range(SPEC.tasks_per_round)}
+    assert len(cells) == 3 * SPEC.tasks_per_round  # no two slots of the job train the same thing
+    assert {ticket_shard(shards, SPEC, 0, slot) for slot in range(4)} == set(shards[:4])
+    assert ticket_seed(SPEC, 2, 0, 0) != ticket_seed(SPEC, 1, 0, 0)
+
+
+def test_a_tampered_or_replayed_manifest_ticket_is_refused() -> None:
+    """What a validator sees when a trainer edits the ticket in its manifest (weight 2^32, fewer steps), or puts an
+    old round's or another job's update behind the ticket the chain admitted for this slot."""
+    admitted = ticket()
+    expect = expectations(now=None, admitted=(admitted.slot, ticket_digest(admitted.chain_ticket(), DOMAIN)))
+
+    def code(t: TaskTicket) -> RejectCode:
+        manifest = UpdateManifest(ticket=t, trainer=TRAINER.address, delta_cid=BASE, delta_encoding="f32",
+                                  loss_before_micro=2_000_000, loss_after_micro=1_000_000, segment_every=10,
+                                  segment_hashes=["ab" * 32] * 3)
+        with pytest.raises(TicketRejected) as info:
+            check_update_ticket(manifest, expect)
+        return info.value.code
+
+    assert code(replace(admitted, weight=2**32)) is RejectCode.BAD_SIGNATURE  # the trainer cannot re-sign
+    assert code(replace(admitted, steps=1)) is RejectCode.BAD_SIGNATURE
+    # ...and an accomplice leader's inflated or shrunk ticket fails against the spec, signed or not.
+    assert code(ticket(weight=2**32)) is RejectCode.WRONG_TASK_SIZE
+    assert code(ticket(steps=1, work_units=1)) is RejectCode.WRONG_TASK_SIZE
+    assert code(ticket(sample_count=1)) is RejectCode.BAD_SAMPLE_RANGE
+    # An old update (the same trainer's round-2 work), another job's: the round and job bind it.
+    assert code(ticket(round=2)) is RejectCode.BAD_ROUND
+    assert code(ticket(job_id=2)) is RejectCode.WRONG_JOB
+    # This round's ticket for the same slot, but not the one the chain admitted (an expired one handed out before).
+    assert code(ticket(expires_at=NOW + 1)) is RejectCode.NOT_ADMITTED
