@@ -56,7 +56,7 @@ async def _concurrent(client: JobManagerClient, n: int, tasks: int = 10) -> floa
 def measure(w3: Web3, n: int) -> dict[str, float]:
     acc = dev_accounts(3)
     t = time.perf_counter()
-    manager = deploy(w3, acc[0], DeploySettings())
+    manager = deploy(w3, acc[0], DeploySettings(min_quorum=3))
     out = {"deploy ms": (time.perf_counter() - t) * 1000}
     customer = manager.with_account(acc[1])
     out["send ms (median, sequential)"] = _ms(lambda: customer.create_job(PARAMS), n)
@@ -84,7 +84,8 @@ def estimator_ratio(n: int) -> tuple[float, float]:
     w3 = in_process_chain()
     acc = dev_accounts(2)
     manager = deploy(w3, acc[0], DeploySettings(min_trainer_stake=1, min_validator_stake=1, min_update_bond=1,
-                                                validator_slash=1, min_leader_bond=1, deregistration_delay=1))
+                                                validator_slash=1, min_leader_bond=1, deregistration_delay=1,
+                                                min_quorum=3))
     tx = {"from": acc[1].address, "to": manager.address, "value": PARAMS.required_deposit(),
           "data": manager._contract.encode_abi("createJob", args=[PARAMS.to_abi()])}  # fmt: skip
     chain = w3.provider.ethereum_tester.backend.chain  # type: ignore[attr-defined]

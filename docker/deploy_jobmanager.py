@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--validator-slash-wei", type=int, default=ETH // 100)
     parser.add_argument("--min-leader-bond-wei", type=int, default=ETH // 100)
     parser.add_argument("--deregistration-delay-s", type=int, default=3600)
+    parser.add_argument("--min-quorum", type=int, default=DeploySettings().min_quorum,
+                        help="smallest quorum a job may choose (5: <= 0.41%% acceptance of a fabricated update at "
+                             "1/3 of the stake)")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(env=os.environ)
@@ -48,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         client = deploy(w3, account, DeploySettings(
             min_trainer_stake=args.min_trainer_stake_wei, min_validator_stake=args.min_validator_stake_wei,
             min_update_bond=args.min_update_bond_wei, validator_slash=args.validator_slash_wei,
-            min_leader_bond=args.min_leader_bond_wei, deregistration_delay=args.deregistration_delay_s))
+            min_leader_bond=args.min_leader_bond_wei, deregistration_delay=args.deregistration_delay_s,
+            min_quorum=args.min_quorum))
     except DtnodeError as exc:
         print(f"deploy_jobmanager: error: {exc}", file=sys.stderr)
         return 2

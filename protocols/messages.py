@@ -10,10 +10,12 @@ size and JSON shape, envelope schema, message type, signature (the recovered add
 timestamp window, then the payload's schema. Each failure raises a :class:`MessageRejected` subclass whose
 ``reason`` is a :class:`~protocols.types.RejectCode`, so callers can count rejections by cause.
 
-The node gossips one message type, :class:`Presence` (discovery); everything about jobs and rounds is read from the
-chain. New message types: declare a frozen dataclass deriving :class:`WireMessage` with a unique ``TYPE``, fields
-checked by :mod:`protocols.schema` (plain ``int``, ``str``, ``bool``, ``tuple[str, ...]``, ``tuple[int, ...]``, or
-``Annotated`` with a check) and a trailing ``schema: int = 1``, then decorate it with :func:`register_message`.
+The node gossips two message types: :class:`Presence` (discovery) and :class:`SignedVote` (a first-panel
+validator's EIP-712 vote, on its job's topic, for whoever posts the panel's votes with ``settleUpdates``);
+everything else about jobs and rounds is read from the chain. New message types: declare a frozen dataclass
+deriving :class:`WireMessage` with a unique ``TYPE``, fields checked by :mod:`protocols.schema` (plain ``int``,
+``str``, ``bool``, ``tuple[str, ...]``, ``tuple[int, ...]``, or ``Annotated`` with a check) and a trailing
+``schema: int = 1``, then decorate it with :func:`register_message`.
 Override :meth:`WireMessage.validate` for checks across fields.
 """
 
@@ -170,6 +172,32 @@ class Presence(WireMessage):
         require(all(r in ROLES for r in self.roles), f"presence.roles: each must be one of {ROLES}")
         require(self.node_class in NodeClass.__members__, "presence.node_class: must be S, M or L")
         require(all(j >= 0 for j in self.jobs), "presence.jobs: job ids are non-negative")
+
+
+@register_message
+@dataclass(frozen=True)
+class SignedVote(WireMessage):
+    """A first-panel member's vote on an update, signed with EIP-712 for the contract (``Vote``: job, round, slot,
+    the draw's anchor block, valid), published on :func:`protocols.topics.job_topic`. The envelope's signer is the
+    gossiping node; ``signature`` is what ``settleUpdates`` checks (it must recover to the panel member)."""
+
+    TYPE: ClassVar[str] = "signed-vote"
+    job_id: int
+    round: int
+    slot: int
+    anchor_block: int
+    valid: bool
+    signature: str
+    """0x-prefixed hex of the 65-byte signature (r, s, v)."""
+    schema: int = 1
+
+    def validate(self) -> None:
+        require(self.job_id > 0, "signed-vote.job_id: job ids start at 1")
+        require(0 <= self.round < 2**32 and 0 <= self.slot < 64, "signed-vote.round/slot: out of range")
+        require(0 < self.anchor_block < 2**48, "signed-vote.anchor_block: out of range")
+        require(self.signature.startswith("0x") and len(self.signature) == 2 + 130
+                and all(c in "0123456789abcdefABCDEF" for c in self.signature[2:]),
+                "signed-vote.signature: 65 bytes as 0x-prefixed hex")
 
 
 # --- the envelope ------------------------------------------------------------------------------------------

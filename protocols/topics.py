@@ -5,8 +5,13 @@ from __future__ import annotations
 from libp2p.custom_types import TProtocol
 
 PRESENCE_TOPIC = "dtnode/presence/1"
-"""Network-wide: every node announces its peer id, addresses, account, roles, class and jobs here. The only topic
-the node gossips on: jobs and rounds are read from the chain."""
+"""Network-wide: every node announces its peer id, addresses, account, roles, class and jobs here."""
+
+
+def job_topic(job_id: int) -> str:
+    """Per job: first-panel validators publish their signed votes (``SignedVote``) here; the leader (or a trainer
+    whose update waits) posts a whole panel's with ``settleUpdates``. Jobs and rounds are read from the chain."""
+    return f"dtnode/job/{job_id}/votes/1"
 
 TASK_PROTOCOL = TProtocol("/dtnode/task/1.0.0")
 """Trainer → leader: task request; answer: a signed task ticket."""

@@ -79,6 +79,26 @@ interface IJobManagerTypes {
         bytes32 taskHash;
     }
 
+    /// @dev A first-panel member's vote on an update, signed off-chain with EIP-712 (see `voteDigest`; the tickets'
+    /// domain: chain id and this contract). `anchorBlock` is the update's draw anchor when the member signed: a
+    /// re-anchored draw (a new panel) cannot reuse the vote.
+    struct Vote {
+        uint256 jobId;
+        uint32 round;
+        uint32 slot;
+        uint48 anchorBlock;
+        bool valid;
+    }
+
+    /// @dev A whole first panel's signed votes on one update, for `settleUpdates`. `signatures` concatenates one
+    /// 65-byte signature (r, s, v) per panel member, in the draw order `votePanel` returns; bit i of `validMask` is
+    /// member i's vote.
+    struct VoteSet {
+        uint32 slot;
+        uint16 validMask;
+        bytes signatures;
+    }
+
     /// @dev A job's parameters and state (returned by `getJob`). `spent`: credited or owed out of the deposit.
     /// `successorAnchor`: block fixed by `drawSuccessor` (0 when no draw is pending).
     struct JobInfo {
@@ -153,12 +173,13 @@ interface IJobManagerTypes {
     }
 
     /// @dev A trainer. `locked`: update bonds of its pending updates (part of `stake`). nodeClass: 0 S, 1 M, 2 L.
+    /// One storage slot (a submission and a verdict each rewrite one slot): stakes are bounded by 2^96 wei.
     struct TrainerInfo {
         bool registered;
         uint8 nodeClass;
         uint32 pending;
-        uint256 stake;
-        uint256 locked;
+        uint96 stake;
+        uint96 locked;
     }
 
     /// @dev A validator. `openVotes`: votes cast on updates and audits not settled yet (it cannot leave before they
@@ -271,7 +292,7 @@ interface IJobManagerTypes {
     event RoundDisputed(uint256 indexed jobId, uint32 indexed round, uint8 failures);
     /// @dev Emitted by `lapseAudit`: the escalation panel reached no stake majority within its window.
     event RoundAuditLapsed(uint256 indexed jobId, uint32 indexed round);
-    /// @dev Emitted by `payout` with the total credited.
+    /// @dev Emitted by `payout`, once per accepted update credited to its trainer.
     event PaidOut(uint256 indexed jobId, address indexed trainer, uint256 amount);
     /// @dev Emitted by the last round's commit; `refund` was credited to the customer.
     event JobFinished(uint256 indexed jobId, bytes finalCheckpointCid, uint256 refund);
@@ -374,8 +395,17 @@ interface IJobManagerTypes {
     error JobManagerNotCustomer(uint256 jobId, address account);
     /// @dev The job is served; it can be cancelled after `cancellableAfter`.
     error JobManagerJobStillServed(uint256 jobId, address leader, uint256 cancellableAfter);
-    /// @dev The trainer has nothing new to be paid in the job.
-    error JobManagerNothingToPay(uint256 jobId, address trainer);
+    /// @dev The round is not priced, or every accepted update of it is paid already.
+    error JobManagerNothingToPay(uint256 jobId, uint32 round);
+    /// @dev `createJob` with a quorum below the deployment's `minQuorum`.
+    error JobManagerQuorumBelowMinimum(uint8 quorum, uint8 minQuorum);
+    /// @dev The fast path is closed for the update: it is not pending, or its first panel was drawn on-chain.
+    error JobManagerFastPathClosed(uint256 jobId, uint32 round, uint32 slot);
+    /// @dev A VoteSet's signatures are not 65 bytes per member of the `panelSize` panel, or its mask has bits past it.
+    error JobManagerInvalidVoteSet(uint256 jobId, uint32 round, uint32 slot, uint256 panelSize);
+    /// @dev A signature of a VoteSet does not recover to the panel member at its position (`signer`: what it
+    /// recovers to, zero for a malformed signature).
+    error JobManagerBadVoteSignature(uint256 jobId, uint32 round, uint32 slot, address signer, address member);
     /// @dev The caller's balance is zero.
     error JobManagerNothingToWithdraw(address account);
     /// @dev The ether transfer of `withdraw` failed.
@@ -443,6 +473,8 @@ interface IJobManager is IJobManagerTypes {
     function minLeaderBond() external view returns (uint256);
     /// @notice Seconds between requesting and completing deregistration.
     function deregistrationDelay() external view returns (uint64);
+    /// @notice The smallest quorum a job may choose.
+    function minQuorum() external view returns (uint8);
     /// @notice The contract the fallback delegates to.
     function extension() external view returns (address);
 
@@ -455,7 +487,7 @@ interface IJobManager is IJobManagerTypes {
     /// @notice A trainer's registration (see TrainerInfo).
     function trainers(
         address account
-    ) external view returns (bool registered, uint8 nodeClass, uint32 pending, uint256 stake, uint256 locked);
+    ) external view returns (bool registered, uint8 nodeClass, uint32 pending, uint96 stake, uint96 locked);
     /// @notice A validator's registration (see ValidatorInfo).
     function validators(address account) external view returns (bool registered, uint32 openVotes, uint256 stake);
     /// @notice When an account may complete its deregistration (0: not leaving).
@@ -575,6 +607,16 @@ interface IJobManager is IJobManagerTypes {
     /// settlement's {FeePaid}, {ValidatorSlashed}, {SlashRewardPaid}, {TrainerSlashed} events.
     function validateUpdate(uint256 jobId, uint32 round, uint32 slot, bool isValid) external;
 
+    /// @notice Settles updates of a round from their whole first panels' signed votes, in one call (anyone may
+    /// send it). Per VoteSet: the update must be pending with no first panel drawn on-chain; its panel is recomputed
+    /// from the draw seed (as `drawValidators` would draw it); every member's signature must recover. Unanimous
+    /// votes settle as the last on-chain vote would (fees, bond unlocked or burnt, verdict); split votes are
+    /// recorded as on-chain votes and escalate. A stale seed (hash gone, pool changed) re-anchors that update
+    /// instead ({DrawRescheduled}); the panel signs again for the new anchor.
+    /// @dev Emits per update {UpdateAccepted} or {UpdateRejected} and {TrainerSlashed}, and {FeePaid} per member;
+    /// or {ValidatorsDrawn}, {UpdateVoted} per member and {UpdateEscalated}; or {DrawRescheduled}.
+    function settleUpdates(uint256 jobId, uint32 round, VoteSet[] calldata sets) external;
+
     /// @notice Escalates an update whose first panel stayed silent past its vote window (half a lease after the
     /// draw): the members that had not voted are slashed when the verdict settles. Anyone may call it.
     /// @dev Emits an {UpdateEscalated} event.
@@ -584,9 +626,10 @@ interface IJobManager is IJobManagerTypes {
     /// @dev Emits a {RoundCommitted} event, {UpdateExpired} per closed update, {FeePaid}, maybe {JobFinished}.
     function commitRound(uint256 jobId, uint32 round, bytes calldata checkpointCid, uint64 acceptedMask) external;
 
-    /// @notice Credits the trainer's pay for its accepted updates in priced rounds not paid yet.
-    /// @dev Emits a {PaidOut} event.
-    function payout(uint256 jobId, address trainer) external;
+    /// @notice Credits every accepted, unpaid update of a priced round (committed or cancelled) to its trainer, in
+    /// one call (anyone may send it).
+    /// @dev Emits a {PaidOut} event per update credited.
+    function payout(uint256 jobId, uint32 round) external;
 
     /// @notice Draws a committed round's audit panel of the current phase: the first panel (`AUDIT_PANEL`
     /// validators) from a block after the commit, the escalation panel (`ESCALATION_PANEL`) from a block after the
@@ -633,7 +676,21 @@ interface IJobManager is IJobManagerTypes {
     /// @notice The EIP-712 digest a leader signs for a ticket (also the `ticketHash` of UpdateSubmitted).
     function ticketDigest(Ticket calldata ticket) external view returns (bytes32);
 
-    /// @notice The seed from which validators choose the segments they replay (fixed by the first panel's draw).
+    /// @notice The EIP-712 digest a first-panel member signs for its vote (see `settleUpdates`).
+    function voteDigest(Vote calldata vote) external view returns (bytes32);
+
+    /// @notice The first panel the fast path would recompute now for a pending update, in draw order, and the
+    /// anchor its votes must name. Empty when the fast path is closed (drawn on-chain, not pending) or the draw must
+    /// re-anchor (its hash is gone or the pool changed: `drawValidators` or `settleUpdates` re-anchors). Reverts with
+    /// JobManagerDrawNotReady before the seed block is mined.
+    function votePanel(
+        uint256 jobId,
+        uint32 round,
+        uint32 slot
+    ) external view returns (address[] memory panel, uint64 anchorBlock);
+
+    /// @notice The seed from which validators choose the segments they replay (fixed by the first panel's draw,
+    /// on-chain or recomputed).
     function challengeSeed(uint256 jobId, uint32 round, uint32 slot) external view returns (bytes32);
 
     /// @notice A job's parameters and state.

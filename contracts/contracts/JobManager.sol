@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {JobManagerState} from "./JobManagerState.sol";
 import {JobManagerExtension} from "./JobManagerExtension.sol";
 import {JobManagerLib} from "./JobManagerLib.sol";
@@ -13,7 +14,7 @@ import {JobManagerLib} from "./JobManagerLib.sol";
 /// stake. The leader commits exactly the accepted set. Every wei leaving the contract is credited first and
 /// withdrawn by its owner. The whole surface is IJobManager: leader candidacy, audits and views run in
 /// JobManagerExtension, reached through this contract's fallback (DELEGATECALL, same storage).
-/// @dev Rules and reasoning: docs/economy.md. Deployed as one contract: the constructor deploys the extension.
+/// @dev Rules and reasoning: docs/economy.md. Deployed in two transactions: JobManagerViews, then JobManager (whose constructor deploys the extension).
 contract JobManager is JobManagerState {
     using JobManagerLib for JobManagerLib.SumTree;
 
@@ -26,13 +27,17 @@ contract JobManager is JobManagerState {
     /// @param validatorSlash_ Stake a losing voter loses (wei).
     /// @param minLeaderBond_ Minimum candidate bond (wei).
     /// @param deregistrationDelay_ Seconds between requesting and completing deregistration.
+    /// @param minQuorum_ Smallest quorum of a job (1 .. MAX_QUORUM; 5 on a network: see docs/economy.md).
+    /// @param views_ A deployed JobManagerViews (the read-only views, reached through the extension).
     constructor(
         uint256 minTrainerStake_,
         uint256 minValidatorStake_,
         uint256 minUpdateBond_,
         uint256 validatorSlash_,
         uint256 minLeaderBond_,
-        uint64 deregistrationDelay_
+        uint64 deregistrationDelay_,
+        uint8 minQuorum_,
+        address views_
     )
         JobManagerState(
             minTrainerStake_,
@@ -40,7 +45,8 @@ contract JobManager is JobManagerState {
             minUpdateBond_,
             validatorSlash_,
             minLeaderBond_,
-            deregistrationDelay_
+            deregistrationDelay_,
+            minQuorum_
         )
     {
         extension = address(
@@ -50,7 +56,9 @@ contract JobManager is JobManagerState {
                 minUpdateBond_,
                 validatorSlash_,
                 minLeaderBond_,
-                deregistrationDelay_
+                deregistrationDelay_,
+                minQuorum_,
+                views_
             )
         );
     }
@@ -75,7 +83,13 @@ contract JobManager is JobManagerState {
         if (nodeClass > 2) revert JobManagerInvalidNodeClass(nodeClass);
         if (trainers[msg.sender].registered) revert JobManagerAlreadyRegistered(msg.sender);
         if (msg.value < minTrainerStake) revert JobManagerInsufficientStake(minTrainerStake, msg.value);
-        trainers[msg.sender] = TrainerInfo({registered: true, nodeClass: nodeClass, pending: 0, stake: msg.value, locked: 0});
+        trainers[msg.sender] = TrainerInfo({
+            registered: true,
+            nodeClass: nodeClass,
+            pending: 0,
+            stake: SafeCast.toUint96(msg.value),
+            locked: 0
+        });
         _addStake(msg.value);
         emit TrainerRegistered(msg.sender, nodeClass, msg.value);
     }
@@ -84,7 +98,7 @@ contract JobManager is JobManagerState {
     function addTrainerStake() external payable {
         TrainerInfo storage t = trainers[msg.sender];
         if (!t.registered || exitAvailableAt[msg.sender] != 0) revert JobManagerNotTrainer(msg.sender);
-        t.stake += msg.value;
+        t.stake = SafeCast.toUint96(t.stake + msg.value);
         _addStake(msg.value);
         emit TrainerStakeAdded(msg.sender, msg.value, t.stake);
     }
@@ -123,7 +137,7 @@ contract JobManager is JobManagerState {
         TrainerInfo storage t = trainers[msg.sender];
         ValidatorInfo storage v = validators[msg.sender];
         if (t.locked != 0 || v.openVotes != 0) revert JobManagerObligationsOpen(msg.sender, t.locked, v.openVotes);
-        uint256 amount = t.stake + v.stake;
+        uint256 amount = uint256(t.stake) + v.stake;
         delete trainers[msg.sender];
         delete validators[msg.sender];
         delete exitAvailableAt[msg.sender];
@@ -175,7 +189,6 @@ contract JobManager is JobManagerState {
         u.anchorBlock = uint48(block.number);
         u.poolVersion = uint32(_pool.version);
         u.lossReduction = lossReduction;
-        _trainerUpdates[ticket.jobId][msg.sender].push((uint64(ticket.round) << 8) | uint64(ticket.slot));
         emit UpdateSubmitted(
             ticket.jobId,
             ticket.round,
@@ -186,42 +199,6 @@ contract JobManager is JobManagerState {
             updateCid,
             digest
         );
-    }
-
-    /// @notice See IJobManager.drawValidators.
-    function drawValidators(uint256 jobId, uint32 round, uint32 slot) external {
-        Job storage job = _activeJob(jobId);
-        Update storage u = _updates[jobId][round][slot];
-        Phase phase = u.phase;
-        if (u.status != UpdateStatus.Pending || (phase != Phase.AwaitingPanel && phase != Phase.AwaitingEscalation)) {
-            revert JobManagerNothingToDraw(jobId, round, slot);
-        }
-        (bool ready, bytes32 hash) = JobManagerLib.seedAt(u.anchorBlock, DRAW_DELAY);
-        if (!ready) revert JobManagerDrawNotReady(uint256(u.anchorBlock) + DRAW_DELAY + 1);
-        // A pool changed after the seed block was known could steer the draw: start over from a new anchor.
-        if (hash == bytes32(0) || u.poolVersion != uint32(_pool.version)) {
-            u.anchorBlock = uint48(block.number);
-            u.poolVersion = uint32(_pool.version);
-            emit DrawRescheduled(jobId, round, slot, uint64(block.number));
-            return;
-        }
-        bytes32 seed = keccak256(abi.encode(hash, jobId, round, slot, phase));
-        address[] memory panel;
-        if (phase == Phase.AwaitingPanel) {
-            panel = _pool.draw(seed, job.params.quorum, u.trainer);
-            u.panel = panel;
-            u.challenge = uint64(uint256(keccak256(abi.encode(seed, "challenge"))));
-            u.drawnAt = uint32(block.timestamp);
-            u.phase = Phase.Voting;
-        } else {
-            uint256 available = _pool.count - (_pool.contains(u.trainer) ? 1 : 0);
-            uint256 size = available < ESCALATION_PANEL ? available : ESCALATION_PANEL;
-            panel = _pool.draw(seed, size == 0 ? 1 : size, u.trainer);
-            u.escPanel = panel;
-            u.escStake = uint128(_pool.weightOfAll(panel));
-            u.phase = Phase.Escalated;
-        }
-        emit ValidatorsDrawn(jobId, round, slot, u.phase, panel);
     }
 
     /// @notice See IJobManager.validateUpdate.
@@ -250,10 +227,7 @@ contract JobManager is JobManagerState {
             u.validMask = valid;
             emit UpdateVoted(jobId, round, slot, msg.sender, phase, isValid);
             if (!agrees) {
-                u.phase = Phase.AwaitingEscalation;
-                u.anchorBlock = uint48(block.number);
-                u.poolVersion = uint32(_pool.version);
-                emit UpdateEscalated(jobId, round, slot, uint64(block.number));
+                _escalate(jobId, round, slot, u);
             } else if (voted == uint16((1 << u.panel.length) - 1)) {
                 _settle(jobId, job, round, slot, u, isValid);
             }
@@ -322,29 +296,26 @@ contract JobManager is JobManagerState {
     }
 
     /// @notice See IJobManager.payout.
-    function payout(uint256 jobId, address trainer) external nonReentrant {
+    function payout(uint256 jobId, uint32 round) external nonReentrant {
         _job(jobId);
-        uint64[] storage keys = _trainerUpdates[jobId][trainer];
-        uint256 n = keys.length;
-        uint256 i = _payoutCursor[jobId][trainer];
-        uint256 total;
-        // Each submission is visited once: the cursor only moves past rounds that are priced.
-        for (; i < n; ++i) {
-            uint64 key = keys[i];
-            uint32 round = uint32(key >> 8);
-            if (!_rounds[jobId][round].priced) break;
-            Update storage u = _updates[jobId][round][uint32(key & 0xff)];
-            if (u.status == UpdateStatus.Accepted) {
-                u.paid = true;
-                total += u.amount;
-            }
+        Round storage r = _rounds[jobId][round];
+        uint256 accepted = r.priced ? r.acceptedMask : 0;
+        uint256 total = 0;
+        // One call credits every accepted update of the round: the 21k base and the totals' writes are shared.
+        for (uint32 slot; accepted >> slot != 0; ++slot) {
+            if (accepted & (1 << slot) == 0) continue;
+            Update storage u = _updates[jobId][round][slot];
+            if (u.paid) continue;
+            u.paid = true;
+            uint256 amount = u.amount;
+            address trainer = u.trainer;
+            total += amount;
+            balanceOf[trainer] += amount;
+            emit PaidOut(jobId, trainer, amount);
         }
-        if (total == 0) revert JobManagerNothingToPay(jobId, trainer);
-        _payoutCursor[jobId][trainer] = i;
+        if (total == 0) revert JobManagerNothingToPay(jobId, round);
         escrowHeld -= total;
         totalPaid += total;
-        balanceOf[trainer] += total;
-        emit PaidOut(jobId, trainer, total);
     }
 
     /// @notice See IJobManager.cancelJob.
@@ -388,7 +359,7 @@ contract JobManager is JobManagerState {
         return _hashTypedDataV4(JobManagerLib.hashTicket(ticket));
     }
 
-    function _checkParams(JobParams calldata p) private pure {
+    function _checkParams(JobParams calldata p) private view {
         if (p.specCid.length == 0 || p.specCid.length > MAX_CID_LENGTH) revert JobManagerInvalidCid(p.specCid.length);
         if (p.rounds == 0 || p.rounds > MAX_ROUNDS) revert JobManagerInvalidJobParam("rounds");
         if (p.tasksPerRound == 0 || p.tasksPerRound > MAX_TASKS_PER_ROUND) {
@@ -397,6 +368,7 @@ contract JobManager is JobManagerState {
         if (p.localSteps == 0) revert JobManagerInvalidJobParam("localSteps");
         if (p.maxWorkUnits == 0) revert JobManagerInvalidJobParam("maxWorkUnits");
         if (p.quorum == 0 || p.quorum > MAX_QUORUM) revert JobManagerInvalidJobParam("quorum");
+        if (p.quorum < minQuorum) revert JobManagerQuorumBelowMinimum(p.quorum, minQuorum);
         if (p.leaseSeconds == 0 || p.leaseSeconds > MAX_LEASE_SECONDS) revert JobManagerInvalidJobParam("leaseSeconds");
         if (_maxUpdatePay(p.maxWorkUnits, p.baseRate, p.bonusRate, p.tasksPerRound) > type(uint128).max) {
             revert JobManagerInvalidJobParam("rates");
@@ -437,86 +409,8 @@ contract JobManager is JobManagerState {
         if (!t.registered || exitAvailableAt[trainer] != 0) revert JobManagerNotTrainer(trainer);
         uint256 free = t.stake - t.locked;
         if (free < bond || t.stake < minTrainerStake) revert JobManagerInsufficientFreeStake(trainer, free, bond);
-        t.locked += bond;
+        t.locked += uint96(bond); // bond <= free < 2^96
         ++t.pending;
-    }
-
-    /// @dev Settles an update: trainer accepted (bond unlocked) or rejected (bond burnt); first-panel voters that
-    /// agree earn validatorFee, escalation-panel voters that agree share the losers' slashed stake, every losing
-    /// voter is slashed.
-    function _settle(uint256 jobId, Job storage job, uint32 round, uint32 slot, Update storage u, bool valid) private {
-        address trainer = u.trainer;
-        TrainerInfo storage t = trainers[trainer];
-        uint256 bond = _updateBond(job.params);
-        t.locked -= bond;
-        --t.pending;
-        if (valid) {
-            u.status = UpdateStatus.Accepted;
-            _rounds[jobId][round].acceptedMask |= uint64(1) << slot;
-            emit UpdateAccepted(jobId, round, slot, trainer);
-        } else {
-            u.status = UpdateStatus.Rejected;
-            t.stake -= bond;
-            _burn(bond);
-            emit UpdateRejected(jobId, round, slot, trainer);
-            emit TrainerSlashed(jobId, trainer, bond);
-        }
-        uint256 slashed = _judgePanel(jobId, job, u, valid);
-        if (u.escPanel.length == 0) {
-            if (slashed != 0) _burn(slashed);
-        } else {
-            _judgeEscalation(jobId, u, valid, slashed);
-        }
-    }
-
-    /// @dev First panel: voters that agree with the verdict earn validatorFee, the others are slashed.
-    /// @return slashed Stake taken from the losers (not yet burnt or paid).
-    function _judgePanel(uint256 jobId, Job storage job, Update storage u, bool valid) private returns (uint256 slashed) {
-        uint256 fee = job.params.validatorFee;
-        address[] storage panel = u.panel;
-        uint256 voted = u.votedMask;
-        uint256 agree = valid ? u.validMask : voted & ~uint256(u.validMask);
-        uint256 silent = u.silentMask;
-        uint256 n = panel.length;
-        for (uint256 i; i < n; ++i) {
-            if (voted & (1 << i) == 0) {
-                // Silence past the vote window is a vote against whatever the escalation settles.
-                if (silent & (1 << i) != 0) slashed += _slashValidator(jobId, panel[i]);
-                continue;
-            }
-            address v = panel[i];
-            --validators[v].openVotes;
-            if (agree & (1 << i) != 0) _creditFee(jobId, job, v, fee);
-            else slashed += _slashValidator(jobId, v);
-        }
-    }
-
-    /// @dev Escalation panel: losers are slashed; the winners share everything the losers of both panels lost
-    /// (winners > 0: the settling side holds more than half the panel's stake); the remainder is burnt.
-    function _judgeEscalation(uint256 jobId, Update storage u, bool valid, uint256 slashed) private {
-        address[] storage esc = u.escPanel;
-        uint256 n = esc.length;
-        uint256 voted = u.escVotedMask;
-        uint256 agree = valid ? u.escValidMask : voted & ~uint256(u.escValidMask);
-        uint256 winners = 0;
-        for (uint256 i; i < n; ++i) {
-            if (voted & (1 << i) == 0) continue;
-            address v = esc[i];
-            --validators[v].openVotes;
-            if (agree & (1 << i) != 0) ++winners;
-            else slashed += _slashValidator(jobId, v);
-        }
-        uint256 share = slashed / winners;
-        _burn(slashed % winners);
-        if (share == 0) return;
-        for (uint256 i; i < n; ++i) {
-            if (agree & (1 << i) == 0) continue;
-            address v = esc[i];
-            stakeHeld -= share;
-            totalPaid += share;
-            balanceOf[v] += share;
-            emit SlashRewardPaid(jobId, v, share);
-        }
     }
 
     /// @dev Closes a round's pending updates (Expired: bond unlocked, votes released, unpaid) and fixes the pay of
@@ -554,7 +448,7 @@ contract JobManager is JobManagerState {
     function _expire(uint256 jobId, uint32 round, uint32 slot, JobParams storage p, Update storage u) private {
         u.status = UpdateStatus.Expired;
         TrainerInfo storage t = trainers[u.trainer];
-        t.locked -= _updateBond(p);
+        t.locked -= uint96(_updateBond(p)); // locked at submission: fits
         --t.pending;
         _releaseVotes(u.panel, u.votedMask);
         _releaseVotes(u.escPanel, u.escVotedMask);

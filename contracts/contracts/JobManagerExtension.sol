@@ -3,16 +3,20 @@ pragma solidity 0.8.28;
 
 import {JobManagerState} from "./JobManagerState.sol";
 import {JobManagerLib} from "./JobManagerLib.sol";
+import {JobManagerVotes} from "./JobManagerVotes.sol";
 
-/// @title JobManagerExtension: leader candidacy, audits and views of JobManager
+/// @title JobManagerExtension: leader candidacy, audits, the signed-vote fast path and views of JobManager
 /// @notice Runs only through JobManager's fallback (DELEGATECALL): it reads and writes JobManager's storage, and
 /// its state-changing functions refuse a direct call (JobManagerNotDelegated), so no ether or state can land in
 /// the extension's own account.
 // slither-disable-next-line locked-ether
-contract JobManagerExtension is JobManagerState {
+contract JobManagerExtension is JobManagerVotes {
     using JobManagerLib for JobManagerLib.SumTree;
 
     address private immutable _self;
+    /// @dev The views (getJob, getRound, ...), reached through this contract's fallback, still in JobManager's
+    /// storage: the extension and the views together exceed one contract's size limit (EIP-170).
+    address public immutable views;
 
     /// @dev The same configuration as the JobManager that deploys it (immutables are not shared by DELEGATECALL).
     constructor(
@@ -21,7 +25,9 @@ contract JobManagerExtension is JobManagerState {
         uint256 minUpdateBond_,
         uint256 validatorSlash_,
         uint256 minLeaderBond_,
-        uint64 deregistrationDelay_
+        uint64 deregistrationDelay_,
+        uint8 minQuorum_,
+        address views_
     )
         JobManagerState(
             minTrainerStake_,
@@ -29,10 +35,26 @@ contract JobManagerExtension is JobManagerState {
             minUpdateBond_,
             validatorSlash_,
             minLeaderBond_,
-            deregistrationDelay_
+            deregistrationDelay_,
+            minQuorum_
         )
     {
         _self = address(this);
+        views = views_;
+    }
+
+    /// @notice Serves IJobManager's views from JobManagerViews (DELEGATECALL: JobManager's storage).
+    fallback() external payable {
+        address target = views;
+        assembly ("memory-safe") {
+            calldatacopy(0, 0, calldatasize())
+            let ok := delegatecall(gas(), target, 0, calldatasize(), 0, 0)
+            returndatacopy(0, 0, returndatasize())
+            if iszero(ok) {
+                revert(0, returndatasize())
+            }
+            return(0, returndatasize())
+        }
     }
 
     modifier onlyDelegated() {
@@ -122,10 +144,7 @@ contract JobManagerExtension is JobManagerState {
             revert JobManagerVoteWindowOpen(jobId, round, slot, deadline);
         }
         u.silentMask = uint16(((1 << u.panel.length) - 1) & ~uint256(u.votedMask));
-        u.phase = Phase.AwaitingEscalation;
-        u.anchorBlock = uint48(block.number);
-        u.poolVersion = uint32(_pool.version);
-        emit UpdateEscalated(jobId, round, slot, uint64(block.number));
+        _escalate(jobId, round, slot, u);
     }
 
     /// @notice See IJobManager.drawAuditors.
@@ -230,126 +249,31 @@ contract JobManagerExtension is JobManagerState {
     /// @notice See IJobManager.challengeSeed.
     function challengeSeed(uint256 jobId, uint32 round, uint32 slot) external view returns (bytes32) {
         Update storage u = _updates[jobId][round][slot];
-        if (u.panel.length == 0) revert JobManagerDrawNotReady(uint256(u.anchorBlock) + DRAW_DELAY + 1);
-        return keccak256(abi.encode(u.challenge, jobId, round, slot));
+        uint64 challenge = u.challenge;
+        if (u.panel.length == 0) {
+            // Not drawn on-chain: the fast path's panel, recomputed from the same seed, fixes the same challenge.
+            bytes32 hash = _drawSeed(u.anchorBlock, u.poolVersion);
+            if (u.status != UpdateStatus.Pending || hash == bytes32(0)) {
+                revert JobManagerDrawNotReady(block.number + DRAW_DELAY + 1);
+            }
+            challenge = _challengeOf(keccak256(abi.encode(hash, jobId, round, slot, Phase.AwaitingPanel)));
+        }
+        return keccak256(abi.encode(challenge, jobId, round, slot));
     }
 
-    /// @notice See IJobManager.getJob.
-    function getJob(uint256 jobId) external view returns (JobInfo memory info) {
-        Job storage job = _job(jobId);
-        info.customer = job.customer;
-        info.params = job.params;
-        info.deposit = job.deposit;
-        info.spent = job.spent;
-        info.refunded = job.refunded;
-        info.status = job.status;
-        info.committedRounds = job.committedRounds;
-        info.term = job.term;
-        info.leader = job.leader;
-        info.leaseExpiry = job.leaseExpiry;
-        info.progressAt = job.progressAt;
-        info.successorAnchor = job.successorAnchor;
-        info.disputed = job.disputed;
-        if (job.committedRounds > 0) info.lastCheckpointCid = _rounds[jobId][job.committedRounds - 1].checkpointCid;
-    }
 
-    /// @notice See IJobManager.getRound.
-    function getRound(uint256 jobId, uint32 round) external view returns (RoundInfo memory info) {
-        Round storage r = _rounds[jobId][round];
-        info.submittedMask = r.submittedMask;
-        info.acceptedMask = r.acceptedMask;
-        info.priced = r.priced;
-        info.committer = r.committer;
-        info.auditAnchor = r.auditAnchor;
-        info.audit = r.audit;
-        info.auditOk = r.auditOk;
-        info.auditFailed = r.auditFailed;
-        info.auditors = r.auditors;
-        info.checkpointCid = r.checkpointCid;
-        info.auditPhase = r.auditPhase;
-        info.auditDeadline = uint64(_auditDeadline(_jobs[jobId], r));
-        info.auditSilentMask = r.auditSilent;
-        info.auditVotedMask = r.auditVoted[0];
-        info.auditEscalationPanel = r.auditEscPanel;
-        info.auditEscVotedMask = r.auditVoted[1];
-        info.auditEscStake = r.auditEscStake;
-        info.auditEscOkStake = r.auditEscOkStake;
-        info.auditEscFailedStake = r.auditEscFailedStake;
-    }
 
-    /// @notice See IJobManager.getUpdate.
-    function getUpdate(uint256 jobId, uint32 round, uint32 slot) external view returns (UpdateInfo memory info) {
-        Update storage u = _updates[jobId][round][slot];
-        info.trainer = u.trainer;
-        info.status = u.status;
-        info.phase = u.phase;
-        info.workUnits = u.workUnits;
-        info.anchorBlock = u.anchorBlock;
-        info.lossReduction = u.lossReduction;
-        info.amount = u.amount;
-        info.paid = u.paid;
-        info.votedMask = u.votedMask;
-        info.validMask = u.validMask;
-        info.escVotedMask = u.escVotedMask;
-        info.escValidMask = u.escValidMask;
-        info.escStake = u.escStake;
-        info.escValidStake = u.escValidStake;
-        info.escInvalidStake = u.escInvalidStake;
-        info.panel = u.panel;
-        info.escalationPanel = u.escPanel;
-        info.voteDeadline = uint64(_voteDeadline(_jobs[jobId], u));
-        info.silentMask = u.silentMask;
-    }
 
-    /// @notice See IJobManager.getCandidates.
-    function getCandidates(uint256 jobId) external view returns (address[] memory list, uint256[] memory bonds) {
-        list = _candidates[jobId];
-        bonds = new uint256[](list.length);
-        for (uint256 i; i < list.length; ++i) bonds[i] = _candidacy[jobId][list[i]].bond;
-    }
 
     /// @notice See IJobManager.successor.
     function successor(uint256 jobId) external view returns (address) {
         return _successor(jobId, _jobs[jobId]);
     }
 
-    /// @notice See IJobManager.getValidators.
-    function getValidators() external view returns (address[] memory) {
-        return _pool.members();
-    }
 
-    /// @notice Number of validators in the draw pool.
-    function validatorCount() external view returns (uint256) {
-        return _pool.count;
-    }
 
-    /// @notice Sum of the draw pool's weights (each member's stake).
-    function poolWeight() external view returns (uint256) {
-        return _pool.total;
-    }
 
-    /// @notice A validator's draw weight (0 when it is not in the pool).
-    function poolWeightOf(address validator) external view returns (uint256) {
-        return _pool.weightOf(validator);
-    }
 
-    /// @notice See IJobManager.accounting.
-    function accounting()
-        external
-        view
-        returns (
-            uint256 deposits,
-            uint256 stakes,
-            uint256 paid,
-            uint256 refunded,
-            uint256 slashed,
-            uint256 withdrawn,
-            uint256 escrow,
-            uint256 locked
-        )
-    {
-        return (totalDeposits, totalStakes, totalPaid, totalRefunded, totalSlashed, totalWithdrawn, escrowHeld, stakeHeld);
-    }
 
     function _escalateAudit(uint256 jobId, uint32 round, Round storage r) private {
         r.auditPhase = Phase.AwaitingEscalation;
@@ -436,26 +360,8 @@ contract JobManagerExtension is JobManagerState {
         }
     }
 
-    /// @dev End of the current audit panel's window: half a lease after the first panel's draw, a lease after the
-    /// escalation panel's (0 while no panel votes).
-    function _auditDeadline(Job storage job, Round storage r) private view returns (uint256) {
-        Phase phase = r.auditPhase;
-        uint256 lease = job.params.leaseSeconds;
-        if (phase == Phase.Voting) return uint256(r.auditDrawnAt) + lease / 2;
-        if (phase == Phase.Escalated) return uint256(r.auditDrawnAt) + lease;
-        return 0;
-    }
 
-    /// @dev Half a lease after the first panel's draw (0 before it).
-    function _voteDeadline(Job storage job, Update storage u) private view returns (uint256) {
-        uint256 drawnAt = u.drawnAt;
-        return drawnAt == 0 ? 0 : drawnAt + job.params.leaseSeconds / 2;
-    }
 
-    /// @notice See IJobManager.totalHeld.
-    function totalHeld() external view returns (uint256) {
-        return escrowHeld + stakeHeld;
-    }
 
     function _smallestNonLeader(uint256 jobId, address leader) private view returns (uint256 index, uint256 bond) {
         address[] storage list = _candidates[jobId];

@@ -6,7 +6,7 @@ import {IJobManagerTypes} from "./IJobManager.sol";
 /// @title JobManagerLib: stake-weighted draws, future-block seeds and ticket hashing for JobManager
 /// @notice Pure bookkeeping that the state machine uses: a sum tree (Fenwick tree) of validator stakes with
 /// O(log n) updates and O(k log n) draws of k distinct members, the seed of a draw anchored at a block, and the
-/// EIP-712 struct hash of a ticket. Every function is internal (inlined: no linking, no delegatecall).
+/// EIP-712 struct hashes of a ticket and of a vote. Every function is internal (inlined: no linking, no delegatecall).
 library JobManagerLib {
     /// @dev A pool of accounts with weights, as a Fenwick tree over slots 1..size. A removed member's slot keeps
     /// weight 0 and goes on a free list, so the tree never grows past the most members it ever held at once.
@@ -32,6 +32,9 @@ library JobManagerLib {
     bytes32 internal constant TICKET_TYPEHASH = keccak256(
         "Ticket(uint256 jobId,uint32 round,uint32 term,address trainer,uint32 slot,uint32 workUnits,uint64 expiry,bytes32 taskHash)"
     );
+
+    bytes32 internal constant VOTE_TYPEHASH =
+        keccak256("Vote(uint256 jobId,uint32 round,uint32 slot,uint48 anchorBlock,bool valid)");
 
     /// @dev Whether an account is a member (weight > 0).
     function contains(SumTree storage t, address account) internal view returns (bool) {
@@ -193,6 +196,16 @@ library JobManagerLib {
         return keccak256(
             abi.encode(TICKET_TYPEHASH, t.jobId, t.round, t.term, t.trainer, t.slot, t.workUnits, t.expiry, t.taskHash)
         );
+    }
+
+    /// @dev The EIP-712 struct hash of a first-panel vote (bound to the draw's anchor: a re-drawn panel cannot
+    /// reuse it).
+    function hashVote(uint256 jobId, uint32 round, uint32 slot, uint48 anchorBlock, bool valid)
+        internal
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(VOTE_TYPEHASH, jobId, round, slot, anchorBlock, valid));
     }
 
     function _prefix(SumTree storage t, uint256 i) private view returns (uint256 sum) {

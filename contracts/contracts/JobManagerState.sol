@@ -96,23 +96,27 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         bytes checkpointCid;
     }
 
+    /// @dev Packed so that a submission writes two new slots (trainer .. anchorBlock; lossReduction .. silentMask)
+    /// and a fast-path settlement rewrites only the first; the rest is written only by the on-chain vote path.
     struct Update {
         address trainer;
         UpdateStatus status;
         Phase phase;
         uint32 workUnits;
         uint48 anchorBlock;
+        // slot 1
         uint64 lossReduction;
+        uint32 poolVersion; // the pool's version at the anchor: a draw after a pool change re-anchors
         uint128 amount;
         bool paid;
-        uint32 drawnAt; // when the first panel was drawn (its vote window starts)
         uint16 silentMask; // first-panel members that had not voted when the window closed
+        // slot 2
+        uint32 drawnAt; // when the first panel was drawn on-chain (its vote window starts)
         uint16 votedMask;
         uint16 validMask;
         uint64 escVotedMask;
         uint64 escValidMask;
         uint64 challenge;
-        uint32 poolVersion; // the pool's version at the anchor: a draw after a pool change re-anchors
         uint128 escStake;
         uint128 escValidStake;
         uint128 escInvalidStake;
@@ -134,6 +138,9 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
     uint256 public immutable minLeaderBond;
     /// @notice Seconds between requestDeregistration and completeDeregistration.
     uint64 public immutable deregistrationDelay;
+    /// @notice The smallest quorum a job may choose: an attacker holding a share s of the pool's stake fills a whole
+    /// first panel with probability at most s^quorum (5 at s = 1/3: 0.41 %).
+    uint8 public immutable minQuorum;
 
     // ------------------------------------------------------------------ state
     // Slither's uninitialized-state and constable-states findings on these variables are false positives: the
@@ -180,8 +187,6 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
     mapping(uint256 jobId => mapping(uint32 round => Round)) internal _rounds;
     // slither-disable-next-line uninitialized-state,constable-states
     mapping(uint256 jobId => mapping(uint32 round => mapping(uint32 slot => Update))) internal _updates;
-    mapping(uint256 jobId => mapping(address trainer => uint64[])) internal _trainerUpdates; // round << 8 | slot
-    mapping(uint256 jobId => mapping(address trainer => uint256)) internal _payoutCursor;
 
     // ------------------------------------------------------------------ constructor
 
@@ -191,15 +196,19 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
     /// @param validatorSlash_ Stake a losing voter loses (wei).
     /// @param minLeaderBond_ Minimum candidate bond (wei).
     /// @param deregistrationDelay_ Seconds between requesting and completing deregistration.
+    /// @param minQuorum_ Smallest quorum of a job (1 .. MAX_QUORUM).
     constructor(
         uint256 minTrainerStake_,
         uint256 minValidatorStake_,
         uint256 minUpdateBond_,
         uint256 validatorSlash_,
         uint256 minLeaderBond_,
-        uint64 deregistrationDelay_
+        uint64 deregistrationDelay_,
+        uint8 minQuorum_
     ) EIP712("dtnode JobManager", "2") {
         if (minValidatorStake_ == 0) revert JobManagerInvalidJobParam("minValidatorStake");
+        if (minQuorum_ == 0 || minQuorum_ > MAX_QUORUM) revert JobManagerInvalidJobParam("minQuorum");
+        minQuorum = minQuorum_;
         minTrainerStake = minTrainerStake_;
         minValidatorStake = minValidatorStake_;
         minUpdateBond = minUpdateBond_;
@@ -342,6 +351,136 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         return type(uint256).max;
     }
 
+    // ------------------------------------------------------------------ draws and verdicts
+
+    /// @dev The one re-anchor rule of every draw: the hash of block `anchor + DRAW_DELAY`, or zero when the draw
+    /// must move to a new anchor because that hash is gone (older than 256 blocks) or the validator pool changed
+    /// since the anchor (a join, exit or slash made once the seed block is known could steer the draw). Reverts
+    /// with JobManagerDrawNotReady before that block is mined.
+    function _drawSeed(uint256 anchor, uint32 poolVersion) internal view returns (bytes32) {
+        (bool ready, bytes32 hash) = JobManagerLib.seedAt(anchor, DRAW_DELAY);
+        if (!ready) revert JobManagerDrawNotReady(anchor + DRAW_DELAY + 1);
+        return poolVersion == uint32(_pool.version) ? hash : bytes32(0);
+    }
+
+    /// @dev Moves an update's pending draw to this block and the current pool.
+    function _reanchorUpdate(uint256 jobId, uint32 round, uint32 slot, Update storage u) internal {
+        u.anchorBlock = uint48(block.number);
+        u.poolVersion = uint32(_pool.version);
+        emit DrawRescheduled(jobId, round, slot, uint64(block.number));
+    }
+
+    /// @dev The first panel of an update whose draw `hash` is valid: the same stake-weighted draw whether it is
+    /// stored by drawValidators or recomputed by the fast path (settleUpdates), so both see one panel.
+    /// @return panel The members, in draw order. @return seed The draw's seed (the challenge derives from it).
+    function _firstPanel(uint256 jobId, uint32 round, uint32 slot, bytes32 hash, uint8 quorum, address trainer)
+        internal
+        view
+        returns (address[] memory panel, bytes32 seed)
+    {
+        seed = keccak256(abi.encode(hash, jobId, round, slot, Phase.AwaitingPanel));
+        panel = _pool.draw(seed, quorum, trainer);
+    }
+
+    /// @dev The challenge of a first panel's seed: which segments the validators replay.
+    function _challengeOf(bytes32 seed) internal pure returns (uint64) {
+        return uint64(uint256(keccak256(abi.encode(seed, "challenge"))));
+    }
+
+    /// @dev A disagreement (or silence): the escalation panel is drawn from a block after this one.
+    function _escalate(uint256 jobId, uint32 round, uint32 slot, Update storage u) internal {
+        u.phase = Phase.AwaitingEscalation;
+        u.anchorBlock = uint48(block.number);
+        u.poolVersion = uint32(_pool.version);
+        emit UpdateEscalated(jobId, round, slot, uint64(block.number));
+    }
+
+    /// @dev Settles an update: trainer accepted (bond unlocked) or rejected (bond burnt); first-panel voters that
+    /// agree earn validatorFee, escalation-panel voters that agree share the losers' slashed stake, every losing
+    /// voter is slashed.
+    function _settle(uint256 jobId, Job storage job, uint32 round, uint32 slot, Update storage u, bool valid) internal {
+        _settleTrainer(jobId, job, round, slot, u, valid);
+        uint256 slashed = _judgePanel(jobId, job, u, valid);
+        if (u.escPanel.length == 0) {
+            if (slashed != 0) _burn(slashed);
+        } else {
+            _judgeEscalation(jobId, u, valid, slashed);
+        }
+    }
+
+    /// @dev The trainer's side of a verdict: accepted (bond unlocked, slot in the accepted set) or rejected (bond
+    /// burnt).
+    function _settleTrainer(uint256 jobId, Job storage job, uint32 round, uint32 slot, Update storage u, bool valid)
+        internal
+    {
+        address trainer = u.trainer;
+        TrainerInfo storage t = trainers[trainer];
+        uint256 bond = _updateBond(job.params);
+        t.locked -= uint96(bond); // locked at submission: fits
+        --t.pending;
+        if (valid) {
+            u.status = UpdateStatus.Accepted;
+            _rounds[jobId][round].acceptedMask |= uint64(1) << slot;
+            emit UpdateAccepted(jobId, round, slot, trainer);
+        } else {
+            u.status = UpdateStatus.Rejected;
+            t.stake -= uint96(bond);
+            _burn(bond);
+            emit UpdateRejected(jobId, round, slot, trainer);
+            emit TrainerSlashed(jobId, trainer, bond);
+        }
+    }
+
+    /// @dev First panel: voters that agree with the verdict earn validatorFee, the others are slashed.
+    /// @return slashed Stake taken from the losers (not yet burnt or paid).
+    function _judgePanel(uint256 jobId, Job storage job, Update storage u, bool valid) internal returns (uint256 slashed) {
+        uint256 fee = job.params.validatorFee;
+        address[] storage panel = u.panel;
+        uint256 voted = u.votedMask;
+        uint256 agree = valid ? u.validMask : voted & ~uint256(u.validMask);
+        uint256 silent = u.silentMask;
+        uint256 n = panel.length;
+        for (uint256 i; i < n; ++i) {
+            if (voted & (1 << i) == 0) {
+                // Silence past the vote window is a vote against whatever the escalation settles.
+                if (silent & (1 << i) != 0) slashed += _slashValidator(jobId, panel[i]);
+                continue;
+            }
+            address v = panel[i];
+            --validators[v].openVotes;
+            if (agree & (1 << i) != 0) _creditFee(jobId, job, v, fee);
+            else slashed += _slashValidator(jobId, v);
+        }
+    }
+
+    /// @dev Escalation panel: losers are slashed; the winners share everything the losers of both panels lost
+    /// (winners > 0: the settling side holds more than half the panel's stake); the remainder is burnt.
+    function _judgeEscalation(uint256 jobId, Update storage u, bool valid, uint256 slashed) internal {
+        address[] storage esc = u.escPanel;
+        uint256 n = esc.length;
+        uint256 voted = u.escVotedMask;
+        uint256 agree = valid ? u.escValidMask : voted & ~uint256(u.escValidMask);
+        uint256 winners = 0;
+        for (uint256 i; i < n; ++i) {
+            if (voted & (1 << i) == 0) continue;
+            address v = esc[i];
+            --validators[v].openVotes;
+            if (agree & (1 << i) != 0) ++winners;
+            else slashed += _slashValidator(jobId, v);
+        }
+        uint256 share = slashed / winners;
+        _burn(slashed % winners);
+        if (share == 0) return;
+        for (uint256 i; i < n; ++i) {
+            if (agree & (1 << i) == 0) continue;
+            address v = esc[i];
+            stakeHeld -= share;
+            totalPaid += share;
+            balanceOf[v] += share;
+            emit SlashRewardPaid(jobId, v, share);
+        }
+    }
+
     /// @dev The one path out of the pool; the pool holds exactly the registered, non-leaving validators with stake
     /// at least minValidatorStake.
     function _leavePool(address validator) internal {
@@ -364,5 +503,21 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
             if (stake < minValidatorStake) _leavePool(validator);
             else _pool.lowerWeight(validator, stake);
         }
+    }
+
+    /// @dev End of the current audit panel's window: half a lease after the first panel's draw, a lease after the
+    /// escalation panel's (0 while no panel votes).
+    function _auditDeadline(Job storage job, Round storage r) internal view returns (uint256) {
+        Phase phase = r.auditPhase;
+        uint256 lease = job.params.leaseSeconds;
+        if (phase == Phase.Voting) return uint256(r.auditDrawnAt) + lease / 2;
+        if (phase == Phase.Escalated) return uint256(r.auditDrawnAt) + lease;
+        return 0;
+    }
+
+    /// @dev Half a lease after the first panel's draw (0 before it).
+    function _voteDeadline(Job storage job, Update storage u) internal view returns (uint256) {
+        uint256 drawnAt = u.drawnAt;
+        return drawnAt == 0 ? 0 : drawnAt + job.params.leaseSeconds / 2;
     }
 }

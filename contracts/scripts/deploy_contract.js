@@ -3,7 +3,9 @@
 //   npx hardhat run scripts/deploy_contract.js --network localhost
 //
 // Environment (all optional): MIN_TRAINER_STAKE, MIN_VALIDATOR_STAKE, MIN_UPDATE_BOND, VALIDATOR_SLASH,
-// MIN_LEADER_BOND (wei), DEREGISTRATION_DELAY (seconds), DEPLOYMENT_OUT (default deployments/<network>.json).
+// MIN_LEADER_BOND (wei), DEREGISTRATION_DELAY (seconds), MIN_QUORUM (default 5: at 1/3 of the validator stake a
+// fabricated update passes a whole panel with p <= (1/3)^5 = 0.41 %; a 3-validator local chain needs MIN_QUORUM=3),
+// DEPLOYMENT_OUT (default deployments/<network>.json).
 // Writes {network, chainId, address, abiPath, artifactPath, deployer, blockNumber, txHash, constructorArgs}.
 const fs = require("fs");
 const path = require("path");
@@ -27,9 +29,13 @@ async function main() {
     envWei("VALIDATOR_SLASH", ethers.parseEther("0.05")),
     envWei("MIN_LEADER_BOND", ethers.parseEther("0.05")),
     envWei("DEREGISTRATION_DELAY", 3600n),
+    envWei("MIN_QUORUM", 5n),
   ];
   const [deployer] = await ethers.getSigners();
-  const jm = await ethers.deployContract("JobManager", args);
+  // Two transactions: JobManagerViews, then JobManager (its constructor deploys the extension) with the views' address.
+  const views = await ethers.deployContract("JobManagerViews", []);
+  await views.waitForDeployment();
+  const jm = await ethers.deployContract("JobManager", [...args, await views.getAddress()]);
   await jm.waitForDeployment();
   const tx = jm.deploymentTransaction();
   const receipt = await tx.wait();

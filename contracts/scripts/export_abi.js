@@ -5,7 +5,8 @@
 //
 // The ABI is IJobManager's (the whole surface: JobManager's own functions and those its fallback delegates to
 // JobManagerExtension) plus JobManager's constructor and fallback; the bytecode is JobManager's (its constructor
-// deploys the extension, so one transaction deploys everything). sourceHash is the sha256 of
+// deploys the extension) and viewsBytecode JobManagerViews' (deployed first; its address is the constructor's last
+// argument). sourceHash is the sha256 of
 // contracts/JobManager.sol (kept for the Python staleness test); sourceHashes covers every source file.
 const fs = require("fs");
 const path = require("path");
@@ -18,12 +19,13 @@ async function main() {
   await hre.run("compile", { quiet: true });
   const artifact = await hre.artifacts.readArtifact("JobManager");
   const surface = await hre.artifacts.readArtifact("IJobManager");
+  const views = await hre.artifacts.readArtifact("JobManagerViews");
   const own = artifact.abi.filter((e) => e.type === "constructor" || e.type === "fallback");
   const abi = [...own, ...surface.abi];
   const sha = (file) => crypto.createHash("sha256").update(fs.readFileSync(file)).digest("hex");
   const sourceHash = sha(path.join(hre.config.paths.sources, "JobManager.sol"));
   const sourceHashes = {};
-  for (const name of ["IJobManager.sol", "JobManager.sol", "JobManagerExtension.sol", "JobManagerLib.sol", "JobManagerState.sol"]) {
+  for (const name of ["IJobManager.sol", "JobManager.sol", "JobManagerExtension.sol", "JobManagerLib.sol", "JobManagerState.sol", "JobManagerVotes.sol", "JobManagerViews.sol"]) {
     sourceHashes[name] = sha(path.join(hre.config.paths.sources, name));
   }
   const out = process.env.ABI_OUT || DEFAULT_OUT;
@@ -32,6 +34,7 @@ async function main() {
     abi,
     bytecode: artifact.bytecode,
     deployedBytecode: artifact.deployedBytecode,
+    viewsBytecode: views.bytecode,
     solcVersion: hre.config.solidity.compilers[0].version,
     sourceHash,
     sourceHashes,

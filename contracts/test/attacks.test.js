@@ -214,7 +214,7 @@ describe("JobManager: the attacks of issue #13", function () {
     await h.acceptedUpdate(f, jobId, 1, t2, 2, { workUnits: 4 });
     await time.increase(5 * h.LEASE);
     await jm.connect(customer).cancelJob(jobId);
-    await expect(jm.payout(jobId, t2.address))
+    await expect(jm.payout(jobId, 1))
       .to.emit(jm, "PaidOut")
       .withArgs(jobId, t2.address, 4n * p.baseRate + 4n * p.bonusRate);
   });
@@ -288,7 +288,7 @@ describe("JobManager: the attacks of issue #13", function () {
     const f = await loadFixture(h.jobFixture);
     const { jm, jobId, t1, t2, l1, l2 } = f;
     // A ticket signed for another deployment (another verifyingContract) is refused here.
-    const { jm: other } = await h.deploy([h.MIN_TRAINER_STAKE, h.MIN_VALIDATOR_STAKE, h.MIN_UPDATE_BOND, h.VALIDATOR_SLASH, h.MIN_LEADER_BOND, h.DELAY]);
+    const { jm: other } = await h.deploy([h.MIN_TRAINER_STAKE, h.MIN_VALIDATOR_STAKE, h.MIN_UPDATE_BOND, h.VALIDATOR_SLASH, h.MIN_LEADER_BOND, h.DELAY, h.MIN_QUORUM]);
     const t = (await h.ticket(f, jobId, t1, 0)).t;
     const foreign = await l1.signTypedData({ ...(await h.domain(jm)), verifyingContract: await other.getAddress() }, h.TICKET_TYPES, t);
     await expect(jm.connect(t1).submitUpdate(t, h.cid("x"), 0, foreign)).to.be.revertedWithCustomError(

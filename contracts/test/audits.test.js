@@ -108,8 +108,8 @@ describe("JobManager: audits of committed rounds", function () {
     expect((await jm.getJob(jobId)).disputed).to.equal(true);
     await expect(jm.connect(customer).cancelJob(jobId)).to.emit(jm, "JobCancelled");
     // Accepted work stays paid: the committed round's and the open round's.
-    await expect(jm.payout(jobId, t1.address)).to.emit(jm, "PaidOut").withArgs(jobId, t1.address, 10n * p.baseRate + 10n * p.bonusRate);
-    await expect(jm.payout(jobId, t2.address)).to.emit(jm, "PaidOut").withArgs(jobId, t2.address, 10n * p.baseRate + 10n * p.bonusRate);
+    await expect(jm.payout(jobId, 0)).to.emit(jm, "PaidOut").withArgs(jobId, t1.address, 10n * p.baseRate + 10n * p.bonusRate);
+    await expect(jm.payout(jobId, 1)).to.emit(jm, "PaidOut").withArgs(jobId, t2.address, 10n * p.baseRate + 10n * p.bonusRate);
     await expectConserved(jm);
   });
 

@@ -14,6 +14,8 @@ const MIN_LEADER_BOND = E("0.5");
 const DELAY = 3600;
 const LEASE = 600;
 const DRAW_DELAY = 2;
+// The tests' deployments accept any quorum; votes.test.js checks a deployment with the network's floor of 5.
+const MIN_QUORUM = 1;
 
 const Status = { None: 0n, Pending: 1n, Accepted: 2n, Rejected: 3n, Expired: 4n };
 const Phase = { AwaitingPanel: 0n, Voting: 1n, AwaitingEscalation: 2n, Escalated: 3n };
@@ -55,7 +57,10 @@ function updateBond(p) {
 async function deploy(args) {
   // Instrumented for coverage, JobManager's constructor (which deploys the extension) outgrows gas estimation.
   const overrides = require("hardhat").__SOLIDITY_COVERAGE_RUNNING ? { gasLimit: 500_000_000n } : {};
-  const core = await ethers.deployContract("JobManager", args, overrides);
+  // Two transactions: the views first (JobManager's initcode cannot hold them too), then JobManager with their address.
+  const views = await ethers.deployContract("JobManagerViews", [], overrides);
+  await views.waitForDeployment();
+  const core = await ethers.deployContract("JobManager", [...args, await views.getAddress()], overrides);
   await core.waitForDeployment();
   return { core, jm: await ethers.getContractAt("IJobManager", await core.getAddress()) };
 }
@@ -70,6 +75,7 @@ async function deployFixture() {
     VALIDATOR_SLASH,
     MIN_LEADER_BOND,
     DELAY,
+    MIN_QUORUM,
   ]);
   return { jm, core, signers, owner, customer, l1, l2, l3, t1, t2, t3, t4, v1, v2, v3, v4, v5, outsider };
 }
@@ -141,6 +147,40 @@ const TICKET_TYPES = {
     { name: "taskHash", type: "bytes32" },
   ],
 };
+
+const VOTE_TYPES = {
+  Vote: [
+    { name: "jobId", type: "uint256" },
+    { name: "round", type: "uint32" },
+    { name: "slot", type: "uint32" },
+    { name: "anchorBlock", type: "uint48" },
+    { name: "valid", type: "bool" },
+  ],
+};
+
+// A VoteSet for settleUpdates: `signers[i]` signs vote bit i of `validMask` on the update's draw at `anchorBlock`
+// (signers default to the would-be panel, `anchorBlock` to the update's anchor; `dom` overrides the domain).
+async function voteSet(f, jobId, round, slot, validMask, opts = {}) {
+  const [panel, anchor] = await f.jm.votePanel(jobId, round, slot);
+  const signers = opts.signers ?? panel.map((a) => signerOf(f, a));
+  const dom = opts.domain ?? (await domain(f.jm));
+  const sigs = [];
+  for (const [i, s] of signers.entries()) {
+    const vote = { jobId, round, slot, anchorBlock: opts.anchorBlock ?? anchor, valid: ((validMask >> i) & 1) === 1 };
+    sigs.push(await s.signTypedData(dom, VOTE_TYPES, vote));
+  }
+  return { slot, validMask, signatures: ethers.concat(sigs.length ? sigs : ["0x"]) };
+}
+
+// Submits and settles an update through the fast path: the whole first panel signs "valid", anyone posts it.
+async function fastAcceptedUpdate(f, jobId, round, trainer, slot, opts = {}) {
+  await submit(f, jobId, trainer, slot, opts);
+  await mine(DRAW_DELAY + 1); // a view sees the latest block: the seed block must be mined before votePanel
+  const [panel] = await f.jm.votePanel(jobId, round, slot);
+  const set = await voteSet(f, jobId, round, slot, (1 << panel.length) - 1);
+  await f.jm.settleUpdates(jobId, round, [set]);
+  return panel.map((a) => signerOf(f, a));
+}
 
 // A ticket for the job's current round and term, signed by `signer` (default: the job's leader).
 async function ticket(f, jobId, trainer, slot, opts = {}) {
@@ -214,11 +254,15 @@ module.exports = {
   VALIDATOR_SLASH,
   MIN_LEADER_BOND,
   DELAY,
+  MIN_QUORUM,
   LEASE,
   DRAW_DELAY,
   Status,
   Phase,
   TICKET_TYPES,
+  VOTE_TYPES,
+  voteSet,
+  fastAcceptedUpdate,
   cid,
   jobParams,
   requiredDeposit,

@@ -29,7 +29,7 @@ describe("JobManager: registration, stake, pool and withdrawals", function () {
     });
 
     it("refuses a zero validator stake (it is the draw weight)", async function () {
-      await expect(ethers.deployContract("JobManager", [1, 0, 0, 0, 0, 0])).to.be.revertedWithCustomError(
+      await expect(ethers.deployContract("JobManager", [1, 0, 0, 0, 0, 0, 1, ethers.ZeroAddress])).to.be.revertedWithCustomError(
         await ethers.getContractFactory("JobManager"),
         "JobManagerInvalidJobParam",
       );
@@ -204,7 +204,7 @@ describe("JobManager: registration, stake, pool and withdrawals", function () {
     it("every other money-moving function is guarded against re-entry too", async function () {
       const { jm, attacker, deposit } = await loadFixture(attackerFixture);
       await expect(attacker.attack(2)).to.changeEtherBalances([attacker, jm], [deposit, -deposit]);
-      expect(await attacker.guardedReverts()).to.equal(6n);
+      expect(await attacker.guardedReverts()).to.equal(7n);
     });
 
     it("a receiver that swallows the failed re-entry is paid exactly once", async function () {

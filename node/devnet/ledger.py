@@ -99,7 +99,7 @@ async def settle_payouts(chain: AsyncChain, client: JobManagerClient, job_id: in
                 return
             await trio.sleep(poll_s)
     updates = await chain(lambda: read_updates(client, job_id, rounds), what=f"job {job_id}'s updates")
-    for trainer in sorted(unpaid_trainers(updates)):
-        log.warning("job %d: %s is still owed for an accepted update; paying out as the customer", job_id, trainer)
+    for r in sorted({u.round for u in updates if u.status == UpdateStatus.ACCEPTED and not u.paid}):
+        log.warning("job %d: round %d still owes accepted updates; paying out as the customer", job_id, r)
         with contextlib.suppress(ContractRevert):  # paid meanwhile: NothingToPay
-            await chain(lambda: client.payout(job_id, trainer), what=f"payout({job_id}, {trainer})")  # noqa: B023
+            await chain(lambda: client.payout(job_id, r), what=f"payout({job_id}, {r})")  # noqa: B023

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 
 from node.chainio import AsyncChain
 from node.roles.customer import job_params
-from node.roles.decisions import draw_ready
+from node.roles.decisions import draw_ready, first_draw_due
 from protocols.chain.client import JobManagerClient, TxResult
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import (
@@ -32,7 +32,7 @@ from protocols.chain.models import (
     UpdateInfo,
     ValidatorInfo,
 )
-from protocols.chain.ticket import TicketDomain
+from protocols.chain.ticket import TicketDomain, VoteSet
 from protocols.errors import SchemaError
 from protocols.specs import JobSpec, TaskTicket
 from protocols.types import NodeClass
@@ -66,7 +66,8 @@ class ChainView:
     ``ContractRevert`` for a refused transaction, ``ChainUnavailable``/``ChainTimeout`` when the chain is down.
 
     Updates are addressed by (job, round, slot); their CIDs come from ``UpdateSubmitted`` logs (:meth:`submissions`).
-    Constants of the deployment (``DRAW_DELAY``, the EIP-712 domain) are read once; nothing else is cached.
+    Constants of the deployment (``DRAW_DELAY``, the EIP-712 domain), block times and leases are read once; nothing
+    else is cached.
     """
 
     client: JobManagerClient
@@ -74,6 +75,8 @@ class ChainView:
     address: str
     _draw_delay: int | None = None
     _domain: TicketDomain | None = None
+    _block_times: dict[int, int] = field(default_factory=dict)
+    _leases: dict[int, int] = field(default_factory=dict)
 
     # -- jobs, rounds, updates ------------------------------------------------------------------------------------
 
@@ -151,6 +154,23 @@ class ChainView:
     async def challenge_seed(self, job_id: int, r: int, slot: int) -> bytes:
         return await self.chain(lambda: self.client.challenge_seed(job_id, r, slot), what="challengeSeed")
 
+    async def vote_panel(self, job_id: int, r: int, slot: int) -> tuple[tuple[str, ...], int]:
+        """The first panel the fast path draws now and the anchor its votes name (see ``JobManagerReader``)."""
+        return await self.chain(lambda: self.client.vote_panel(job_id, r, slot), what="votePanel")
+
+    async def block_time(self, block: int) -> int:
+        """A mined block's timestamp (immutable: cached)."""
+        if block not in self._block_times:
+            w3 = self.client.w3
+            self._block_times[block] = await self.chain(lambda: int(w3.eth.get_block(block)["timestamp"]),
+                                                        what=f"block {block}")
+        return self._block_times[block]
+
+    async def lease_seconds(self, job_id: int) -> int:
+        if job_id not in self._leases:
+            self._leases[job_id] = (await self.job(job_id)).params.lease_seconds
+        return self._leases[job_id]
+
     # -- participants ---------------------------------------------------------------------------------------------
 
     async def candidates(self, job_id: int) -> tuple[Candidate, ...]:
@@ -212,6 +232,10 @@ class ChainView:
         verdict does). False when nothing was drawn now (not due, not ready yet, or drawn by someone else first)."""
         if not update.draw_due() or not await self.draw_ready(update.anchor_block):
             return False
+        # A first panel is drawn on-chain only once its signed votes had their time (see first_draw_due).
+        anchor_time = await self.block_time(update.anchor_block)
+        if not first_draw_due(update, anchor_time, await self.chain_time(), await self.lease_seconds(job_id)):
+            return False
         try:
             await self.draw_validators(job_id, r, slot)
         except ContractRevert:  # drawn by another node meanwhile (NothingToDraw), or the chain is behind
@@ -228,6 +252,9 @@ class ChainView:
         except ContractRevert:  # escalated by another node meanwhile, or block time not past the window yet
             return False
         return True
+
+    async def settle_updates(self, job_id: int, r: int, vote_sets: list[VoteSet]) -> TxResult:
+        return await self.chain(lambda: self.client.settle_updates(job_id, r, vote_sets), what="settleUpdates")
 
     async def validate_update(self, job_id: int, r: int, slot: int, ok: bool) -> TxResult:
         return await self.chain(lambda: self.client.validate_update(job_id, r, slot, ok), what="validateUpdate")
@@ -256,8 +283,9 @@ class ChainView:
             return False
         return True
 
-    async def payout(self, job_id: int, trainer: str) -> TxResult:
-        return await self.chain(lambda: self.client.payout(job_id, trainer), what="payout")
+    async def payout(self, job_id: int, r: int) -> TxResult:
+        """``payout(jobId, round)``: credits every accepted, unpaid update of a priced round to its trainer."""
+        return await self.chain(lambda: self.client.payout(job_id, r), what="payout")
 
     async def withdraw(self) -> TxResult:
         return await self.chain(self.client.withdraw, what="withdraw")

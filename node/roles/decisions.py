@@ -11,7 +11,17 @@ import enum
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from protocols.chain.models import JobInfo, JobStatus, RoundInfo, TrainerInfo, UpdateInfo, UpdateStatus, slots_mask
+from protocols.chain.models import (
+    JobInfo,
+    JobStatus,
+    Phase,
+    RoundInfo,
+    TrainerInfo,
+    UpdateInfo,
+    UpdateStatus,
+    slots_mask,
+)
+from protocols.chain.ticket import VoteSet
 from protocols.specs import TaskTicket, UpdateManifest
 from protocols.types import RejectCode
 from protocols.wire import TaskResponse
@@ -29,6 +39,68 @@ def draw_ready(anchor_block: int, latest_block: int, draw_delay: int) -> bool:
     ``blockhash(anchor + DRAW_DELAY)``, which exists once a later block is mined, and a node estimates (and its
     transaction may be mined) at the latest block's number, so the latest block must be past that one."""
     return latest_block >= anchor_block + draw_delay + 1
+
+
+# -- signed votes (the fast path of a verdict) ---------------------------------------------------------------------
+
+FAST_PATH_LEASE_SHARE = 16
+"""A first panel has a sixteenth of a lease after its anchor block to sign and have its votes posted
+(``settleUpdates``); after that anyone draws it on-chain (``drawValidators``) and it votes there (a validator that
+signed votes its signed verdict at once). Short on purpose: a silent member is only caught on-chain (its vote window
+of half a lease starts at the on-chain draw), so every second of this window delays such a round."""
+
+
+def fast_path_open(update: UpdateInfo) -> bool:
+    """Whether ``settleUpdates`` can still settle ``update``: pending, first panel not drawn on-chain."""
+    return update.status == UpdateStatus.PENDING and update.phase == Phase.AWAITING_PANEL
+
+
+def first_draw_due(update: UpdateInfo, anchor_time: int, now: int, lease_s: int) -> bool:
+    """Whether a due draw may be sent now: an escalation panel at once; the first panel only once its signed votes
+    had ``lease / FAST_PATH_LEASE_SHARE`` seconds since the anchor block (drawing it on-chain closes the fast
+    path, so nobody does while the panel may still be signing)."""
+    if not update.draw_due():
+        return False
+    if update.phase != Phase.AWAITING_PANEL:
+        return True
+    return now > anchor_time + lease_s // FAST_PATH_LEASE_SHARE
+
+
+@dataclass
+class VoteBook:
+    """Signed first-panel votes heard on one job's topic, each already checked to be signed by its sender:
+    (round, slot, anchor block) → member (lower-case) → (valid, 65-byte signature)."""
+
+    votes: dict[tuple[int, int, int], dict[str, tuple[bool, bytes]]] = field(default_factory=dict)
+
+    def add(self, r: int, slot: int, anchor: int, member: str, valid: bool, signature: bytes) -> None:
+        self.votes.setdefault((r, slot, anchor), {})[member.lower()] = (valid, signature)
+
+    def vote_set(self, r: int, slot: int, anchor: int, panel: Collection[str]) -> VoteSet | None:
+        """The VoteSet of ``panel`` (draw order) for the draw at ``anchor``, or None while a member's vote is
+        missing (a split set is returned too: posting it escalates, as the on-chain votes would)."""
+        heard = self.votes.get((r, slot, anchor), {})
+        members = [m.lower() for m in panel]
+        if not members or any(m not in heard for m in members):
+            return None
+        mask = sum(1 << i for i, m in enumerate(members) if heard[m][0])
+        return VoteSet(slot=slot, valid_mask=mask, signatures=tuple(heard[m][1] for m in members))
+
+    def heard(self, r: int, slot: int, anchor: int) -> int:
+        """How many members' votes on the draw at ``anchor`` were heard."""
+        return len(self.votes.get((r, slot, anchor), {}))
+
+    def forget_round(self, r: int) -> None:
+        """Drop the votes of round ``r`` and earlier (settled or closed by the commit)."""
+        for key in [k for k in self.votes if k[0] <= r]:
+            del self.votes[key]
+
+
+def trainer_settles(complete_since: float | None, mono: float, wait_s: float) -> bool:
+    """Whether a trainer posts its own update's complete, still unposted panel of signed votes: the leader had
+    ``wait_s`` (monotonic seconds) since the set was complete and did not (a leader that omits a settlement only
+    delays it; the trainer has the motive to post)."""
+    return complete_since is not None and mono - complete_since >= wait_s
 
 
 # -- leader --------------------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ old leader's memory. A round:
 
 1. hand each trainer that asks (trainers learn of the round from the chain) one ticket for a free slot, sized by
    its class and signed with EIP-712 for the current term (``submitUpdate`` checks it);
-2. watch the chain for the submitted updates' verdicts, drawing their panels when due (anyone may);
+2. watch the chain for the submitted updates' verdicts: post the first panels' signed votes heard on the job's
+   topic with one ``settleUpdates`` per poll (:mod:`node.roles.votes`), and draw on-chain the panels that are due
+   (an escalation at once, a first panel that did not settle within a sixteenth of a lease);
 3. close when every slot is decided, or when no ticket is outstanding, or at the round's deadline (before the lease
    runs out), so a trainer or validator that never answers cannot stall it;
 4. aggregate the accepted deltas deterministically, evaluate, publish, ``commitRound`` with exactly the accepted
@@ -41,6 +43,7 @@ from node.roles.decisions import (
     refuse_slot,
     round_close,
 )
+from node.roles.votes import VoteGossip
 from node.training.evaluate import evaluate
 from node.training.models import model_ref
 from node.training.task import task_size, work_units
@@ -75,12 +78,22 @@ class LeaderRole:
         self._skew = 0.0
         """Chain time minus this machine's clock, as last read: ticket expiries are checked on-chain in block time,
         which runs ahead of the clock on a chain that mines a block per transaction (eth-tester)."""
+        self.votes = VoteGossip(ctx)
+        """The first panels' signed votes heard on the job's topic, posted with ``settleUpdates``."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Stand as candidate, then lead whenever the chain says so, until the job is finished or cancelled."""
-        ctx = self.ctx
+        """Stand as candidate, then lead whenever the chain says so, until the job is finished or cancelled.
+
+        Cancellation: the vote listener runs in this method's nursery and ends with it."""
         await self._stand()
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            await self.votes.follow(self.job_id, nursery)
+            task_status.started()
+            await self._lead()
+            nursery.cancel_scope.cancel()
+
+    async def _lead(self) -> None:
+        ctx = self.ctx
         while True:
             try:
                 job = await ctx.jobs.job(self.job_id)
@@ -231,6 +244,9 @@ class LeaderRole:
                     st.decided[sub.slot] = (u.status, sub.trainer, sub.update_cid)
                 elif not await ctx.jobs.draw_if_due(self.job_id, st.round, sub.slot, u):
                     await ctx.jobs.escalate_if_due(self.job_id, st.round, sub.slot, u)
+            undecided = sorted(set(st.submitted) - set(st.decided))
+            if undecided and await self.votes.settle_ready(self.job_id, st.round, undecided):
+                continue  # verdicts landed: read them at once
             self._skew = await ctx.jobs.chain_time() - time.time()
             close = round_close(st, spec.tasks_per_round, now=self._now(), mono=time.monotonic())
             if close is None:
@@ -332,19 +348,18 @@ class LeaderRole:
             self.on_commit(record)
         ctx.log.info("job %d: committed round %d/%d: %d accepted, eval accuracy %.2f%%, checkpoint %s",
                      self.job_id, st.round + 1, spec.rounds, len(used), accuracy * 100, new_cid[-10:])
-        await self.pay(sorted({trainer for _, trainer, _ in accepted}))
+        await self.pay(st.round)
         await self._withdraw()
         return CommitOutcome.DONE
 
-    async def pay(self, trainers: list[str]) -> None:
-        """``payout`` each trainer accepted in the round just committed (tests override it: a leader that dies
-        before paying; trainers then collect their pay themselves when the job closes)."""
+    async def pay(self, r: int) -> None:
+        """``payout`` the round just committed: one call credits each of its accepted updates (tests override it:
+        a leader that dies before paying; trainers then collect their pay themselves when the job closes)."""
         ctx = self.ctx
-        for trainer in trainers:
-            try:
-                await ctx.jobs.payout(self.job_id, trainer)
-            except ContractRevert as exc:
-                ctx.log.info("payout to %s: %s", trainer, exc.error_name)
+        try:
+            await ctx.jobs.payout(self.job_id, r)
+        except ContractRevert as exc:
+            ctx.log.info("payout of round %d: %s", r, exc.error_name)
 
     async def _withdraw(self) -> None:
         ctx = self.ctx

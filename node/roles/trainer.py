@@ -12,6 +12,7 @@ publishes nothing; one cancelled after publishing but before ``submitUpdate`` le
 from __future__ import annotations
 
 import hashlib
+import time
 
 import trio
 
@@ -26,9 +27,11 @@ from node.roles.decisions import (
     jobs_to_start,
     pay_left_unpaid,
     stake_shortfall,
+    trainer_settles,
     trainer_step,
     wait_out_round,
 )
+from node.roles.votes import VoteGossip
 from node.segments import SegmentSpill
 from node.training.codec import State, encode_delta
 from node.training.data import ArraySet
@@ -54,10 +57,14 @@ class TrainerRole:
         self._serving: set[int] = set()
         self.segments = SegmentSpill(ctx.config.data_path / "segments")
         """Committed segment states, served on request (node/segments.py); never published."""
+        self.votes = VoteGossip(ctx)
+        """Signed votes heard on the jobs' topics: a trainer posts its own update's panel if the leader does not."""
+        self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve every open job (or only ``jobs``) until cancelled."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             self.ctx.net.set_request_handler(SEGMENT_PROTOCOL, self.segments.handle)
             task_status.started()
             while True:
@@ -69,6 +76,8 @@ class TrainerRole:
     async def _serve_job(self, job_id: int) -> None:
         log = self.ctx.log
         try:
+            if self._nursery is not None:
+                await self.votes.follow(job_id, self._nursery)
             while True:
                 job = await self.ctx.jobs.job(job_id)
                 step = trainer_step(job)
@@ -97,11 +106,32 @@ class TrainerRole:
             log.exception("trainer loop for job %d crashed; it will be restarted", job_id)
 
     async def _wait_round_change(self, job_id: int, r: int) -> None:
+        complete_since: float | None = None
         while True:
             job = await self.ctx.jobs.job(job_id)
             if job.committed_rounds != r or job.status != JobStatus.ACTIVE:
                 return
+            complete_since = await self._settle_own(job_id, r, complete_since)
             await trio.sleep(self.ctx.config.chain_poll_interval_s)
+
+    async def _settle_own(self, job_id: int, r: int, complete_since: float | None) -> float | None:
+        """Post this trainer's own update's complete panel of signed votes when the leader left it unposted for
+        a few polls (``trainer_settles``). Returns since when the set has been complete (None: not complete)."""
+        ctx = self.ctx
+        me = ctx.address.lower()
+        try:
+            mine = [s.slot for s in await ctx.jobs.submissions(job_id, r) if s.trainer.lower() == me]
+            if not mine or not await self.votes.complete(job_id, r, mine[0]):
+                return None
+            since = time.monotonic() if complete_since is None else complete_since
+            if trainer_settles(since, time.monotonic(), 4 * ctx.config.chain_poll_interval_s):
+                ctx.log.info("job %d round %d: posting my update's signed votes myself", job_id, r)
+                await self.votes.settle_ready(job_id, r, mine)
+                return None
+            return since
+        except ChainError as exc:  # the chain is down: the leader (or a later poll) posts them
+            ctx.log.info("job %d round %d: could not check my update's votes: %s", job_id, r, exc)
+            return complete_since
 
     async def _one_task(self, job_id: int, r: int, leader: str) -> bool:
         ctx = self.ctx
@@ -198,24 +228,24 @@ class TrainerRole:
         return training_device(resolve_device(self.ctx.config.device), hardware_mismatch=spec.hardware_mismatch)
 
     async def _claim_pay(self, job_id: int, committed: int) -> None:
-        """Call ``payout`` for this trainer's accepted updates that nobody paid, then withdraw.
+        """Call ``payout`` for each round holding an accepted update of this trainer that nobody paid, then withdraw.
 
-        Each leader pays its round's trainers right after committing, but one that dies after the commit that
-        finishes the job pays nobody; ``payout`` is open to anyone, so the trainer collects its own pay.
+        Each leader pays its round right after committing, but one that dies after the commit that finishes the
+        job pays nobody; ``payout`` is open to anyone, so the trainer collects its own pay (and the round's).
         """
         ctx = self.ctx
         me = ctx.address
-        try:
-            for r in range(committed):
+        for r in range(committed):
+            try:
                 mine = [s for s in await ctx.jobs.submissions(job_id, r) if s.trainer.lower() == me.lower()]
                 if any([pay_left_unpaid(await ctx.jobs.update(job_id, r, s.slot)) for s in mine]):
-                    await ctx.jobs.payout(job_id, me)
-                    ctx.log.info("job %d: collected pay a leader left unpaid", job_id)
-                    break  # one payout covers every unpaid round
-        except ContractRevert as exc:  # paid meanwhile (NothingToPay)
-            ctx.log.info("job %d: payout: %s", job_id, exc.error_name)
-        except ChainError as exc:  # the chain is down: the pay stays claimable by anyone, later
-            ctx.log.warning("job %d: could not check for unpaid updates: %s", job_id, exc)
+                    await ctx.jobs.payout(job_id, r)
+                    ctx.log.info("job %d: collected round %d's pay a leader left unpaid", job_id, r)
+            except ContractRevert as exc:  # paid meanwhile (NothingToPay)
+                ctx.log.info("job %d: payout of round %d: %s", job_id, r, exc.error_name)
+            except ChainError as exc:  # the chain is down: the pay stays claimable by anyone, later
+                ctx.log.warning("job %d: could not check round %d for unpaid updates: %s", job_id, r, exc)
+                break
         await self._withdraw_if_owed()
 
     async def _withdraw_if_owed(self) -> None:

@@ -1,4 +1,12 @@
-"""Validator: draw the panels that are due, replay the updates the contract drew this node for, and vote on-chain.
+"""Validator: replay the updates the contract draws this node for and vote: signed off-chain on the fast path,
+on-chain once a panel is drawn on-chain.
+
+First panel, fast path: the panel is not stored; ``votePanel`` recomputes it from the draw seed, and a drawn node
+replays the update, signs its vote (EIP-712 ``Vote``, bound to the draw's anchor block) and gossips it on the job's
+topic (:mod:`node.roles.votes`), again every few polls while the update waits (a late subscriber still hears it);
+the leader posts the panel's signatures with one ``settleUpdates``. A draw gone stale (the pool changed since its
+anchor) is re-anchored by the same call. A first panel that has not settled a sixteenth of a lease after its anchor is
+drawn on-chain (``first_draw_due``) and votes there, like an escalation panel.
 
 The contract draws each update's panel (stake-weighted) from the hash of a block mined after the submission
 (``drawValidators``, which anyone may call once that block exists: validators do, as they are the ones waiting), so
@@ -29,7 +37,14 @@ from node.limits import content_limits
 from node.roles.auditor import Auditor
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
-from node.roles.decisions import claimed_loss_reduction, content_given_up, segments_to_fetch, skip_check
+from node.roles.decisions import (
+    claimed_loss_reduction,
+    content_given_up,
+    fast_path_open,
+    segments_to_fetch,
+    skip_check,
+)
+from node.roles.votes import VoteGossip
 from node.segments import fetch_segment
 from node.training.codec import decode_delta
 from node.training.device import replay_device, resolve_device
@@ -40,7 +55,7 @@ from node.training.replay import Verdict, choose_segments, replay_verify
 from node.training.task import Task
 from node.training.ticket_check import check_update_ticket
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import Submission, UpdateInfo
+from protocols.chain.models import Phase, Submission, UpdateInfo
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
 from protocols.specs import UpdateManifest
@@ -49,6 +64,8 @@ from storage.errors import StorageError
 
 VoteKey = tuple[int, int, int, int]
 """(job, round, slot, phase): a validator votes once per phase it is drawn in."""
+SignKey = tuple[int, int, int, int]
+"""(job, round, slot, anchor block): a validator signs once per first-panel draw it is drawn in."""
 
 
 class ValidatorRole:
@@ -63,6 +80,13 @@ class ValidatorRole:
         self._limit = trio.Semaphore(3)
         self.auditor = Auditor(ctx, jobs=jobs)
         """Draws audit panels and recomputes the rounds it is drawn to audit (node/roles/auditor.py)."""
+        self.votes = VoteGossip(ctx)
+        self.signed: dict[SignKey, tuple[bool, float]] = {}
+        """(job, round, slot, anchor block) → (the vote signed, when it was last gossiped: monotonic)."""
+        self._signing: set[SignKey] = set()
+        self.first_verdicts: dict[tuple[int, int, int], Verdict] = {}
+        """(job, round, slot) → the verdict signed for its first panel: the same panel, drawn on-chain later (same
+        seed, same challenge), votes it without a second replay."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -81,6 +105,8 @@ class ValidatorRole:
             job_id, r = job.job_id, job.committed_rounds
             for sub in await ctx.jobs.submissions(job_id, r):
                 update = await ctx.jobs.update(job_id, r, sub.slot)
+                if fast_path_open(update):
+                    await self._sign_if_drawn(nursery, job_id, r, sub, update)
                 if (await ctx.jobs.draw_if_due(job_id, r, sub.slot, update)
                         or await ctx.jobs.escalate_if_due(job_id, r, sub.slot, update)):
                     update = await ctx.jobs.update(job_id, r, sub.slot)
@@ -91,13 +117,49 @@ class ValidatorRole:
                 self._in_progress.add(key)
                 nursery.start_soon(self._validate_guarded, job_id, r, sub, update, key)
 
+    async def _sign_if_drawn(self, nursery: trio.Nursery, job_id: int, r: int, sub: Submission,
+                             update: UpdateInfo) -> None:
+        """The fast path: replay, sign and gossip this node's vote when ``votePanel`` draws it; re-gossip a vote
+        already signed every few polls while the update waits; re-anchor a stale draw."""
+        ctx = self.ctx
+        if not await ctx.jobs.draw_ready(update.anchor_block):
+            return
+        anchor = update.anchor_block
+        try:
+            panel = await self.votes.panel(job_id, r, sub.slot, anchor)
+        except ContractRevert:  # the seed block is not visible to a view yet
+            return
+        if not panel:  # the pool changed since the anchor: move the draw (settleUpdates re-anchors a stale one)
+            await self.votes.reanchor(job_id, r, sub.slot)
+            return
+        if ctx.address.lower() not in (m.lower() for m in panel):
+            return
+        key = (job_id, r, sub.slot, anchor)
+        if key in self.signed:
+            valid, sent = self.signed[key]
+            if time.monotonic() - sent >= 5 * ctx.config.chain_poll_interval_s:
+                await self._gossip(key, valid)
+            return
+        if key not in self._signing:
+            self._signing.add(key)
+            nursery.start_soon(self._validate_guarded, job_id, r, sub, update, key)
+
+    async def _gossip(self, key: SignKey, valid: bool) -> None:
+        job_id, r, slot, anchor = key
+        try:
+            await self.votes.publish(job_id, r, slot, anchor, valid)
+        except DtnodeError as exc:  # not connected yet: the next poll gossips it again
+            self.ctx.log.info("job %d round %d slot %d: vote not gossiped: %s", job_id, r, slot, exc)
+        self.signed[key] = (valid, time.monotonic())
+
     async def _validate_guarded(self, job_id: int, r: int, sub: Submission, update: UpdateInfo,
                                 key: VoteKey) -> None:
         ctx = self.ctx
         try:
             async with self._limit:
                 try:
-                    verdict = await self.check(job_id, r, sub)
+                    signed = self.first_verdicts.get((job_id, r, sub.slot)) if update.phase == Phase.VOTING else None
+                    verdict = signed if signed is not None else await self.check(job_id, r, sub)
                 except (StorageError, P2PError) as exc:  # content not there (yet): retry until the deadline
                     first = self._unavailable_since.setdefault(key, time.monotonic())
                     if not content_given_up(first, time.monotonic(), ctx.config.content_deadline_s):
@@ -110,6 +172,7 @@ class ValidatorRole:
                             sub.trainer, job_id, r, exc)
         finally:
             self._in_progress.discard(key)
+            self._signing.discard(key)
 
     async def _vote(self, job_id: int, r: int, sub: Submission, verdict: Verdict, key: VoteKey) -> None:
         ctx = self.ctx
@@ -117,6 +180,10 @@ class ValidatorRole:
                      r, sub.trainer, sub.slot, "VALID" if verdict.ok else "INVALID", verdict.reason,
                      list(verdict.checked_segments),
                      verdict.max_distance if math.isfinite(verdict.max_distance) else -1)
+        if key in self._signing:  # fast path: a signed vote on the draw at key's anchor, gossiped
+            self.first_verdicts[(job_id, r, sub.slot)] = verdict
+            await self._gossip(key, verdict.ok)
+            return
         try:
             await ctx.jobs.validate_update(job_id, r, sub.slot, verdict.ok)
         except ContractRevert as exc:

@@ -18,7 +18,6 @@ from typing import Any
 
 from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.types import TxParams, TxReceipt, Wei
 
@@ -28,7 +27,7 @@ from protocols.chain.errors import TransactionFailed
 from protocols.chain.events import ChainEvent
 from protocols.chain.models import JobParams, NodeClass
 from protocols.chain.reader import JobManagerReader
-from protocols.chain.ticket import ChainTicket
+from protocols.chain.ticket import ChainTicket, VoteSet
 from protocols.chain.tx import ClientConfig, Transactor
 from protocols.types import JobId
 
@@ -145,6 +144,14 @@ class JobManagerClient(JobManagerReader):
         panel's rewards), which costs far more than the estimate made before the others landed."""
         return self._send("validateUpdate", [job_id, round, slot, is_valid], min_gas=SETTLE_GAS)
 
+    def settle_updates(self, job_id: int, round: int, vote_sets: list[VoteSet]) -> TxResult:
+        """``settleUpdates(jobId, round, sets)``: anyone posts whole first panels' signed votes, many updates in one
+        transaction. Unanimous sets settle; split sets are recorded as on-chain votes and escalate; a set whose draw
+        went stale re-anchors its update (``DrawRescheduled``) and the panel signs again. Reverts as a whole on a
+        closed update (``JobManagerFastPathClosed``) or a bad signature. Sent with at least ``SETTLE_GAS``: the
+        estimate made before a concurrent re-anchor or settlement landed can fall short."""
+        return self._send("settleUpdates", [job_id, round, [v.to_abi() for v in vote_sets]], min_gas=SETTLE_GAS)
+
     def escalate_update(self, job_id: int, round: int, slot: int) -> TxResult:
         """``escalateUpdate(jobId, round, slot)``: anyone, once the first panel's vote window (``vote_deadline``)
         passed without a verdict; the silent members are slashed when the verdict settles."""
@@ -155,9 +162,10 @@ class JobManagerClient(JobManagerReader):
         the round's accepted set now. The last round's commit finishes the job."""
         return self._send("commitRound", [job_id, round, cid_to_bytes(checkpoint_cid), accepted_mask])
 
-    def payout(self, job_id: int, trainer: str) -> TxResult:
-        """``payout(jobId, trainer)``: anyone may credit a trainer's pay for priced rounds."""
-        return self._send("payout", [job_id, to_checksum_address(trainer)])
+    def payout(self, job_id: int, round: int) -> TxResult:
+        """``payout(jobId, round)``: anyone credits every accepted, unpaid update of a priced round to its trainer
+        (one ``PaidOut`` each); ``JobManagerNothingToPay`` when the round is not priced or is paid already."""
+        return self._send("payout", [job_id, round])
 
     def draw_auditors(self, job_id: int, round: int) -> TxResult:
         """``drawAuditors(jobId, round)``: anyone, ``DRAW_DELAY`` blocks after the commit."""
@@ -207,21 +215,30 @@ class DeploySettings:
     validator_slash: int = 4 * 10**14
     min_leader_bond: int = 10**15
     deregistration_delay: int = 3_600
+    min_quorum: int = 5
+    """The smallest quorum a job may choose: at 1/3 of the pool's stake an attacker fills a whole first panel of 5
+    with probability <= (1/3)^5 = 0.41 % (docs/economy.md). A 3-validator devnet deploys with 3."""
 
 
 def deploy(w3: Web3, account: LocalAccount, settings: DeploySettings | None = None, *,
            config: ClientConfig | None = None) -> JobManagerClient:
-    """Deploy JobManager from the shipped bytecode (one transaction: it deploys its extension) and return a client
-    sending as ``account``."""
+    """Deploy JobManager from the shipped bytecode and return a client sending as ``account``.
+
+    Two transactions: JobManagerViews, then JobManager with the views' address as its last constructor argument (its
+    constructor deploys the extension; the three together exceed one initcode's size limit, EIP-3860)."""
     cfg = config or ClientConfig()
     artifact = load_artifact()
     ctor: dict[str, Any] = next((e for e in artifact.abi if e.get("type") == "constructor"), {"inputs": []})
     types = [str(i["type"]) for i in ctor["inputs"]]
-    args = list(asdict(settings or DeploySettings()).values())
-    if len(types) != len(args):
+    args: list[Any] = list(asdict(settings or DeploySettings()).values())
+    if len(types) != len(args) + 1:
         raise TransactionFailed(f"JobManager's constructor takes {types}; the adapter is older than the ABI export")
-    data = artifact.bytecode + abi_encode(types, args)
-    receipt = Transactor(w3, account, cfg).send({"data": data, "value": Wei(0)}, "deploy JobManager")
+    tx = Transactor(w3, account, cfg)
+    views = tx.send({"data": artifact.views_bytecode, "value": Wei(0)}, "deploy JobManagerViews")["contractAddress"]
+    if views is None:
+        raise TransactionFailed("deploy JobManagerViews: receipt has no contract address")
+    data = artifact.bytecode + abi_encode(types, [*args, views])
+    receipt = tx.send({"data": data, "value": Wei(0)}, "deploy JobManager")
     contract_address = receipt["contractAddress"]
     if contract_address is None:
         raise TransactionFailed("deploy JobManager: receipt has no contract address")

@@ -433,6 +433,7 @@ class ContractSettings:
     validator_slash: int
     min_leader_bond: int
     deregistration_delay: int
+    min_quorum: int
     draw_delay: int
     slash_multiple: int
     escalation_panel: int

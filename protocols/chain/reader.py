@@ -34,7 +34,7 @@ from protocols.chain.models import (
     optional_address,
     to_named,
 )
-from protocols.chain.ticket import ChainTicket, TicketDomain
+from protocols.chain.ticket import ChainTicket, ChainVote, TicketDomain
 from protocols.chain.tx import ClientConfig, Transactor
 from protocols.types import Address, Cid, JobId
 
@@ -179,8 +179,20 @@ class JobManagerReader:
         """The EIP-712 digest the contract computes for ``ticket`` (what the leader signs)."""
         return bytes(self._call("ticketDigest", ticket.to_abi()))
 
+    def vote_digest(self, vote: ChainVote) -> bytes:
+        """The EIP-712 digest the contract computes for ``vote`` (what a first-panel member signs)."""
+        return bytes(self._call("voteDigest", vote.to_abi()))
+
+    def vote_panel(self, job_id: int, round: int, slot: int) -> tuple[tuple[Address, ...], int]:
+        """``votePanel``: the first panel the fast path would draw now (draw order) and the anchor block its votes
+        must name. The panel is empty when the fast path is closed (drawn on-chain, settled) or the draw must
+        re-anchor (pool changed, hash gone); reverts ``JobManagerDrawNotReady`` before the seed block."""
+        panel, anchor = self._call("votePanel", job_id, round, slot)
+        return tuple(address(a) for a in panel), int(anchor)
+
     def challenge_seed(self, job_id: int, round: int, slot: int) -> bytes:
-        """The seed validators choose the replayed segments from (reverts ``DrawNotReady`` before the draw)."""
+        """The seed validators choose the replayed segments from (the first panel's, drawn on-chain or recomputed;
+        reverts ``DrawNotReady`` before the seed block or while the draw must re-anchor)."""
         return bytes(self._call("challengeSeed", job_id, round, slot))
 
     def eip712_domain(self) -> Eip712Domain:
@@ -274,6 +286,9 @@ class JobManagerReader:
     def deregistration_delay(self) -> int:
         return self._int("deregistrationDelay")
 
+    def min_quorum(self) -> int:
+        return self._int("minQuorum")
+
     def extension(self) -> Address:
         return address(self._call("extension"))
 
@@ -326,6 +341,7 @@ class JobManagerReader:
             validator_slash=self.validator_slash(),
             min_leader_bond=self.min_leader_bond(),
             deregistration_delay=self.deregistration_delay(),
+            min_quorum=self.min_quorum(),
             draw_delay=self.draw_delay(),
             slash_multiple=self.slash_multiple(),
             escalation_panel=self.escalation_panel(),

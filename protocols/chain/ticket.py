@@ -1,9 +1,11 @@
-"""The on-chain task ticket: the EIP-712 typed data a leader signs and ``submitUpdate`` verifies.
+"""JobManager's EIP-712 typed data: the task ticket a leader signs (``submitUpdate`` verifies it) and the vote a
+first-panel validator signs (``settleUpdates`` verifies a whole panel's).
 
-Domain ``{name: "dtnode JobManager", version: "2", chainId, verifyingContract}`` (the contract's ``eip712Domain``),
-so a ticket signed for another chain or another deployment recovers to a different signer and is refused
-(``JobManagerBadTicketSignature``). The digest computed here equals the contract's ``ticketDigest`` view and the
-``ticketHash`` of ``UpdateSubmitted`` (tests/chain/test_ticket.py checks both on each backend).
+One domain for both, ``{name: "dtnode JobManager", version: "2", chainId, verifyingContract}`` (the contract's
+``eip712Domain``), so a ticket or a vote signed for another chain or another deployment recovers to a different
+signer and is refused (``JobManagerBadTicketSignature``, ``JobManagerBadVoteSignature``). The digests computed here
+equal the contract's ``ticketDigest``/``voteDigest`` views and the ``ticketHash`` of ``UpdateSubmitted``
+(tests/chain/test_ticket.py checks them on each backend).
 """
 
 from __future__ import annotations
@@ -36,9 +38,22 @@ TICKET_TYPES: dict[str, list[dict[str, str]]] = {
 }
 
 
+VOTE_TYPES: dict[str, list[dict[str, str]]] = {
+    "Vote": [
+        {"name": "jobId", "type": "uint256"},
+        {"name": "round", "type": "uint32"},
+        {"name": "slot", "type": "uint32"},
+        {"name": "anchorBlock", "type": "uint48"},
+        {"name": "valid", "type": "bool"},
+    ],
+}
+
+SIGNATURE_BYTES = 65
+
+
 @dataclass(frozen=True)
 class TicketDomain:
-    """Where a ticket is valid: one deployment on one chain."""
+    """Where a ticket or a vote is valid: one deployment on one chain (the contract's EIP-712 domain)."""
 
     chain_id: int
     contract: str
@@ -111,3 +126,72 @@ def ticket_signer(ticket: ChainTicket, domain: TicketDomain, signature: bytes) -
     except Exception as exc:  # eth-keys raises several types for a bad signature
         raise SchemaError(f"ticket signature is invalid: {exc}") from exc
     return signer
+
+
+@dataclass(frozen=True)
+class ChainVote:
+    """The ``Vote`` struct of the contract: a first-panel member's verdict on an update, bound to the draw's anchor
+    block (a re-anchored draw, hence a new panel, cannot reuse it)."""
+
+    job_id: int
+    round: int
+    slot: int
+    anchor_block: int
+    valid: bool
+
+    def message(self) -> dict[str, Any]:
+        return {"jobId": self.job_id, "round": self.round, "slot": self.slot, "anchorBlock": self.anchor_block,
+                "valid": self.valid}
+
+    def to_abi(self) -> tuple[Any, ...]:
+        """The struct as web3.py encodes it (field order of IJobManager.Vote)."""
+        m = self.message()
+        return tuple(m[f["name"]] for f in VOTE_TYPES["Vote"])
+
+
+def _signable_vote(vote: ChainVote, domain: TicketDomain) -> Any:
+    return encode_typed_data(domain_data=_domain(domain), message_types=VOTE_TYPES, message_data=vote.message())
+
+
+def vote_digest(vote: ChainVote, domain: TicketDomain) -> bytes:
+    """The EIP-712 digest of a vote, as ``voteDigest`` returns it."""
+    signable = _signable_vote(vote, domain)
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def sign_vote(vote: ChainVote, domain: TicketDomain, validator: LocalAccount) -> bytes:
+    """The validator's 65-byte signature (r, s, v) over the vote's digest."""
+    return bytes(validator.sign_message(_signable_vote(vote, domain)).signature)
+
+
+def vote_signer(vote: ChainVote, domain: TicketDomain, signature: bytes) -> str:
+    """The address that signed ``vote`` for ``domain``; SchemaError for a malformed signature."""
+    try:
+        signer: str = Account.recover_message(_signable_vote(vote, domain), signature=signature)
+    except Exception as exc:  # eth-keys raises several types for a bad signature
+        raise SchemaError(f"vote signature is invalid: {exc}") from exc
+    return signer
+
+
+@dataclass(frozen=True)
+class VoteSet:
+    """A whole first panel's signed votes on one update, for ``settleUpdates``: ``signatures[i]`` is panel member
+    i's (in draw order, as ``votePanel`` returns the panel) and bit i of ``valid_mask`` its vote."""
+
+    slot: int
+    valid_mask: int
+    signatures: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        if any(len(sig) != SIGNATURE_BYTES for sig in self.signatures):
+            raise SchemaError(f"a vote signature must be {SIGNATURE_BYTES} bytes")
+        if self.valid_mask >> len(self.signatures):
+            raise SchemaError(f"valid_mask {self.valid_mask:#x} has bits past the panel of {len(self.signatures)}")
+
+    @property
+    def unanimous(self) -> bool:
+        return self.valid_mask in (0, (1 << len(self.signatures)) - 1)
+
+    def to_abi(self) -> tuple[Any, ...]:
+        """The struct as web3.py encodes it (IJobManager.VoteSet: slot, validMask, concatenated signatures)."""
+        return (self.slot, self.valid_mask, b"".join(self.signatures))

@@ -22,8 +22,10 @@ MIN_STAKE = 10**15
 SLASH = 4 * 10**14
 DEREG_DELAY = 3_600
 LEADER_BOND = 10**15
+# min_quorum 1: the tests choose small panels; test_votes.py checks a deployment with the network's floor.
 SETTINGS = DeploySettings(min_trainer_stake=MIN_STAKE, min_validator_stake=MIN_STAKE, min_update_bond=10**14,
-                          validator_slash=SLASH, min_leader_bond=LEADER_BOND, deregistration_delay=DEREG_DELAY)
+                          validator_slash=SLASH, min_leader_bond=LEADER_BOND, deregistration_delay=DEREG_DELAY,
+                          min_quorum=1)
 DRAW_DELAY = 2
 
 

@@ -63,7 +63,7 @@ class SilentValidator(ValidatorRole):
 class NonPayingLeader(LeaderRole):
     """Commits rounds like any leader, but never calls ``payout``: as if it died right after each commit."""
 
-    async def pay(self, trainers: list[str]) -> None:
+    async def pay(self, r: int) -> None:
         return None
 
 

@@ -17,11 +17,14 @@ from node.roles.decisions import (
     LeaderStep,
     RoundState,
     TrainerStep,
+    VoteBook,
     asked_to_audit,
     audits_finished,
     claimed_loss_reduction,
     content_given_up,
     draw_ready,
+    fast_path_open,
+    first_draw_due,
     ineligibility,
     jobs_to_start,
     leader_step,
@@ -33,6 +36,7 @@ from node.roles.decisions import (
     segments_to_fetch,
     skip_check,
     stake_shortfall,
+    trainer_settles,
     trainer_step,
     wait_out_round,
 )
@@ -302,3 +306,51 @@ def test_an_auditor_is_finished_with_a_closed_job_once_every_committed_round_is_
     assert audits_finished(job(status=JobStatus.FINISHED, committed_rounds=2), {0, 1})
     assert not audits_finished(job(status=JobStatus.FINISHED, committed_rounds=2), {0})
     assert not audits_finished(job(committed_rounds=2), {0, 1})
+
+
+# -- signed votes (fast path) --------------------------------------------------------------------------------------
+
+SIG = bytes(range(65))
+
+
+def test_the_fast_path_is_open_only_before_an_on_chain_draw() -> None:
+    assert fast_path_open(update(phase=Phase.AWAITING_PANEL, validators=()))
+    assert not fast_path_open(update(phase=Phase.VOTING))
+    assert not fast_path_open(update(phase=Phase.AWAITING_ESCALATION, validators=()))
+    assert not fast_path_open(update(status=UpdateStatus.ACCEPTED, phase=Phase.AWAITING_PANEL, validators=()))
+
+
+def test_a_first_panel_is_drawn_on_chain_only_after_its_signing_window_an_escalation_at_once() -> None:
+    first = update(phase=Phase.AWAITING_PANEL, validators=())
+    assert not first_draw_due(first, anchor_time=1000, now=1037, lease_s=600)
+    assert first_draw_due(first, anchor_time=1000, now=1038, lease_s=600)
+    escalation = update(phase=Phase.AWAITING_ESCALATION, validators=())
+    assert first_draw_due(escalation, anchor_time=1000, now=1000, lease_s=600)
+    assert not first_draw_due(update(phase=Phase.VOTING), anchor_time=0, now=10**9, lease_s=600)
+
+
+def test_a_vote_set_needs_every_panel_member_in_draw_order_and_keeps_a_split() -> None:
+    book = VoteBook()
+    panel = ("0xAa", "0xBb", "0xCc")
+    book.add(0, 1, 50, "0xaa", True, SIG)
+    book.add(0, 1, 50, "0xCC", True, SIG[::-1])
+    assert book.vote_set(0, 1, 50, panel) is None  # 0xBb is missing
+    assert (book.heard(0, 1, 50), book.heard(0, 1, 49), book.heard(0, 2, 50)) == (2, 0, 0)
+    book.add(0, 1, 49, "0xbb", True, SIG)  # a vote for another anchor does not count
+    assert book.vote_set(0, 1, 50, panel) is None
+    book.add(0, 1, 50, "0xBB", False, SIG)
+    votes = book.vote_set(0, 1, 50, panel)
+    assert votes is not None and (votes.slot, votes.valid_mask) == (1, 0b101) and not votes.unanimous
+    assert votes.signatures == (SIG, SIG, SIG[::-1])
+    book.add(0, 1, 50, "0xbb", True, SIG)  # a later vote of the same member replaces its earlier one
+    again = book.vote_set(0, 1, 50, panel)
+    assert again is not None and again.valid_mask == 0b111 and again.unanimous
+    assert book.vote_set(0, 1, 50, ()) is None
+    book.forget_round(0)
+    assert book.vote_set(0, 1, 50, panel) is None
+
+
+def test_a_trainer_posts_its_own_votes_only_after_the_leader_had_its_chance() -> None:
+    assert not trainer_settles(None, 100.0, 4.0)
+    assert not trainer_settles(97.0, 100.0, 4.0)
+    assert trainer_settles(96.0, 100.0, 4.0)

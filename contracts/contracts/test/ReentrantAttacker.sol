@@ -48,11 +48,12 @@ contract ReentrantAttacker {
             target.withdraw();
         } else if (mode == Mode.CrossFunction) {
             _tryGuarded(abi.encodeCall(JobManager.withdraw, ()));
-            _tryGuarded(abi.encodeCall(JobManager.payout, (jobId, address(this))));
+            _tryGuarded(abi.encodeCall(JobManager.payout, (jobId, uint32(0))));
             _tryGuarded(abi.encodeCall(JobManager.cancelJob, (jobId)));
             _tryGuarded(abi.encodeCall(JobManager.commitRound, (jobId, 0, hex"01", 1)));
             _tryGuarded(abi.encodeCall(JobManager.validateUpdate, (jobId, 0, 0, true)));
             _tryGuarded(abi.encodeCall(JobManager.completeDeregistration, ()));
+            _tryGuarded(abi.encodeCall(IJobManager.settleUpdates, (jobId, 0, new IJobManager.VoteSet[](0))));
         } else {
             try target.withdraw() {
                 reentrySucceeded = true;

@@ -31,6 +31,8 @@ class Artifact:
     contract_name: str
     abi: tuple[dict[str, Any], ...]
     bytecode: bytes
+    views_bytecode: bytes
+    """JobManagerViews' creation bytecode: deployed first, its address is JobManager's last constructor argument."""
     source_hash: str
     """Hex sha256 of the ``.sol`` file's bytes at export time."""
 
@@ -57,7 +59,7 @@ def load_artifact() -> Artifact:
     """Read and validate the shipped export once per process.
 
     Raises:
-        AbiExportError: the file is missing or lacks ``abi``/``bytecode``/``sourceHash``.
+        AbiExportError: the file is missing or lacks ``abi``/``bytecode``/``viewsBytecode``/``sourceHash``.
     """
     path = artifact_path()
     try:
@@ -71,15 +73,18 @@ def load_artifact() -> Artifact:
     try:
         abi = raw["abi"]
         bytecode = raw["bytecode"]
+        views_bytecode = raw["viewsBytecode"]
         source_hash = raw["sourceHash"]
     except (KeyError, TypeError) as exc:
         raise AbiExportError(f"{path} lacks {exc}; re-export it with contracts/scripts/export_abi.js") from exc
-    if not isinstance(abi, list) or not isinstance(bytecode, str) or not isinstance(source_hash, str):
+    if not isinstance(abi, list) or not isinstance(bytecode, str) or not isinstance(source_hash, str) \
+            or not isinstance(views_bytecode, str):
         raise AbiExportError(f"{path} has fields of the wrong type; re-export it")
     return Artifact(
         contract_name=str(raw.get("contractName", "JobManager")),
         abi=tuple(abi),
         bytecode=_hex_to_bytes(bytecode),
+        views_bytecode=_hex_to_bytes(views_bytecode),
         source_hash=source_hash.removeprefix("0x").lower(),
     )
 
