@@ -22,7 +22,6 @@ the drawn one claims (any candidate once the grace window is over).
 from __future__ import annotations
 
 import enum
-import hashlib
 import time
 from collections.abc import Callable
 
@@ -46,7 +45,9 @@ from node.roles.decisions import (
 from node.roles.votes import VoteGossip
 from node.training.evaluate import evaluate
 from node.training.models import model_ref
+from node.training.objective import format_metric, headline
 from node.training.task import task_size, work_units
+from node.training.ticket_check import ticket_seed, ticket_shard
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import JobStatus, UpdateStatus
 from protocols.errors import DtnodeError
@@ -187,14 +188,13 @@ class LeaderRole:
     async def _make_ticket(self, spec: JobSpec, st: RoundState, trainer: str, node_class: NodeClass,
                            slot: int) -> TaskTicket:
         dataset = await self.ctx.dataset(spec.dataset_cid)
-        shard_index = (st.round * spec.tasks_per_round + slot) % len(dataset.shard_cids)
+        shard = ticket_shard(dataset.shard_cids, spec, st.round, slot)
         size = task_size(spec, node_class)
-        count = dataset.shards[shard_index].samples
-        seed_src = f"{self.job_id}:{st.round}:{slot}:{spec.seed}".encode()
+        count = next(s.samples for s in dataset.shards if s.cid == shard)
         ticket = TaskTicket(
             job_id=self.job_id, round=st.round, term=st.term, slot=slot, base_cid=st.base_cid,
-            shard_cid=dataset.shard_cids[shard_index], sample_start=0, sample_count=count, steps=size.steps,
-            batch_size=size.batch_size, seed=int.from_bytes(hashlib.sha256(seed_src).digest()[:7], "big"),
+            shard_cid=shard, sample_start=0, sample_count=count, steps=size.steps,
+            batch_size=size.batch_size, seed=ticket_seed(spec, self.job_id, st.round, slot),
             node_class=node_class, weight=size.weight, work_units=work_units(spec, node_class), trainer=trainer,
             leader=self.ctx.address, expires_at=int(self._now() + self.ctx.config.task_timeout_s),
         )
@@ -322,7 +322,7 @@ class LeaderRole:
 
         def run_eval() -> tuple[float, float]:
             state: dict[str, torch.Tensor] = model_state
-            return evaluate(model_ref(spec), state, eval_set, max_samples=self.eval_samples)
+            return evaluate(model_ref(spec), state, eval_set, max_samples=self.eval_samples, task=spec.task)
 
         with ctx.timed("evaluation"):
             accuracy, loss = await trio.to_thread.run_sync(run_eval)
@@ -346,8 +346,8 @@ class LeaderRole:
         self.records.append(record)
         if self.on_commit is not None:
             self.on_commit(record)
-        ctx.log.info("job %d: committed round %d/%d: %d accepted, eval accuracy %.2f%%, checkpoint %s",
-                     self.job_id, st.round + 1, spec.rounds, len(used), accuracy * 100, new_cid[-10:])
+        ctx.log.info("job %d: committed round %d/%d: %d accepted, eval %s, checkpoint %s", self.job_id, st.round + 1,
+                     spec.rounds, len(used), format_metric(*headline(spec.task, accuracy, loss)), new_cid[-10:])
         await self.pay(st.round)
         await self._withdraw()
         return CommitOutcome.DONE
