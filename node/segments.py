@@ -19,6 +19,7 @@ can challenge them any more), and the oldest rounds of other jobs go first when 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import shutil
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -163,7 +164,9 @@ async def fetch_segment(
         raise SegmentUnavailable(f"segment {index} of job {job_id} round {round_}: the trainer's peer is not known")
     what = f"segment {index} of job {job_id} round {round_}"
     workdir.mkdir(parents=True, exist_ok=True)
-    path = trio.Path(workdir / f"{state_hash}.{job_id}.{round_}.part")
+    # A name of its own per fetch: the same state can be fetched twice at once (every trainer of a round starts
+    # from the same base state, and a validator checks a round's updates concurrently).
+    path = trio.Path(workdir / f"{state_hash}.{job_id}.{round_}.{secrets.token_hex(8)}.part")
     digest = hashlib.sha256()
     try:
         async with await path.open("wb") as sink:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import trio
 
 from node.segments import SEGMENT_CHUNK_BYTES, SegmentSpill, SegmentUnavailable, fetch_segment, segment_reply
 from node.training.codec import State, encode_state, state_hash
@@ -146,3 +147,36 @@ def test_training_spills_each_state_as_it_is_computed(tmp_path: Path) -> None:
     assert all(spill.read(3, 1, h) == encode_state(s) for h, s in zip(spilled.segment_hashes,
                                                                        in_memory.segment_states, strict=True))
     assert state_hash(spilled.delta) == state_hash(in_memory.delta)
+
+
+async def test_one_state_fetched_twice_at_once_arrives_twice(tmp_path: Path) -> None:
+    """Every trainer of a round starts from the same base state and a validator checks a round's updates
+    concurrently, so the same state is fetched twice at once: each fetch writes a file of its own (the devnet
+    failed with FileNotFoundError when both shared one and the first removed it while the second still wrote)."""
+    big = states(1, size=(2 * SEGMENT_CHUNK_BYTES) // 4 + 1000)[0]  # three chunks per fetch
+    spill = SegmentSpill(tmp_path / "spill")
+    (digest,) = spill.keep(4, 1, [big])
+    total = len(encode_state(big))
+    got: list[State] = []
+    served = 0
+
+    async def last_chunk_late(request: bytes, remote: object) -> bytes:
+        nonlocal served
+        served += 1
+        if served == 6:  # the last of the six chunks: the other fetch is done (and cleaned up) by then
+            await trio.sleep(1.0)
+        return await spill.handle(request, remote)
+
+    async with make_nodes(2, wait_discovery_s=60) as (trainer, validator):
+        trainer.set_request_handler(SEGMENT_PROTOCOL, last_chunk_late)
+        peer = trainer.peer_id.to_base58()
+
+        async def fetch() -> None:
+            got.append(await fetch_segment(validator.request, peer, job_id=4, round_=1, index=0, state_hash=digest,
+                                           max_bytes=total, workdir=tmp_path / "fetched"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch)
+            nursery.start_soon(fetch)
+    assert [state_hash(s) for s in got] == [digest, digest]
+    assert not list((tmp_path / "fetched").iterdir())
