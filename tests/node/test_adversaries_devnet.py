@@ -88,6 +88,10 @@ async def test_every_verification_cheat_is_rejected_unpaid_and_slashed(tmp_path:
             for (job, r, slot, _phase), verdict in getattr(validator, "verdicts", {}).items():
                 if job == job_id:
                     verdicts.setdefault((r, slot), set()).add(str(verdict.reason))
+            # Verdicts signed and gossiped on the fast path (settled by settleUpdates, never voted on-chain).
+            for (job, r, slot), verdict in getattr(validator, "first_verdicts", {}).items():
+                if job == job_id:
+                    verdicts.setdefault((r, slot), set()).add(str(verdict.reason))
 
     result = await run_devnet(plan(tmp_path), on_finished=collect_verdicts)
     ledger = result.ledger
