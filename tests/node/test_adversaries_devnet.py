@@ -44,8 +44,8 @@ from tests.node.adversaries import (
 )
 from tests.node.ledger_checks import address_of, check_ledger, earned
 
-# Out of the default run (5-16 min on the 2-core machine, timing-sensitive under load); run it with
-# `bash scripts/test.sh -m adversary_devnet tests/node/test_adversaries_devnet.py` (pyproject.toml's addopts).
+# In the default run: 140 s on a quiet 2-core machine (5-16 min while other heavy jobs shared it). Alone:
+# `bash scripts/test.sh -m adversary_devnet tests/node/test_adversaries_devnet.py`.
 pytestmark = [pytest.mark.slow, pytest.mark.adversary_devnet]
 
 CONTENT_DEADLINE_S = 45.0
