@@ -104,28 +104,38 @@ def _domain(domain: TicketDomain) -> dict[str, Any]:
     }
 
 
-def _signable(ticket: ChainTicket, domain: TicketDomain) -> Any:
-    return encode_typed_data(domain_data=_domain(domain), message_types=TICKET_TYPES, message_data=ticket.message())
+def _signable(types: dict[str, Any], message: dict[str, Any], domain: TicketDomain) -> Any:
+    return encode_typed_data(domain_data=_domain(domain), message_types=types, message_data=message)
+
+
+def _digest(types: dict[str, Any], message: dict[str, Any], domain: TicketDomain) -> bytes:
+    """``keccak256(0x1901 ‖ domainSeparator ‖ structHash)`` of one typed struct: tickets and votes alike."""
+    signable = _signable(types, message, domain)
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def _signer(types: dict[str, Any], message: dict[str, Any], domain: TicketDomain, signature: bytes,
+            what: str) -> str:
+    try:
+        signer: str = Account.recover_message(_signable(types, message, domain), signature=signature)
+    except Exception as exc:  # eth-keys raises several types for a bad signature
+        raise SchemaError(f"{what} signature is invalid: {exc}") from exc
+    return signer
 
 
 def ticket_digest(ticket: ChainTicket, domain: TicketDomain) -> bytes:
     """The EIP-712 digest (``keccak256(0x1901 ‖ domainSeparator ‖ structHash)``), as ``ticketDigest`` returns it."""
-    signable = _signable(ticket, domain)
-    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+    return _digest(TICKET_TYPES, ticket.message(), domain)
 
 
 def sign_ticket(ticket: ChainTicket, domain: TicketDomain, leader: LocalAccount) -> bytes:
     """The leader's 65-byte signature over the ticket's digest."""
-    return bytes(leader.sign_message(_signable(ticket, domain)).signature)
+    return bytes(leader.sign_message(_signable(TICKET_TYPES, ticket.message(), domain)).signature)
 
 
 def ticket_signer(ticket: ChainTicket, domain: TicketDomain, signature: bytes) -> str:
     """The address that signed ``ticket`` for ``domain``; SchemaError for a malformed signature."""
-    try:
-        signer: str = Account.recover_message(_signable(ticket, domain), signature=signature)
-    except Exception as exc:  # eth-keys raises several types for a bad signature
-        raise SchemaError(f"ticket signature is invalid: {exc}") from exc
-    return signer
+    return _signer(TICKET_TYPES, ticket.message(), domain, signature, "ticket")
 
 
 @dataclass(frozen=True)
@@ -149,28 +159,19 @@ class ChainVote:
         return tuple(m[f["name"]] for f in VOTE_TYPES["Vote"])
 
 
-def _signable_vote(vote: ChainVote, domain: TicketDomain) -> Any:
-    return encode_typed_data(domain_data=_domain(domain), message_types=VOTE_TYPES, message_data=vote.message())
-
-
 def vote_digest(vote: ChainVote, domain: TicketDomain) -> bytes:
     """The EIP-712 digest of a vote, as ``voteDigest`` returns it."""
-    signable = _signable_vote(vote, domain)
-    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+    return _digest(VOTE_TYPES, vote.message(), domain)
 
 
 def sign_vote(vote: ChainVote, domain: TicketDomain, validator: LocalAccount) -> bytes:
     """The validator's 65-byte signature (r, s, v) over the vote's digest."""
-    return bytes(validator.sign_message(_signable_vote(vote, domain)).signature)
+    return bytes(validator.sign_message(_signable(VOTE_TYPES, vote.message(), domain)).signature)
 
 
 def vote_signer(vote: ChainVote, domain: TicketDomain, signature: bytes) -> str:
     """The address that signed ``vote`` for ``domain``; SchemaError for a malformed signature."""
-    try:
-        signer: str = Account.recover_message(_signable_vote(vote, domain), signature=signature)
-    except Exception as exc:  # eth-keys raises several types for a bad signature
-        raise SchemaError(f"vote signature is invalid: {exc}") from exc
-    return signer
+    return _signer(VOTE_TYPES, vote.message(), domain, signature, "vote")
 
 
 @dataclass(frozen=True)
