@@ -66,16 +66,7 @@ contract JobManager is JobManagerState {
     /// @notice Serves the rest of IJobManager (leader candidacy, audits, views) from the extension, in this
     /// contract's storage.
     fallback() external payable {
-        address target = extension;
-        assembly ("memory-safe") {
-            calldatacopy(0, 0, calldatasize())
-            let ok := delegatecall(gas(), target, 0, calldatasize(), 0, 0)
-            returndatacopy(0, 0, returndatasize())
-            if iszero(ok) {
-                revert(0, returndatasize())
-            }
-            return(0, returndatasize())
-        }
+        _delegate(extension);
     }
 
     /// @notice See IJobManager.registerTrainer.

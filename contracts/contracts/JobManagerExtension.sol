@@ -45,16 +45,7 @@ contract JobManagerExtension is JobManagerVotes {
 
     /// @notice Serves IJobManager's views from JobManagerViews (DELEGATECALL: JobManager's storage).
     fallback() external payable {
-        address target = views;
-        assembly ("memory-safe") {
-            calldatacopy(0, 0, calldatasize())
-            let ok := delegatecall(gas(), target, 0, calldatasize(), 0, 0)
-            returndatacopy(0, 0, returndatasize())
-            if iszero(ok) {
-                revert(0, returndatasize())
-            }
-            return(0, returndatasize())
-        }
+        _delegate(views);
     }
 
     modifier onlyDelegated() {

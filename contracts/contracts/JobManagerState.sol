@@ -520,4 +520,18 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         uint256 drawnAt = u.drawnAt;
         return drawnAt == 0 ? 0 : drawnAt + job.params.leaseSeconds / 2;
     }
+
+    /// @dev Runs the call's calldata as `target`'s code on this contract's storage (DELEGATECALL) and returns or
+    /// reverts with its result: JobManager's fallback (to the extension) and the extension's (to the views).
+    function _delegate(address target) internal {
+        assembly ("memory-safe") {
+            calldatacopy(0, 0, calldatasize())
+            let ok := delegatecall(gas(), target, 0, calldatasize(), 0, 0)
+            returndatacopy(0, 0, returndatasize())
+            if iszero(ok) {
+                revert(0, returndatasize())
+            }
+            return(0, returndatasize())
+        }
+    }
 }
