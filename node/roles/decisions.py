@@ -117,15 +117,27 @@ class LeaderStep(enum.Enum):
     """This node was drawn successor (or the grace window is over, or nobody leads): ``claimLeadership``."""
     WAIT = "wait"
     """Another node leads, or another candidate was drawn successor and its grace window runs."""
+    STAND = "stand"
+    """The lease is up for grabs and this node is no candidate (any more): ``standForLeader`` first. A leader whose
+    lease lapsed loses its candidacy when another claims; without standing again a job whose other candidates died
+    would stall."""
 
 
-def leader_step(job: JobInfo, me: str, now: int, successor: str | None) -> LeaderStep:
-    """What a leader candidate does next, given the job as the chain has it, the chain's time ``now`` and the drawn
-    successor (``successor(jobId)``: None until the successor draw's block is mined)."""
+def lease_open(job: JobInfo, now: int) -> bool:
+    """Whether nobody holds the job's lease at chain time ``now`` (no leader, or its lease ran out)."""
+    return job.leader is None or now > job.lease_expiry
+
+
+def leader_step(job: JobInfo, me: str, now: int, successor: str | None, *, standing: bool = True) -> LeaderStep:
+    """What a leader candidate does next, given the job as the chain has it, the chain's time ``now``, the drawn
+    successor (``successor(jobId)``: None until the successor draw's block is mined) and whether this node stands
+    as a candidate now (only read while :func:`lease_open`)."""
     if job.status != JobStatus.ACTIVE:
         return LeaderStep.STOP
     if job.leader is not None and job.leader.lower() == me.lower() and now < job.lease_expiry:
         return LeaderStep.LEAD
+    if not standing and lease_open(job, now):
+        return LeaderStep.STAND
     if job.leader is None:
         return LeaderStep.CLAIM
     # drawSuccessor and claimLeadership need block time strictly past the expiry; at the expiry second they revert.
@@ -241,20 +253,25 @@ def round_close(st: RoundState, tasks_per_round: int, *, now: float, mono: float
 
     ``st.submitted`` and ``st.decided`` must hold what the chain showed last. A round closes when every slot is
     decided, or when no ticket is outstanding and every update is decided (and some accepted), or at the deadline
-    with accepted work (updates still pending then expire unpaid at the commit), or at the hard deadline without: a
-    trainer or validator that never answers cannot stall it.
+    with accepted work once every submitted update is decided (tickets still out are given up), or at the hard
+    deadline (with the accepted work, if any: updates still pending then expire at the commit): a trainer or
+    validator that never answers cannot stall it.
+
+    A submitted update's verdict is awaited until the hard deadline, not just the soft one: an update pending at the
+    commit expires with its bond unlocked, so a trainer that makes its own check slow (withheld segments, content
+    served at a crawl) would otherwise get a fabricated update off unslashed, and an honest one unpaid.
     """
     accepted = st.accepted()
     decided = len(st.decided)
     if decided >= tasks_per_round:
         return RoundClose(CloseReason.ALL_DECIDED, accepted)
-    if st.tickets and not st.outstanding(now) and decided == len(st.submitted) and accepted:
+    all_submitted_decided = decided == len(st.submitted)
+    if st.tickets and not st.outstanding(now) and all_submitted_decided and accepted:
         return RoundClose(CloseReason.NOTHING_OUTSTANDING, accepted)
-    if mono >= st.deadline:
-        if accepted:
-            return RoundClose(CloseReason.DEADLINE, accepted)
-        if mono >= st.hard_deadline:
-            return RoundClose(CloseReason.LEASE_ENDING, [])
+    if mono >= st.deadline and accepted and all_submitted_decided:
+        return RoundClose(CloseReason.DEADLINE, accepted)
+    if mono >= st.hard_deadline:
+        return RoundClose(CloseReason.DEADLINE, accepted) if accepted else RoundClose(CloseReason.LEASE_ENDING, [])
     return None
 
 

@@ -38,6 +38,7 @@ from node.roles.decisions import (
     RoundState,
     ineligibility,
     leader_step,
+    lease_open,
     refuse_before_reading,
     refuse_slot,
     round_close,
@@ -100,13 +101,17 @@ class LeaderRole:
                 job = await ctx.jobs.job(self.job_id)
                 now = await ctx.jobs.chain_time() if job.status == JobStatus.ACTIVE else 0
                 drawn = await ctx.jobs.successor(self.job_id) if job.successor_anchor else None
-                step = leader_step(job, ctx.address, now, drawn)
+                standing = await self._standing() if job.status == JobStatus.ACTIVE and lease_open(job, now) else True
+                step = leader_step(job, ctx.address, now, drawn, standing=standing)
                 if step == LeaderStep.STOP:
                     ctx.log.info("job %d is closed (status %d): leader candidate stops", self.job_id, job.status)
                     return
                 if step == LeaderStep.LEAD:
                     await self._run_round(job.committed_rounds, job.term, job.lease_expiry, now)
                     continue
+                if step == LeaderStep.STAND:
+                    await self._stand()
+                    continue  # the successor is drawn from the candidates at claim time: read it again
                 if step == LeaderStep.DRAW_SUCCESSOR:
                     await self._draw_successor(job.leader or "nobody")
                 if step == LeaderStep.CLAIM:
@@ -115,14 +120,23 @@ class LeaderRole:
                 ctx.log.warning("leader of job %d: %s: %s; retrying", self.job_id, type(exc).__name__, exc)
             await trio.sleep(ctx.config.chain_poll_interval_s)
 
+    async def _standing(self) -> bool:
+        candidates = await self.ctx.jobs.candidates(self.job_id)
+        return self.ctx.address.lower() in [c.address.lower() for c in candidates]
+
     async def _stand(self) -> None:
-        """Stand with the minimum bond unless already a candidate (the bond is locked while standing)."""
+        """Stand with the minimum bond unless already a candidate (the bond is locked while standing): at start,
+        and again whenever the lease is open and this node lost its candidacy (``LeaderStep.STAND``)."""
         ctx = self.ctx
-        candidates = await ctx.jobs.candidates(self.job_id)
-        if ctx.address.lower() not in [c.address.lower() for c in candidates]:
-            bond = await ctx.jobs.min_leader_bond()
+        if await self._standing():
+            return
+        bond = await ctx.jobs.min_leader_bond()
+        try:
             await ctx.jobs.stand_for_leader(self.job_id, bond)
-            ctx.log.info("stood as leader candidate for job %d with a bond of %d wei", self.job_id, bond)
+        except ContractRevert as exc:  # full list of larger bonds, or the job closed meanwhile: retried next poll
+            ctx.log.warning("job %d: cannot stand as leader candidate (%s)", self.job_id, exc.error_name)
+            return
+        ctx.log.info("stood as leader candidate for job %d with a bond of %d wei", self.job_id, bond)
 
     async def _draw_successor(self, lapsed: str) -> None:
         ctx = self.ctx

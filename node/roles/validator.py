@@ -84,6 +84,8 @@ class ValidatorRole:
         self.signed: dict[SignKey, tuple[bool, float]] = {}
         """(job, round, slot, anchor block) → (the vote signed, when it was last gossiped: monotonic)."""
         self._signing: set[SignKey] = set()
+        self._first_checks: dict[tuple[int, int, int], trio.Event] = {}
+        """(job, round, slot) → set when this node's first-panel check of that update ends (see _first_verdict)."""
         self.first_verdicts: dict[tuple[int, int, int], Verdict] = {}
         """(job, round, slot) → the verdict signed for its first panel: the same panel, drawn on-chain later (same
         seed, same challenge), votes it without a second replay."""
@@ -142,6 +144,7 @@ class ValidatorRole:
             return
         if key not in self._signing:
             self._signing.add(key)
+            self._first_checks.setdefault((job_id, r, sub.slot), trio.Event())
             nursery.start_soon(self._validate_guarded, job_id, r, sub, update, key)
 
     async def _gossip(self, key: SignKey, valid: bool) -> None:
@@ -156,9 +159,10 @@ class ValidatorRole:
                                 key: VoteKey) -> None:
         ctx = self.ctx
         try:
+            # Awaited outside the limit: the first-panel check it may wait for needs a place under it.
+            signed = await self._first_verdict(job_id, r, sub.slot) if update.phase == Phase.VOTING else None
             async with self._limit:
                 try:
-                    signed = self.first_verdicts.get((job_id, r, sub.slot)) if update.phase == Phase.VOTING else None
                     verdict = signed if signed is not None else await self.check(job_id, r, sub)
                 except (StorageError, P2PError) as exc:  # content not there (yet): retry until the deadline
                     first = self._unavailable_since.setdefault(key, time.monotonic())
@@ -172,7 +176,18 @@ class ValidatorRole:
                             sub.trainer, job_id, r, exc)
         finally:
             self._in_progress.discard(key)
-            self._signing.discard(key)
+            if key in self._signing:
+                self._signing.discard(key)
+                self._first_checks.pop((job_id, r, sub.slot), trio.Event()).set()
+
+    async def _first_verdict(self, job_id: int, r: int, slot: int) -> Verdict | None:
+        """The verdict signed for the update's first panel, waiting for a first-panel check still running (the
+        panel drawn on-chain after the signing window is the same panel with the same challenge: a second replay
+        of the same update would only double the work); None when this node signed none."""
+        running = self._first_checks.get((job_id, r, slot))
+        if running is not None:
+            await running.wait()
+        return self.first_verdicts.get((job_id, r, slot))
 
     async def _vote(self, job_id: int, r: int, sub: Submission, verdict: Verdict, key: VoteKey) -> None:
         ctx = self.ctx

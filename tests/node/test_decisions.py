@@ -28,6 +28,7 @@ from node.roles.decisions import (
     ineligibility,
     jobs_to_start,
     leader_step,
+    lease_open,
     pay_left_unpaid,
     refuse_before_reading,
     refuse_slot,
@@ -131,6 +132,23 @@ def test_a_candidate_leads_draws_a_successor_claims_waits_or_stops() -> None:
     assert leader_step(job(), ME, NOW + 61, None) == LeaderStep.DRAW_SUCCESSOR  # our own lease lapsed
 
 
+def test_a_node_that_lost_its_candidacy_stands_again_once_the_lease_is_open() -> None:
+    """A lapsed leader's candidacy ends when another claims; if that one dies too, nobody could ever claim unless
+    the survivor stands again (the stall the leader-replacement devnet hit)."""
+    other = job(leader=Address(OTHER))
+    drawing = replace(other, successor_anchor=77)
+    grace_over = NOW + 60 + SPEC.payment.lease_seconds + 1
+    for lapsed in (other, drawing):
+        for now in (NOW + 61, grace_over):
+            assert leader_step(lapsed, ME, now, OTHER, standing=False) == LeaderStep.STAND
+    assert leader_step(job(leader=None), ME, NOW, None, standing=False) == LeaderStep.STAND
+    # While a lease runs there is nothing to stand for; a finished job is left alone.
+    assert leader_step(other, ME, NOW + 60, None, standing=False) == LeaderStep.WAIT
+    assert leader_step(replace(other, status=JobStatus.FINISHED), ME, grace_over, None,
+                       standing=False) == LeaderStep.STOP
+    assert not lease_open(other, NOW + 60) and lease_open(other, NOW + 61) and lease_open(job(leader=None), NOW)
+
+
 def test_a_leader_refuses_without_reading_when_not_leading_or_asked_for_another_round() -> None:
     assert refuse_before_reading(None, 0).reject == RejectCode.NOT_LEADER  # type: ignore[union-attr]
     assert refuse_before_reading(round_state(round=2), 1).reject == RejectCode.BAD_ROUND  # type: ignore[union-attr]
@@ -190,12 +208,18 @@ def test_a_round_closes_early_when_nothing_is_outstanding_and_some_work_was_acce
 
 
 def test_a_round_closes_at_its_deadline_with_accepted_work_or_at_the_hard_deadline_without() -> None:
-    st = round_state(tickets={"a": ticket("a"), "b": ticket("b", slot=2)}, submitted={0: "a", 2: "b"},
-                     decided={0: (ACCEPTED, "a", "m1")})
+    st = round_state(tickets={"a": ticket("a"), "b": ticket("b", slot=2), "c": ticket("c", slot=1)},
+                     submitted={0: "a", 2: "b"}, decided={0: (ACCEPTED, "a", "m1")})
     assert round_close(st, 3, now=NOW, mono=99.0) is None  # b's verdict is still out
-    close = round_close(st, 3, now=NOW, mono=100.0)
+    # Past the soft deadline b's verdict is still awaited: committing now would expire b's update, bond unlocked,
+    # so a trainer that slows its own check down would escape its slash.
+    assert round_close(st, 3, now=NOW, mono=150.0) is None
+    decided = replace(st, decided={0: (ACCEPTED, "a", "m1"), 2: (REJECTED, "b", "m2")})
+    close = round_close(decided, 3, now=NOW, mono=100.0)  # c's live ticket is given up at the soft deadline
     assert close is not None and close.reason == CloseReason.DEADLINE and close.accepted == [(0, "a", "m1")]
-    assert close.mask == 0b1  # b's pending update is not committed (the commit expires it)
+    close = round_close(st, 3, now=NOW, mono=200.0)
+    assert close is not None and close.reason == CloseReason.DEADLINE and close.accepted == [(0, "a", "m1")]
+    assert close.mask == 0b1  # at the hard deadline b's pending update is not committed (the commit expires it)
     nothing = replace(st, decided={0: (REJECTED, "a", "m1")})
     assert round_close(nothing, 3, now=NOW, mono=150.0) is None
     close = round_close(nothing, 3, now=NOW, mono=200.0)
