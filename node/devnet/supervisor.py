@@ -29,7 +29,7 @@ from node.roles.leader import LeaderRole
 from node.roles.trainer import TrainerRole
 from node.roles.validator import ValidatorRole
 from node.runtime import DtNode
-from protocols.chain.backends import HardhatNode, in_process_chain, mine_blocks
+from protocols.chain.backends import HardhatNode, in_process_chain, keep_time
 from protocols.chain.client import DeploySettings, JobManagerClient, deploy
 from protocols.errors import DtnodeError
 
@@ -97,19 +97,13 @@ class Devnet:
     async def tick_blocks(self, *, interval_s: float = BLOCK_INTERVAL_S) -> None:
         """Mine an empty block every ``interval_s`` on the in-process chain while its time is not ahead of the
         clock, like Hardhat's interval mining does for the process devnet: draws need ``DRAW_DELAY`` blocks after
-        their anchor and leases need the block time to move, and eth-tester mines only on transactions. (eth-tester
-        stamps each block one second after its parent, so a busy chain runs ahead of the clock; a ticker that mined
-        regardless would make it run further ahead, and shorten every lease and ticket in wall time.)"""
+        their anchor and leases need the block time to move, and eth-tester mines only on transactions. A chain
+        that fell behind the clock catches up in one block (see :func:`~protocols.chain.backends.keep_time`)."""
         if not self.plan.embedded or self.client is None:
             return
         w3 = self.client.w3
-
-        def tick() -> None:
-            if int(w3.eth.get_block("latest")["timestamp"]) < time.time():
-                mine_blocks(w3, 1)
-
         while True:
-            await trio.to_thread.run_sync(tick)
+            await trio.to_thread.run_sync(lambda: keep_time(w3, time.time()))
             await trio.sleep(interval_s)
 
     async def start_member(self, nursery: trio.Nursery, m: Member, cfg: NodeConfig, account: LocalAccount) -> None:

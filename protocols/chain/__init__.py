@@ -6,7 +6,7 @@
 - ``ticket``: the EIP-712 ticket a leader signs and ``submitUpdate`` verifies.
 - ``models``: frozen views (``JobInfo``, ``UpdateInfo``, ...); ``cids``: CID string <-> on-chain bytes.
 - ``events``: ``ChainEvent`` (one subclass per event) and the decoder behind ``JobManagerClient.get_events``.
-- ``backends``: ``HardhatNode``, ``in_process_chain``, ``dev_accounts``, ``increase_time``.
+- ``backends``: ``HardhatNode``, ``in_process_chain``, ``dev_accounts``, ``increase_time``, ``keep_time``.
 - ``tx``/``nonce``/``rpc``: sending with nonce management, receipts with deadlines, bounded retries.
 
 Everything here is blocking (web3.py's sync API): trio code calls it through ``trio.to_thread.run_sync``.

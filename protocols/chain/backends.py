@@ -80,6 +80,12 @@ class _LockedEthereumTesterProvider(EthereumTesterProvider):
         with self._lock:
             self.ethereum_tester.mine_blocks(n)  # type: ignore[union-attr]
 
+    def mine_block_at(self, timestamp: int) -> None:
+        """Mine one empty block stamped ``timestamp`` (later than the latest block's), under the lock."""
+        with self._lock:
+            # py-evm mines the travel block one second before the target it is given.
+            self.ethereum_tester.time_travel(timestamp + 1)  # type: ignore[union-attr]
+
 
 def _single_run_gas_estimate(state: Any, transaction: Any) -> int:
     """Gas estimate from one execution at the block gas limit (py-evm's default bisects: ~12 executions).
@@ -207,6 +213,22 @@ def mine_blocks(w3: Web3, n: int = 1) -> None:
     else:
         for _ in range(n):
             w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+
+
+def keep_time(w3: Web3, now: float) -> None:
+    """One tick of an in-process chain's clock: mine an empty block when the chain's time is behind ``now``, stamped
+    ``now`` when it is more than a second behind (eth-tester stamps a block one second after its parent, so a
+    ticker that fell behind, e.g. starved on a loaded machine, would otherwise never catch up, and every lease and
+    vote window would stretch in wall time). A chain ahead of ``now`` (busy: one second per transaction) gets no
+    block: mining anyway would run it further ahead and shorten every lease and ticket in wall time."""
+    latest = int(w3.eth.get_block("latest")["timestamp"])
+    if latest >= now:
+        return
+    provider = w3.provider
+    if latest + 1 < int(now) and isinstance(provider, _LockedEthereumTesterProvider):
+        provider.mine_block_at(int(now))
+    else:
+        mine_blocks(w3, 1)
 
 
 def set_automine(w3: Web3, enabled: bool) -> None:

@@ -14,6 +14,7 @@ from protocols.chain.backends import (
     hardhat_available,
     in_process_chain,
     increase_time,
+    keep_time,
 )
 
 # Hardhat's first dev address is public knowledge (its docs print it); the key is derived, never stored.
@@ -29,6 +30,22 @@ def test_in_process_chain_funds_hardhats_dev_accounts() -> None:
         assert w3.eth.get_balance(acct.address) == HARDHAT_ACCOUNT_BALANCE_ETH * 10**18
     before = w3.eth.get_block("latest")["timestamp"]
     assert increase_time(w3, 3_600) - before >= 3_600
+
+
+def test_an_in_process_chains_clock_catches_up_in_one_block_and_never_runs_further_ahead() -> None:
+    w3 = in_process_chain()
+    latest = int(w3.eth.get_block("latest")["timestamp"])
+    # 100 s behind the clock (a starved ticker): one block stamped with the clock, not one a second after its parent.
+    keep_time(w3, latest + 100.5)
+    block = w3.eth.get_block("latest")
+    assert int(block["timestamp"]) == latest + 100
+    # One second behind: a block one second after its parent.
+    keep_time(w3, latest + 101.5)
+    assert int(w3.eth.get_block("latest")["timestamp"]) == latest + 101
+    # Ahead of the clock (a busy chain): no block at all.
+    number = w3.eth.block_number
+    keep_time(w3, latest + 50.0)
+    assert w3.eth.block_number == number
 
 
 @pytest.mark.hardhat
