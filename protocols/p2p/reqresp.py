@@ -23,6 +23,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 
 from protocols.canonical import canonical_json, parse_json_object
 from protocols.errors import SchemaError
@@ -236,6 +237,8 @@ class Requests:
                 except trio.Cancelled:
                     raise
                 except Exception as exc:  # dial, upgrade and negotiation failures have many types
+                    if negotiation_timed_out(exc):
+                        await self._recycle(peer_id)
                     raise PeerUnreachable(f"cannot open {protocol} to {peer_id}: {exc}") from exc
                 return await call_stream(
                     stream, payload, max_response_bytes=self.config.max_response_bytes,
@@ -259,6 +262,17 @@ class Requests:
         except Exception as exc:  # a write to a dying connection
             await _reset_quietly(stream)
             raise PeerUnreachable(f"{protocol} to {peer} failed: {exc!r}") from exc
+
+    async def _recycle(self, peer_id: ID) -> None:
+        """Close the connection to ``peer_id`` so that the next request dials a fresh one. Seen under load: once a
+        stream's protocol negotiation timed out on a yamux connection, every later stream on it timed out too (for
+        minutes, until the round was lost), while a new connection to the same peer works."""
+        with trio.move_on_after(self.config.request_timeout_s), trio.CancelScope(shield=True):
+            try:
+                await self._host.disconnect(peer_id)
+            except Exception as exc:  # a connection already closing raises several types
+                logger.debug("closing the connection to %s failed: %s", peer_id, exc)
+        logger.info("negotiation with %s timed out: connection closed, the next request dials again", peer_id)
 
     async def _resolve(self, peer: ID | str) -> ID:
         if isinstance(peer, ID):
@@ -291,6 +305,18 @@ class Requests:
 
     def _count_error(self, code: str) -> None:
         self.metrics.request_errors[code] += 1
+
+
+def negotiation_timed_out(exc: BaseException) -> bool:
+    """Whether ``new_stream`` failed because the peer did not answer protocol negotiation in time (py-libp2p raises
+    ``StreamFailure`` from a ``MultiselectClientError`` whose message says so; "protocol not supported" is the same
+    class with another message, and must not cost the connection)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, MultiselectClientError) and "timed out" in str(cause):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 async def _reset_quietly(stream: INetStream | None) -> None:
