@@ -80,11 +80,20 @@ class _LockedEthereumTesterProvider(EthereumTesterProvider):
         with self._lock:
             self.ethereum_tester.mine_blocks(n)  # type: ignore[union-attr]
 
-    def mine_block_at(self, timestamp: int) -> None:
-        """Mine one empty block stamped ``timestamp`` (later than the latest block's), under the lock."""
+    def keep_time(self, now: int) -> None:
+        """:func:`keep_time` for this chain, read and mined under the lock (a transaction mined by another thread
+        between the read and the travel would make eth-tester refuse to travel backwards)."""
         with self._lock:
-            # py-evm mines the travel block one second before the target it is given.
-            self.ethereum_tester.time_travel(timestamp + 1)  # type: ignore[union-attr]
+            tester = self.ethereum_tester
+            latest = int(tester.get_block_by_number("latest")["timestamp"])  # type: ignore[union-attr]
+            if latest >= now:
+                return
+            pending = int(tester.get_block_by_number("pending")["timestamp"])  # type: ignore[union-attr]
+            if now > pending:
+                # py-evm mines the travel block one second before the target it is given.
+                tester.time_travel(now + 1)  # type: ignore[union-attr]
+            else:
+                tester.mine_blocks(1)  # type: ignore[union-attr]
 
 
 def _single_run_gas_estimate(state: Any, transaction: Any) -> int:
@@ -221,13 +230,10 @@ def keep_time(w3: Web3, now: float) -> None:
     ticker that fell behind, e.g. starved on a loaded machine, would otherwise never catch up, and every lease and
     vote window would stretch in wall time). A chain ahead of ``now`` (busy: one second per transaction) gets no
     block: mining anyway would run it further ahead and shorten every lease and ticket in wall time."""
-    latest = int(w3.eth.get_block("latest")["timestamp"])
-    if latest >= now:
-        return
     provider = w3.provider
-    if latest + 1 < int(now) and isinstance(provider, _LockedEthereumTesterProvider):
-        provider.mine_block_at(int(now))
-    else:
+    if isinstance(provider, _LockedEthereumTesterProvider):
+        provider.keep_time(int(now))
+    elif int(w3.eth.get_block("latest")["timestamp"]) < now:
         mine_blocks(w3, 1)
 
 
