@@ -324,12 +324,6 @@ def content_given_up(first_failure: float | None, mono: float, deadline_s: float
     return first_failure is not None and mono - first_failure >= deadline_s
 
 
-def segments_to_fetch(chosen: Iterable[int], n_segments: int) -> list[int]:
-    """The segment states a replay of segments ``chosen`` needs: each one's start (the previous segment's end)
-    and end, and the last (the claimed final state)."""
-    return sorted({n_segments - 1} | {i for s in chosen for i in (s - 1, s) if 0 <= i < n_segments})
-
-
 # -- auditor -------------------------------------------------------------------------------------------------------
 
 
