@@ -150,9 +150,8 @@ contract JobManagerExtension is JobManagerVotes {
         (bool ready, bytes32 hash) = JobManagerLib.seedAt(r.auditAnchor, DRAW_DELAY);
         if (!ready) revert JobManagerDrawNotReady(uint256(r.auditAnchor) + DRAW_DELAY + 1);
         // A pool changed after the seed block was known could steer the draw: start over from a new anchor.
-        if (hash == bytes32(0) || r.auditPoolVersion != uint32(_pool.version)) {
+        if (hash == bytes32(0) || _pool.changedAt > r.auditAnchor) {
             r.auditAnchor = uint64(block.number);
-            r.auditPoolVersion = uint32(_pool.version);
             emit DrawRescheduled(jobId, round, AUDIT_SLOT, uint64(block.number));
             return;
         }
@@ -243,7 +242,7 @@ contract JobManagerExtension is JobManagerVotes {
         uint64 challenge = u.challenge;
         if (u.panel.length == 0) {
             // Not drawn on-chain: the fast path's panel, recomputed from the same seed, fixes the same challenge.
-            bytes32 hash = _drawSeed(u.anchorBlock, u.poolVersion);
+            bytes32 hash = _drawSeed(_anchorOf(u));
             if (u.status != UpdateStatus.Pending || hash == bytes32(0)) {
                 revert JobManagerDrawNotReady(block.number + DRAW_DELAY + 1);
             }
@@ -269,7 +268,6 @@ contract JobManagerExtension is JobManagerVotes {
     function _escalateAudit(uint256 jobId, uint32 round, Round storage r) private {
         r.auditPhase = Phase.AwaitingEscalation;
         r.auditAnchor = uint64(block.number);
-        r.auditPoolVersion = uint32(_pool.version);
         _holdCommitterBond(jobId, r.committer);
         emit AuditEscalated(jobId, round, uint64(block.number));
     }
