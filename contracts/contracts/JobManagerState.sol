@@ -363,15 +363,16 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
 
     // ------------------------------------------------------------------ draws and verdicts
 
-    /// @dev The one re-anchor rule of every draw: the hash of block `anchor + DRAW_DELAY`, or zero when the draw
+    /// @dev The one re-anchor rule of every draw: the hash of block `anchor + DRAW_DELAY`, fresh unless the draw
     /// must move to a new anchor because that hash is gone (older than 256 blocks) or the validator pool changed
     /// in a block after the anchor (a join, exit or slash made once the seed block is known could steer the draw;
     /// one made in the anchor's block or before precedes the seed block, whose hash it cannot know). Reverts with
     /// JobManagerDrawNotReady before that block is mined.
-    function _drawSeed(uint256 anchor) internal view returns (bytes32) {
-        (bool ready, bytes32 hash) = JobManagerLib.seedAt(anchor, DRAW_DELAY);
+    function _drawSeed(uint256 anchor) internal view returns (bool fresh, bytes32 hash) {
+        bool ready;
+        (ready, hash) = JobManagerLib.seedAt(anchor, DRAW_DELAY);
         if (!ready) revert JobManagerDrawNotReady(anchor + DRAW_DELAY + 1);
-        return _pool.changedAt > anchor ? bytes32(0) : hash;
+        fresh = hash != bytes32(0) && _pool.changedAt <= anchor;
     }
 
     /// @dev An update's anchor block from the 32 bits stored: the latest block number with those low bits (exact
