@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from protocols.chain.models import (
+    MAX_LOSS_REDUCTION,
     JobInfo,
     JobStatus,
     Phase,
@@ -298,9 +299,10 @@ def stake_shortfall(info: TrainerInfo, update_bond: int) -> int:
 
 
 def claimed_loss_reduction(manifest: UpdateManifest) -> int:
-    """The loss reduction a trainer states in ``submitUpdate`` (micro-units): what its manifest's losses say. The
-    validators vote on exactly this claim; the replay checks the manifest's losses."""
-    return max(0, manifest.loss_before_micro - manifest.loss_after_micro)
+    """The loss reduction a trainer states in ``submitUpdate`` (micro-units): what its manifest's losses say,
+    clipped to 0 .. ``MAX_LOSS_REDUCTION`` (the contract stores 32 bits). The validators vote on exactly this claim;
+    the replay checks the manifest's losses."""
+    return min(MAX_LOSS_REDUCTION, max(0, manifest.loss_before_micro - manifest.loss_after_micro))
 
 
 # -- validator -----------------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from node.roles.decisions import (
     wait_out_round,
 )
 from protocols.chain.models import (
+    MAX_LOSS_REDUCTION,
     AuditOutcome,
     JobInfo,
     JobStatus,
@@ -270,6 +271,8 @@ def test_the_claimed_loss_reduction_is_the_manifests() -> None:
                               segment_hashes=["ab" * 32])
     assert claimed_loss_reduction(manifest(2_000_000, 1_500_000)) == 500_000
     assert claimed_loss_reduction(manifest(1_000_000, 1_500_000)) == 0
+    # The contract stores 32 bits: a larger reduction is claimed (and checked) as the bound.
+    assert claimed_loss_reduction(manifest(MAX_LOSS_REDUCTION + 7, 0)) == MAX_LOSS_REDUCTION == 2**32 - 1
 
 
 # -- auditor -------------------------------------------------------------------------------------------------------
