@@ -41,14 +41,13 @@ import torch  # noqa: E402
 import trio  # noqa: E402
 from torch import nn  # noqa: E402
 
-from node.roles.decisions import segments_to_fetch  # noqa: E402
 from node.segments import SegmentSpill, fetch_segment  # noqa: E402
 from node.training.challenge import catch_probability, choose_segments, replay_share  # noqa: E402
-from node.training.codec import State, decode_delta, encode_delta, state_hash  # noqa: E402
+from node.training.codec import decode_delta, encode_delta, state_hash  # noqa: E402
 from node.training.data import load_fashion_mnist  # noqa: E402
 from node.training.local import train_local  # noqa: E402
 from node.training.models import MODELS, ModelInfo, initial_state  # noqa: E402
-from node.training.replay import replay_verify  # noqa: E402
+from node.training.replay import CommittedState, replay_verify, states_to_fetch  # noqa: E402
 from node.training.task import Task  # noqa: E402
 from storage.blockstore import FilesystemBlockStore  # noqa: E402
 from storage.content import LocalContentStore  # noqa: E402
@@ -113,31 +112,39 @@ def run_task(size: str, *, steps: int, every: int, k: int, quorum: int, work: Pa
     async def request(peer: Any, protocol: Any, payload: bytes) -> bytes:
         return await spill.handle(payload, peer)
 
-    async def fetch_one(i: int, workdir: Path) -> State:
+    async def fetch_one(i: int, workdir: Path) -> CommittedState:
         return await fetch_segment(request, "trainer", job_id=1, round_=0, index=i, state_hash=hashes[i],
                                    max_bytes=state_bytes, workdir=workdir)
 
-    validator_cpu: list[float] = []
-    fetched = 0
-    for v in range(quorum):
-        seed = hashlib.sha256(f"challengeSeed:{size}:{v}".encode()).digest()
-        chosen = choose_segments(seed, n, k)
+    def validate(v: int) -> tuple[float, int]:
+        """One validator with its own seed, as the validator role does it: the start states of the challenged
+        segments before the replay, an end state only if a replay differs. Its CPU seconds and bytes fetched."""
+        chosen = choose_segments(hashlib.sha256(f"challengeSeed:{size}:{v}".encode()).digest(), n, k)
         cpu = time.process_time()
-        states: dict[int, State] = {}
-        got = 0
-        for i in segments_to_fetch(chosen, n):
-            states[i] = trio.run(fetch_one, i, work / f"fetched-{v}")
+        got = len(delta_bytes)
+
+        def fetch(i: int) -> CommittedState:
+            nonlocal got
             got += state_bytes
+            return trio.run(fetch_one, i, work / f"fetched-{v}")
+
+        states = {i: fetch(i) for i in states_to_fetch(chosen, n)}
+
+        def fetch_state(i: int) -> CommittedState:
+            return states.pop(i) if i in states else fetch(i)
+
         claimed = decode_delta(delta_bytes, like=base, max_bytes=len(delta_bytes))
         verdict = replay_verify(
-            task, base, shard, claimed_segment_hashes=hashes, segment_states_fetch=states.pop,
+            task, base, shard, claimed_segment_hashes=hashes, segment_states_fetch=fetch_state,
             claimed_delta=claimed, claimed_loss_before=loss_before, claimed_loss_after=loss_after,
             segments_to_check=chosen,
         )
-        validator_cpu.append(time.process_time() - cpu)
         assert verdict.ok, verdict
-        fetched = max(fetched, got + len(delta_bytes))
-        states.clear()
+        return time.process_time() - cpu, got
+
+    runs = [validate(v) for v in range(quorum)]
+    validator_cpu = [cpu for cpu, _ in runs]
+    fetched = max(got for _, got in runs)
     return {
         "params": sum(t.numel() for t in base.values()), "steps": steps, "segments": n, "k": k, "quorum": quorum,
         "state_bytes": state_bytes, "delta_bytes": len(delta_bytes), "delta_dag_bytes": delta_dag.dag_size,
@@ -178,7 +185,7 @@ def run_stream(size: str, *, work: Path) -> dict[str, Any]:
 
         fetched = await fetch_segment(request, "trainer", job_id=1, round_=0, index=0, state_hash=digest,
                                       max_bytes=state_bytes, workdir=work / "fetched")
-        assert state_hash(fetched) == digest
+        assert state_hash(fetched.tensors) == fetched.sha256 == digest
 
     trio.run(paths)
     return {"state_bytes": state_bytes, "runtime_rss": runtime, "peak_rss": _peak()}

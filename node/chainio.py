@@ -7,6 +7,7 @@ is abandoned (its HTTP request has its own timeout), so a chain that hangs never
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -33,9 +34,12 @@ class AsyncChain:
         self._limiter = limiter or trio.CapacityLimiter(4)
         self.seconds = 0.0
         """Wall time spent waiting on the chain (the devnet benchmark's 'chain' column)."""
+        self.calls: collections.Counter[str] = collections.Counter()
+        """Calls made, by ``what`` up to its first parenthesis (``getJob(3)`` counts as ``getJob``): /metrics."""
 
     async def __call__(self, fn: Callable[[], T], *, what: str = "chain call") -> T:
         start = trio.current_time()
+        self.calls[what.partition("(")[0]] += 1
         try:
             with trio.fail_after(self.timeout_s):
                 return await trio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=self._limiter)

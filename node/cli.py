@@ -36,6 +36,9 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", dest="device", choices=["cpu", "cuda", "auto"],
                    help="train and replay on: cpu, cuda, or auto (default: cuda if torch sees a GPU, else cpu)")
     g.add_argument("--log-format", dest="log_format", choices=["text", "json"], help="log output format")
+    g.add_argument("--http", dest="http", metavar="HOST:PORT",
+                   help="serve the read-only web dashboard and /metrics here (off by default; a bare port is "
+                        "loopback)")
     g.add_argument("--log-level", dest="log_level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
 
 

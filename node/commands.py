@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 _FLAG_NAMES = (
     "chain_rpc_url", "contract_address", "key_file", "dev_account", "data_dir", "node_class",
-    "log_format", "log_level", "device",
+    "log_format", "log_level", "device", "http",
 )
 log = logging.getLogger("dtnode")
 

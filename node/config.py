@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.http.address import parse_http_address
 from protocols.errors import ConfigError
 from protocols.types import NodeClass
 
@@ -71,6 +72,9 @@ class NodeConfig:
     """Validators audit every committed round, not only those in which they were drawn to vote on an update."""
     max_dag_bytes: int = 256 * 1024 * 1024
     store_max_bytes: int = 4 * 1024 * 1024 * 1024
+    http: str = ""
+    """``HOST:PORT`` of the read-only web dashboard and ``/metrics`` (node/http/); empty: none. A bare port is
+    loopback."""
     trainer_stake_wei: int = 10**17
     validator_stake_wei: int = 10**17
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -114,6 +118,8 @@ class NodeConfig:
         for name in ("max_dag_bytes", "store_max_bytes"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name!r}: must be > 0, got {getattr(self, name)}")
+        if self.http:
+            parse_http_address(self.http)
         for addr in (*self.listen, *self.bootstrap):
             if not addr.startswith("/"):
                 raise ConfigError(

@@ -14,8 +14,11 @@ segment state       4 + 8 with AdamW (two moments), 4 with SGD  validators (chal
 ==================  ==========================================  ========================================
 
 plus :data:`HEADER_SLACK` for the safetensors header. A fetch of ``n`` bytes gets ``base + n / MIN_RATE`` seconds,
-the base being the node's ``fetch_timeout_s``. Datasets are the customer's and stay bounded by the spec's
-``max_dag_bytes``. This module decides limits; it never fetches.
+the base being the node's ``fetch_timeout_s``. A validator's availability deadline (how long it retries an update's
+content before voting ``CONTENT_UNAVAILABLE``) grows the same way with what one check may have to fetch
+(:func:`content_deadline_s`): a fixed 120 s is shorter than one 1.2 GB state takes at ``MIN_RATE``, so an honest
+100M-parameter trainer on a modest link would be voted unavailable. Datasets are the customer's and stay bounded
+by the spec's ``max_dag_bytes``. This module decides limits; it never fetches.
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ class ContentLimits:
         """The deadline for fetching ``nbytes``: ``base_s`` plus the time at :data:`MIN_RATE`."""
         return base_s + nbytes / MIN_RATE
 
+    def check_bytes(self, challenged: int) -> int:
+        """The most a validator fetches from a trainer for one check of ``challenged`` segments: the delta, and the
+        start and end state of each (end states only when a replay differs: under a declared hardware mismatch)."""
+        return self.delta_bytes + 2 * challenged * self.state_bytes
+
+    def content_deadline_s(self, base_s: float, challenged: int) -> float:
+        """How long a validator retries an update's content after the first failure before voting it
+        ``CONTENT_UNAVAILABLE``: the node's ``content_deadline_s`` (``base_s``) plus the time :meth:`check_bytes`
+        take at :data:`MIN_RATE`, so that the deadline always exceeds one honest transfer of everything a check
+        needs. The job's lease must leave room for it inside the contract's vote window (half a lease)."""
+        return self.transfer_s(self.check_bytes(challenged), base_s)
+
 
 def content_limits(spec: JobSpec) -> ContentLimits:
     """:class:`ContentLimits` of ``spec``'s model (built once per spec on this node to count its scalars)."""
@@ -74,3 +89,11 @@ def _limits(spec: JobSpec) -> ContentLimits:
         scalars=scalars, delta_bytes=4 * scalars + HEADER_SLACK, checkpoint_bytes=8 * scalars + HEADER_SLACK,
         state_bytes=per_state * scalars + HEADER_SLACK, segments_per_task=segments,
     )
+
+
+def content_deadline_s(spec: JobSpec, base_s: float) -> float:
+    """How long a validator retries an update's content of job ``spec`` after the first failure: the node's
+    ``content_deadline_s`` (``base_s``) plus one honest transfer of everything a check may fetch, for the spec's
+    ``spot_check_segments`` (0 = all: as many as the largest class's task has)."""
+    limits = content_limits(spec)
+    return limits.content_deadline_s(base_s, spec.spot_check_segments or limits.segments_per_task)

@@ -56,6 +56,8 @@ class DtNode:
     leader_cls: type[LeaderRole] = LeaderRole
     """Tests swap in adversaries (a trainer that fabricates deltas, a validator that never votes, a leader that
     commits a wrong aggregate); production always uses TrainerRole, ValidatorRole and LeaderRole."""
+    dashboard_url: str = ""
+    """Where this node serves its dashboard (``--http``), once started; empty when it serves none."""
     _cancel: trio.CancelScope | None = None
 
     def p2p_config(self) -> P2PConfig:
@@ -111,6 +113,11 @@ class DtNode:
                     for job_id in cfg.jobs:
                         self.leaders[job_id] = self.leader_cls(ctx, job_id)
                         await nursery.start(self.leaders[job_id].run)
+                if cfg.http:
+                    from node.http.address import parse_http_address
+                    from node.http.server import serve_dashboard
+
+                    self.dashboard_url = await nursery.start(serve_dashboard, self, parse_http_address(cfg.http))
                 self.log.info("dtnode %s up: roles %s, listening on %s", self.account.address,
                               ",".join(cfg.roles) or "none", " ".join(net.listen_addrs()))
                 task_status.started(self)

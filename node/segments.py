@@ -28,7 +28,9 @@ from typing import Any
 
 import trio
 
-from node.training.codec import State, read_state, write_state
+from node.training.codec import State, iter_state_bytes, read_state, write_state
+from node.training.errors import InvalidDelta
+from node.training.replay import CommittedState
 from protocols.p2p.errors import P2PError, RemoteError
 from protocols.topics import SEGMENT_PROTOCOL
 from protocols.types import RejectCode
@@ -151,14 +153,22 @@ Requester = Callable[[Any, Any, bytes], Awaitable[bytes]]
 async def fetch_segment(
     request: Requester, peer: Any, *, job_id: int, round_: int, index: int, state_hash: str, max_bytes: int,
     workdir: Path,
-) -> State:
+) -> CommittedState:
     """Ask ``peer`` (the trainer) for the committed state ``state_hash``, chunk by chunk into a file under
-    ``workdir``; return it decoded once the whole file's sha256 matches. The file is removed either way.
+    ``workdir``; return it decoded once the whole file's sha256 matches, with that digest. The file is removed either
+    way.
+
+    The bytes are hashed once, as they arrive; decoding then requires them to be the canonical encoding of the
+    tensors (:func:`~node.training.codec.iter_state_bytes`: the header is what the tensors give, and the data tile
+    the file), so the digest kept in the :class:`~node.training.replay.CommittedState` is the tensors'
+    :func:`~node.training.codec.state_hash` and replay need not hash them again.
 
     Raises :class:`SegmentUnavailable` when the trainer is unknown, refuses, announces more than ``max_bytes``,
     sends a chunk that does not fit what it announced, or serves other bytes; other P2P errors (timeouts,
     unreachable peers) propagate as they are. Each chunk is one request under the node's request deadline. The
-    caller turns "still unavailable at the contract's deadline" into a rejection.
+    caller turns "still unavailable at the contract's deadline" into a rejection. Bytes that match the commitment
+    but are not a canonical state raise :class:`~node.training.errors.InvalidDelta` (a verdict: the commitment
+    itself is garbage).
     """
     if peer is None:
         raise SegmentUnavailable(f"segment {index} of job {job_id} round {round_}: the trainer's peer is not known")
@@ -193,6 +203,22 @@ async def fetch_segment(
         if digest.hexdigest() != state_hash:
             raise SegmentUnavailable(f"{what}: served bytes do not match the committed hash")
         # Hash-matching but undecodable means the commitment itself is garbage: InvalidDelta propagates (a verdict).
-        return await trio.to_thread.run_sync(lambda: read_state(Path(path), max_bytes=max_bytes))
+        tensors = await trio.to_thread.run_sync(lambda: read_canonical_state(Path(path), max_bytes=max_bytes))
+        return CommittedState(tensors, state_hash)
     finally:
         await path.unlink(missing_ok=True)
+
+
+def read_canonical_state(path: Path, *, max_bytes: int) -> State:
+    """:func:`~node.training.codec.read_state` of ``path``, which must hold exactly the canonical bytes of the
+    tensors it decodes to (so that the file's sha256 is their ``state_hash``). Blocking: call in a worker thread.
+
+    ``read_state`` already requires the tensors' data to tile the file in header order; the header is then the only
+    freedom left (key order, spacing, JSON spelling), and it is compared with the one the tensors give."""
+    tensors = read_state(path, max_bytes=max_bytes)
+    with open(path, "rb") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        header = n.to_bytes(8, "little") + fh.read(n)
+    if next(iter(iter_state_bytes(tensors))) != header:
+        raise InvalidDelta(f"state file {path.name}: not the canonical encoding of its tensors (header differs)")
+    return tensors

@@ -31,6 +31,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
 fi
 
+# 1b. Debian's chromium, the browser the dashboard tests drive with Playwright (tests/dashboard/; pip's playwright
+#     comes with the venv below and is pointed at /usr/bin/chromium: Playwright's own browser download is never used).
+if ! dpkg -s chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "installing Debian's chromium (the dashboard's browser tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "[setup] Debian's chromium is missing: the dashboard's browser tests will be skipped" >&2
+    echo "[setup] (sudo apt-get install chromium)" >&2
+  fi
+fi
+
 # 2. Python venv from the lock file (torch/torchvision come from this machine's disk via pip's find-links).
 PYDIGEST=$(digest requirements.lock pyproject.toml)
 if [ ! -x .venv/bin/python ] || ! stamp_ok venv "$PYDIGEST"; then

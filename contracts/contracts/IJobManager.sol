@@ -371,6 +371,8 @@ interface IJobManagerTypes {
     error JobManagerSlotTaken(uint256 jobId, uint32 round, uint32 slot);
     /// @dev workUnits is 0 or above maxWorkUnits.
     error JobManagerInvalidWorkUnits(uint32 workUnits, uint32 max);
+    /// @dev lossReduction is above MAX_LOSS_REDUCTION (a trainer claims at most that much).
+    error JobManagerLossReductionTooLarge(uint64 lossReduction, uint64 max);
     /// @dev Free stake (stake - locked) does not cover the job's update bond.
     error JobManagerInsufficientFreeStake(address trainer, uint256 free, uint256 required);
     /// @dev The pool (minus excluded accounts) holds fewer validators than a panel needs.
@@ -443,6 +445,10 @@ interface IJobManager is IJobManagerTypes {
     function ESCALATION_PANEL() external view returns (uint256);
     /// @notice Size of a round's first audit panel (capped by the pool).
     function AUDIT_PANEL() external view returns (uint256);
+    /// @notice Upper bound on maxWorkUnits.
+    function MAX_WORK_UNITS() external view returns (uint32);
+    /// @notice Upper bound on a claimed loss reduction (micro-units).
+    function MAX_LOSS_REDUCTION() external view returns (uint64);
     /// @notice Upper bound on rounds.
     function MAX_ROUNDS() external view returns (uint32);
     /// @notice Upper bound on the candidates of one job.
@@ -589,6 +595,7 @@ interface IJobManager is IJobManagerTypes {
     function claimLeadership(uint256 jobId) external;
 
     /// @notice Admits the caller's update for a slot under a ticket signed by the job's current leader.
+    /// `lossReduction` (micro-units) is at most MAX_LOSS_REDUCTION.
     /// @dev Emits an {UpdateSubmitted} event.
     function submitUpdate(
         Ticket calldata ticket,

@@ -162,6 +162,7 @@ contract JobManager is JobManagerState {
         uint256 jobId = ticket.jobId;
         Job storage job = _activeJob(jobId);
         _checkCid(updateCid);
+        if (lossReduction > MAX_LOSS_REDUCTION) revert JobManagerLossReductionTooLarge(lossReduction, MAX_LOSS_REDUCTION);
         bytes32 digest = _admit(jobId, job, ticket, leaderSignature);
         Round storage r = _rounds[jobId][ticket.round];
         uint64 bit = uint64(1) << ticket.slot;
@@ -173,13 +174,13 @@ contract JobManager is JobManagerState {
 
     /// @dev Stores a newly admitted update and announces it.
     function _record(Ticket calldata ticket, bytes calldata updateCid, uint64 lossReduction, bytes32 digest) private {
+        // One new slot: the whole record a submission writes (sizes checked by _admit and submitUpdate).
         Update storage u = _updates[ticket.jobId][ticket.round][ticket.slot];
         u.trainer = msg.sender;
         u.status = UpdateStatus.Pending;
-        u.workUnits = ticket.workUnits;
-        u.anchorBlock = uint48(block.number);
-        u.poolVersion = uint32(_pool.version);
-        u.lossReduction = lossReduction;
+        u.workUnits = uint16(ticket.workUnits);
+        u.anchorBlock = uint32(block.number);
+        u.lossReduction = uint32(lossReduction);
         emit UpdateSubmitted(
             ticket.jobId,
             ticket.round,
@@ -262,10 +263,9 @@ contract JobManager is JobManagerState {
         if (acceptedMask != r.acceptedMask) revert JobManagerWrongAcceptedSet(jobId, round, r.acceptedMask, acceptedMask);
         if (acceptedMask == 0) revert JobManagerNoAcceptedUpdates(jobId, round);
 
-        r.checkpointCid = checkpointCid;
+        _storeCheckpoint(r, checkpointCid);
         r.committer = leader;
         r.auditAnchor = uint64(block.number);
-        r.auditPoolVersion = uint32(_pool.version);
         _candidacy[jobId][leader].lastCommitAt = uint64(block.timestamp);
         job.spent += _priceRound(jobId, round, job.params, r);
         uint32 committed = round + 1;
@@ -288,23 +288,23 @@ contract JobManager is JobManagerState {
 
     /// @notice See IJobManager.payout.
     function payout(uint256 jobId, uint32 round) external nonReentrant {
-        _job(jobId);
+        JobParams storage p = _job(jobId).params;
         Round storage r = _rounds[jobId][round];
-        uint256 accepted = r.priced ? r.acceptedMask : 0;
+        uint256 accepted = r.priced && !r.paid ? r.acceptedMask : 0;
         uint256 total = 0;
-        // One call credits every accepted update of the round: the 21k base and the totals' writes are shared.
+        // One call credits every accepted update of the round: the 21k base and the totals' writes are shared, and
+        // one flag marks the round paid (its accepted set is fixed once priced).
         for (uint32 slot; accepted >> slot != 0; ++slot) {
             if (accepted & (1 << slot) == 0) continue;
             Update storage u = _updates[jobId][round][slot];
-            if (u.paid) continue;
-            u.paid = true;
-            uint256 amount = u.amount;
+            uint256 amount = _payOf(p, r, u);
             address trainer = u.trainer;
             total += amount;
             balanceOf[trainer] += amount;
             emit PaidOut(jobId, trainer, amount);
         }
         if (total == 0) revert JobManagerNothingToPay(jobId, round);
+        r.paid = true;
         escrowHeld -= total;
         totalPaid += total;
     }
@@ -357,7 +357,7 @@ contract JobManager is JobManagerState {
             revert JobManagerInvalidJobParam("tasksPerRound");
         }
         if (p.localSteps == 0) revert JobManagerInvalidJobParam("localSteps");
-        if (p.maxWorkUnits == 0) revert JobManagerInvalidJobParam("maxWorkUnits");
+        if (p.maxWorkUnits == 0 || p.maxWorkUnits > MAX_WORK_UNITS) revert JobManagerInvalidJobParam("maxWorkUnits");
         if (p.quorum == 0 || p.quorum > MAX_QUORUM) revert JobManagerInvalidJobParam("quorum");
         if (p.quorum < minQuorum) revert JobManagerQuorumBelowMinimum(p.quorum, minQuorum);
         if (p.leaseSeconds == 0 || p.leaseSeconds > MAX_LEASE_SECONDS) revert JobManagerInvalidJobParam("leaseSeconds");
@@ -380,7 +380,7 @@ contract JobManager is JobManagerState {
         if (ticket.round != job.committedRounds) revert JobManagerWrongRound(jobId, job.committedRounds, ticket.round);
         if (block.timestamp > ticket.expiry) revert JobManagerTicketExpired(ticket.expiry);
         if (ticket.slot >= job.params.tasksPerRound) revert JobManagerInvalidSlot(jobId, ticket.slot);
-        uint32 maxUnits = job.params.maxWorkUnits;
+        uint32 maxUnits = job.params.maxWorkUnits; // <= MAX_WORK_UNITS (_checkParams)
         if (ticket.workUnits == 0 || ticket.workUnits > maxUnits) {
             revert JobManagerInvalidWorkUnits(ticket.workUnits, maxUnits);
         }
@@ -405,11 +405,9 @@ contract JobManager is JobManagerState {
     }
 
     /// @dev Closes a round's pending updates (Expired: bond unlocked, votes released, unpaid) and fixes the pay of
-    /// its accepted ones: baseRate per work unit, plus the pool bonusRate * accepted work units split in proportion
-    /// to the accepted claims of loss reduction (floor division; dust stays in the deposit).
+    /// its accepted ones (`_payOf`): the round's accepted work units and claims are stored, not each update's pay.
     /// @return owed The round's total trainer pay, now owed from the deposit.
     function _priceRound(uint256 jobId, uint32 round, JobParams storage p, Round storage r) private returns (uint256 owed) {
-        r.priced = true;
         uint256 submitted = r.submittedMask;
         uint256 accepted = r.acceptedMask;
         uint256 units = 0;
@@ -424,15 +422,24 @@ contract JobManager is JobManagerState {
                 _expire(jobId, round, slot, p, u);
             }
         }
-        uint256 pool = uint256(p.bonusRate) * units;
+        // Fit: at most MAX_TASKS_PER_ROUND updates of <= 2^16 units and <= 2^32 micro-units each.
+        r.priced = true;
+        r.units = uint32(units);
+        r.totalLoss = uint64(totalLoss);
         for (uint32 slot; accepted >> slot != 0; ++slot) {
-            if (accepted & (1 << slot) == 0) continue;
-            Update storage u = _updates[jobId][round][slot];
-            uint256 amount = uint256(p.baseRate) * u.workUnits;
-            if (totalLoss != 0) amount += (pool * u.lossReduction) / totalLoss;
-            // Fits: _checkParams bounds maxWorkUnits * (baseRate + bonusRate * tasksPerRound) by 2^128.
-            u.amount = uint128(amount);
-            owed += amount;
+            if (accepted & (1 << slot) != 0) owed += _payOf(p, r, _updates[jobId][round][slot]);
+        }
+    }
+
+    /// @dev Stores a checkpoint CID: the usual 36-byte CIDv1 (4-byte header, 32-byte digest) in the commit's slot
+    /// and one more, any other as bytes.
+    function _storeCheckpoint(Round storage r, bytes calldata cid) private {
+        bytes32 digest = cid.length == 36 ? bytes32(cid[4:36]) : bytes32(0);
+        if (digest == bytes32(0)) {
+            r.checkpointCid = cid;
+        } else {
+            r.checkpointHead = bytes4(cid[0:4]);
+            r.checkpointDigest = digest;
         }
     }
 

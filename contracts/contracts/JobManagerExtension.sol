@@ -147,12 +147,10 @@ contract JobManagerExtension is JobManagerVotes {
         if (r.audit != AuditOutcome.Open || (phase != Phase.AwaitingPanel && phase != Phase.AwaitingEscalation)) {
             revert JobManagerNothingToDraw(jobId, round, AUDIT_SLOT);
         }
-        (bool ready, bytes32 hash) = JobManagerLib.seedAt(r.auditAnchor, DRAW_DELAY);
-        if (!ready) revert JobManagerDrawNotReady(uint256(r.auditAnchor) + DRAW_DELAY + 1);
         // A pool changed after the seed block was known could steer the draw: start over from a new anchor.
-        if (hash == bytes32(0) || r.auditPoolVersion != uint32(_pool.version)) {
+        (bool fresh, bytes32 hash) = _drawSeed(r.auditAnchor);
+        if (!fresh) {
             r.auditAnchor = uint64(block.number);
-            r.auditPoolVersion = uint32(_pool.version);
             emit DrawRescheduled(jobId, round, AUDIT_SLOT, uint64(block.number));
             return;
         }
@@ -243,8 +241,8 @@ contract JobManagerExtension is JobManagerVotes {
         uint64 challenge = u.challenge;
         if (u.panel.length == 0) {
             // Not drawn on-chain: the fast path's panel, recomputed from the same seed, fixes the same challenge.
-            bytes32 hash = _drawSeed(u.anchorBlock, u.poolVersion);
-            if (u.status != UpdateStatus.Pending || hash == bytes32(0)) {
+            (bool fresh, bytes32 hash) = _drawSeed(_anchorOf(u));
+            if (u.status != UpdateStatus.Pending || !fresh) {
                 revert JobManagerDrawNotReady(block.number + DRAW_DELAY + 1);
             }
             challenge = _challengeOf(keccak256(abi.encode(hash, jobId, round, slot, Phase.AwaitingPanel)));
@@ -269,7 +267,6 @@ contract JobManagerExtension is JobManagerVotes {
     function _escalateAudit(uint256 jobId, uint32 round, Round storage r) private {
         r.auditPhase = Phase.AwaitingEscalation;
         r.auditAnchor = uint64(block.number);
-        r.auditPoolVersion = uint32(_pool.version);
         _holdCommitterBond(jobId, r.committer);
         emit AuditEscalated(jobId, round, uint64(block.number));
     }

@@ -19,7 +19,7 @@ library JobManagerLib {
         mapping(uint256 slot => address) memberAt;
         mapping(address account => uint256) slotOf; // 0: not a member
         uint256[] free;
-        uint256 version; // bumped by every change: a draw anchored before a change is re-anchored
+        uint256 changedAt; // block of the last change: a draw anchored before it is re-anchored
     }
 
     /// @dev Slots already drawn (or excluded) during one draw, with their weights.
@@ -65,7 +65,7 @@ library JobManagerLib {
         t.slotOf[account] = slot;
         t.total += w;
         ++t.count;
-        ++t.version;
+        t.changedAt = block.number;
     }
 
     /// @dev Removes a member; its slot is reused by the next add.
@@ -79,7 +79,7 @@ library JobManagerLib {
         delete t.memberAt[slot];
         delete t.slotOf[account];
         t.free.push(slot);
-        ++t.version;
+        t.changedAt = block.number;
     }
 
     /// @dev Lowers a member's weight to 0 < w <= its weight (stake only grows by re-registering).
@@ -89,7 +89,7 @@ library JobManagerLib {
         _subAt(t, slot, delta);
         t.total -= delta;
         t.weight[slot] = w;
-        ++t.version;
+        t.changedAt = block.number;
     }
 
     /// @dev The members in slot order (for views; O(size)).

@@ -28,6 +28,11 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
     /// probability (1/3)^7 = 0.05 % (docs/economy.md). Served by the extension as AUDIT_PANEL() (one getter less
     /// in JobManager's bytecode).
     uint256 internal constant AUDIT_PANEL_SIZE = 7;
+    /// @notice Upper bound on maxWorkUnits (an update's work units are stored in 16 bits).
+    uint32 public constant MAX_WORK_UNITS = type(uint16).max;
+    /// @notice Upper bound on a claimed loss reduction (micro-units, stored in 32 bits: 4294.967295 loss units);
+    /// a trainer claims min(reduction, MAX_LOSS_REDUCTION) and validators check the same clipped claim.
+    uint64 public constant MAX_LOSS_REDUCTION = type(uint32).max;
     /// @notice Upper bound on rounds (bounds a trainer's payout walk).
     uint32 public constant MAX_ROUNDS = 1000;
     /// @notice Upper bound on the candidates of one job.
@@ -73,13 +78,20 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         bool standing;
     }
 
+    /// @dev Slot 0 is written by submissions, verdicts, the commit (pricing) and the payout; slot 1 by the commit
+    /// (with the head of a checkpoint CID of the usual 36-byte form, its digest in `checkpointDigest`).
     struct Round {
         uint64 submittedMask;
         uint64 acceptedMask;
         bool priced;
+        bool paid; // every accepted update's pay credited (one payout call credits the whole round)
+        uint32 units; // accepted work units (set by pricing)
+        uint64 totalLoss; // accepted claims of loss reduction (set by pricing)
+        // slot 1
         address committer;
         uint64 auditAnchor; // the block whose hash (+ DRAW_DELAY) draws the audit panel of the current phase
-        uint32 auditPoolVersion;
+        bytes4 checkpointHead; // a 36-byte checkpoint CID's first 4 bytes (multibase-free CIDv1 header)
+        bytes32 checkpointDigest; // ... and its last 32 (the multihash digest); zero: the CID is in checkpointCid
         AuditOutcome audit;
         Phase auditPhase; // AwaitingPanel, Voting (first panel), AwaitingEscalation, Escalated
         uint8 auditOk; // first-panel votes
@@ -96,27 +108,25 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
         bytes checkpointCid;
     }
 
-    /// @dev Packed so that a submission writes two new slots (trainer .. anchorBlock; lossReduction .. silentMask)
-    /// and a fast-path settlement rewrites only the first; the rest is written only by the on-chain vote path.
+    /// @dev Packed so that a submission writes one new slot (trainer .. lossReduction) and a fast-path settlement
+    /// rewrites it; the rest is written only by the on-chain vote path. Pay is not stored: it follows from the
+    /// round's totals (`_payOf`), and the round says whether it was paid.
     struct Update {
         address trainer;
         UpdateStatus status;
         Phase phase;
-        uint32 workUnits;
-        uint48 anchorBlock;
+        uint16 workUnits; // <= maxWorkUnits <= MAX_WORK_UNITS
+        uint32 anchorBlock; // the low 32 bits of the anchor's block number (`_anchorOf`)
+        uint32 lossReduction; // <= MAX_LOSS_REDUCTION
         // slot 1
-        uint64 lossReduction;
-        uint32 poolVersion; // the pool's version at the anchor: a draw after a pool change re-anchors
-        uint128 amount;
-        bool paid;
-        uint16 silentMask; // first-panel members that had not voted when the window closed
-        // slot 2
         uint32 drawnAt; // when the first panel was drawn on-chain (its vote window starts)
         uint16 votedMask;
         uint16 validMask;
         uint64 escVotedMask;
         uint64 escValidMask;
         uint64 challenge;
+        // slot 2
+        uint16 silentMask; // first-panel members that had not voted when the window closed
         uint128 escStake;
         uint128 escValidStake;
         uint128 escInvalidStake;
@@ -353,21 +363,46 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
 
     // ------------------------------------------------------------------ draws and verdicts
 
-    /// @dev The one re-anchor rule of every draw: the hash of block `anchor + DRAW_DELAY`, or zero when the draw
+    /// @dev The one re-anchor rule of every draw: the hash of block `anchor + DRAW_DELAY`, fresh unless the draw
     /// must move to a new anchor because that hash is gone (older than 256 blocks) or the validator pool changed
-    /// since the anchor (a join, exit or slash made once the seed block is known could steer the draw). Reverts
-    /// with JobManagerDrawNotReady before that block is mined.
-    function _drawSeed(uint256 anchor, uint32 poolVersion) internal view returns (bytes32) {
-        (bool ready, bytes32 hash) = JobManagerLib.seedAt(anchor, DRAW_DELAY);
+    /// in a block after the anchor (a join, exit or slash made once the seed block is known could steer the draw;
+    /// one made in the anchor's block or before precedes the seed block, whose hash it cannot know). Reverts with
+    /// JobManagerDrawNotReady before that block is mined.
+    function _drawSeed(uint256 anchor) internal view returns (bool fresh, bytes32 hash) {
+        bool ready;
+        (ready, hash) = JobManagerLib.seedAt(anchor, DRAW_DELAY);
         if (!ready) revert JobManagerDrawNotReady(anchor + DRAW_DELAY + 1);
-        return poolVersion == uint32(_pool.version) ? hash : bytes32(0);
+        fresh = hash != bytes32(0) && _pool.changedAt <= anchor;
     }
 
-    /// @dev Moves an update's pending draw to this block and the current pool.
+    /// @dev An update's anchor block from the 32 bits stored: the latest block number with those low bits (exact
+    /// for any anchor less than 2^32 blocks old; a draw's anchor is re-anchored once it is 256 blocks old).
+    function _anchorOf(Update storage u) internal view returns (uint256) {
+        unchecked {
+            return block.number - uint32(uint32(block.number) - u.anchorBlock);
+        }
+    }
+
+    /// @dev Moves an update's pending draw to this block.
     function _reanchorUpdate(uint256 jobId, uint32 round, uint32 slot, Update storage u) internal {
-        u.anchorBlock = uint48(block.number);
-        u.poolVersion = uint32(_pool.version);
+        u.anchorBlock = uint32(block.number);
         emit DrawRescheduled(jobId, round, slot, uint64(block.number));
+    }
+
+    /// @dev An accepted update's pay in a priced round: baseRate per work unit plus its share of the bonus pool
+    /// (bonusRate per accepted work unit) in proportion to its claim of loss reduction among the accepted claims
+    /// (floor division: dust stays in the deposit). Fits 128 bits: _checkParams bounds maxWorkUnits * (baseRate +
+    /// bonusRate * tasksPerRound).
+    function _payOf(JobParams storage p, Round storage r, Update storage u) internal view returns (uint256 amount) {
+        amount = uint256(p.baseRate) * u.workUnits;
+        uint256 totalLoss = r.totalLoss;
+        if (totalLoss != 0) amount += (uint256(p.bonusRate) * r.units * u.lossReduction) / totalLoss;
+    }
+
+    /// @dev A round's checkpoint CID as committed.
+    function _checkpointOf(Round storage r) internal view returns (bytes memory) {
+        bytes32 digest = r.checkpointDigest;
+        return digest == bytes32(0) ? r.checkpointCid : abi.encodePacked(r.checkpointHead, digest);
     }
 
     /// @dev The first panel of an update whose draw `hash` is valid: the same stake-weighted draw whether it is
@@ -390,8 +425,7 @@ abstract contract JobManagerState is IJobManagerTypes, ReentrancyGuard, EIP712 {
     /// @dev A disagreement (or silence): the escalation panel is drawn from a block after this one.
     function _escalate(uint256 jobId, uint32 round, uint32 slot, Update storage u) internal {
         u.phase = Phase.AwaitingEscalation;
-        u.anchorBlock = uint48(block.number);
-        u.poolVersion = uint32(_pool.version);
+        u.anchorBlock = uint32(block.number);
         emit UpdateEscalated(jobId, round, slot, uint64(block.number));
     }
 

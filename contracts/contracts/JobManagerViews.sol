@@ -29,7 +29,7 @@ contract JobManagerViews is JobManagerState {
         info.progressAt = job.progressAt;
         info.successorAnchor = job.successorAnchor;
         info.disputed = job.disputed;
-        if (job.committedRounds > 0) info.lastCheckpointCid = _rounds[jobId][job.committedRounds - 1].checkpointCid;
+        if (job.committedRounds > 0) info.lastCheckpointCid = _checkpointOf(_rounds[jobId][job.committedRounds - 1]);
     }
 
     /// @notice See IJobManager.getRound.
@@ -44,7 +44,7 @@ contract JobManagerViews is JobManagerState {
         info.auditOk = r.auditOk;
         info.auditFailed = r.auditFailed;
         info.auditors = r.auditors;
-        info.checkpointCid = r.checkpointCid;
+        info.checkpointCid = _checkpointOf(r);
         info.auditPhase = r.auditPhase;
         info.auditDeadline = uint64(_auditDeadline(_jobs[jobId], r));
         info.auditSilentMask = r.auditSilent;
@@ -59,14 +59,17 @@ contract JobManagerViews is JobManagerState {
     /// @notice See IJobManager.getUpdate.
     function getUpdate(uint256 jobId, uint32 round, uint32 slot) external view returns (UpdateInfo memory info) {
         Update storage u = _updates[jobId][round][slot];
+        Round storage r = _rounds[jobId][round];
         info.trainer = u.trainer;
         info.status = u.status;
         info.phase = u.phase;
         info.workUnits = u.workUnits;
-        info.anchorBlock = u.anchorBlock;
+        info.anchorBlock = uint64(_anchorOf(u));
         info.lossReduction = u.lossReduction;
-        info.amount = u.amount;
-        info.paid = u.paid;
+        if (r.priced && (r.acceptedMask >> slot) & 1 == 1) {
+            info.amount = uint128(_payOf(_jobs[jobId].params, r, u)); // fits: see _payOf
+            info.paid = r.paid;
+        }
         info.votedMask = u.votedMask;
         info.validMask = u.validMask;
         info.escVotedMask = u.escVotedMask;

@@ -27,8 +27,8 @@ abstract contract JobManagerVotes is JobManagerState {
         if (u.status != UpdateStatus.Pending || (phase != Phase.AwaitingPanel && phase != Phase.AwaitingEscalation)) {
             revert JobManagerNothingToDraw(jobId, round, slot);
         }
-        bytes32 hash = _drawSeed(u.anchorBlock, u.poolVersion);
-        if (hash == bytes32(0)) {
+        (bool fresh, bytes32 hash) = _drawSeed(_anchorOf(u));
+        if (!fresh) {
             _reanchorUpdate(jobId, round, slot, u);
             return;
         }
@@ -68,10 +68,10 @@ abstract contract JobManagerVotes is JobManagerState {
         uint32 slot
     ) external view returns (address[] memory panel, uint64 anchorBlock) {
         Update storage u = _updates[jobId][round][slot];
-        anchorBlock = u.anchorBlock;
+        anchorBlock = uint64(_anchorOf(u));
         if (u.status != UpdateStatus.Pending || u.phase != Phase.AwaitingPanel) return (panel, anchorBlock);
-        bytes32 hash = _drawSeed(anchorBlock, u.poolVersion);
-        if (hash != bytes32(0)) (panel, ) = _firstPanel(jobId, round, slot, hash, _jobs[jobId].params.quorum, u.trainer);
+        (bool fresh, bytes32 hash) = _drawSeed(anchorBlock);
+        if (fresh) (panel, ) = _firstPanel(jobId, round, slot, hash, _jobs[jobId].params.quorum, u.trainer);
     }
 
     /// @notice See IJobManager.voteDigest.
@@ -88,9 +88,9 @@ abstract contract JobManagerVotes is JobManagerState {
         if (u.status != UpdateStatus.Pending || u.phase != Phase.AwaitingPanel) {
             revert JobManagerFastPathClosed(jobId, round, slot);
         }
-        uint48 anchor = u.anchorBlock;
-        bytes32 hash = _drawSeed(anchor, u.poolVersion);
-        if (hash == bytes32(0)) {
+        uint48 anchor = uint48(_anchorOf(u));
+        (bool fresh, bytes32 hash) = _drawSeed(anchor);
+        if (!fresh) {
             _reanchorUpdate(jobId, round, slot, u);
             return;
         }
@@ -111,9 +111,12 @@ abstract contract JobManagerVotes is JobManagerState {
         uint256 q = panel.length;
         uint256 validMask = set.validMask;
         if (set.signatures.length != 65 * q || validMask >> q != 0) revert JobManagerInvalidVoteSet(jobId, round, slot, q);
-        // Two possible votes, so two digests, hashed once per update rather than once per member.
-        bytes32 yes = _hashTypedDataV4(JobManagerLib.hashVote(jobId, round, slot, anchor, true));
-        bytes32 no = _hashTypedDataV4(JobManagerLib.hashVote(jobId, round, slot, anchor, false));
+        // Two possible votes, so at most two digests, hashed once per update rather than once per member (a
+        // unanimous set needs one).
+        bytes32 yes = validMask != 0 ? _hashTypedDataV4(JobManagerLib.hashVote(jobId, round, slot, anchor, true)) : bytes32(0);
+        bytes32 no = validMask != (uint256(1) << q) - 1
+            ? _hashTypedDataV4(JobManagerLib.hashVote(jobId, round, slot, anchor, false))
+            : bytes32(0);
         for (uint256 k; k < q; ++k) {
             bytes32 digest = (validMask >> k) & 1 == 1 ? yes : no;
             _checkVote(jobId, round, slot, digest, set.signatures[65 * k:65 * k + 65], panel[k]);

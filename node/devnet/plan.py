@@ -32,7 +32,7 @@ def demo_spec(*, rounds: int = 14, trainers: int = 4, model: str = "fmnist-cnn-v
     """
     return JobSpec(
         name="fashion-mnist-demo", model=model, rounds=rounds, tasks_per_round=trainers, local_steps=local_steps,
-        batch_size=32, inner_optimizer="adamw", inner_lr="0.001", segment_every=10, spot_check_segments=2,
+        batch_size=32, inner_optimizer="adamw", inner_lr="0.001", segment_every=5, spot_check_segments=3,
         delta_encoding="f32", aggregation=AggregationSpec(strategy="mean", outer="nesterov"),
         payment=PaymentSpec(base_rate_wei=10**15, bonus_rate_wei=5 * 10**14, validator_fee_wei=2 * 10**14,
                             leader_fee_wei=10**15, quorum=quorum, lease_seconds=lease_seconds),
@@ -61,6 +61,8 @@ class DevnetPlan:
     })
     p2p_settings: dict[str, Any] = field(default_factory=lambda: {"presence_interval_s": 3.0, "peer_ttl_s": 15.0})
     timeout_s: float = 1800.0
+    http: str = ""
+    """``HOST:PORT`` where the customer's node serves the dashboard (node/http/); empty: none."""
     trainer_cls: dict[str, type[TrainerRole]] = field(default_factory=dict)
     """label → TrainerRole subclass (embedded runs only; tests use it for adversaries)."""
     validator_cls: dict[str, type[ValidatorRole]] = field(default_factory=dict)

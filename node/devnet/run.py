@@ -75,7 +75,7 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
     accounts = dev_accounts(DEV_ACCOUNTS)
     customer = accounts[0]
     client = await net.start_chain(customer)
-    customer_cfg = NodeConfig(data_dir=str(net.workdir / "customer"), **plan.node_settings)
+    customer_cfg = NodeConfig(data_dir=str(net.workdir / "customer"), http=plan.http, **plan.node_settings)
     chain = AsyncChain(timeout_s=customer_cfg.chain_timeout_s)
 
     async with trio.open_nursery() as nursery:
@@ -87,6 +87,8 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
         store = customer_node.ctx.store
         net.bootstrap = customer_node.ctx.net.listen_addrs()[0]
         out(f"bootstrap: {net.bootstrap}")
+        if customer_node.dashboard_url:
+            out(f"dashboard: {customer_node.dashboard_url} (open it in a browser; /metrics for Prometheus)")
 
         posted = await post_demo_job(plan, store, client, workdir=net.workdir)
         for m in members(plan):

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from protocols.chain.models import (
+    MAX_LOSS_REDUCTION,
     JobInfo,
     JobStatus,
     Phase,
@@ -315,9 +316,10 @@ def stake_shortfall(info: TrainerInfo, update_bond: int) -> int:
 
 
 def claimed_loss_reduction(manifest: UpdateManifest) -> int:
-    """The loss reduction a trainer states in ``submitUpdate`` (micro-units): what its manifest's losses say. The
-    validators vote on exactly this claim; the replay checks the manifest's losses."""
-    return max(0, manifest.loss_before_micro - manifest.loss_after_micro)
+    """The loss reduction a trainer states in ``submitUpdate`` (micro-units): what its manifest's losses say,
+    clipped to 0 .. ``MAX_LOSS_REDUCTION`` (the contract stores 32 bits). The validators vote on exactly this claim;
+    the replay checks the manifest's losses."""
+    return min(MAX_LOSS_REDUCTION, max(0, manifest.loss_before_micro - manifest.loss_after_micro))
 
 
 # -- validator -----------------------------------------------------------------------------------------------------
@@ -339,12 +341,6 @@ def content_given_up(first_failure: float | None, mono: float, deadline_s: float
     ``content_deadline_s`` an update whose manifest or challenged segments stay unavailable is voted invalid
     (a trainer that withholds its content loses its bond instead of stalling the round)."""
     return first_failure is not None and mono - first_failure >= deadline_s
-
-
-def segments_to_fetch(chosen: Iterable[int], n_segments: int) -> list[int]:
-    """The segment states a replay of segments ``chosen`` needs: each one's start (the previous segment's end)
-    and end, and the last (the claimed final state)."""
-    return sorted({n_segments - 1} | {i for s in chosen for i in (s - 1, s) if 0 <= i < n_segments})
 
 
 # -- auditor -------------------------------------------------------------------------------------------------------

@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 
-import torch
 import trio
 
 from node.checkpoint import decode_checkpoint
-from node.limits import content_limits
+from node.limits import content_deadline_s, content_limits
 from node.roles.auditor import Auditor
 from node.roles.chain_view import JobScanner
 from node.roles.context import NodeContext, ticket_expectations
@@ -41,7 +39,6 @@ from node.roles.decisions import (
     claimed_loss_reduction,
     content_given_up,
     fast_path_open,
-    segments_to_fetch,
     skip_check,
 )
 from node.roles.votes import VoteGossip
@@ -51,7 +48,7 @@ from node.training.device import replay_device, resolve_device
 from node.training.errors import TicketRejected
 from node.training.local import micro_to_loss
 from node.training.models import model_ref
-from node.training.replay import Verdict, choose_segments, replay_verify
+from node.training.replay import CommittedState, Verdict, choose_segments, replay_verify, states_to_fetch
 from node.training.task import Task
 from node.training.ticket_check import check_update_ticket
 from protocols.chain.errors import ChainError, ContractRevert
@@ -165,11 +162,14 @@ class ValidatorRole:
                 try:
                     verdict = signed if signed is not None else await self.check(job_id, r, sub)
                 except (StorageError, P2PError) as exc:  # content not there (yet): retry until the deadline
+                    # The spec is cached by then (check reads it first); one that cannot be read is the job's
+                    # problem, not the trainer's: it propagates and is retried, never voted on.
+                    deadline = content_deadline_s(await ctx.spec(job_id), ctx.config.content_deadline_s)
                     first = self._unavailable_since.setdefault(key, time.monotonic())
-                    if not content_given_up(first, time.monotonic(), ctx.config.content_deadline_s):
+                    if not content_given_up(first, time.monotonic(), deadline):
                         raise
                     verdict = Verdict(False, RejectCode.CONTENT_UNAVAILABLE, math.inf, (),
-                                      f"unavailable for {ctx.config.content_deadline_s:.0f} s: {exc}")
+                                      f"unavailable for {deadline:.0f} s: {exc}")
                 await self._vote(job_id, r, sub, verdict, key)
         except DtnodeError as exc:
             ctx.log.warning("validating slot %d (%s) in job %d round %d failed: %s; will retry", sub.slot,
@@ -254,18 +254,20 @@ class ValidatorRole:
             seed = await ctx.jobs.challenge_seed(job_id, r, sub.slot)
             k = spec.spot_check_segments or n
             chosen = choose_segments(seed, n, k)
-            states: dict[int, Mapping[str, torch.Tensor]] = {}
-            for i in segments_to_fetch(chosen, n):
-                with ctx.timed("transfer"):
-                    states[i] = await fetch_segment(ctx.request, ctx.peer_of(trainer), job_id=job_id, round_=r,
-                                                    index=i, state_hash=manifest.segment_hashes[i],
-                                                    max_bytes=limits.state_bytes,
-                                                    workdir=ctx.config.data_path / "fetched-segments")
 
-            def fetch_state(i: int) -> Mapping[str, torch.Tensor]:
-                # Handed over, not shared: replay keeps its own copy of each state, so this one can go (a
-                # 100M-parameter state is 1.2 GB, and a replay of k segments uses up to 2k of them).
-                return states.pop(i)
+            async def fetch_one(i: int) -> CommittedState:
+                with ctx.timed("transfer"):
+                    return await fetch_segment(ctx.request, ctx.peer_of(trainer), job_id=job_id, round_=r, index=i,
+                                               state_hash=manifest.segment_hashes[i], max_bytes=limits.state_bytes,
+                                               workdir=ctx.config.data_path / "fetched-segments")
+
+            # The start states of the challenged segments, before the replay; an end state only if a replay
+            # differs from its commitment (node.training.replay.states_to_fetch), fetched from the replay's thread.
+            states = {i: await fetch_one(i) for i in states_to_fetch(chosen, n)}
+
+            def fetch_state(i: int) -> CommittedState:
+                # Handed over, not shared: replay owns each state (a 100M-parameter state is 1.2 GB).
+                return states.pop(i) if i in states else trio.from_thread.run(fetch_one, i)
 
             def work() -> Verdict:
                 return replay_verify(
@@ -289,3 +291,4 @@ class ValidatorRole:
         except (DtnodeError, KeyError, ValueError) as exc:  # fetched, and malformed or inconsistent: invalid
             return Verdict(False, RejectCode.UNVERIFIABLE, math.inf, (), f"{type(exc).__name__}: {exc}")
         return verdict
+

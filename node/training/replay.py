@@ -1,23 +1,32 @@
 """Replay verification: re-run the challenged segments of a trainer's task and compare with what it committed.
 
 A validator holds the task (from the signed ticket), the base checkpoint and the shard, the trainer's committed
-segment hashes (in the manifest), its delta and losses, and fetches the challenged segment states on demand. Every
+segment hashes (in the manifest), its delta and losses, and fetches committed segment states on demand. Every
 byte that can influence the delta is checked:
 
 1. the number of segment hashes matches the task (skipped or padded steps fail here);
-2. the last segment state (hash-checked) minus the base equals the claimed delta, after encoding both with the
-   claimed delta kind: exact bytes, no tolerance (a scaled or random delta fails here);
+2. the delta-defining final state minus the base equals the claimed delta, after encoding both with the claimed
+   delta kind: exact bytes, no tolerance (a scaled or random delta fails here);
 3. the losses before and after, recomputed on the task's data, equal the claimed ones in integer micro-units
    (±1 micro-unit only under a declared hardware mismatch); the verdict carries the recomputed losses, which are
    what a validator reports, so a claim cannot raise a bonus. A loss that rises by more than the spec's
    ``max_loss_rise_ppm`` is ``LOSS_RISE``;
-4. every fetched state (the end state of each challenged segment and the committed state it starts from) is one a
-   run of the task can reach (:func:`unreachable_because`): its step counters are the segment's end step, and its AdamW
-   moments satisfy ``|m| ≤ κ·√v`` elementwise, which every AdamW run satisfies in exact arithmetic
+4. every committed state a check uses (the start of each challenged segment, and its end) is one a run of the task
+   can reach (:func:`unreachable_because`): its step counters are the segment's end step, and its AdamW moments
+   satisfy ``|m| ≤ κ·√v`` elementwise, which every AdamW run satisfies in exact arithmetic
    (``κ = (1 − β1) / √(1 − β2) / √(1 − β1²/β2) ≈ 7.27``; honest runs measured here stay below 0.98 κ);
 5. each challenged segment (:func:`~node.training.challenge.choose_segments`: always the last one), replayed from
    its committed start state, reproduces the committed end state: the WHOLE trainer state, weights, optimizer
    moments and step counters, bit for bit (the replayed state's hash equals the committed hash).
+
+What is fetched (:func:`states_to_fetch`): only the start state of each challenged segment, and not even that when
+it is the end of another challenged segment (replayed first) or the initial state (made from the base). A committed
+state is bound by its sha256, so a replay whose hash equals the commitment IS the committed end state: it is not
+fetched, and it serves as the final state of step 2 and the start of the next challenged segment. An end state is
+fetched only when its replay differs: under a declared hardware mismatch to measure the distance, otherwise to name
+the reason (a mismatch under the bitwise rule is a rejection whatever the fetched bytes say). Each fetched state
+is hashed once, on receipt, against its commitment (:class:`CommittedState`); so a validator of an honest update
+fetches at most ``k`` states and hashes each state it uses once.
 
 Why 4: a committed state is both the end of one segment and the start of the next, and the next segment is
 replayed FROM it, honestly. AdamW's step is ``lr·m̂ / (√v̂ + ε)``: zeroing the second moment of a coordinate whose
@@ -185,13 +194,47 @@ def unreachable_because(state: Mapping[str, torch.Tensor], *, end_step: int) -> 
     return ""
 
 
+@dataclass(frozen=True)
+class CommittedState:
+    """A committed segment state as a fetcher received it: the tensors and the sha256 of the bytes they were decoded
+    from, which the fetcher compared with the commitment as the bytes arrived and checked to be the canonical
+    encoding of the tensors (:func:`node.segments.fetch_segment`), so ``sha256 == state_hash(tensors)``. Replay
+    compares the digest instead of hashing a 1.2 GB state a second time, and owns the tensors (no copy)."""
+
+    tensors: State
+    sha256: str
+
+
+SegmentFetch = Callable[[int], "Mapping[str, torch.Tensor] | CommittedState"]
+"""``fetch(i)``: the committed trainer state after segment ``i``; a plain mapping is hashed and copied by replay."""
+
+
+def states_to_fetch(segments_to_check: list[int], n: int) -> list[int]:
+    """The committed states a replay of ``segments_to_check`` (plus the last) fetches before replaying: the start of
+    each challenged segment, i.e. the end of the segment before it, unless that one is challenged too (its replay,
+    once it reproduces the committed hash, IS that state) or it is the task's initial state (made from the base).
+
+    End states are fetched only when a replay does not reproduce its commitment: to measure the distance under a
+    declared hardware mismatch, or to name the reason of a rejection. So an honest update costs a validator at most
+    ``k`` states, never ``2k``."""
+    challenged = set(segments_to_check) | ({n - 1} if n else set())
+    return sorted(c - 1 for c in challenged if c >= 1 and c - 1 not in challenged)
+
+
+def _committed(got: Mapping[str, torch.Tensor] | CommittedState) -> tuple[State, str]:
+    if isinstance(got, CommittedState):
+        return got.tensors, got.sha256
+    state = {k: v.detach().clone() for k, v in got.items()}
+    return state, state_hash(state)
+
+
 def replay_verify(
     task: Task,
     base_state: Mapping[str, torch.Tensor],
     shard: ArraySet,
     *,
     claimed_segment_hashes: list[str],
-    segment_states_fetch: Callable[[int], Mapping[str, torch.Tensor]],
+    segment_states_fetch: SegmentFetch,
     claimed_delta: Mapping[str, torch.Tensor],
     claimed_loss_before: float,
     claimed_loss_after: float,
@@ -206,12 +249,15 @@ def replay_verify(
 ) -> Verdict:
     """Check a trainer's claimed work on ``task`` by replaying challenged segments; see the module docstring.
 
-    ``segment_states_fetch(i)`` returns the committed trainer state after segment ``i``; its hash is checked
-    against ``claimed_segment_hashes[i]`` before use. The last segment is replayed whatever ``segments_to_check``
-    says. ``claimed_delta`` is the decoded delta the trainer published (of kind ``delta_kind``). ``tolerance`` is
-    used only with ``hardware_mismatch``. Fetch errors propagate to the caller (a state that stays unavailable
-    past the deadline is the caller's ``CONTENT_UNAVAILABLE`` rejection). ``trainer_device`` is the device kind the
-    manifest declares, ``device`` the one this replay runs on (:func:`~node.training.device.replay_rule`).
+    ``segment_states_fetch(i)`` returns the committed trainer state after segment ``i`` (a :class:`CommittedState`
+    from a fetcher that hashed it on receipt, or a plain mapping that is hashed here); its hash is checked against
+    ``claimed_segment_hashes[i]`` before use. It is called for :func:`states_to_fetch` first, and for the end state
+    of a challenged segment only when the replay does not reproduce that segment's hash. The last segment is
+    replayed whatever ``segments_to_check`` says. ``claimed_delta`` is the decoded delta the trainer published (of
+    kind ``delta_kind``). ``tolerance`` is used only with ``hardware_mismatch``. Fetch errors propagate to the caller
+    (a state that stays unavailable past the deadline is the caller's ``CONTENT_UNAVAILABLE`` rejection).
+    ``trainer_device`` is the device kind the manifest declares, ``device`` the one this replay runs on
+    (:func:`~node.training.device.replay_rule`).
     """
     checked: list[int] = []
     worst = 0.0
@@ -237,22 +283,84 @@ def replay_verify(
         return _reject(BAD_TASK, f"segments {bad} out of range 0..{n - 1}", math.inf, checked)
     challenged = sorted(set(segments_to_check) | {n - 1})
 
-    # Every state the checks below use, fetched and checked first: against its committed hash, then for being a
-    # state some run of the task can reach (module docstring, step 4).
-    fetched: dict[int, State] = {}
-    for i in sorted({j for c in challenged for j in (c - 1, c) if j >= 0}):
-        state = {k: v.detach().clone() for k, v in segment_states_fetch(i).items()}
-        if state_hash(state) != claimed_segment_hashes[i]:
+    def fetch_checked(i: int) -> State | Verdict:
+        """Committed state ``i``: bound to its commitment, and one some run of the task reaches (module docstring,
+        step 4); else the rejection."""
+        state, digest = _committed(segment_states_fetch(i))
+        if digest != claimed_segment_hashes[i]:
             return _reject(BAD_SEGMENT_STATE, f"published state {i} does not match its claimed hash", math.inf,
                            checked)
         problem = unreachable_because(state, end_step=task.segment_bounds(i)[1])
         if problem:
             return _reject(BAD_SEGMENT_STATE, f"published state {i} is one no run of the task reaches: {problem}",
                            math.inf, checked)
-        fetched[i] = state
+        return state
+
+    # The committed states the replays start from, each checked before anything is replayed.
+    committed: dict[int, State] = {}
+    for i in states_to_fetch(challenged, n):
+        got = fetch_checked(i)
+        if isinstance(got, Verdict):
+            return got
+        committed[i] = got
 
     base = {k: v.detach().clone() for k, v in sorted(base_state.items())}
-    final = model_part(fetched[n - 1])
+    slack = MISMATCH_LOSS_SLACK_MICRO if hardware_mismatch else 0
+
+    def loss_claim_wrong(label: str, claimed: float, actual: int) -> Verdict | None:
+        if not math.isfinite(claimed) or abs(loss_to_micro(claimed) - actual) > slack:
+            return _reject(LOSS_MISMATCH, f"loss {label}: claimed {claimed:.6f}, recomputed {actual / 1e6:.6f}",
+                           math.inf, checked)
+        return None
+
+    with deterministic_torch():
+        before = loss_to_micro(task_loss(model_name, base, data, task_type=task.task_type))
+    wrong = loss_claim_wrong("before", claimed_loss_before, before)
+    if wrong:
+        return wrong
+
+    distances: list[float] = []
+    for i in challenged:
+        start = initial_trainer_state(base) if i == 0 else committed.pop(i - 1)
+        try:
+            with deterministic_torch(device=device):
+                replayed = run_segment(task, start, data, i, device=device)
+        except TrainingError as exc:
+            return _reject(BAD_SEGMENT_STATE, f"segment {i}: {exc}", math.inf, checked)
+        del start
+        checked.append(i)
+        if state_hash(replayed) == claimed_segment_hashes[i]:
+            # The replay IS the committed state (same hash): nothing to fetch. Still checked for reachability, as
+            # a fetched state would be: it may be the start of the next challenged segment.
+            problem = unreachable_because(replayed, end_step=task.segment_bounds(i)[1])
+            if problem:
+                return _reject(BAD_SEGMENT_STATE, f"published state {i} is one no run of the task reaches: "
+                                                  f"{problem}", math.inf, checked)
+            committed[i] = replayed
+            distances.append(0.0)
+            continue
+        end = fetch_checked(i)  # only now: the distance (and the reason) needs the committed bytes
+        if isinstance(end, Verdict):
+            return end
+        committed[i] = end
+        dist = state_distance(replayed, end)
+        del replayed
+        worst = max(worst, dist)
+        if rule == ReplayRule.BITWISE:
+            return _reject(REPLAY_MISMATCH, f"segment {i}: the replayed trainer state differs from the committed "
+                                            f"one (relative distance {dist:.3g}; bitwise required)", worst, checked)
+        if not dist <= tolerance:
+            return _reject(REPLAY_MISMATCH, f"segment {i}: relative distance {dist:.3g} > {tolerance:g}",
+                           worst, checked)
+        distances.append(dist)
+    mean = sum(distances) / len(distances)
+    if mean > tolerance / 2:
+        return _reject(REPLAY_MISMATCH, f"mean distance {mean:.3g} over segments {checked} exceeds the cumulative "
+                                        f"bound {tolerance / 2:g}", worst, checked)
+
+    # The committed final state (replayed bitwise, or fetched and within the tolerance) defines the delta.
+    final = model_part(committed.pop(n - 1))
+    committed.clear()
     if set(final) != set(base):
         return _reject(BAD_SEGMENT_STATE, "final state's tensors differ from the model's", math.inf, checked)
     expected_delta = state_sub(final, base)
@@ -262,45 +370,32 @@ def replay_verify(
         expected_decoded = decode_delta(expected_bytes, like=base, max_bytes=len(expected_bytes))
     except TrainingError as exc:
         return _reject(DELTA_MISMATCH, f"cannot encode the expected delta: {exc}", math.inf, checked)
-    if state_hash(expected_decoded) != state_hash(dict(claimed_delta)):
+    del expected_delta, expected_bytes
+    if not same_bits(expected_decoded, claimed_delta):
         dist = max_abs_distance(expected_decoded, claimed_delta)
         return _reject(DELTA_MISMATCH, f"delta != final - base (max abs diff {dist:.3g})", dist, checked)
 
     with deterministic_torch():
-        before = loss_to_micro(task_loss(model_name, base, data, task_type=task.task_type))
         after = loss_to_micro(task_loss(model_name, final, data, task_type=task.task_type))
-        slack = MISMATCH_LOSS_SLACK_MICRO if hardware_mismatch else 0
-        for label, claimed, actual in (("before", claimed_loss_before, before), ("after", claimed_loss_after, after)):
-            if not math.isfinite(claimed) or abs(loss_to_micro(claimed) - actual) > slack:
-                return _reject(LOSS_MISMATCH, f"loss {label}: claimed {claimed:.6f}, recomputed {actual / 1e6:.6f}",
-                               math.inf, checked)
-        if after * 1_000_000 > before * (1_000_000 + max_loss_rise_ppm):
-            return _reject(LOSS_RISE, f"loss rose from {before / 1e6:.6f} to {after / 1e6:.6f}, beyond the spec's "
-                                      f"{max_loss_rise_ppm} ppm", math.inf, checked)
-        distances: list[float] = []
-        for i in challenged:
-            start = initial_trainer_state(base) if i == 0 else fetched[i - 1]
-            end = fetched[i]
-            try:
-                with deterministic_torch(device=device):
-                    replayed = run_segment(task, start, data, i, device=device)
-            except TrainingError as exc:
-                return _reject(BAD_SEGMENT_STATE, f"segment {i}: {exc}", math.inf, checked)
-            checked.append(i)
-            if state_hash(replayed) == claimed_segment_hashes[i]:
-                distances.append(0.0)
-                continue
-            dist = state_distance(replayed, end)
-            worst = max(worst, dist)
-            if rule == ReplayRule.BITWISE:
-                return _reject(REPLAY_MISMATCH, f"segment {i}: the replayed trainer state differs from the committed "
-                                                f"one (relative distance {dist:.3g}; bitwise required)", worst, checked)
-            if not dist <= tolerance:
-                return _reject(REPLAY_MISMATCH, f"segment {i}: relative distance {dist:.3g} > {tolerance:g}",
-                               worst, checked)
-            distances.append(dist)
-        mean = sum(distances) / len(distances)
-        if mean > tolerance / 2:
-            return _reject(REPLAY_MISMATCH, f"mean distance {mean:.3g} over segments {checked} exceeds the cumulative "
-                                            f"bound {tolerance / 2:g}", worst, checked)
+    wrong = loss_claim_wrong("after", claimed_loss_after, after)
+    if wrong:
+        return wrong
+    if after * 1_000_000 > before * (1_000_000 + max_loss_rise_ppm):
+        return _reject(LOSS_RISE, f"loss rose from {before / 1e6:.6f} to {after / 1e6:.6f}, beyond the spec's "
+                                  f"{max_loss_rise_ppm} ppm", math.inf, checked)
     return Verdict(True, OK, worst, tuple(checked), "", before, after)
+
+
+def same_bits(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:
+    """Whether two states hold the same names, dtypes, shapes and bytes (what equal :func:`state_hash` means,
+    compared in memory: no sha256 over both)."""
+    if set(a) != set(b):
+        return False
+    for key, x in a.items():
+        y = b[key]
+        if x.dtype != y.dtype or x.shape != y.shape:
+            return False
+        if not torch.equal(x.detach().contiguous().reshape(-1).view(torch.uint8),
+                           y.detach().contiguous().reshape(-1).view(torch.uint8)):
+            return False
+    return True

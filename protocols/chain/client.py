@@ -25,7 +25,7 @@ from protocols.chain.abi import load_artifact
 from protocols.chain.cids import cid_to_bytes
 from protocols.chain.errors import TransactionFailed
 from protocols.chain.events import ChainEvent
-from protocols.chain.models import JobParams, NodeClass
+from protocols.chain.models import MAX_LOSS_REDUCTION, JobParams, NodeClass
 from protocols.chain.reader import JobManagerReader
 from protocols.chain.ticket import ChainTicket, VoteSet
 from protocols.chain.tx import ClientConfig, Transactor
@@ -128,9 +128,11 @@ class JobManagerClient(JobManagerReader):
 
     def submit_update(self, ticket: ChainTicket, update_cid: str, loss_reduction: int,
                       leader_signature: bytes) -> TxResult:
-        """``submitUpdate(ticket, cid, lossReduction, sig)``: ``loss_reduction`` = (before - after) * 1e6, >= 0."""
-        if loss_reduction < 0:
-            raise ValueError("submit_update: loss_reduction is clipped at 0 by protocol; pass max(0, value)")
+        """``submitUpdate(ticket, cid, lossReduction, sig)``: ``loss_reduction`` = (before - after) * 1e6, clipped to
+        0 .. ``MAX_LOSS_REDUCTION``."""
+        if not 0 <= loss_reduction <= MAX_LOSS_REDUCTION:
+            raise ValueError(f"submit_update: loss_reduction {loss_reduction} is clipped to 0 .. {MAX_LOSS_REDUCTION} "
+                             "by protocol; pass min(max(0, value), MAX_LOSS_REDUCTION)")
         return self._send("submitUpdate", [ticket.to_abi(), cid_to_bytes(update_cid), loss_reduction,
                                            leader_signature])
 

@@ -18,6 +18,9 @@ from protocols.types import Address, Cid, JobId
 from protocols.types import NodeClass as NodeClass  # re-exported: the chain stores it as uint8
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+# JobManager.MAX_LOSS_REDUCTION: a claimed loss reduction (micro-units) is stored in 32 bits; a trainer claims at most
+# this much (4294.967295 loss units) and validators check the same clipped claim.
+MAX_LOSS_REDUCTION = 2**32 - 1
 
 
 def optional_address(value: str) -> Address | None:
@@ -440,6 +443,8 @@ class ContractSettings:
     lapse_forfeit_bps: int
     max_tasks_per_round: int
     max_quorum: int
+    max_work_units: int
+    max_loss_reduction: int
     max_rounds: int
     max_candidates: int
     max_validators: int

@@ -314,6 +314,14 @@ class JobManagerReader:
     def max_quorum(self) -> int:
         return self._int("MAX_QUORUM")
 
+    def max_work_units(self) -> int:
+        """Upper bound on a job's ``maxWorkUnits`` (an update's work units are stored in 16 bits)."""
+        return self._int("MAX_WORK_UNITS")
+
+    def max_loss_reduction(self) -> int:
+        """Upper bound on a claimed loss reduction (micro-units; :data:`~protocols.chain.models.MAX_LOSS_REDUCTION`)."""
+        return self._int("MAX_LOSS_REDUCTION")
+
     def max_rounds(self) -> int:
         return self._int("MAX_ROUNDS")
 
@@ -348,6 +356,8 @@ class JobManagerReader:
             lapse_forfeit_bps=self.lapse_forfeit_bps(),
             max_tasks_per_round=self.max_tasks_per_round(),
             max_quorum=self.max_quorum(),
+            max_work_units=self.max_work_units(),
+            max_loss_reduction=self.max_loss_reduction(),
             max_rounds=self.max_rounds(),
             max_candidates=self.max_candidates(),
             max_validators=self.max_validators(),

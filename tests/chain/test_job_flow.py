@@ -9,7 +9,16 @@ import pytest
 from protocols.chain.backends import increase_time, mine_blocks
 from protocols.chain.client import JobManagerClient
 from protocols.chain.errors import ContractRevert, revert_class
-from protocols.chain.models import Candidate, JobParams, JobStatus, NodeClass, Phase, RoundCommit, UpdateStatus
+from protocols.chain.models import (
+    MAX_LOSS_REDUCTION,
+    Candidate,
+    JobParams,
+    JobStatus,
+    NodeClass,
+    Phase,
+    RoundCommit,
+    UpdateStatus,
+)
 from protocols.chain.ticket import sign_ticket
 
 from .helpers import (
@@ -332,6 +341,7 @@ def test_settings_are_the_deploy_arguments_and_constants(chain: Chain, manager: 
                                         SETTINGS.min_leader_bond, SETTINGS.deregistration_delay)
     assert (s.draw_delay, s.slash_multiple, s.lapse_forfeit_bps) == (DRAW_DELAY, 3, 5_000)
     assert s.max_tasks_per_round == 64 and s.escalation_panel == 63 and s.max_validators >= 64
+    assert (s.max_work_units, s.max_loss_reduction) == (2**16 - 1, MAX_LOSS_REDUCTION)
     assert manager.extension() != manager.address and manager.total_held() == 0 == manager.stake_held()
     assert manager.total_deposits() == manager.total_stakes() == manager.total_paid() == 0
     assert manager.total_refunded() == manager.total_slashed() == manager.total_withdrawn() == 0

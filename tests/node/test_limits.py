@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 
 from node.checkpoint import encode_checkpoint
-from node.limits import HEADER_SLACK, MIN_RATE, content_limits
+from node.limits import HEADER_SLACK, MIN_RATE, content_deadline_s, content_limits
 from node.training.codec import encode_delta, encode_state
 from node.training.data import load_fashion_mnist
 from node.training.local import train_local
@@ -43,3 +43,20 @@ def test_limits_and_deadlines_grow_with_the_model() -> None:
     assert small.transfer_s(small.state_bytes, 60.0) < large.transfer_s(large.state_bytes, 60.0)
     sgd = content_limits(replace(JobSpec(model="fmnist-cnn-v1"), inner_optimizer="sgd"))
     assert sgd.state_bytes - HEADER_SLACK == (small.state_bytes - HEADER_SLACK) // 3  # no moments
+
+
+def test_the_availability_deadline_covers_one_honest_transfer_of_a_check() -> None:
+    small, large = content_limits(JobSpec(model="fmnist-cnn-v1")), content_limits(JobSpec(model="fmnist-mlp-v1"))
+    # A check of k segments fetches the delta and at most 2k states (end states only under a hardware mismatch).
+    assert large.check_bytes(3) == large.delta_bytes + 6 * large.state_bytes
+    for limits in (small, large):
+        deadline = limits.content_deadline_s(120.0, 3)
+        assert deadline == 120.0 + limits.check_bytes(3) / MIN_RATE
+        assert deadline > limits.transfer_s(limits.delta_bytes + 6 * limits.state_bytes, 0.0)
+    assert small.content_deadline_s(120.0, 3) < large.content_deadline_s(120.0, 3)
+    assert large.content_deadline_s(120.0, 3) < large.content_deadline_s(120.0, 6)
+    # What a validator uses: the spec's k, or all of the largest class's segments when the spec says 0 (= all).
+    spec = JobSpec(model="fmnist-mlp-v1", spot_check_segments=3)
+    assert content_deadline_s(spec, 120.0) == large.content_deadline_s(120.0, 3)
+    every = replace(spec, spot_check_segments=0)
+    assert content_deadline_s(every, 120.0) == large.content_deadline_s(120.0, large.segments_per_task)

@@ -4,14 +4,24 @@ to real libp2p hosts on loopback, checked against the committed hash by the fetc
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 import torch
 import trio
 
-from node.segments import SEGMENT_CHUNK_BYTES, SegmentSpill, SegmentUnavailable, fetch_segment, segment_reply
+from node.segments import (
+    SEGMENT_CHUNK_BYTES,
+    SegmentSpill,
+    SegmentUnavailable,
+    fetch_segment,
+    read_canonical_state,
+    segment_reply,
+)
 from node.training.codec import State, encode_state, state_hash
+from node.training.errors import InvalidDelta
+from node.training.replay import CommittedState
 from protocols.p2p.testing import make_nodes
 from protocols.topics import SEGMENT_PROTOCOL
 from protocols.wire import SegmentRequest
@@ -55,7 +65,7 @@ async def test_served_on_request_and_checked_against_the_commitment(tmp_path: Pa
         peer = trainer.peer_id.to_base58()
         got = await fetch_segment(validator.request, peer, job_id=5, round_=2, index=1, state_hash=hashes[1],
                                   max_bytes=1 << 20, workdir=work)
-        assert state_hash(got) == hashes[1]
+        assert state_hash(got.tensors) == got.sha256 == hashes[1]  # the digest kept is the tensors' hash
         with pytest.raises(SegmentUnavailable, match="no state"):
             await fetch_segment(validator.request, peer, job_id=5, round_=3, index=1, state_hash=hashes[1],
                                 max_bytes=1 << 20, workdir=work)
@@ -92,7 +102,8 @@ async def test_a_state_larger_than_one_reply_arrives_in_chunks(tmp_path: Path) -
         peer = trainer.peer_id.to_base58()
         got = await fetch_segment(validator.request, peer, job_id=9, round_=0, index=0, state_hash=digest,
                                   max_bytes=total, workdir=work)
-        assert state_hash(got) == digest and seen == [0, SEGMENT_CHUNK_BYTES, 2 * SEGMENT_CHUNK_BYTES]
+        assert state_hash(got.tensors) == got.sha256 == digest
+        assert seen == [0, SEGMENT_CHUNK_BYTES, 2 * SEGMENT_CHUNK_BYTES]
         with pytest.raises(SegmentUnavailable, match="exceeds the job's limit"):  # refused before any transfer
             await fetch_segment(validator.request, peer, job_id=9, round_=0, index=0, state_hash=digest,
                                 max_bytes=total - 1, workdir=work)
@@ -157,7 +168,7 @@ async def test_one_state_fetched_twice_at_once_arrives_twice(tmp_path: Path) -> 
     spill = SegmentSpill(tmp_path / "spill")
     (digest,) = spill.keep(4, 1, [big])
     total = len(encode_state(big))
-    got: list[State] = []
+    got: list[CommittedState] = []
     served = 0
 
     async def last_chunk_late(request: bytes, remote: object) -> bytes:
@@ -178,5 +189,21 @@ async def test_one_state_fetched_twice_at_once_arrives_twice(tmp_path: Path) -> 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fetch)
             nursery.start_soon(fetch)
-    assert [state_hash(s) for s in got] == [digest, digest]
+    assert [state_hash(s.tensors) for s in got] == [digest, digest]
     assert not list((tmp_path / "fetched").iterdir())
+
+
+def test_a_fetched_state_must_be_the_canonical_encoding_of_its_tensors(tmp_path: Path) -> None:
+    """The fetcher keeps the sha256 of the bytes it received as the state's hash, and replay trusts it instead of
+    hashing the state again: so the bytes must be exactly what the tensors encode to. The same tensors behind
+    another spelling of the header (a second commitment for one state) are refused."""
+    state = states(1)[0]
+    canonical = encode_state(state)
+    (tmp_path / "ok").write_bytes(canonical)
+    assert state_hash(read_canonical_state(tmp_path / "ok", max_bytes=1 << 20)) == hashlib.sha256(canonical).hexdigest()
+    n = int.from_bytes(canonical[:8], "little")
+    header = json.dumps(json.loads(canonical[8:8 + n]), indent=1).encode()
+    header += b" " * (-len(header) % 8)
+    (tmp_path / "spelt").write_bytes(len(header).to_bytes(8, "little") + header + canonical[8 + n:])
+    with pytest.raises(InvalidDelta, match="canonical"):
+        read_canonical_state(tmp_path / "spelt", max_bytes=1 << 20)

@@ -29,10 +29,12 @@ from node.training.replay import (
     LOSS_MISMATCH,
     LOSS_RISE,
     REPLAY_MISMATCH,
+    CommittedState,
     Verdict,
     choose_segments,
     replay_verify,
     state_distance,
+    states_to_fetch,
     unreachable_because,
 )
 from node.training.task import Task
@@ -359,3 +361,45 @@ def test_choose_segments() -> None:
     assert len(seen) > 30  # the others spread over many pairs of 0..8, not a fixed few
     with pytest.raises(TrainingError, match="32 bytes"):
         choose_segments(b"block-hash", 20, 3)  # the seed is the contract's challengeSeed, nothing shorter
+
+
+def test_a_validator_fetches_start_states_only_unless_a_replay_differs(setup: Setup) -> None:
+    """Issue 14's fetch goal: an honest update costs a validator at most k states (the starts of the challenged
+    segments), never their ends: a replay that reproduces the committed hash is the committed state."""
+    assert states_to_fetch([0], 3) == [1] and states_to_fetch([1], 3) == [0] and states_to_fetch([0, 1, 2], 3) == []
+    assert states_to_fetch([3, 7], 10) == [2, 6, 8] and states_to_fetch([], 1) == []
+
+    def counting(result: LocalResult) -> tuple[list[int], Any]:
+        asked: list[int] = []
+
+        def fetch(i: int) -> State:
+            asked.append(i)
+            return result.segment_states[i]
+        return asked, fetch
+
+    for segments, starts in (([0], [1]), ([1], [0]), ([0, 1, 2], [])):
+        for mismatch in (False, True):
+            asked, fetch = counting(setup.honest)
+            verdict = verify(setup, setup.honest, segments=segments, segment_states_fetch=fetch,
+                             hardware_mismatch=mismatch)
+            assert verdict.ok and asked == starts, (segments, mismatch, asked)
+    # Under a declared hardware mismatch, a replay that differs fetches that end state to measure the distance...
+    close = _perturbed(setup, 1e-6)
+    asked, fetch = counting(close)
+    assert verify(setup, close, segments=[0], segment_states_fetch=fetch, hardware_mismatch=True).ok
+    assert asked == [1, 2]
+    # ...and under the bitwise rule, to name the rejection.
+    asked, fetch = counting(close)
+    assert verify(setup, close, segments=[0], segment_states_fetch=fetch).reason == REPLAY_MISMATCH
+    assert asked == [1, 2]
+
+
+def test_a_fetched_states_digest_is_compared_not_recomputed(setup: Setup) -> None:
+    """A :class:`CommittedState` carries the sha256 its fetcher verified on receipt; replay compares it with the
+    commitment (one hash per state, not two) and still rejects a digest that is not the committed one."""
+    honest = setup.honest
+    committed = [CommittedState(dict(s), h) for s, h in zip(honest.segment_states, honest.segment_hashes, strict=True)]
+    assert verify(setup, honest, segments=[1], segment_states_fetch=lambda i: committed[i]).ok
+    wrong = [CommittedState(c.tensors, honest.segment_hashes[2]) for c in committed]
+    verdict = verify(setup, honest, segments=[1], segment_states_fetch=lambda i: wrong[i])
+    assert verdict.reason == BAD_SEGMENT_STATE and "claimed hash" in verdict.detail

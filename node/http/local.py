@@ -1,0 +1,77 @@
+"""What this node itself is doing: its roles, peers, store, counters and current activity.
+
+Read from the running :class:`~node.runtime.DtNode` in the trio thread (no I/O, no chain); the chain-wide facts
+are :mod:`node.http.gather`'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from node.runtime import DtNode
+
+
+@dataclass(frozen=True)
+class PeerFacts:
+    peer_id: str
+    address: str
+    roles: tuple[str, ...]
+    node_class: str
+    last_seen_s: float
+
+
+@dataclass(frozen=True)
+class LocalFacts:
+    address: str
+    peer_id: str
+    roles: tuple[str, ...]
+    listen: tuple[str, ...]
+    connected_peers: int
+    peers: tuple[PeerFacts, ...]
+    store_used_bytes: int
+    store_max_bytes: int
+    gossip_delivered: int
+    gossip_rejected: int
+    requests_served: int
+    seconds_by_activity: dict[str, float]
+    activity: tuple[str, ...]
+    """One line per thing under way (a leader's round, a validator's checks)."""
+
+
+def peers_last_seen(node: DtNode) -> dict[str, float]:
+    """Seconds since each peer's last presence, by lower-case Ethereum address."""
+    if node.ctx is None:
+        return {}
+    now = trio.current_time()
+    return {e.eth_address.lower(): round(now - e.last_seen, 1) for e in node.ctx.net.peers()}
+
+
+def local_facts(node: DtNode) -> LocalFacts:
+    ctx = node.ctx
+    assert ctx is not None, "the dashboard starts after the node's context"
+    now = trio.current_time()
+    net, blocks = ctx.net, ctx.content.store.blockstore
+    activity = []
+    for job_id, leader in sorted(node.leaders.items()):
+        st = leader.current
+        activity.append(f"leader of job {job_id}: " + (f"collecting round {st.round + 1}" if st is not None
+                                                        else "standing by"))
+    if node.validator is not None:
+        activity.append(f"validator: {len(node.validator.verdicts)} votes cast on-chain, "
+                        f"{len(node.validator.first_verdicts)} signed")
+    if node.trainer is not None:
+        activity.append("trainer: serving " + (", ".join(f"job {j}" for j in node.config.jobs) or "every open job"))
+    timings = {k: round(v, 2) for k, v in sorted(ctx.timings.items())}
+    timings["chain"] = round(ctx.chain.seconds, 2)
+    return LocalFacts(
+        address=ctx.address, peer_id=net.peer_id.to_base58(), roles=tuple(node.config.roles) or ("provider",),
+        listen=tuple(net.listen_addrs()), connected_peers=len(net.connected_peers()),
+        peers=tuple(PeerFacts(e.peer_id, e.eth_address, e.roles, e.node_class, round(now - e.last_seen, 1))
+                    for e in net.peers()),
+        store_used_bytes=blocks.used_bytes, store_max_bytes=blocks.max_bytes,
+        gossip_delivered=net.metrics.delivered, gossip_rejected=net.metrics.rejected_total,
+        requests_served=net.metrics.requests_served, seconds_by_activity=timings, activity=tuple(activity))

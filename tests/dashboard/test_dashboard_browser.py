@@ -1,0 +1,94 @@
+"""The dashboard in a real browser (Debian's chromium driven by Playwright) against an embedded devnet.
+
+One network: a leader, two honest trainers and one that fabricates its delta (rejected by the validator), one
+validator, three rounds. The customer's node serves the dashboard; once the first round is committed the test opens
+the job's page and checks that it shows the committed rounds and the metric/loss plot, that it updates without a
+reload when the next round commits, and that the fabricated update is shown as rejected; then the jobs, nodes and
+this-node pages. A screenshot of each page goes into the test's temp folder.
+
+The browser is the system's (``scripts/setup.sh`` installs Debian's ``chromium`` and pip's ``playwright``);
+Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from node.devnet import Devnet, run_devnet
+from tests.dashboard.devnet_plan import dashboard_plan, dashboard_url, wait_for_rounds
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PAGE_TIMEOUT_MS = 120_000
+"""A round on two shared cores takes tens of seconds; the page must show the next one within this."""
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                                   reason="needs Debian's chromium (scripts/setup.sh installs it)")]
+
+
+def browse(url: str, job_id: int, shots: Path) -> dict[str, Any]:
+    """Drive chromium through the pages (blocking: run in a worker thread); returns what the pages showed."""
+    from playwright.sync_api import expect, sync_playwright
+
+    seen: dict[str, Any] = {}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{url}/jobs/{job_id}")
+            rounds = page.locator("#rounds tbody tr[data-round]")
+            expect(rounds.first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            seen["rounds_at_open"] = rounds.count()
+            page.wait_for_selector("svg#curve circle.metric-pt", timeout=PAGE_TIMEOUT_MS)
+            seen["plot_points_at_open"] = page.locator("svg#curve circle.metric-pt").count()
+            drawn_at_open = int(page.evaluate("document.body.dataset.drawn"))
+            page.screenshot(path=shots / "job-first-round.png", full_page=True)
+            # Live: no reload from here on; the next commit arrives over /events.
+            expect(rounds).to_have_count(seen["rounds_at_open"] + 1, timeout=PAGE_TIMEOUT_MS)
+            expect(page.locator("svg#curve circle.metric-pt")).to_have_count(seen["rounds_at_open"] + 1,
+                                                                               timeout=PAGE_TIMEOUT_MS)
+            seen["redrawn"] = int(page.evaluate("document.body.dataset.drawn")) - drawn_at_open
+            rejected = page.locator("#updates tbody tr.REJECTED")
+            expect(rejected.first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            seen["rejected_rows"] = rejected.count()
+            seen["rejected_text"] = rejected.first.locator("[data-status]").inner_text()
+            seen["rejected_votes"] = rejected.first.locator(".vote.no").count()
+            page.screenshot(path=shots / "job-live.png", full_page=True)
+            for name in ("jobs", "nodes", "node"):
+                page.goto(f"{url}/{name}")
+                page.wait_for_selector("main table", timeout=30_000)
+                seen[f"{name}_rows"] = page.locator("main table tbody tr").count()
+                page.screenshot(path=shots / f"{name}.png", full_page=True)
+            seen["jobs_rounds_cell"] = page.goto(f"{url}/jobs") and page.locator("#jobs td.rounds").first.inner_text()
+        finally:
+            browser.close()
+    return seen
+
+
+async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path) -> None:
+    lines: list[str] = []
+    plan = dashboard_plan(tmp_path / "devnet", out=lines.append)
+    seen: dict[str, Any] = {}
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    async def watch(net: Devnet, job_id: int) -> None:
+        url = dashboard_url(lines)
+        await wait_for_rounds(net, job_id, 1)
+        seen.update(await trio.to_thread.run_sync(lambda: browse(url, job_id, shots)))
+
+    result = await run_devnet(plan, on_ready=watch)
+    assert len(result.rounds) == plan.spec.rounds
+    assert seen, "the browser did not finish before the job did"
+    assert seen["rounds_at_open"] >= 1 and seen["plot_points_at_open"] >= 1
+    assert seen["redrawn"] >= 1, "the page did not redraw on its own"
+    assert seen["rejected_rows"] >= 1 and seen["rejected_text"] == "REJECTED"
+    assert seen["rejected_votes"] >= 1, "the rejected update shows no invalid vote"
+    assert seen["jobs_rows"] == 1 and seen["nodes_rows"] >= 4 and seen["node_rows"] >= 1
+    assert {p.name for p in shots.iterdir()} == {"job-first-round.png", "job-live.png", "jobs.png", "nodes.png",
+                                                 "node.png"}
+    assert all(p.stat().st_size > 10_000 for p in shots.iterdir())
