@@ -19,8 +19,11 @@ from typing import Any
 import pytest
 import trio
 
+from node.commands import job_status
+from node.config import NodeConfig
 from node.devnet import Devnet, run_devnet
-from tests.dashboard.devnet_plan import dashboard_plan, dashboard_url, wait_for_rounds
+from node.http.plot import points_from_status, write_curve_png
+from tests.dashboard.devnet_plan import NODE_SETTINGS, dashboard_plan, dashboard_url, wait_for_rounds
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PAGE_TIMEOUT_MS = 120_000
@@ -81,8 +84,21 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
         await wait_for_rounds(net, job_id, 1)
         seen.update(await trio.to_thread.run_sync(lambda: browse(url, job_id, shots)))
 
-    result = await run_devnet(plan, on_ready=watch)
+    async def status_plot(net: Devnet, job_id: int) -> None:
+        """``dtnode job status N --plot``'s picture, from a fresh node measuring the checkpoints it fetches."""
+        assert net.client is not None
+        cfg = NodeConfig(data_dir=str(tmp_path / "status"), bootstrap=(net.bootstrap,), **NODE_SETTINGS).validate()
+        report = await job_status(cfg, net.client, job_id, progress=lambda _line: None)
+        seen["status_points"] = points_from_status(report["history"])
+        write_curve_png(tmp_path / "status-curve.png", seen["status_points"], title="status")
+
+    result = await run_devnet(plan, on_ready=watch, on_finished=status_plot)
     assert len(result.rounds) == plan.spec.rounds
+    assert [p.round for p in seen["status_points"]] == [1, 2, 3]
+    assert all(p.metric_name == "accuracy" and p.loss is not None for p in seen["status_points"])
+    assert (tmp_path / "status-curve.png").read_bytes().startswith(b"\x89PNG")
+    assert result.curve_png == str(plan.workdir / "curve.png") and Path(result.curve_png).stat().st_size > 5_000
+    assert any(line.startswith(" curve: ") for line in "\n".join(lines).splitlines())
     assert seen, "the browser did not finish before the job did"
     assert seen["rounds_at_open"] >= 1 and seen["plot_points_at_open"] >= 1
     assert seen["redrawn"] >= 1, "the page did not redraw on its own"
