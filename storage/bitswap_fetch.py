@@ -73,6 +73,8 @@ class BitswapFetcher:
         self.store = store
         self.config = config
         self._on_stored = on_stored
+        self.received_bytes = 0
+        """Block bytes peers sent us, wanted or not (the node's /metrics)."""
         self._fetches: set[FetchSession] = set()
         self.penalties: dict[PeerID, int] = defaultdict(int)
         """Bad or unsolicited blocks seen per peer (for the node's peer scoring)."""
@@ -88,6 +90,7 @@ class BitswapFetcher:
                 fetch.kick()
 
     async def receive_block(self, peer: PeerID, prefix: bytes | None, data: bytes) -> None:
+        self.received_bytes += len(data)
         if len(data) > MAX_BLOCK_SIZE:
             self._penalise(peer, f"sent a block of {len(data)} bytes")
             return

@@ -44,6 +44,7 @@ class BitswapServer:
         self._nursery: trio.Nursery | None = None
         self._late_wants: dict[PeerID, dict[bytes, tuple[ContentId, int]]] = {}
         self.served_blocks = 0
+        self.served_bytes = 0
 
     def attach(self, nursery: trio.Nursery | None) -> None:
         """Run replies in ``nursery`` (None: stop answering)."""
@@ -126,6 +127,7 @@ class BitswapServer:
                     block.data = data
                 size += len(data)
                 self.served_blocks += 1
+                self.served_bytes += len(data)
             if size:
                 await send_message(stream, msg, timeout_s=timeout_s)
             await stream.close()

@@ -50,6 +50,16 @@ class BlockExchange:
     def served_blocks(self) -> int:
         return self.server.served_blocks
 
+    @property
+    def bytes_out(self) -> int:
+        """Block bytes served to peers."""
+        return self.server.served_bytes
+
+    @property
+    def bytes_in(self) -> int:
+        """Block bytes peers sent this node, wanted or not."""
+        return self.fetcher.received_bytes
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Register the bitswap handlers on the host and serve until cancelled."""
         async with trio.open_nursery() as nursery:

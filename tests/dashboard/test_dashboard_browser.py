@@ -16,8 +16,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from node.commands import job_status
 from node.config import NodeConfig
@@ -83,6 +85,10 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
         url = dashboard_url(lines)
         await wait_for_rounds(net, job_id, 1)
         seen.update(await trio.to_thread.run_sync(lambda: browse(url, job_id, shots)))
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            text = (await http.get("/metrics")).text
+        seen["metrics"] = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                           for family in text_string_to_metric_families(text) for s in family.samples}
 
     async def status_plot(net: Devnet, job_id: int) -> None:
         """``dtnode job status N --plot``'s picture, from a fresh node measuring the checkpoints it fetches."""
@@ -104,6 +110,11 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
     assert seen["redrawn"] >= 1, "the page did not redraw on its own"
     assert seen["rejected_rows"] >= 1 and seen["rejected_text"] == "REJECTED"
     assert seen["rejected_votes"] >= 1, "the rejected update shows no invalid vote"
+    metrics = seen["metrics"]
+    assert metrics[("dtnode_rounds_committed_total", ())] >= 2
+    assert metrics[("dtnode_updates_total", (("verdict", "rejected"),))] >= 1
+    assert metrics[("dtnode_p2p_bytes_total", (("direction", "out"), ("protocol", "bitswap")))] > 100_000, \
+        "the customer served its dataset shards"
     assert seen["jobs_rows"] == 1 and seen["nodes_rows"] >= 4 and seen["node_rows"] >= 1
     assert {p.name for p in shots.iterdir()} == {"job-first-round.png", "job-live.png", "jobs.png", "nodes.png",
                                                  "node.png"}
