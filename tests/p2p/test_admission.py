@@ -21,6 +21,7 @@ from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair as create_ed25519_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.host.exceptions import StreamFailure
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -30,6 +31,7 @@ from libp2p.utils.varint import encode_uvarint
 
 from protocols.p2p.config import P2PConfig
 from protocols.p2p.hardening import disable_auto_connector
+from protocols.p2p.identity import NodeIdentity
 from protocols.p2p.node import P2PNode
 from protocols.p2p.testing import loopback_config, start_node
 
@@ -122,6 +124,46 @@ async def test_a_partial_meshsub_frame_is_closed_after_the_deadline_and_an_idle_
             await _read_until_closed(idle)
             pytest.fail("an idle pubsub stream (no frame begun) was closed")
         assert victim.metrics.dropped["pubsub_partial_frame"] == 1
+
+
+async def test_a_peer_past_its_stream_limit_loses_only_its_own_new_streams() -> None:
+    config = loopback_config(max_inbound_streams_per_peer=8)
+    meshsub = [TProtocol("/meshsub/1.1.0")]
+    async with trio.open_nursery() as nursery, start_node(nursery, config) as victim, \
+            _bare_hosts(2) as (greedy, witness):
+        for host in (greedy, witness):
+            await host.connect(info_from_p2p_addr(multiaddr.Multiaddr(victim.listen_addrs()[0])))
+        streams, refused = [], 0
+        for _ in range(12):
+            try:
+                streams.append(await greedy.new_stream(victim.peer_id, meshsub))
+            except StreamFailure:  # reset before negotiation: the limit at work
+                refused += 1
+        assert refused >= 4 and victim.metrics.dropped["streams_per_peer"] >= 4
+        assert victim.stream_limits.held_by(greedy.get_id()) <= 8
+        # The others' streams are untouched: the witness opens one, and it stays open.
+        kept = await witness.new_stream(victim.peer_id, meshsub)
+        with trio.move_on_after(1.0):
+            await _read_until_closed(kept)
+            pytest.fail("a peer under its stream limit had its stream closed")
+        for stream in streams:
+            await stream.reset()
+
+
+async def test_a_node_joins_through_the_second_bootstrap_when_the_first_is_down() -> None:
+    async with trio.open_nursery() as nursery, start_node(nursery, loopback_config()) as live:
+        gone = NodeIdentity.generate().peer_id.to_base58()
+        dead = f"/ip4/127.0.0.1/tcp/{_unused_port()}/p2p/{gone}"
+        config = loopback_config(bootstrap=(dead, live.listen_addrs()[0]))
+        async with start_node(nursery, config) as fresh:
+            await fresh.wait_for_peers(1, timeout=30)
+            await live.wait_for_peers(1, timeout=30)
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def test_the_bootstrap_stays_healthy_with_200_dialers_and_bounded_inbound_connections() -> None:
