@@ -1,7 +1,7 @@
 """The dashboard in a real browser (Debian's chromium driven by Playwright) against an embedded devnet.
 
 One network: a leader, two honest trainers and one that fabricates its delta (rejected by the validator), one
-validator, three rounds. The customer's node serves the dashboard; once the first round is committed the test opens
+validator, two rounds. The customer's node serves the dashboard; once the first round is committed the test opens
 the job's page and checks that it shows the committed rounds and the metric/loss plot, that it updates without a
 reload when the next round commits, and that the fabricated update is shown as rejected; then the jobs, nodes and
 this-node pages. A screenshot of each page goes into the test's temp folder.
@@ -100,7 +100,7 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
 
     result = await run_devnet(plan, on_ready=watch, on_finished=status_plot)
     assert len(result.rounds) == plan.spec.rounds
-    assert [p.round for p in seen["status_points"]] == [1, 2, 3]
+    assert [p.round for p in seen["status_points"]] == list(range(1, plan.spec.rounds + 1))
     assert all(p.metric_name == "accuracy" and p.loss is not None for p in seen["status_points"])
     assert (tmp_path / "status-curve.png").read_bytes().startswith(b"\x89PNG")
     assert result.curve_png == str(plan.workdir / "curve.png") and Path(result.curve_png).stat().st_size > 5_000
@@ -111,7 +111,7 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
     assert seen["rejected_rows"] >= 1 and seen["rejected_text"] == "REJECTED"
     assert seen["rejected_votes"] >= 1, "the rejected update shows no invalid vote"
     metrics = seen["metrics"]
-    assert metrics[("dtnode_rounds_committed_total", ())] >= 2
+    assert metrics[("dtnode_rounds_committed_total", ())] >= 2, "the browser saw two rounds committed"
     assert metrics[("dtnode_updates_total", (("verdict", "rejected"),))] >= 1
     assert metrics[("dtnode_p2p_bytes_total", (("direction", "out"), ("protocol", "bitswap")))] > 100_000, \
         "the customer served its dataset shards"
