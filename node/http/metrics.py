@@ -62,6 +62,11 @@ class NodeCollector(Collector):
         yield rejected
         yield _counter("gossip_dropped_slow_subscriber", "Valid gossip dropped: a subscriber's channel was full",
                        p2p.dropped_slow_subscriber)
+        dropped = CounterMetricFamily(f"{PREFIX}_p2p_dropped", "Connections and streams this node closed on purpose "
+                                      "(limits, deadlines, evictions), by reason", labels=["reason"])
+        for reason, n in sorted(p2p.dropped.items()):
+            dropped.add_metric([str(reason)], n)
+        yield dropped
         yield _counter("requests_served", "Request/response streams served", p2p.requests_served)
         errors = CounterMetricFamily(f"{PREFIX}_request_errors", "Requests answered with an error, by code",
                                      labels=["code"])

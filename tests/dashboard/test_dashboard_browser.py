@@ -90,16 +90,29 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
         seen["metrics"] = {(s.name, tuple(sorted(s.labels.items()))): s.value
                            for family in text_string_to_metric_families(text) for s in family.samples}
 
-    async def status_plot(net: Devnet, job_id: int) -> None:
-        """``dtnode job status N --plot``'s picture, from a fresh node measuring the checkpoints it fetches."""
+    async def finished(net: Devnet, job_id: int) -> None:
+        """The finished job's page data: final weights and the command that fetches them; then ``dtnode job status
+        N --plot``'s picture, from a fresh node measuring the checkpoints it fetches."""
         assert net.client is not None
+        async with httpx.AsyncClient(base_url=dashboard_url(lines), timeout=10) as http:
+            with trio.fail_after(60):
+                while True:
+                    detail = (await http.get(f"/api/jobs/{job_id}")).json()["data"]
+                    if detail["summary"]["status"] == "FINISHED" and all(r["measurement"] for r in detail["rounds"]):
+                        break
+                    await trio.sleep(0.5)  # the dashboard reads the chain every 2 s, then measures the checkpoint
+        seen["finished"] = detail
         cfg = NodeConfig(data_dir=str(tmp_path / "status"), bootstrap=(net.bootstrap,), **NODE_SETTINGS).validate()
         report = await job_status(cfg, net.client, job_id, progress=lambda _line: None)
         seen["status_points"] = points_from_status(report["history"])
         write_curve_png(tmp_path / "status-curve.png", seen["status_points"], title="status")
 
-    result = await run_devnet(plan, on_ready=watch, on_finished=status_plot)
+    result = await run_devnet(plan, on_ready=watch, on_finished=finished)
     assert len(result.rounds) == plan.spec.rounds
+    final = seen["finished"]
+    assert final["summary"]["final_cid"] == result.final_cid
+    assert final["fetch_command"].startswith(f"dtnode job fetch {result.job_id} -o ")
+    assert [r["measurement"]["metric_name"] for r in final["rounds"]] == ["accuracy"] * plan.spec.rounds
     assert [p.round for p in seen["status_points"]] == list(range(1, plan.spec.rounds + 1))
     assert all(p.metric_name == "accuracy" and p.loss is not None for p in seen["status_points"])
     assert (tmp_path / "status-curve.png").read_bytes().startswith(b"\x89PNG")
