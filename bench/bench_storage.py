@@ -1,6 +1,6 @@
 """Storage benchmark: UnixFS import MB/s, and bitswap exchange MB/s vs a raw libp2p stream, two processes on loopback.
 
-    .venv/bin/python bench/bench_storage.py [--mb 64] [--runs 3]
+    .venv/bin/python bench/bench_storage.py [--mb 64] [--runs 3] [--profile DIR]
 
 A child process serves the same bytes two ways: as a UnixFS DAG over bitswap (our BlockExchange) and as one raw
 libp2p stream (/bench/raw/1.0.0). The parent fetches both and prints the throughputs side by side.
@@ -9,6 +9,7 @@ libp2p stream (/bench/raw/1.0.0). The parent fetches both and prints the through
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import sys
@@ -64,7 +65,7 @@ async def serve(mb: int) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def fetch(mb: int, runs: int) -> None:
+async def fetch(mb: int, runs: int, profile_dir: str | None = None) -> None:
     t0 = time.perf_counter()
     data = payload(mb)
     t1 = time.perf_counter()
@@ -72,9 +73,10 @@ async def fetch(mb: int, runs: int) -> None:
     t2 = time.perf_counter()
     print(f"import: {mb} MiB in {t2 - t1:.2f} s = {mb / (t2 - t1):.1f} MiB/s (input generation {t1 - t0:.2f} s)")
 
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, __file__, "--serve", "--mb", str(mb)], stdin=-1, stdout=-1
-    )
+    child = [sys.executable, __file__, "--serve", "--mb", str(mb)]
+    if profile_dir:
+        child += ["--profile", profile_dir]
+    proc = await trio.lowlevel.open_process(child, stdin=-1, stdout=-1)
     assert proc.stdout is not None and proc.stdin is not None
     line = b""
     with trio.fail_after(120):
@@ -126,14 +128,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mb", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--profile", metavar="DIR", help="write cProfile stats of both processes to DIR")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
     install_hardening()  # as the dtnode binary does at start-up, before any host
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler is not None:
+        profiler.enable()
     if args.serve:
         trio.run(serve, args.mb)
     else:
-        trio.run(fetch, args.mb, args.runs)
+        trio.run(fetch, args.mb, args.runs, args.profile)
+    if profiler is not None:
+        profiler.disable()
+        out = Path(args.profile) / ("serve.prof" if args.serve else "fetch.prof")
+        profiler.dump_stats(out)
+        if not args.serve:
+            print(f"profiles: {out} and {out.with_name('serve.prof')} (python -m pstats)")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.bitswap.pb.bitswap_pb2 import Message
-from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo
 
+from storage.bitswap_streams import KeptStreams
 from storage.bitswap_wire import PROTOCOLS, ExchangeConfig, cid_from_prefix, send_message
 from storage.blockstore import FilesystemBlockStore
 from storage.cid import DAG_PB, RAW, ContentId
@@ -76,6 +76,8 @@ class BitswapFetcher:
         self.received_bytes = 0
         """Block bytes peers sent us, wanted or not (the node's /metrics)."""
         self._fetches: set[FetchSession] = set()
+        self.streams = KeptStreams(host, open_timeout_s=config.stream_timeout_s, idle_s=config.kept_stream_idle_s)
+        """Want streams per provider, reused (attached to the exchange's nursery by ``BlockExchange.run``)."""
         self.penalties: dict[PeerID, int] = defaultdict(int)
         """Bad or unsolicited blocks seen per peer (for the node's peer scoring)."""
 
@@ -274,6 +276,14 @@ class BitswapFetcher:
             load[peer] += 1
         plan: dict[PeerID, list[ContentId]] = defaultdict(list)
         remaining: list[ContentId] = []
+        # Wants go out a batch at a time: refilling each freed slot at once sent one-want messages, each answered
+        # by a one-block reply, so the per-message costs were paid per block. A peer is refilled when a whole
+        # batch fits its window, when it has nothing in flight, or when the queue is shorter than a batch.
+        refill = {
+            peer: load[peer] == 0 or self.config.window_blocks - load[peer] >= min(self.config.want_batch,
+                                                                                  len(fetch.queue))
+            for peer in fetch.alive()
+        }
         for cid in fetch.queue:
             if cid.digest not in fetch.wanted or cid.digest in fetch.inflight:
                 continue
@@ -291,7 +301,7 @@ class BitswapFetcher:
             else:
                 fetch.stalled[cid.digest].clear()
             peer = min(candidates, key=lambda p: load[p])
-            if load[peer] >= self.config.window_blocks:
+            if load[peer] >= self.config.window_blocks or not refill.get(peer, True):
                 remaining.append(cid)
                 continue
             load[peer] += 1
@@ -314,11 +324,12 @@ class BitswapFetcher:
             else:
                 entry.wantType = Message.Wantlist.Block
                 entry.sendDontHave = True
+        async def write(stream: INetStream) -> None:
+            await send_message(stream, msg, timeout_s=self.config.stream_timeout_s)
+
         try:
-            with trio.fail_after(self.config.stream_timeout_s):
-                stream = await self.host.new_stream(peer, [TProtocol(p) for p in PROTOCOLS])
-                await send_message(stream, msg, timeout_s=self.config.stream_timeout_s)
-                await stream.close()
+            with trio.fail_after(2 * self.config.stream_timeout_s):  # a failed kept stream is retried once
+                await self.streams.send(peer, PROTOCOLS, write)
         except Exception as exc:  # the provider is unusable; its wants go elsewhere
             if cancel:
                 return

@@ -10,6 +10,7 @@ server and fetcher instead (private members: libp2p is pinned to 0.8.1 for this)
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -31,6 +32,8 @@ from storage.errors import InvalidCid
 __all__ = ["BITSWAP_PROTOCOL_V100", "BITSWAP_PROTOCOL_V110", "BITSWAP_PROTOCOL_V120", "PROTOCOLS", "BitswapWire",
            "ExchangeConfig", "block_prefix", "cid_from_prefix", "send_message"]
 
+logger = logging.getLogger(__name__)
+
 PROTOCOLS: Final = (BITSWAP_PROTOCOL_V120, BITSWAP_PROTOCOL_V110, BITSWAP_PROTOCOL_V100)
 
 
@@ -49,6 +52,9 @@ class ExchangeConfig:
     dial_timeout_s: float = 10.0
     stream_timeout_s: float = 10.0
     """Opening a stream and writing one message to a peer."""
+    kept_stream_idle_s: float = 5.0
+    """An outgoing bitswap stream unused this long is closed: before the receiver gives up on it (Helia aborts an
+    inbound bitswap stream after 10 s without a message, py-libp2p after 60 s); see ``storage.bitswap_streams``."""
     max_bad_blocks: int = 3
     """Bad or unsolicited blocks from a peer before it is dropped from a fetch."""
     max_late_wants: int = 1024
@@ -98,6 +104,26 @@ class BitswapWire(BitswapClient):
     def __init__(self, host: IHost, events: WireEvents) -> None:
         super().__init__(host, None, BITSWAP_PROTOCOL_V120)
         self._events = events
+        self._inbound: set[INetStream] = set()
+
+    async def _handle_stream(self, stream: INetStream) -> None:
+        self._inbound.add(stream)
+        try:
+            await super()._handle_stream(stream)
+        finally:
+            self._inbound.discard(stream)
+
+    async def stop(self) -> None:
+        """Stop, and reset the streams peers still write to: servers keep a reply stream open (see
+        :mod:`storage.bitswap_server`), and its messages must reach whoever handles bitswap next, not us."""
+        await super().stop()
+        for stream in list(self._inbound):
+            with trio.move_on_after(1.0):
+                try:
+                    await stream.reset()
+                except Exception:  # already gone
+                    logger.debug("reset of an inbound bitswap stream at stop failed", exc_info=True)
+        self._inbound.clear()
 
     async def _process_wantlist(self, wantlist: Any, peer_id: PeerID, stream: INetStream) -> None:
         protocol = stream.get_protocol()

@@ -64,12 +64,14 @@ class BlockExchange:
         """Register the bitswap handlers on the host and serve until cancelled."""
         async with trio.open_nursery() as nursery:
             self.server.attach(nursery)
+            self.fetcher.streams.attach(nursery)
             await self._wire.start()
             try:
                 task_status.started()
                 await trio.sleep_forever()
             finally:
                 self.server.attach(None)
+                self.fetcher.streams.attach(None)
                 with trio.CancelScope(shield=True):
                     await self._wire.stop()
 
