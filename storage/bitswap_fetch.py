@@ -50,6 +50,7 @@ class FetchSession:
     stalled: dict[bytes, set[PeerID]] = field(default_factory=lambda: defaultdict(set))  # timed out once
     progress: dict[PeerID, float] = field(default_factory=dict)  # last block received from each peer
     known: set[bytes] = field(default_factory=set)  # every digest of this DAG seen so far
+    checked_local: set[bytes] = field(default_factory=set)  # digests already looked up in the store
     dead: set[PeerID] = field(default_factory=set)
     queue: list[ContentId] = field(default_factory=list)  # known, not yet requested
     received: list[tuple[ContentId, bytes]] = field(default_factory=list)  # verified, to store and expand
@@ -205,6 +206,11 @@ class BitswapFetcher:
         i = 0
         while i < len(fetch.queue):
             cid = fetch.queue[i]
+            # Each CID is looked up once (a stat): re-checking the whole queue after every batch cost O(n²).
+            if cid.digest in fetch.checked_local:
+                i += 1
+                continue
+            fetch.checked_local.add(cid.digest)
             if self.store.has_sync(cid):
                 try:
                     data = await self.store.get(cid)
@@ -246,11 +252,13 @@ class BitswapFetcher:
 
     async def _absorb(self, fetch: FetchSession) -> None:
         batch, fetch.received = fetch.received, []
+        children: list[list[ContentId]] = []
         for cid, data in batch:
             self._check_size(fetch, cid, data, count=True)
-            children = self._children(cid, data)  # parse before storing: a malformed node is refused whole
-            await self.store.put(cid, data)
-            self._enqueue(fetch, children)
+            children.append(self._children(cid, data))  # parse before storing: a malformed node is refused whole
+        await self.store.put_many(batch)  # one thread hop for what arrived together, not one per block
+        for (cid, _data), links in zip(batch, children, strict=True):
+            self._enqueue(fetch, links)
             await self._on_stored(cid)
         await self._expand_local(fetch)
 
