@@ -43,7 +43,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from peers_job import TARGET, RoundMetric  # noqa: E402
 from peers_measure import TreeUsage, run_measured  # noqa: E402
-from peers_report import SideResult, as_json, report  # noqa: E402
+from peers_report import SideResult, as_json, from_json, report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWER_PYTHON = ROOT / ".venv-flower" / "bin" / "python"
@@ -143,6 +143,8 @@ def main() -> int:
     ap.add_argument("--target", type=float, default=TARGET)
     ap.add_argument("--flower-python", default=str(FLOWER_PYTHON), help="the Flower venv's Python")
     ap.add_argument("--results", default=None, help="folder for each side's JSON and report.json (default: a temp)")
+    ap.add_argument("--merge", nargs="+", metavar="REPORT_JSON", help="print one report from the report.json of "
+                    "earlier runs (sides measured separately; a later file's side replaces an earlier one's)")
     ap.add_argument("--side", choices=["one", "dtnode"], help=argparse.SUPPRESS)  # a child: run one side here
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -150,6 +152,13 @@ def main() -> int:
     if args.side:
         run_side_here(args.side, args)
         return 0
+    if args.merge:
+        merged = {}
+        for path in args.merge:
+            merged.update(from_json(json.loads(Path(path).read_text())))
+        lines, problems = report(dict(sorted(merged.items(), key=lambda kv: SIDES.index(kv[0]))), target=args.target)
+        print("\n".join(lines))
+        return 1 if problems else 0
     wanted = [s for s in args.sides.split(",") if s]
     unknown = set(wanted) - set(SIDES)
     if unknown:

@@ -135,6 +135,17 @@ def devnet_breakdown(side: SideResult) -> list[str]:
 
 
 def as_json(sides: dict[str, SideResult]) -> dict[str, Any]:
+    """The sides as ``report.json`` holds them (read back by :func:`from_json`)."""
     return {n: {"rounds": [vars(m) for m in s.rounds], "busy": s.busy, "cpu_window_s": s.cpu_window_s,
                 "cpu_total_s": s.cpu_total_s, "peak_pss": s.peak_pss, "peak_rss": s.peak_rss,
-                "trainer_rss": s.trainer_rss, "loadavg": s.loadavg, "extra": s.extra} for n, s in sides.items()}
+                "trainer_rss": s.trainer_rss, "loadavg": s.loadavg, "extra": s.extra,
+                "submitted_at": s.submitted_at, "finished_at": s.finished_at} for n, s in sides.items()}
+
+
+def from_json(data: dict[str, Any]) -> dict[str, SideResult]:
+    """The sides of a ``report.json`` (``bench_peers.py --merge``: sides measured in separate runs, one report)."""
+    return {n: SideResult(name=n, rounds=[RoundMetric(**m) for m in d["rounds"]],
+                          submitted_at=float(d.get("submitted_at", 0.0)), finished_at=float(d.get("finished_at", 0.0)),
+                          busy=d["busy"], cpu_window_s=d["cpu_window_s"], cpu_total_s=d["cpu_total_s"],
+                          peak_pss=d["peak_pss"], peak_rss=d["peak_rss"], trainer_rss=d["trainer_rss"],
+                          loadavg=tuple(d["loadavg"]), extra=d["extra"]) for n, d in data.items()}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -67,11 +68,26 @@ def _events(lines: Iterable[str]) -> dict[int, dict[str, list[int]]]:
     return out
 
 
+def _log_lines(workdir: Path) -> list[str]:
+    return sorted(line for log in workdir.glob("*.log") for line in log.read_text(errors="replace").splitlines()
+                  if LINE.match(line))
+
+
+def commit_seconds(workdir: Path, since: float) -> dict[int, float]:
+    """round (1-based) → seconds from ``since`` (a ``time.time()``) to the leader's commit log line (local clock,
+    whole seconds: up to 1 s early)."""
+    local = time.localtime(since)
+    start = local.tm_hour * 3600 + local.tm_min * 60 + local.tm_sec + (since % 1)
+    out: dict[int, float] = {}
+    for r, ev in _events(_log_lines(workdir)).items():
+        if ev.get("committed"):
+            out[r + 1] = (max(ev["committed"]) - start) % (24 * 3600)
+    return out
+
+
 def round_phases(workdir: Path) -> dict[int, dict[str, float]]:
     """round (1-based) → phase → seconds, for every round whose steps were all logged."""
-    lines = sorted(line for log in workdir.glob("*.log") for line in log.read_text(errors="replace").splitlines()
-                   if LINE.match(line))
-    events = _events(lines)
+    events = _events(_log_lines(workdir))
     phases: dict[int, dict[str, float]] = {}
     for r in sorted(events):
         ev = events[r]
