@@ -196,9 +196,10 @@ async def test_the_bootstrap_stays_healthy_with_200_dialers_and_bounded_inbound_
             # A dtnode peer joins after the storm and keeps its place (its gossip stream protects it).
             fresh_config = loopback_config(bootstrap=(bootstrap.listen_addrs()[0],))
             async with start_node(nursery, fresh_config) as fresh:
-                await fresh.wait_for_peers(1, timeout=60)
-                await bootstrap.wait_for_peers(1, timeout=60)
-                assert await fresh.ping(bootstrap.peer_id, timeout=10) < 10
+                # Generous: with 200 hosts in this process a 2-core machine under other load (~20) is slow.
+                await fresh.wait_for_peers(1, timeout=180)
+                await bootstrap.wait_for_peers(1, timeout=180)
+                assert await fresh.ping(bootstrap.peer_id, timeout=30) < 30
                 state = (f"established {bootstrap.admission.established}, most {most}, dials done {connected[0]}, "
                          f"dropped {dict(bootstrap.metrics.dropped)}")
                 assert bootstrap.admission.established <= cap, state
