@@ -6,13 +6,15 @@ time each step was logged by any node:
 - ``lead``: the leader starts the round (``leading round N/M``);
 - ``tickets``: the last of the round's tickets handed out;
 - ``submitted``: the last trainer's update submitted on-chain (after training and publishing);
-- ``verdicts``: the last validator verdict logged (fast-path signed vote, or on-chain vote);
+- ``verdicts``: the last validator's verdict from its replay (a validator logs its verdict when it signs it for
+  the fast path, and again when it votes it on-chain: the first of each is the replay's);
+- ``votes``: the last on-chain vote (the same verdict again, once the fast path's window closed unsettled);
 - ``committed``: the leader's commit (``committed round N/M``).
 
-The phases between them (start→tickets, tickets→submitted, submitted→verdicts, verdicts→committed, committed→next
-lead) are the round's critical path at one-second resolution; averaged over the steady rounds (round 2 on) they say
-which wait to remove first. The node-seconds by activity (``timings.json``) say where the CPU went; this says what
-the round waited for.
+The phases between them (start→tickets, tickets→submitted, submitted→verdicts, verdicts→on-chain votes,
+votes→committed, committed→next lead) are the round's critical path at one-second resolution; averaged over the
+steady rounds (round 2 on) they say which wait to remove first. The node-seconds by activity (``timings.json``) say
+where the CPU went; this says what the round waited for.
 """
 
 from __future__ import annotations
@@ -29,14 +31,17 @@ LEADING = re.compile(r"job \d+: leading round (\d+)/")
 COMMITTED = re.compile(r"job \d+: committed round (\d+)/")
 ROUND = re.compile(r"job \d+ round (\d+): (.*)$")
 TRAINED = re.compile(r"trained job \d+ round (\d+):")
+SLOT = re.compile(r" in slot (\d+) ")
 
-PHASES = ("lead→tickets", "tickets→submitted", "submitted→verdicts", "verdicts→committed", "committed→next lead")
+PHASES = ("lead→tickets", "tickets→submitted", "submitted→verdicts", "verdicts→on-chain votes",
+          "votes→committed", "committed→next lead")
 """The round's critical path, in order."""
 
 
 def _events(lines: Iterable[str]) -> dict[int, dict[str, list[int]]]:
     """round (0-based) → event → the seconds (of the day, unwrapped past midnight) it was logged at."""
     out: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    verdicts_seen: dict[tuple[int, str, str], int] = {}
     last = 0
     offset = 0
     for raw in lines:
@@ -62,7 +67,12 @@ def _events(lines: Iterable[str]) -> dict[int, dict[str, list[int]]]:
             elif what.startswith("submitted update"):
                 out[r]["submitted"].append(t)
             elif " is VALID" in what or " is INVALID" in what:
-                out[r]["verdicts"].append(t)
+                # A validator logs a verdict when it signs it (fast path) and again when it votes it on-chain
+                # (the first panel drawn on-chain after the fast path's window): the first of each is the replay's.
+                slot = SLOT.search(what)
+                seen = verdicts_seen.setdefault((r, m[4], slot[1] if slot else ""), 0)
+                verdicts_seen[(r, m[4], slot[1] if slot else "")] = seen + 1
+                out[r]["verdicts" if seen == 0 else "votes"].append(t)
             elif what.startswith("settled"):
                 out[r]["settled"].append(t)
     return out
@@ -94,7 +104,9 @@ def round_phases(workdir: Path) -> dict[int, dict[str, float]]:
         if not all(ev.get(k) for k in ("lead", "tickets", "submitted", "verdicts", "committed")):
             continue
         lead, committed = min(ev["lead"]), max(ev["committed"])
-        marks = [lead, max(ev["tickets"]), max(ev["submitted"]), max(ev["verdicts"]), committed]
+        verdicts = max(ev["verdicts"])
+        voted = max(ev["votes"]) if ev.get("votes") else verdicts  # no on-chain votes: the fast path settled
+        marks = [lead, max(ev["tickets"]), max(ev["submitted"]), verdicts, voted, committed]
         row = {name: float(b - a) for name, a, b in zip(PHASES, marks, marks[1:], strict=False)}
         following = events.get(r + 1, {}).get("lead")
         if following:

@@ -108,8 +108,8 @@ def deterministic_torch(threads: int = 1, *, device: str = CPU) -> Iterator[None
 
 def warm_up() -> None:
     """Load what a process's first deterministic computation loads: ``torch.use_deterministic_algorithms`` imports
-    torch's compiler stack (~900 modules: 5 s on an idle core, over 20 s with four nodes starting on two busy
-    ones). Nodes call it in a worker thread at start-up, so their first task or replay does not pay for it on the
+    torch's compiler stack (~900 modules: 6 s for one process, 22 s for four starting at once on two busy
+    cores). Nodes call it in a worker thread at start-up, so their first task or replay does not pay for it on the
     round's clock (blocking)."""
     with deterministic_torch():
         pass

@@ -123,16 +123,18 @@ def test_timeline_reads_a_rounds_critical_path(tmp_path: Path) -> None:
     (tmp_path / "validator-1.log").write_text("\n".join([
         "10:00:15 validator-1 INFO    job 1 round 0: update of 0xA in slot 0 is VALID (OK; segments [1], max "
         "distance 0)",
+        "10:00:17 validator-1 INFO    job 1 round 0: update of 0xA in slot 0 is VALID (OK; segments [1], max "
+        "distance 0)",
         "10:00:37 validator-1 INFO    job 1 round 1: update of 0xA in slot 0 is INVALID (BAD; segments [1], max "
         "distance 1)",
     ]))
     phases = round_phases(tmp_path)
     assert phases[1] == {"lead→tickets": 1.0, "tickets→submitted": 5.0, "submitted→verdicts": 9.0,
-                         "verdicts→committed": 5.0, "committed→next lead": 1.0}
+                         "verdicts→on-chain votes": 2.0, "votes→committed": 3.0, "committed→next lead": 1.0}
     assert phases[2] == {"lead→tickets": 2.0, "tickets→submitted": 6.0, "submitted→verdicts": 8.0,
-                         "verdicts→committed": 3.0}
+                         "verdicts→on-chain votes": 0.0, "votes→committed": 3.0}
     assert steady_phases(phases) == {"lead→tickets": 2.0, "tickets→submitted": 6.0, "submitted→verdicts": 8.0,
-                                     "verdicts→committed": 3.0}
+                                     "verdicts→on-chain votes": 0.0, "votes→committed": 3.0}
 
 
 def test_run_measured_counts_a_child_processes_cpu_and_memory() -> None:
