@@ -49,7 +49,8 @@ class BitswapServer:
         self.config = config
         self._nursery: trio.Nursery | None = None
         self._late_wants: dict[PeerID, dict[bytes, tuple[ContentId, int]]] = {}
-        self.streams = KeptStreams(host, open_timeout_s=config.stream_timeout_s, idle_s=config.kept_stream_idle_s)
+        self.streams = KeptStreams(host, open_timeout_s=config.stream_timeout_s, idle_s=config.kept_stream_idle_s,
+                                   per_peer=config.reply_streams_per_peer)
         self.served_blocks = 0
         self.served_bytes = 0
 

@@ -3,8 +3,9 @@
 Bitswap sends every message on a stream the *sender* opens, and receivers (Kubo, Helia, py-libp2p) read messages
 from such a stream until it ends. Opening one per message, as we did, cost a multistream-select round trip each and
 started every message at yamux's 256 KiB window, which grows only on a long-lived stream: a fetch ran at 32% of a
-raw stream's speed on the same connection (BENCHMARKS.md). :class:`KeptStreams` keeps one stream per peer and
-protocol list, lets one writer at a time use it, closes it after ``idle_s`` without use (before the receiver's own
+raw stream's speed on the same connection (BENCHMARKS.md). :class:`KeptStreams` keeps up to ``per_peer`` streams
+per peer and protocol list (replies to one peer then overlap, as they did on separate streams), lets one writer at
+a time use each, closes it after ``idle_s`` without use (before the receiver's own
 idle limit: Helia aborts an inbound bitswap stream after 10 s without a message, py-libp2p after 60 s), and when a
 write fails on a kept stream (the peer closed or reset it meanwhile) writes once more on a new one.
 
@@ -25,6 +26,9 @@ from libp2p.peer.id import ID as PeerID
 
 logger = logging.getLogger(__name__)
 
+_Key = tuple[PeerID, tuple[str, ...], int]
+"""(peer, protocol ids, slot): one kept stream."""
+
 Writer = Callable[[INetStream], Awaitable[None]]
 """Writes one or more framed messages to the stream it is given; raises if the stream fails."""
 
@@ -39,11 +43,12 @@ class _Kept:
 class KeptStreams:
     """Outgoing streams per (peer, protocols), reused by successive writers (see the module doc)."""
 
-    def __init__(self, host: IHost, *, open_timeout_s: float, idle_s: float) -> None:
+    def __init__(self, host: IHost, *, open_timeout_s: float, idle_s: float, per_peer: int = 1) -> None:
         self._host = host
         self._open_timeout_s = open_timeout_s
         self._idle_s = idle_s
-        self._streams: dict[tuple[PeerID, tuple[str, ...]], _Kept] = {}
+        self._per_peer = per_peer
+        self._streams: dict[_Key, _Kept] = {}
         self._nursery: trio.Nursery | None = None
 
     def attach(self, nursery: trio.Nursery | None) -> None:
@@ -56,8 +61,12 @@ class KeptStreams:
     async def send(self, peer: PeerID, protocols: Sequence[str], write: Writer) -> None:
         """Run ``write`` on the kept stream to ``peer`` (opened if needed; once more on a new one if a kept stream
         fails). Raises what opening or writing raised when it cannot be done."""
-        key = (peer, tuple(protocols))
-        kept = self._streams.setdefault(key, _Kept())
+        # Up to ``per_peer`` streams, each used by one writer at a time: a free one, else the least awaited.
+        slots = [((peer, tuple(protocols), i), self._streams.get((peer, tuple(protocols), i))) for i in
+                 range(self._per_peer)]
+        key, found = next(((k, v) for k, v in slots if v is None or not v.lock.locked()),
+                          min(slots, key=lambda kv: kv[1].lock.statistics().tasks_waiting if kv[1] else 0))
+        kept = found if found is not None else self._streams.setdefault(key, _Kept())
         try:
             async with kept.lock:
                 await self._send_locked(key, kept, write)
@@ -66,7 +75,7 @@ class KeptStreams:
             if kept.stream is None and not kept.lock.statistics().tasks_waiting and self._streams.get(key) is kept:
                 del self._streams[key]
 
-    async def _send_locked(self, key: tuple[PeerID, tuple[str, ...]], kept: _Kept, write: Writer) -> None:
+    async def _send_locked(self, key: _Key, kept: _Kept, write: Writer) -> None:
         for attempt in range(2):
             fresh = kept.stream is None
             if kept.stream is None:
@@ -91,7 +100,7 @@ class KeptStreams:
                 await stream.close()
             return
 
-    async def _close_when_idle(self, key: tuple[PeerID, tuple[str, ...]], kept: _Kept) -> None:
+    async def _close_when_idle(self, key: _Key, kept: _Kept) -> None:
         while True:
             await trio.sleep_until(kept.last_used + self._idle_s)
             busy = kept.lock.locked() or kept.lock.statistics().tasks_waiting

@@ -54,6 +54,9 @@ class ExchangeConfig:
     dial_timeout_s: float = 10.0
     stream_timeout_s: float = 10.0
     """Opening a stream and writing one message to a peer."""
+    reply_streams_per_peer: int = 3
+    """Reply streams kept per peer: replies to one peer are written concurrently on up to this many (as many as
+    want batches fit in ``window_blocks``), each stream's yamux window growing on its own."""
     kept_stream_idle_s: float = 5.0
     """An outgoing bitswap stream unused this long is closed: before the receiver gives up on it (Helia aborts an
     inbound bitswap stream after 10 s without a message, py-libp2p after 60 s); see ``storage.bitswap_streams``."""
