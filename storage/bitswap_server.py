@@ -1,9 +1,9 @@
 """Serving blocks over bitswap the way Kubo and Helia expect.
 
 A peer's wantlist arrives on a stream it opened; the answer goes back on a stream **we** open with the requester's
-own protocol id — presences first, then blocks in messages of at most ~1 MiB. That stream is kept per peer and
-reused for later replies (:mod:`storage.bitswap_streams` says why). Wants for blocks we lack are remembered
-(bounded per peer) and answered if the block arrives later.
+own protocol id — presences first, then blocks in messages of at most ~1 MiB. Such streams (up to
+``reply_streams_per_peer``) are kept per peer and reused for later replies (:mod:`storage.bitswap_streams` says
+why). Wants for blocks we lack are remembered (bounded per peer) and answered if the block arrives later.
 
 This module never fetches; :mod:`storage.bitswap_fetch` does.
 
