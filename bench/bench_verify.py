@@ -1,22 +1,28 @@
 """Verification cost at scale (issue 14): one task on an MLP of ~1M, ~10M or ~100M parameters and its validation by
 a quorum of validators, in this process, through the real formats and code paths: the trainer spills each segment
-state as it is computed (``SegmentSpill.keep_state``), the validators fetch the challenged ones chunk by chunk over
-the ``/dtnode/segment/1.0.0`` handler (``fetch_segment``, called in-process instead of over libp2p) and replay them
-with ``replay_verify``; the trainer runs ``train_local`` with the spill as its ``keep``, as ``TrainerRole.train`` does.
+state as it is computed (``SegmentSpill.keep_state``), the validators fetch what ``states_to_fetch`` names (the
+start states of their challenged segments) chunk by chunk over the ``/dtnode/segment/1.0.0`` handler
+(``fetch_segment``, called in-process instead of over libp2p) and replay with ``replay_verify``, which fetches an
+end state only if a replay differs, as the validator role does; the trainer runs ``train_local`` with the spill as
+its ``keep``, as ``TrainerRole.train`` does.
 
 Per size: bytes published per update (the delta's UnixFS DAG and the manifest), bytes fetched per validator (the
-delta and the challenged segments' states), validator CPU ÷ trainer CPU (each validator, and summed over the
-quorum), peak RSS of the whole run (ru_maxrss; each size in a fresh subprocess), and the streaming paths' peak
-over one state: a state spilled, imported into a block store (``put_file``), exported (``get_file``) and fetched
-in chunks (``fetch_segment``), peak RSS above the runtime's own ÷ the state's bytes. Goals are printed next to the
-figures.
+delta and the states it asked for), validator CPU ÷ trainer CPU (each validator, and summed over the quorum), peak
+RSS of the whole run (ru_maxrss; each size in a fresh subprocess), and the streaming paths' peak over one state: a
+state spilled, imported into a block store (``put_file``), exported (``get_file``) and fetched in chunks
+(``fetch_segment``), peak RSS above the runtime's own ÷ the state's bytes. Goals are printed next to the figures.
 
-The model registry has no transformer on main yet (models issue), hence MLPs. A 100M task of the 1M/10M length
-(400 steps, 40 segments) takes ~15 min on one core and 48 GB of spill, so the 100M run is shorter by default
-(10 steps, 10 segments): its CPU ratio is dominated by the fixed costs (loss evaluations, hashing), not the replay.
+MLPs, not the registry's GPT-2: an MLP's cost per parameter is the same at every size, so the three rows compare.
+A 100M task of the 1M/10M length (400 steps, 40 segments) spills 48 GB, so the 100M run is short by default (10
+steps, 10 segments: its CPU ratio is dominated by the fixed costs, loss evaluations and hashing, not the replay);
+``--spill-challenged-only`` removes each state no validator of the run asks for once the trainer has written and
+hashed it (disk only), which lets the full length run on a smaller disk (~1 h of one core). ``--compression``
+measures lossless compression of states and deltas instead.
 
     .venv/bin/python bench/bench_verify.py                  # 1M, 10M, 100M
     .venv/bin/python bench/bench_verify.py --sizes 1m 10m
+    .venv/bin/python bench/bench_verify.py --sizes 100m --steps 400 --segment-every 10 --spill-challenged-only
+    .venv/bin/python bench/bench_verify.py --compression
 """
 
 from __future__ import annotations
@@ -31,19 +37,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import trio  # noqa: E402
 from torch import nn  # noqa: E402
 
 from node.segments import SegmentSpill, fetch_segment  # noqa: E402
 from node.training.challenge import catch_probability, choose_segments, replay_share  # noqa: E402
-from node.training.codec import decode_delta, encode_delta, state_hash  # noqa: E402
+from node.training.codec import State, decode_delta, encode_delta, encode_state, state_hash  # noqa: E402
 from node.training.data import load_fashion_mnist  # noqa: E402
 from node.training.local import train_local  # noqa: E402
 from node.training.models import MODELS, ModelInfo, initial_state  # noqa: E402
@@ -85,7 +93,13 @@ def _peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_task(size: str, *, steps: int, every: int, k: int, quorum: int, work: Path) -> dict[str, Any]:
+def _challenge(size: str, v: int, n: int, k: int) -> list[int]:
+    """Validator ``v``'s challenged segments: its own 32-byte seed (the contract's ``challengeSeed`` stands in)."""
+    return choose_segments(hashlib.sha256(f"challengeSeed:{size}:{v}".encode()).digest(), n, k)
+
+
+def run_task(size: str, *, steps: int, every: int, k: int, quorum: int, work: Path,
+             spill_challenged_only: bool = False) -> dict[str, Any]:
     name = register(size)
     train, _ = load_fashion_mnist()
     shard = train.subset(slice(0, 4096))
@@ -95,15 +109,27 @@ def run_task(size: str, *, steps: int, every: int, k: int, quorum: int, work: Pa
     task = Task(model_name=name, steps=steps, batch_size=32, lr=1e-4, seed=1, segment_every=every)
     n = task.n_segments
     spill = SegmentSpill(work / "spill", max_bytes=1 << 40)
+    # Disk only: the states no validator of this run will ask for, removed once written and hashed (the trainer's
+    # CPU is unchanged); a 400-step 100M task would otherwise spill 40 x 1.2 GB.
+    asked = {i for v in range(quorum) for i in states_to_fetch(_challenge(size, v, n, k), n)}
+    state_sizes: list[int] = []
+
+    def keep(state: State) -> str:
+        digest = spill.keep_state(1, 0, state)
+        path = spill.path(1, 0, digest)
+        state_sizes.append(path.stat().st_size)
+        if spill_challenged_only and len(state_sizes) - 1 not in asked:
+            path.unlink()
+        return digest
 
     # The trainer (TrainerRole.train): train, spill each segment state as it is computed, publish the delta.
     cpu = time.process_time()
-    result = train_local(task, base, shard, keep=lambda state: spill.keep_state(1, 0, state))
+    result = train_local(task, base, shard, keep=keep)
     hashes, loss_before, loss_after = result.segment_hashes, result.loss_before, result.loss_after
     delta_bytes = encode_delta(result.delta, kind="f32")
     delta_dag = import_chunks(rechunk([delta_bytes]), lambda c, b: None)
     trainer_cpu = time.process_time() - cpu
-    state_bytes = spill.path(1, 0, hashes[-1]).stat().st_size
+    state_bytes = state_sizes[-1]
     del result
     peak_trainer = _peak()
     manifest_bytes = MANIFEST_FIXED + n * 67  # one quoted 64-hex hash and a comma per segment
@@ -119,7 +145,7 @@ def run_task(size: str, *, steps: int, every: int, k: int, quorum: int, work: Pa
     def validate(v: int) -> tuple[float, int]:
         """One validator with its own seed, as the validator role does it: the start states of the challenged
         segments before the replay, an end state only if a replay differs. Its CPU seconds and bytes fetched."""
-        chosen = choose_segments(hashlib.sha256(f"challengeSeed:{size}:{v}".encode()).digest(), n, k)
+        chosen = _challenge(size, v, n, k)
         cpu = time.process_time()
         got = len(delta_bytes)
 
@@ -191,6 +217,49 @@ def run_stream(size: str, *, work: Path) -> dict[str, Any]:
     return {"state_bytes": state_bytes, "runtime_rss": runtime, "peak_rss": _peak()}
 
 
+def _planes(data: bytes) -> bytes:
+    """The bytes of each float32 split into four planes (all first bytes, then all second...): the exponent bytes
+    of trained weights repeat, which a byte-oriented codec then finds."""
+    whole = len(data) // 4 * 4
+    return np.frombuffer(data[:whole], dtype=np.uint8).reshape(-1, 4).T.tobytes() + data[whole:]
+
+
+def run_compression() -> None:
+    """Lossless compression of trainer states and deltas (issue 14: "compress states losslessly where it pays"):
+    zlib (standard library) and, when the ``zstandard`` package is importable (not a dependency: install it aside
+    to measure), zstd; each on the bytes as they are and split into float32 byte planes. Compressed size ÷
+    original, and MB/s on one core (``process_time``)."""
+    codecs: list[tuple[str, Any, Any]] = [("zlib 1", lambda d: zlib.compress(d, 1), zlib.decompress),
+                                          ("zlib 6", lambda d: zlib.compress(d, 6), zlib.decompress)]
+    try:
+        import zstandard  # type: ignore[import-not-found]  # noqa: PLC0415 (optional, measurement only)
+
+        for level in (1, 3):
+            codecs.append((f"zstd {level}", zstandard.ZstdCompressor(level=level).compress,
+                           zstandard.ZstdDecompressor().decompress))
+    except ImportError:
+        print("zstandard not importable: zlib only")
+    train, _ = load_fashion_mnist()
+    shard = train.subset(slice(0, 4096))
+    for model in ("fmnist-cnn-v1", "fmnist-mlp-v1"):
+        task = Task(model_name=model, steps=100, batch_size=32, lr=1e-3, seed=1, segment_every=10)
+        result = train_local(task, initial_state(model, 0), shard)
+        for label, data in ((f"{model} trainer state", encode_state(result.segment_states[-1])),
+                            (f"{model} delta f32", encode_delta(result.delta, kind="f32")),
+                            (f"{model} delta int8", encode_delta(result.delta, kind="int8"))):
+            for planes in (False, True):
+                source = _planes(data) if planes else data
+                for name, compress, decompress in codecs:
+                    cpu = time.process_time()
+                    packed = compress(source)
+                    mid = time.process_time()
+                    assert decompress(packed) == source
+                    end = time.process_time()
+                    print(f"{label:32s} {name + (' + planes' if planes else ''):16s} {len(data) / 1e6:6.2f} MB -> "
+                          f"{len(packed) / len(data):6.1%}   compress {len(data) / 1e6 / max(mid - cpu, 1e-9):6.0f} "
+                          f"MB/s, decompress {len(data) / 1e6 / max(end - mid, 1e-9):6.0f} MB/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=list(HIDDEN), choices=list(HIDDEN))
@@ -198,10 +267,19 @@ def main() -> None:
     parser.add_argument("--segment-every", type=int, help="S for every size (default: per size)")
     parser.add_argument("--k", type=int, default=3, help="challenged segments per update (the last included)")
     parser.add_argument("--quorum", type=int, default=3)
+    parser.add_argument("--spill-challenged-only", action="store_true",
+                        help="remove each spilled state no validator of the run asks for once it is written and "
+                             "hashed (disk only; the trainer's work is unchanged): for long 100M runs")
+    parser.add_argument("--compression", action="store_true",
+                        help="measure lossless compression of states and deltas instead (zlib; zstd if installed)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.compression:
+        print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        run_compression()
+        return
     if args.child:
         work = Path(tempfile.mkdtemp(prefix="bench-verify-", dir=os.environ.get("BENCH_TMP")))
         try:
@@ -209,7 +287,7 @@ def main() -> None:
                 out = run_stream(args.child, work=work)
             else:
                 out = run_task(args.child, steps=args.steps, every=args.segment_every, k=args.k,
-                               quorum=args.quorum, work=work)
+                               quorum=args.quorum, work=work, spill_challenged_only=args.spill_challenged_only)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         print(json.dumps(out))
@@ -224,7 +302,8 @@ def main() -> None:
         def child(*extra: str, size: str = size, steps: int = steps, every: int = every) -> dict[str, Any]:
             done = subprocess.run(
                 [sys.executable, __file__, "--child", size, "--steps", str(steps), "--segment-every", str(every),
-                 "--k", str(args.k), "--quorum", str(args.quorum), *extra],
+                 "--k", str(args.k), "--quorum", str(args.quorum),
+                 *(["--spill-challenged-only"] if args.spill_challenged_only else []), *extra],
                 check=True, capture_output=True, text=True,
             )
             return dict(json.loads(done.stdout.strip().splitlines()[-1]))

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     js.add_argument("job_id", type=int)
     js.add_argument("--no-eval", action="store_true",
                     help="skip measuring each round's accuracy (which fetches the checkpoints and the eval shard)")
+    js.add_argument("--plot", metavar="FILE.png", help="also write the metric and loss per round as a PNG picture")
     _add_node_flags(js)
     jf = job_sub.add_parser("fetch", help="fetch the verified final weights")
     jf.add_argument("job_id", type=int)
@@ -127,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--rounds", type=int, default=None, help="override the demo job's rounds")
     dv.add_argument("--embedded", action="store_true", help="in-process py-evm chain instead of a Hardhat node")
     dv.add_argument("--workdir", default=None, help="where the devnet keeps its data (default: a temp dir)")
+    dv.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                    help="where the customer's node serves the live dashboard (default 127.0.0.1:8080; port 0: any "
+                         "free port)")
     dv.add_argument("--log-format", dest="log_format", choices=["text", "json"], default="text")
     return parser
 

@@ -7,6 +7,7 @@ Each command validates its config before touching the network or the chain, and 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import logging
@@ -327,7 +328,14 @@ def cmd_job(args: argparse.Namespace) -> int:
         print(json.dumps({"job_id": args.job_id, "cancelled": True, "refund_withdrawn_wei": owed}))
         return 0
     if args.job_command == "status":
+        if args.plot and args.no_eval:
+            raise ConfigError("--plot draws the measured rounds: drop --no-eval")
         report = trio.run(lambda: job_status(cfg, client, args.job_id, evaluate=not args.no_eval))
+        if args.plot:
+            from node.http.plot import points_from_status, write_curve_png
+
+            report["plot"] = str(write_curve_png(Path(args.plot), points_from_status(report["history"]),
+                                                 title=f"job {args.job_id}: metric and loss per round"))
         print(json.dumps(report, indent=2))
         return 0
     job = client.get_job(args.job_id)
@@ -356,6 +364,7 @@ def cmd_devnet(args: argparse.Namespace) -> int:
     plan = demo_plan(args.task, trainers=args.trainers, rounds=args.rounds, validators=args.validators,
                      embedded=args.embedded, workdir=Path(args.workdir) if args.workdir else None,
                      log_format=args.log_format)
+    plan = dataclasses.replace(plan, http=args.http)
     spec = plan.spec
     if plan.trainers < 1 or args.validators < spec.payment.quorum:
         raise ConfigError(f"devnet: need at least 1 trainer and {spec.payment.quorum} validators (the quorum)")

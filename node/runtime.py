@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from node.roles.context import NodeContext
 from node.roles.leader import LeaderRole
 from node.roles.trainer import TrainerRole
 from node.roles.validator import ValidatorRole
+from node.training.local import warm_up
 from protocols.chain.client import JobManagerClient
 from protocols.chain.models import NodeClass
 from protocols.errors import DtnodeError
@@ -109,6 +111,9 @@ class DtNode:
                     # round was ever accepted.
                     self.validator = self.validator_cls(ctx)
                     await nursery.start(self.validator.run)
+                if "trainer" in cfg.roles or self.in_validator_pool:
+                    # Off the round's clock: the first task or replay would load torch's compiler stack itself.
+                    nursery.start_soon(partial(trio.to_thread.run_sync, warm_up, abandon_on_cancel=True))
                 if "leader" in cfg.roles:
                     for job_id in cfg.jobs:
                         self.leaders[job_id] = self.leader_cls(ctx, job_id)

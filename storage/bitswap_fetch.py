@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.bitswap.pb.bitswap_pb2 import Message
-from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import PeerInfo
 
+from storage.bitswap_streams import KeptStreams
 from storage.bitswap_wire import PROTOCOLS, ExchangeConfig, cid_from_prefix, send_message
 from storage.blockstore import FilesystemBlockStore
 from storage.cid import DAG_PB, RAW, ContentId
@@ -50,6 +50,7 @@ class FetchSession:
     stalled: dict[bytes, set[PeerID]] = field(default_factory=lambda: defaultdict(set))  # timed out once
     progress: dict[PeerID, float] = field(default_factory=dict)  # last block received from each peer
     known: set[bytes] = field(default_factory=set)  # every digest of this DAG seen so far
+    checked_local: set[bytes] = field(default_factory=set)  # digests already looked up in the store
     dead: set[PeerID] = field(default_factory=set)
     queue: list[ContentId] = field(default_factory=list)  # known, not yet requested
     received: list[tuple[ContentId, bytes]] = field(default_factory=list)  # verified, to store and expand
@@ -73,7 +74,11 @@ class BitswapFetcher:
         self.store = store
         self.config = config
         self._on_stored = on_stored
+        self.received_bytes = 0
+        """Block bytes peers sent us, wanted or not (the node's /metrics)."""
         self._fetches: set[FetchSession] = set()
+        self.streams = KeptStreams(host, open_timeout_s=config.stream_timeout_s, idle_s=config.kept_stream_idle_s)
+        """Want streams per provider, reused (attached to the exchange's nursery by ``BlockExchange.run``)."""
         self.penalties: dict[PeerID, int] = defaultdict(int)
         """Bad or unsolicited blocks seen per peer (for the node's peer scoring)."""
 
@@ -88,6 +93,7 @@ class BitswapFetcher:
                 fetch.kick()
 
     async def receive_block(self, peer: PeerID, prefix: bytes | None, data: bytes) -> None:
+        self.received_bytes += len(data)
         if len(data) > MAX_BLOCK_SIZE:
             self._penalise(peer, f"sent a block of {len(data)} bytes")
             return
@@ -200,6 +206,11 @@ class BitswapFetcher:
         i = 0
         while i < len(fetch.queue):
             cid = fetch.queue[i]
+            # Each CID is looked up once (a stat): re-checking the whole queue after every batch cost O(n²).
+            if cid.digest in fetch.checked_local:
+                i += 1
+                continue
+            fetch.checked_local.add(cid.digest)
             if self.store.has_sync(cid):
                 try:
                     data = await self.store.get(cid)
@@ -241,11 +252,13 @@ class BitswapFetcher:
 
     async def _absorb(self, fetch: FetchSession) -> None:
         batch, fetch.received = fetch.received, []
+        children: list[list[ContentId]] = []
         for cid, data in batch:
             self._check_size(fetch, cid, data, count=True)
-            children = self._children(cid, data)  # parse before storing: a malformed node is refused whole
-            await self.store.put(cid, data)
-            self._enqueue(fetch, children)
+            children.append(self._children(cid, data))  # parse before storing: a malformed node is refused whole
+        await self.store.put_many(batch)  # one thread hop for what arrived together, not one per block
+        for (cid, _data), links in zip(batch, children, strict=True):
+            self._enqueue(fetch, links)
             await self._on_stored(cid)
         await self._expand_local(fetch)
 
@@ -271,6 +284,14 @@ class BitswapFetcher:
             load[peer] += 1
         plan: dict[PeerID, list[ContentId]] = defaultdict(list)
         remaining: list[ContentId] = []
+        # Wants go out a batch at a time: refilling each freed slot at once sent one-want messages, each answered
+        # by a one-block reply, so the per-message costs were paid per block. A peer is refilled when a whole
+        # batch fits its window, when it has nothing in flight, or when the queue is shorter than a batch.
+        refill = {
+            peer: load[peer] == 0 or self.config.window_blocks - load[peer] >= min(self.config.want_batch,
+                                                                                  len(fetch.queue))
+            for peer in fetch.alive()
+        }
         for cid in fetch.queue:
             if cid.digest not in fetch.wanted or cid.digest in fetch.inflight:
                 continue
@@ -288,7 +309,7 @@ class BitswapFetcher:
             else:
                 fetch.stalled[cid.digest].clear()
             peer = min(candidates, key=lambda p: load[p])
-            if load[peer] >= self.config.window_blocks:
+            if load[peer] >= self.config.window_blocks or not refill.get(peer, True):
                 remaining.append(cid)
                 continue
             load[peer] += 1
@@ -311,11 +332,12 @@ class BitswapFetcher:
             else:
                 entry.wantType = Message.Wantlist.Block
                 entry.sendDontHave = True
+        async def write(stream: INetStream) -> None:
+            await send_message(stream, msg, timeout_s=self.config.stream_timeout_s)
+
         try:
-            with trio.fail_after(self.config.stream_timeout_s):
-                stream = await self.host.new_stream(peer, [TProtocol(p) for p in PROTOCOLS])
-                await send_message(stream, msg, timeout_s=self.config.stream_timeout_s)
-                await stream.close()
+            with trio.fail_after(2 * self.config.stream_timeout_s):  # a failed kept stream is retried once
+                await self.streams.send(peer, PROTOCOLS, write)
         except Exception as exc:  # the provider is unusable; its wants go elsewhere
             if cancel:
                 return

@@ -50,16 +50,28 @@ class BlockExchange:
     def served_blocks(self) -> int:
         return self.server.served_blocks
 
+    @property
+    def bytes_out(self) -> int:
+        """Block bytes served to peers."""
+        return self.server.served_bytes
+
+    @property
+    def bytes_in(self) -> int:
+        """Block bytes peers sent this node, wanted or not."""
+        return self.fetcher.received_bytes
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Register the bitswap handlers on the host and serve until cancelled."""
         async with trio.open_nursery() as nursery:
             self.server.attach(nursery)
+            self.fetcher.streams.attach(nursery)
             await self._wire.start()
             try:
                 task_status.started()
                 await trio.sleep_forever()
             finally:
                 self.server.attach(None)
+                self.fetcher.streams.attach(None)
                 with trio.CancelScope(shield=True):
                     await self._wire.stop()
 

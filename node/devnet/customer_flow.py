@@ -43,6 +43,7 @@ class RoundLine:
     wall_s: float
     metric: tuple[str, float] = ("accuracy", 0.0)
     """The task's own figure (:func:`node.training.objective.headline`)."""
+    loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ async def follow_rounds(plan: DevnetPlan, chain: AsyncChain, client: JobManagerC
                     continue
                 measured = await measure_round(content, entry, spec, held_out)
                 line = RoundLine(entry.round, labels.get(entry.leader, entry.leader), measured.accuracy or 0.0,
-                                 time.monotonic() - started, measured.metric or ("accuracy", 0.0))
+                                 time.monotonic() - started, measured.metric or ("accuracy", 0.0), measured.loss)
                 lines.append(line)
                 bar = "#" * len(lines) + "-" * (spec.rounds - len(lines))
                 plan.out(f"[{bar}] round {len(lines):>2}/{spec.rounds}  {format_metric(*line.metric)}  "

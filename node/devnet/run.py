@@ -19,6 +19,7 @@ from node.devnet.demos import SAMPLE_TEMPERATURE, sample_text
 from node.devnet.ledger import Ledger, read_ledger, settle_payouts
 from node.devnet.plan import DEV_ACCOUNTS, ETH, DevnetPlan, members, node_config
 from node.devnet.supervisor import Devnet
+from node.http.plot import CurvePoint, write_curve_png
 from node.roles.customer import job_payments
 from node.runtime import DtNode
 from node.training.objective import format_metric, headline
@@ -49,6 +50,8 @@ class DevnetResult:
     min_trainer_stake: int = 0
     sample: str = ""
     """A causal LM's text sampled from the final weights (empty for a classifier)."""
+    curve_png: str = ""
+    """The metric and loss per round as a picture, in the work folder."""
 
 
 Hook = Callable[[Devnet, int], Awaitable[None]]
@@ -118,12 +121,15 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
         min_stake = await chain(client.min_trainer_stake, what="minTrainerStake()")
         nursery.cancel_scope.cancel()
 
+    points = [CurvePoint(line.round + 1, *line.metric, line.loss) for line in rounds]
+    curve = await trio.to_thread.run_sync(lambda: write_curve_png(
+        net.workdir / "curve.png", points, title=f"job {job_id}: metric and loss per round"))
     result = DevnetResult(
         job_id=job_id, rounds=rounds, final_accuracy=final.accuracy, final_loss=final.loss,
         test_samples=final.test_samples, wall_s=time.monotonic() - started, earnings=earnings, labels=net.labels,
         refund=final.job.refunded, deposit=posted.deposit, totals_conserved=conserved,
         final_cid=final.job.last_checkpoint_cid or "", workdir=net.workdir, ledger=ledger,
-        min_trainer_stake=min_stake, task=posted.spec.task, sample=sample,
+        min_trainer_stake=min_stake, task=posted.spec.task, sample=sample, curve_png=str(curve),
     )
     out(summary_table(result))
     return result
@@ -141,6 +147,7 @@ def summary_table(r: DevnetResult) -> str:
         + " ".join(f"{line.metric[1] * 100:.1f}%" if line.metric[0] == "accuracy" else f"{line.metric[1]:.3g}"
                    for line in r.rounds),
         f" final weights: {r.final_cid}",
+        *([f" curve: {r.curve_png}"] if r.curve_png else []),
         *([f" sampled from them (temperature {SAMPLE_TEMPERATURE}, seed 0):", *_indented(r.sample)] if r.sample
           else []),
         "-" * 64,

@@ -49,7 +49,10 @@ class Feed:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            await self.step()
+            try:
+                await self.step()
+            except Exception:  # task boundary: a bug in what the dashboard shows must never stop the node
+                self.log.exception("dashboard: refresh failed; retrying in %.0f s", self.refresh_s)
             await trio.sleep(self.refresh_s)
 
     async def step(self) -> None:

@@ -32,6 +32,9 @@ class LocalFacts:
     listen: tuple[str, ...]
     connected_peers: int
     peers: tuple[PeerFacts, ...]
+    bytes_in: int
+    bytes_out: int
+    """Payload bytes exchanged with peers (request/response bodies and bitswap blocks)."""
     store_used_bytes: int
     store_max_bytes: int
     gossip_delivered: int
@@ -65,6 +68,9 @@ def local_facts(node: DtNode) -> LocalFacts:
                         f"{len(node.validator.first_verdicts)} signed")
     if node.trainer is not None:
         activity.append("trainer: serving " + (", ".join(f"job {j}" for j in node.config.jobs) or "every open job"))
+    exchange = ctx.content.store.exchange
+    bytes_in = sum(net.requests.bytes_in.values()) + (exchange.bytes_in if exchange is not None else 0)
+    bytes_out = sum(net.requests.bytes_out.values()) + (exchange.bytes_out if exchange is not None else 0)
     timings = {k: round(v, 2) for k, v in sorted(ctx.timings.items())}
     timings["chain"] = round(ctx.chain.seconds, 2)
     return LocalFacts(
@@ -72,6 +78,6 @@ def local_facts(node: DtNode) -> LocalFacts:
         listen=tuple(net.listen_addrs()), connected_peers=len(net.connected_peers()),
         peers=tuple(PeerFacts(e.peer_id, e.eth_address, e.roles, e.node_class, round(now - e.last_seen, 1))
                     for e in net.peers()),
-        store_used_bytes=blocks.used_bytes, store_max_bytes=blocks.max_bytes,
+        bytes_in=bytes_in, bytes_out=bytes_out, store_used_bytes=blocks.used_bytes, store_max_bytes=blocks.max_bytes,
         gossip_delivered=net.metrics.delivered, gossip_rejected=net.metrics.rejected_total,
         requests_served=net.metrics.requests_served, seconds_by_activity=timings, activity=tuple(activity))

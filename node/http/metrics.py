@@ -62,14 +62,30 @@ class NodeCollector(Collector):
         yield rejected
         yield _counter("gossip_dropped_slow_subscriber", "Valid gossip dropped: a subscriber's channel was full",
                        p2p.dropped_slow_subscriber)
+        dropped = CounterMetricFamily(f"{PREFIX}_p2p_dropped", "Connections and streams this node closed on purpose "
+                                      "(limits, deadlines, evictions), by reason", labels=["reason"])
+        for reason, n in sorted(p2p.dropped.items()):
+            dropped.add_metric([str(reason)], n)
+        yield dropped
         yield _counter("requests_served", "Request/response streams served", p2p.requests_served)
         errors = CounterMetricFamily(f"{PREFIX}_request_errors", "Requests answered with an error, by code",
                                      labels=["code"])
         for code, n in sorted(p2p.request_errors.items()):
             errors.add_metric([str(code)], n)
         yield errors
+        exchange = ctx.content.store.exchange
+        moved = CounterMetricFamily(f"{PREFIX}_p2p_bytes", "Payload bytes exchanged with peers, by protocol and "
+                                    "direction (request/response bodies; bitswap block data)",
+                                    labels=["protocol", "direction"])
+        for direction, counts in (("in", ctx.net.requests.bytes_in), ("out", ctx.net.requests.bytes_out)):
+            for protocol, n in sorted(counts.items()):
+                moved.add_metric([protocol, direction], n)
+        if exchange is not None:
+            moved.add_metric(["bitswap", "in"], exchange.bytes_in)
+            moved.add_metric(["bitswap", "out"], exchange.bytes_out)
+        yield moved
         yield _counter("bitswap_blocks_served", "Blocks this node served to peers",
-                       ctx.content.store.exchange.served_blocks if ctx.content.store.exchange is not None else 0)
+                       exchange.served_blocks if exchange is not None else 0)
 
         seconds = CounterMetricFamily(f"{PREFIX}_activity_seconds", "Seconds spent per activity (train, replay, "
                                       "transfer, aggregate, ...)", labels=["activity"])

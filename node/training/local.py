@@ -106,6 +106,15 @@ def deterministic_torch(threads: int = 1, *, device: str = CPU) -> Iterator[None
             torch.set_num_threads(prev_threads)
 
 
+def warm_up() -> None:
+    """Load what a process's first deterministic computation loads: ``torch.use_deterministic_algorithms`` imports
+    torch's compiler stack (~900 modules: 6 s for one process, 22 s for four starting at once on two busy
+    cores). Nodes call it in a worker thread at start-up, so their first task or replay does not pay for it on the
+    round's clock (blocking)."""
+    with deterministic_torch():
+        pass
+
+
 def task_view(shard: ArraySet, sample_range: tuple[int, int] | None) -> ArraySet:
     """The samples a task trains on: ``shard[start:stop]`` or the whole shard."""
     if sample_range is None:

@@ -22,7 +22,8 @@ class P2PConfig:
     listen_addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
     """Multiaddrs to listen on; port 0 picks a free port."""
     bootstrap: tuple[str, ...] = ()
-    """Full multiaddrs (with ``/p2p/<peer id>``) of peers to join the network through; one is enough."""
+    """Full multiaddrs (with ``/p2p/<peer id>``) of peers to join the network through; one reachable is enough,
+    and the node dials them all in parallel, so give several: one flooded or down bootstrap then costs nothing."""
     roles: tuple[str, ...] = ()
     node_class: str = "S"
     jobs: tuple[int, ...] = ()
@@ -67,6 +68,31 @@ class P2PConfig:
     enable_random_walk: bool = True
     enable_mdns: bool = False
 
+    # --- admission: what a stranger may hold on this node (protocols.p2p.admission, stream_limits) ---
+    max_inbound_connections: int = 256
+    """Established inbound connections; a newcomer past it evicts the least useful one (see ``admission``)."""
+    max_inbound_per_ip: int = 32
+    """Established inbound connections from one IP address (a home NAT hides a few nodes, not hundreds)."""
+    max_pending_handshakes: int = 64
+    """Inbound connections still in their security+muxer handshake; past it the oldest of the IP holding the most
+    is closed. Separate from ``max_inbound_connections``: a peer that completes a handshake never waits behind ones
+    that do not."""
+    max_pending_per_ip: int = 16
+    """Handshakes in progress from one IP address; more are closed at once."""
+    handshake_timeout_s: float = 5.0
+    """An inbound connection that has not finished Noise + yamux within this is closed."""
+    inbound_grace_s: float = 10.0
+    """A new inbound connection cannot be evicted for this long (time to open its gossip streams)."""
+    max_inbound_streams_per_peer: int = 256
+    """Concurrent inbound streams one peer may hold; more are reset (that peer's own, nobody else's)."""
+    max_inbound_streams: int = 4096
+    """Concurrent inbound streams in all; past it the newest stream of the peer holding the most is reset."""
+    gossip_frame_timeout_s: float = 10.0
+    """Once the first byte of a pubsub RPC arrived, the rest must arrive within this or the stream is closed
+    (idle streams between RPCs are fine)."""
+    drop_log_interval_s: float = 10.0
+    """Drops of one reason are logged at most once per this, with a count (``protocols.p2p.drops``)."""
+
     def __post_init__(self) -> None:
         for name in ("listen_addrs", "bootstrap"):
             for addr in getattr(self, name):
@@ -86,7 +112,9 @@ class P2PConfig:
             "handler_timeout_s", "presence_scale_peers",
             "max_request_bytes", "max_response_bytes", "stream_chunk_bytes", "gossip_degree",
             "gossip_max_msgs_per_topic_per_s", "gossip_validation_timeout_s", "peer_queue_size",
-            "subscription_buffer",
+            "subscription_buffer", "max_inbound_connections", "max_inbound_per_ip", "max_pending_handshakes",
+            "max_pending_per_ip", "handshake_timeout_s", "max_inbound_streams_per_peer", "max_inbound_streams",
+            "gossip_frame_timeout_s", "drop_log_interval_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -95,5 +123,7 @@ class P2PConfig:
             raise ConfigError("p2p.gossip_degree: need gossip_degree_low <= gossip_degree <= gossip_degree_high")
         if self.target_peers > self.max_connected_peers:
             raise ConfigError("p2p.target_peers: must not exceed max_connected_peers")
+        if self.inbound_grace_s < 0:
+            raise ConfigError(f"p2p.inbound_grace_s: must not be negative, got {self.inbound_grace_s!r}")
         if self.peer_ttl_s <= self.presence_interval_s:
             raise ConfigError("p2p.peer_ttl_s: must exceed presence_interval_s, or live peers would age out")

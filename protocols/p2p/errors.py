@@ -11,6 +11,7 @@
     ├── LibraryDrift(P2PError, RuntimeError)         py-libp2p no longer has a name our hardening patches
     ├── HardeningNotInstalled(P2PError, RuntimeError) a host was built before ``install_hardening()`` ran
     ├── DiscoveryTimeout(P2PError, TimeoutError)     fewer peers than awaited were found in time
+    ├── PartialFrameTimeout(P2PError, TimeoutError)  a peer began a pubsub RPC and did not finish it in time
     └── NotRunning(P2PError, RuntimeError)           the node was used before `run` started it or after it stopped
 """
 
@@ -54,6 +55,10 @@ class LibraryDrift(P2PError, RuntimeError):
 
 class DiscoveryTimeout(P2PError, TimeoutError):
     """Fewer peers than needed were discovered before the deadline; check the bootstrap addresses."""
+
+
+class PartialFrameTimeout(P2PError, TimeoutError):
+    """A peer began a pubsub RPC and did not finish it within ``p2p.gossip_frame_timeout_s``; its stream is closed."""
 
 
 class NotRunning(P2PError, RuntimeError):

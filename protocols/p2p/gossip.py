@@ -32,6 +32,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from protocols.messages import MessageRejected, Presence, WireMessage, decode, encode
 from protocols.p2p.config import P2PConfig
+from protocols.p2p.drops import DropLog
 from protocols.p2p.errors import DiscoveryTimeout, NotRunning
 from protocols.p2p.hardened_pubsub import HardenedPubsub
 from protocols.p2p.identity import NodeIdentity, address_of_peer
@@ -66,7 +67,7 @@ class Gossip:
     """GossipSub (v1.1/v1.0) on ``host`` with our validation in front of every subscriber."""
 
     def __init__(self, host: IHost, identity: NodeIdentity, config: P2PConfig, metrics: P2PMetrics, *,
-                 on_presence: PresenceHandler) -> None:
+                 on_presence: PresenceHandler, drops: DropLog | None = None) -> None:
         self.identity = identity
         self.config = config
         self.metrics = metrics
@@ -87,6 +88,8 @@ class Gossip:
             self.gossipsub,
             validation_timeout=config.gossip_validation_timeout_s,
             on_contained=self._count_contained,
+            frame_timeout_s=config.gossip_frame_timeout_s,
+            drops=drops,
         )
         self._subscribers: dict[str, list[_Subscriber]] = {}
         self._validated: collections.OrderedDict[bytes, Delivery] = collections.OrderedDict()

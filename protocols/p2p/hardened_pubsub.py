@@ -17,6 +17,9 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.utils.varint import encode_varint_prefixed
 
+from protocols.p2p.drops import DropLog
+from protocols.p2p.errors import PartialFrameTimeout
+
 logger = logging.getLogger(__name__)
 
 PUBSUB_WRITE_BATCH_BYTES = 64 * 1024 - 12
@@ -30,6 +33,39 @@ PUBSUB_READ_CHUNK = 64 * 1024
 """Bytes asked of the muxed stream per read by :class:`BufferedReader`: one yamux frame's worth."""
 
 
+class _FrameTracker:
+    """Follows the varint-length-prefixed RPCs of a pubsub stream through the bytes handed to the parser, to know
+    whether a frame is in progress and since when (the parser reads each length a byte at a time, then the body)."""
+
+    def __init__(self) -> None:
+        self._length = 0
+        self._length_bytes = 0
+        self._body_left = 0
+        self.started_at: float | None = None
+        """When the first byte of the frame in progress was handed out; None between frames."""
+
+    def feed(self, data: bytes, now: float) -> None:
+        i = 0
+        while i < len(data):
+            if self._body_left:
+                step = min(self._body_left, len(data) - i)
+                self._body_left -= step
+                i += step
+                if not self._body_left:
+                    self.started_at = None
+                continue
+            if self.started_at is None:
+                self.started_at = now
+            byte = data[i]
+            i += 1
+            self._length |= (byte & 0x7F) << (7 * self._length_bytes)
+            self._length_bytes += 1
+            if not byte & 0x80:
+                self._body_left, self._length, self._length_bytes = self._length, 0, 0
+                if not self._body_left:
+                    self.started_at = None
+
+
 class BufferedReader:
     """A read-buffering view of a stream for parsers that read a few bytes at a time.
 
@@ -37,26 +73,48 @@ class BufferedReader:
     underlying stream of up to ``max(n, PUBSUB_READ_CHUNK)`` bytes (a muxed stream returns what it has, it does not
     wait for the full amount). Every other attribute is the stream's own, so the library can still reset it or
     ask for its connection.
+
+    With ``frame_timeout_s``, the stream carries varint-length-prefixed frames: waiting for the rest of a frame
+    whose first byte was handed out more than ``frame_timeout_s`` ago raises :class:`PartialFrameTimeout`. Waiting
+    between frames has no deadline (a pubsub stream is idle whenever nobody publishes).
     """
 
-    def __init__(self, stream: INetStream) -> None:
+    def __init__(self, stream: INetStream, *, frame_timeout_s: float | None = None) -> None:
         self._stream = stream
         self._buffer = bytearray()
+        self._frame_timeout_s = frame_timeout_s
+        self._frames = _FrameTracker() if frame_timeout_s is not None else None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
     async def read(self, n: int | None = None) -> bytes:
+        data = await self._read(n)
+        if self._frames is not None:
+            self._frames.feed(data, trio.current_time())
+        return data
+
+    async def _read(self, n: int | None) -> bytes:
         if n is None or n < 0:
             if self._buffer:
                 return take(self._buffer, None)
-            return await self._stream.read(n)
+            return await self._read_stream(n)
         if not self._buffer:
-            data = await self._stream.read(max(n, PUBSUB_READ_CHUNK))
+            data = await self._read_stream(max(n, PUBSUB_READ_CHUNK))
             if len(data) <= n:
                 return data
             self._buffer += data
         return take(self._buffer, n)
+
+    async def _read_stream(self, n: int | None) -> bytes:
+        started = self._frames.started_at if self._frames is not None else None
+        if started is None or self._frame_timeout_s is None:
+            return await self._stream.read(n)
+        with trio.move_on_at(started + self._frame_timeout_s):
+            return await self._stream.read(n)
+        raise PartialFrameTimeout(
+            f"pubsub RPC begun {trio.current_time() - started:.1f} s ago not finished within "
+            f"p2p.gossip_frame_timeout_s = {self._frame_timeout_s:.0f} s")
 
 
 def take(buffer: bytearray, n: int | None) -> bytes:
@@ -96,8 +154,11 @@ class HardenedPubsub(Pubsub):
     enough. ``on_contained`` is called with a short label each time an exception is contained (for metrics).
     """
 
-    def __init__(self, *args: Any, on_contained: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_contained: Any = None, frame_timeout_s: float | None = None,
+                 drops: DropLog | None = None, **kwargs: Any) -> None:
         self._on_contained = on_contained
+        self._frame_timeout_s = frame_timeout_s
+        self._drops = drops
         self._in_flight: set[bytes] = set()
         super().__init__(*args, **kwargs)
 
@@ -112,8 +173,12 @@ class HardenedPubsub(Pubsub):
         except trio.Cancelled:
             raise
         except Exception as exc:  # task boundary: a remote peer's bytes must not take the host down
-            logger.warning("pubsub stream from %s failed (%s: %s); dropping the peer", peer_id, type(exc).__name__,
-                           exc)
+            detail = f"pubsub stream from {peer_id} ({type(exc).__name__}: {exc}); peer dropped from pubsub"
+            if self._drops is not None:
+                reason = "pubsub_partial_frame" if isinstance(exc, PartialFrameTimeout) else "pubsub_stream"
+                self._drops.drop(reason, detail)
+            else:
+                logger.warning("dropped %s", detail)
             self._contained("pubsub_stream")
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 try:
@@ -125,7 +190,9 @@ class HardenedPubsub(Pubsub):
 
     async def continuously_read_stream(self, stream: INetStream) -> None:
         # Buffered: see the module doc. Only reads go through the buffer; resets and peer ids reach the stream.
-        await super().continuously_read_stream(BufferedReader(stream))  # type: ignore[arg-type]
+        # With a frame deadline: a peer that begins an RPC and stalls is cut off (see BufferedReader).
+        reader = BufferedReader(stream, frame_timeout_s=self._frame_timeout_s)
+        await super().continuously_read_stream(reader)  # type: ignore[arg-type]
 
     async def handle_sending_messages(self, peer_id: ID, stream: INetStream, queue: Any) -> None:
         """The library's per-peer sending loop, writing what is queued in batches (see the module doc)."""

@@ -20,6 +20,9 @@ class P2PMetrics:
     requests_served: int = 0
     request_errors: collections.Counter[str] = field(default_factory=collections.Counter)
     """Requests we answered with an error, or whose stream failed, by code."""
+    dropped: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Connections and streams this node closed on purpose (limits, deadlines, evictions), by reason; see
+    :mod:`protocols.p2p.drops`."""
 
     @property
     def rejected_total(self) -> int:

@@ -30,7 +30,6 @@ from libp2p.abc import IHost
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
-from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.rcmgr.manager import ResourceManager
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -40,14 +39,18 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from protocols.messages import Presence, WireMessage
+from protocols.p2p.admission import InboundAdmission
 from protocols.p2p.config import P2PConfig
 from protocols.p2p.discovery import Discovery
+from protocols.p2p.drops import DropLog
 from protocols.p2p.gossip import Delivery, Gossip, Validator
 from protocols.p2p.hardening import disable_auto_connector, require_hardening
 from protocols.p2p.identity import NodeIdentity
+from protocols.p2p.limits import connection_config, library_limits
 from protocols.p2p.metrics import P2PMetrics
 from protocols.p2p.peers import PeerEntry, PeerTable
 from protocols.p2p.reqresp import RequestHandler, Requests
+from protocols.p2p.stream_limits import InboundStreamLimits
 from protocols.topics import PING_PROTOCOL
 from protocols.types import Address
 
@@ -79,15 +82,23 @@ class P2PNode:
             # The default resource manager's circuit breaker and graceful degradation refuse streams when this
             # 2-core process is busy, which starved pubsub stream negotiation (10 s timeouts) in 10-node tests.
             resource_manager=ResourceManager(enable_circuit_breaker=False, enable_graceful_degradation=False,
-                                             enable_metrics=False),
+                                             enable_metrics=False, connection_limits=library_limits(self.config)),
             # One connection per peer: with more allowed, connect() waits a fixed 250 ms for extra dials.
             # No auto-connector: discovery decides whom to dial (the library default dials toward 100).
-            connection_config=ConnectionConfig(max_connections_per_peer=1),
+            connection_config=connection_config(self.config),
         )
         disable_auto_connector(self._host)
+        self.drops = DropLog(self.metrics, interval_s=self.config.drop_log_interval_s)
+        network = self._host.get_network()
+        # Inbound connections and streams are admitted by our rules (see admission.py, stream_limits.py).
+        self.admission = InboundAdmission(network, self.config, self.drops, is_useful=self._has_gossip_stream)
+        self.admission.install()
+        self.stream_limits = InboundStreamLimits(network, self.config, self.drops)
+        self.stream_limits.install()
         self._dht = KadDHT(self._host, DHTMode.SERVER, enable_random_walk=self.config.enable_random_walk)
         self.requests = Requests(self._host, self.config, self.metrics, self.peer_table)
-        self.gossip = Gossip(self._host, identity, self.config, self.metrics, on_presence=self._on_presence)
+        self.gossip = Gossip(self._host, identity, self.config, self.metrics, on_presence=self._on_presence,
+                             drops=self.drops)
         self.discovery = Discovery(self._host, identity, self.config, self.metrics, peer_table=self.peer_table,
                                    gossip=self.gossip, dht=self._dht, requests=self.requests)
         self._stop_requested = trio.Event()
@@ -107,6 +118,9 @@ class P2PNode:
     @property
     def eth_address(self) -> Address:
         return self.identity.eth_address
+
+    def _has_gossip_stream(self, peer: ID) -> bool:
+        return peer in self.gossip.pubsub.peers
 
     def listen_addrs(self) -> list[str]:
         """Full multiaddrs (with ``/p2p/<peer id>``) others can dial; give one to new nodes as bootstrap."""
@@ -138,6 +152,7 @@ class P2PNode:
             async with self.gossip.services():
                 async with self._host.run(listen), background_trio_service(self._dht):
                     async with trio.open_nursery() as nursery:
+                        await nursery.start(self.drops.run)
                         await self.gossip.attach(nursery)
                         self.discovery.start(nursery)
                         logger.info("p2p node %s listening on %s", self.eth_address, self.listen_addrs())

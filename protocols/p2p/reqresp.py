@@ -13,6 +13,7 @@ stream is affected.
 
 from __future__ import annotations
 
+import collections
 import logging
 import struct
 from collections.abc import Awaitable, Callable
@@ -199,15 +200,25 @@ class Requests:
         self.config = config
         self.metrics = metrics
         self._peer_table = peer_table
+        self.bytes_in: collections.Counter[str] = collections.Counter()
+        """Request/response payload bytes received (requests served, responses to our calls), by protocol."""
+        self.bytes_out: collections.Counter[str] = collections.Counter()
+        """Request/response payload bytes sent (our requests, our answers), by protocol."""
 
     def set_handler(self, protocol: TProtocol, handler: RequestHandler) -> None:
         """See :meth:`protocols.p2p.node.P2PNode.set_request_handler`."""
+
+        async def counted(request: bytes, peer: ID) -> bytes:
+            self.bytes_in[protocol] += len(request)
+            response = await handler(request, peer)
+            self.bytes_out[protocol] += len(response)
+            return response
 
         async def on_stream(stream: INetStream) -> None:
             self.metrics.requests_served += 1
             await serve_stream(
                 stream,
-                handler,
+                counted,
                 max_request_bytes=self.config.max_request_bytes,
                 max_response_bytes=self.config.max_response_bytes,
                 read_timeout_s=self.config.request_timeout_s,
@@ -240,10 +251,13 @@ class Requests:
                     if negotiation_timed_out(exc):
                         await self._recycle(peer_id)
                     raise PeerUnreachable(f"cannot open {protocol} to {peer_id}: {exc}") from exc
-                return await call_stream(
+                self.bytes_out[protocol] += len(payload)
+                response = await call_stream(
                     stream, payload, max_response_bytes=self.config.max_response_bytes,
                     chunk=self.config.stream_chunk_bytes,
                 )
+                self.bytes_in[protocol] += len(response)
+                return response
         except trio.TooSlowError:
             await _reset_quietly(stream)
             raise RequestTimeout(f"{protocol} to {peer} got no answer within {deadline} s") from None

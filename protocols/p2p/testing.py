@@ -50,6 +50,10 @@ TEST_DEFAULTS: dict[str, Any] = {
     "bootstrap_retry_s": 0.5,
     # Random walk queries every peer at start; on a loaded 2-core test machine it only adds noise.
     "enable_random_walk": False,
+    # Every test node dials from 127.0.0.1: the per-IP limits (one home's worth) would refuse a 50-node swarm.
+    # The flood tests set them back to the production defaults.
+    "max_inbound_per_ip": 1024,
+    "max_pending_per_ip": 256,
 }
 
 

@@ -1,5 +1,5 @@
 """The small embedded devnet the dashboard tests watch: one leader, two honest trainers and one that fabricates
-its delta, one validator (quorum 1), three rounds; the customer's node serves the dashboard on a free port."""
+its delta, one validator (quorum 1), two rounds; the customer's node serves the dashboard on a free port."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ NODE_SETTINGS: dict[str, Any] = {
 CHEAT = "trainer-3"
 
 
-def dashboard_plan(workdir: Path, *, out: Callable[[str], None], rounds: int = 3) -> DevnetPlan:
+def dashboard_plan(workdir: Path, *, out: Callable[[str], None], rounds: int = 2) -> DevnetPlan:
     spec = demo_spec(rounds=rounds, trainers=3, model="fmnist-mlp-v1", local_steps=20, lease_seconds=120, quorum=1)
     return DevnetPlan(trainers=3, validators=1, leaders=1, embedded=True, spec=spec, shards=8, eval_samples=500,
                       final_eval_samples=1000, workdir=workdir, timeout_s=300.0, node_settings=dict(NODE_SETTINGS),

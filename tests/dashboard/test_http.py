@@ -66,9 +66,11 @@ async def test_metrics_parse_as_prometheus_text(node: DtNode) -> None:
     for name in ("dtnode_rounds_committed", "dtnode_updates", "dtnode_validator_verdicts", "dtnode_gossip_delivered",
                  "dtnode_gossip_rejected", "dtnode_requests_served", "dtnode_activity_seconds", "dtnode_chain_calls",
                  "dtnode_chain_wait_seconds", "dtnode_store_bytes", "dtnode_peers_connected", "dtnode_chain_block",
-                 "dtnode_dashboard_chain_calls"):
+                 "dtnode_dashboard_chain_calls", "dtnode_p2p_bytes", "dtnode_p2p_dropped"):
         assert name in families, sorted(families)
     assert families["dtnode_rounds_committed"].type == "counter"
+    assert {(s.labels["protocol"], s.labels["direction"]) for s in families["dtnode_p2p_bytes"].samples
+            if s.name.endswith("_total")} >= {("bitswap", "in"), ("bitswap", "out")}
     assert {s.labels["verdict"] for s in families["dtnode_updates"].samples if s.name.endswith("_total")} == {
         "pending", "accepted", "rejected", "expired"}
     block = families["dtnode_chain_block"].samples[0].value

@@ -403,3 +403,15 @@ def test_a_fetched_states_digest_is_compared_not_recomputed(setup: Setup) -> Non
     wrong = [CommittedState(c.tensors, honest.segment_hashes[2]) for c in committed]
     verdict = verify(setup, honest, segments=[1], segment_states_fetch=lambda i: wrong[i])
     assert verdict.reason == BAD_SEGMENT_STATE and "claimed hash" in verdict.detail
+
+
+def test_the_moment_bound_is_decided_as_in_float64() -> None:
+    """The reachability check runs in float32 for float32 states (a validator's largest fixed cost otherwise): its
+    rounding must not move the 1e-3 margin. Other dtypes are compared in float64."""
+    gen = torch.Generator().manual_seed(5)
+    v = torch.rand(100_000, generator=gen) * torch.logspace(-30, 0, 100_000)
+    for factor, ok in ((0.98, True), (1.0009, True), (1.0011, False), (1.5, False)):
+        for dtype in (torch.float32, torch.float64):
+            m = (ADAM_MOMENT_BOUND * factor * v.double().sqrt()).to(dtype)
+            state = {"optim/w/exp_avg": m, "optim/w/exp_avg_sq": v.to(dtype), "optim/w/step": torch.tensor(10.0)}
+            assert (unreachable_because(state, end_step=10) == "") == ok, (factor, dtype)

@@ -131,6 +131,7 @@ async function nodePage() {
     <dt>peer id</dt><dd class="mono">${esc(n.peer_id)}</dd><dt>roles</dt><dd>${esc(n.roles.join(", "))}</dd>
     <dt>listening</dt><dd class="mono">${n.listen.map(esc).join("<br>")}</dd>
     <dt>connected peers</dt><dd>${n.connected_peers}</dd>
+    <dt>exchanged</dt><dd id="bytes">${mib(n.bytes_in)} MiB in, ${mib(n.bytes_out)} MiB out</dd>
     <dt>store</dt><dd>${mib(n.store_used_bytes)} of ${mib(n.store_max_bytes)} MiB</dd>
     <dt>gossip</dt><dd>${n.gossip_delivered} delivered, ${n.gossip_rejected} rejected; ${n.requests_served} requests served</dd>
     <dt>doing</dt><dd>${n.activity.map(esc).join("<br>") || "idle"}</dd></dl>
