@@ -263,7 +263,10 @@ class ValidatorRole:
 
             # The start states of the challenged segments, before the replay; an end state only if a replay
             # differs from its commitment (node.training.replay.states_to_fetch), fetched from the replay's thread.
-            states = {i: await fetch_one(i) for i in states_to_fetch(chosen, n)}
+            # None for a manifest with the wrong number of segments: replay rejects it before asking for any.
+            task = Task.from_ticket(spec, ticket)  # segment_every: the spec's, which check_update_ticket checked
+            wanted = states_to_fetch(chosen, n) if n == task.n_segments else []
+            states = {i: await fetch_one(i) for i in wanted}
 
             def fetch_state(i: int) -> CommittedState:
                 # Handed over, not shared: replay owns each state (a 100M-parameter state is 1.2 GB).
@@ -271,8 +274,7 @@ class ValidatorRole:
 
             def work() -> Verdict:
                 return replay_verify(
-                    # segment_every: the spec's, which check_update_ticket checked the manifest claims too.
-                    Task.from_ticket(spec, ticket), base_model, shard,
+                    task, base_model, shard,
                     claimed_segment_hashes=manifest.segment_hashes, segment_states_fetch=fetch_state,
                     claimed_delta=delta, claimed_loss_before=micro_to_loss(manifest.loss_before_micro),
                     claimed_loss_after=micro_to_loss(manifest.loss_after_micro), segments_to_check=chosen,
