@@ -9,7 +9,7 @@ reason, and the chain facts the dashboard reads (rounds committed, updates by ve
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -35,11 +35,8 @@ class NodeCollector(Collector):
         state = self.feed.state
         yield _counter("rounds_committed", "Rounds committed on-chain, all jobs (from the chain)",
                        state.rounds_committed)
-        updates = CounterMetricFamily(f"{PREFIX}_updates", "Updates by the contract's verdict, all jobs",
-                                      labels=["verdict"])
-        for verdict, n in sorted(state.update_counts().items()):
-            updates.add_metric([verdict.lower()], n)
-        yield updates
+        yield _by_label("updates", "Updates by the contract's verdict, all jobs", ["verdict"],
+                        {verdict.lower(): n for verdict, n in state.update_counts().items()})
         verdicts: Counter[tuple[str, str]] = Counter()
         if self.node.validator is not None:
             # One verdict per update: a signed first-panel verdict may be voted again on-chain when drawn there.
@@ -47,56 +44,35 @@ class NodeCollector(Collector):
             by_update.update(self.node.validator.first_verdicts)
             for v in by_update.values():
                 verdicts["valid" if v.ok else "invalid", "" if v.ok else str(v.reason)] += 1
-        checks = CounterMetricFamily(f"{PREFIX}_validator_verdicts", "Updates this validator checked, by verdict "
-                                     "and reject reason (empty for valid)", labels=["verdict", "reason"])
-        for (verdict, reason), n in sorted(verdicts.items()):
-            checks.add_metric([verdict, reason], n)
-        yield checks
+        yield _by_label("validator_verdicts", "Updates this validator checked, by verdict and reject reason (empty "
+                        "for valid)", ["verdict", "reason"], verdicts)
 
         p2p = ctx.net.metrics
         yield _counter("gossip_delivered", "Gossip messages delivered to subscribers", p2p.delivered)
-        rejected = CounterMetricFamily(f"{PREFIX}_gossip_rejected", "Gossip messages rejected, by reason",
-                                       labels=["reason"])
-        for reason, n in sorted(p2p.rejected.items()):
-            rejected.add_metric([str(reason)], n)
-        yield rejected
+        yield _by_label("gossip_rejected", "Gossip messages rejected, by reason", ["reason"], p2p.rejected)
         yield _counter("gossip_dropped_slow_subscriber", "Valid gossip dropped: a subscriber's channel was full",
                        p2p.dropped_slow_subscriber)
-        dropped = CounterMetricFamily(f"{PREFIX}_p2p_dropped", "Connections and streams this node closed on purpose "
-                                      "(limits, deadlines, evictions), by reason", labels=["reason"])
-        for reason, n in sorted(p2p.dropped.items()):
-            dropped.add_metric([str(reason)], n)
-        yield dropped
+        yield _by_label("p2p_dropped", "Connections and streams this node closed on purpose (limits, deadlines, "
+                        "evictions), by reason", ["reason"], p2p.dropped)
         yield _counter("requests_served", "Request/response streams served", p2p.requests_served)
-        errors = CounterMetricFamily(f"{PREFIX}_request_errors", "Requests answered with an error, by code",
-                                     labels=["code"])
-        for code, n in sorted(p2p.request_errors.items()):
-            errors.add_metric([str(code)], n)
-        yield errors
+        yield _by_label("request_errors", "Requests answered with an error, by code", ["code"], p2p.request_errors)
         exchange = ctx.content.store.exchange
-        moved = CounterMetricFamily(f"{PREFIX}_p2p_bytes", "Payload bytes exchanged with peers, by protocol and "
-                                    "direction (request/response bodies; bitswap block data)",
-                                    labels=["protocol", "direction"])
+        moved: Counter[tuple[str, str]] = Counter()
         for direction, counts in (("in", ctx.net.requests.bytes_in), ("out", ctx.net.requests.bytes_out)):
-            for protocol, n in sorted(counts.items()):
-                moved.add_metric([protocol, direction], n)
+            for protocol, n in counts.items():
+                moved[protocol, direction] += n
         if exchange is not None:
-            moved.add_metric(["bitswap", "in"], exchange.bytes_in)
-            moved.add_metric(["bitswap", "out"], exchange.bytes_out)
-        yield moved
+            moved["bitswap", "in"] += exchange.bytes_in
+            moved["bitswap", "out"] += exchange.bytes_out
+        yield _by_label("p2p_bytes", "Payload bytes exchanged with peers, by protocol and direction "
+                        "(request/response bodies; bitswap block data)", ["protocol", "direction"], moved)
         yield _counter("bitswap_blocks_served", "Blocks this node served to peers",
                        exchange.served_blocks if exchange is not None else 0)
 
-        seconds = CounterMetricFamily(f"{PREFIX}_activity_seconds", "Seconds spent per activity (train, replay, "
-                                      "transfer, aggregate, ...)", labels=["activity"])
-        for activity, s in sorted(ctx.timings.items()):
-            seconds.add_metric([activity], s)
-        yield seconds
-        calls = CounterMetricFamily(f"{PREFIX}_chain_calls", "Chain calls made by the roles, by contract function",
-                                    labels=["call"])
-        for call, n in sorted(ctx.chain.calls.items()):
-            calls.add_metric([call], n)
-        yield calls
+        yield _by_label("activity_seconds", "Seconds spent per activity (train, replay, transfer, aggregate, ...)",
+                        ["activity"], ctx.timings)
+        yield _by_label("chain_calls", "Chain calls made by the roles, by contract function", ["call"],
+                        ctx.chain.calls)
         yield _counter("chain_wait_seconds", "Seconds the roles waited on the chain (all calls)", ctx.chain.seconds)
         yield _counter("dashboard_chain_calls", "Chain calls made by the dashboard", self.feed.facts.calls)
         yield _counter("dashboard_refresh_seconds", "Seconds the dashboard spent reading the chain",
@@ -115,6 +91,15 @@ class NodeCollector(Collector):
 
 def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+def _by_label(name: str, doc: str, labels: list[str],
+              counts: Mapping[str, float] | Mapping[tuple[str, str], float]) -> CounterMetricFamily:
+    """A counter family with one sample per key of ``counts`` (a string, or a tuple of one string per label)."""
+    family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+    for key, n in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [str(key)], n)
+    return family
 
 
 def node_registry(node: DtNode, feed: Feed) -> CollectorRegistry:
