@@ -6,12 +6,14 @@ are :mod:`node.http.gather`'s.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
 if TYPE_CHECKING:
+    from node.roles.context import NodeContext
     from node.runtime import DtNode
 
 
@@ -34,7 +36,7 @@ class LocalFacts:
     peers: tuple[PeerFacts, ...]
     bytes_in: int
     bytes_out: int
-    """Payload bytes exchanged with peers (request/response bodies and bitswap blocks)."""
+    """Payload bytes exchanged with peers, all protocols (see :func:`bytes_by_protocol`)."""
     store_used_bytes: int
     store_max_bytes: int
     gossip_delivered: int
@@ -53,6 +55,22 @@ def peers_last_seen(node: DtNode) -> dict[str, float]:
     return {e.eth_address.lower(): round(now - e.last_seen, 1) for e in node.ctx.net.peers()}
 
 
+def bytes_by_protocol(ctx: NodeContext) -> Counter[tuple[str, str]]:
+    """Payload bytes exchanged with peers by (protocol, direction "in"/"out"): request/response bodies by stream
+    protocol, bitswap block data as ``bitswap``, GossipSub RPC frames by pubsub protocol (``/meshsub/1.1.0``)."""
+    moved: Counter[tuple[str, str]] = Counter()
+    net = ctx.net
+    for direction, counts in (("in", net.requests.bytes_in), ("out", net.requests.bytes_out),
+                              ("in", net.metrics.gossip_bytes_in), ("out", net.metrics.gossip_bytes_out)):
+        for protocol, n in counts.items():
+            moved[protocol, direction] += n
+    exchange = ctx.content.store.exchange
+    if exchange is not None:
+        moved["bitswap", "in"] += exchange.bytes_in
+        moved["bitswap", "out"] += exchange.bytes_out
+    return moved
+
+
 def local_facts(node: DtNode) -> LocalFacts:
     ctx = node.ctx
     assert ctx is not None, "the dashboard starts after the node's context"
@@ -68,9 +86,9 @@ def local_facts(node: DtNode) -> LocalFacts:
                         f"{len(node.validator.first_verdicts)} signed")
     if node.trainer is not None:
         activity.append("trainer: serving " + (", ".join(f"job {j}" for j in node.config.jobs) or "every open job"))
-    exchange = ctx.content.store.exchange
-    bytes_in = sum(net.requests.bytes_in.values()) + (exchange.bytes_in if exchange is not None else 0)
-    bytes_out = sum(net.requests.bytes_out.values()) + (exchange.bytes_out if exchange is not None else 0)
+    moved = bytes_by_protocol(ctx)
+    bytes_in = sum(n for (_, direction), n in moved.items() if direction == "in")
+    bytes_out = sum(n for (_, direction), n in moved.items() if direction == "out")
     timings = {k: round(v, 2) for k, v in sorted(ctx.timings.items())}
     timings["chain"] = round(ctx.chain.seconds, 2)
     return LocalFacts(

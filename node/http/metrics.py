@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from node.http.local import bytes_by_protocol
+
 if TYPE_CHECKING:
     from node.http.feed import Feed
     from node.runtime import DtNode
@@ -56,16 +58,10 @@ class NodeCollector(Collector):
                         "evictions), by reason", ["reason"], p2p.dropped)
         yield _counter("requests_served", "Request/response streams served", p2p.requests_served)
         yield _by_label("request_errors", "Requests answered with an error, by code", ["code"], p2p.request_errors)
+        yield _by_label("p2p_bytes", "Payload bytes exchanged with peers, by protocol and direction (request/"
+                        "response bodies; bitswap block data; GossipSub RPC frames)", ["protocol", "direction"],
+                        bytes_by_protocol(ctx))
         exchange = ctx.content.store.exchange
-        moved: Counter[tuple[str, str]] = Counter()
-        for direction, counts in (("in", ctx.net.requests.bytes_in), ("out", ctx.net.requests.bytes_out)):
-            for protocol, n in counts.items():
-                moved[protocol, direction] += n
-        if exchange is not None:
-            moved["bitswap", "in"] += exchange.bytes_in
-            moved["bitswap", "out"] += exchange.bytes_out
-        yield _by_label("p2p_bytes", "Payload bytes exchanged with peers, by protocol and direction "
-                        "(request/response bodies; bitswap block data)", ["protocol", "direction"], moved)
         yield _counter("bitswap_blocks_served", "Blocks this node served to peers",
                        exchange.served_blocks if exchange is not None else 0)
 

@@ -90,6 +90,7 @@ class Gossip:
             on_contained=self._count_contained,
             frame_timeout_s=config.gossip_frame_timeout_s,
             drops=drops,
+            metrics=metrics,
         )
         self._subscribers: dict[str, list[_Subscriber]] = {}
         self._validated: collections.OrderedDict[bytes, Delivery] = collections.OrderedDict()

@@ -6,6 +6,7 @@ which also checks at start-up that every overridden name still exists (``check_l
 
 from __future__ import annotations
 
+import collections
 import logging
 from typing import Any
 
@@ -15,10 +16,11 @@ from libp2p.network.stream.exceptions import StreamClosed, StreamReset
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.utils.varint import encode_varint_prefixed
+from libp2p.utils.varint import encode_uvarint, encode_varint_prefixed
 
 from protocols.p2p.drops import DropLog
 from protocols.p2p.errors import PartialFrameTimeout
+from protocols.p2p.metrics import P2PMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +79,19 @@ class BufferedReader:
     With ``frame_timeout_s``, the stream carries varint-length-prefixed frames: waiting for the rest of a frame
     whose first byte was handed out more than ``frame_timeout_s`` ago raises :class:`PartialFrameTimeout`. Waiting
     between frames has no deadline (a pubsub stream is idle whenever nobody publishes).
+
+    With ``bytes_in``, every byte read from the stream is counted there under the stream's protocol (one add per
+    stream read, not per parser read).
     """
 
-    def __init__(self, stream: INetStream, *, frame_timeout_s: float | None = None) -> None:
+    def __init__(self, stream: INetStream, *, frame_timeout_s: float | None = None,
+                 bytes_in: collections.Counter[str] | None = None) -> None:
         self._stream = stream
         self._buffer = bytearray()
         self._frame_timeout_s = frame_timeout_s
         self._frames = _FrameTracker() if frame_timeout_s is not None else None
+        self._bytes_in = bytes_in
+        self._protocol = str(stream.get_protocol()) if bytes_in is not None else ""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -107,6 +115,12 @@ class BufferedReader:
         return take(self._buffer, n)
 
     async def _read_stream(self, n: int | None) -> bytes:
+        data = await self._read_stream_in_time(n)
+        if self._bytes_in is not None:
+            self._bytes_in[self._protocol] += len(data)
+        return data
+
+    async def _read_stream_in_time(self, n: int | None) -> bytes:
         started = self._frames.started_at if self._frames is not None else None
         if started is None or self._frame_timeout_s is None:
             return await self._stream.read(n)
@@ -152,11 +166,14 @@ class HardenedPubsub(Pubsub):
 
     ``Pubsub.__init__`` registers ``self.stream_handler`` for the router's protocols, so overriding the method is
     enough. ``on_contained`` is called with a short label each time an exception is contained (for metrics).
+    With ``metrics``, the bytes of RPC frames read and written are counted in its ``gossip_bytes_in``/``_out``
+    (the library's hello RPC, written once per peer at connect, is not: it bypasses the sending loop).
     """
 
     def __init__(self, *args: Any, on_contained: Any = None, frame_timeout_s: float | None = None,
-                 drops: DropLog | None = None, **kwargs: Any) -> None:
+                 drops: DropLog | None = None, metrics: P2PMetrics | None = None, **kwargs: Any) -> None:
         self._on_contained = on_contained
+        self._metrics = metrics
         self._frame_timeout_s = frame_timeout_s
         self._drops = drops
         self._in_flight: set[bytes] = set()
@@ -191,34 +208,42 @@ class HardenedPubsub(Pubsub):
     async def continuously_read_stream(self, stream: INetStream) -> None:
         # Buffered: see the module doc. Only reads go through the buffer; resets and peer ids reach the stream.
         # With a frame deadline: a peer that begins an RPC and stalls is cut off (see BufferedReader).
-        reader = BufferedReader(stream, frame_timeout_s=self._frame_timeout_s)
+        reader = BufferedReader(stream, frame_timeout_s=self._frame_timeout_s,
+                                bytes_in=self._metrics.gossip_bytes_in if self._metrics is not None else None)
         await super().continuously_read_stream(reader)  # type: ignore[arg-type]
 
     async def handle_sending_messages(self, peer_id: ID, stream: INetStream, queue: Any) -> None:
         """The library's per-peer sending loop, writing what is queued in batches (see the module doc)."""
         pending = bytearray()
         frames = _Framer()
+        bytes_out = self._metrics.gossip_bytes_out if self._metrics is not None else None
+        protocol = str(stream.get_protocol()) if bytes_out is not None else ""
         try:
             while True:
                 rpc = await queue.pop()
                 while rpc is not None:
                     frame = frames.encode(rpc)
                     if pending and len(pending) + len(frame) > PUBSUB_WRITE_BATCH_BYTES:
-                        await stream.write(bytes(pending))
-                        pending.clear()
+                        await _flush(stream, pending, bytes_out, protocol)
                     pending += frame
                     # pop() returns at once, without yielding, while the queue holds anything.
                     rpc = await queue.pop() if len(queue) else None
                 if not pending:
                     return  # the queue was closed: the peer is gone
-                await stream.write(bytes(pending))
-                pending.clear()
+                await _flush(stream, pending, bytes_out, protocol)
         except (StreamClosed, StreamReset):
             logger.debug("pubsub stream to %s closed while sending", peer_id)
             self._handle_dead_peer(peer_id)
         except Exception:  # task boundary, as in the library's loop: the peer is dropped, the host lives on
             logger.debug("sending loop for %s terminated with error", peer_id, exc_info=True)
             self._handle_dead_peer(peer_id)
+
+    async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
+        # GossipSub's own direct sends (flushed and recent messages for a new mesh peer) bypass the sending loop.
+        written = bool(await super().write_msg(stream, rpc_msg))
+        if written and self._metrics is not None:
+            self._metrics.gossip_bytes_out[str(stream.get_protocol())] += _framed_size(rpc_msg)
+        return written
 
     def _is_subscribed_to_msg(self, msg: rpc_pb2.Message) -> bool:
         # Asked by the reader before it spawns push_msg; a duplicate would be dropped there (see the module doc).
@@ -243,3 +268,18 @@ class HardenedPubsub(Pubsub):
             self._contained("pubsub_message")
         finally:
             self._in_flight.discard(msg_id)
+
+
+async def _flush(stream: INetStream, pending: bytearray, bytes_out: collections.Counter[str] | None,
+                 protocol: str) -> None:
+    """Write the batched frames (counting them under ``protocol`` in ``bytes_out``), then empty the batch."""
+    await stream.write(bytes(pending))
+    if bytes_out is not None:
+        bytes_out[protocol] += len(pending)
+    pending.clear()
+
+
+def _framed_size(rpc: rpc_pb2.RPC) -> int:
+    """Bytes ``rpc`` takes on the wire, varint length prefix included."""
+    size = rpc.ByteSize()
+    return size + len(encode_uvarint(size))

@@ -91,7 +91,7 @@ PINNED_LIBP2P_VERSION = "0.8.1"
 _PATCHED_MODULE_NAMES = ("RpcQueue", "SUBSCRIPTION_CHANNEL_SIZE")
 _OVERRIDDEN_METHODS = (
     "stream_handler", "continuously_read_stream", "handle_sending_messages", "_is_subscribed_to_msg",
-    "_is_msg_seen", "get_message_id", "push_msg", "_handle_dead_peer",
+    "_is_msg_seen", "get_message_id", "push_msg", "_handle_dead_peer", "write_msg",
 )
 _RECORD_MODULES = (_pubsub_module, _gossipsub_module)
 _YAMUX_NAMES = ("_write_frame",)  # with instance attributes _write_lock, secured_conn, event_shutting_down

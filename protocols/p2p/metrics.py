@@ -17,6 +17,10 @@ class P2PMetrics:
     """Valid messages dropped because a subscriber's channel was full."""
     contained: collections.Counter[str] = field(default_factory=collections.Counter)
     """Remote-triggered exceptions contained inside the library (pubsub stream, pubsub message)."""
+    gossip_bytes_in: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Bytes of GossipSub RPC frames read from peers, by pubsub protocol (``/meshsub/1.1.0``, ...)."""
+    gossip_bytes_out: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Bytes of GossipSub RPC frames written to peers, by pubsub protocol (all but the hello RPC at connect)."""
     requests_served: int = 0
     request_errors: collections.Counter[str] = field(default_factory=collections.Counter)
     """Requests we answered with an error, or whose stream failed, by code."""

@@ -140,6 +140,8 @@ async def test_sending_loop_writes_queued_rpcs_at_once_with_the_peer_record_once
             writes.append(data)
 
     class _Pubsub:
+        _metrics = None
+
         def _handle_dead_peer(self, peer: ID) -> None:
             dead.append(peer)
 
