@@ -12,7 +12,6 @@ the chain's ``RoundCommitted`` events and its loss from scoring the checkpoint a
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -23,15 +22,14 @@ from peers_job import EVAL_SAMPLES, JOB_ID, SHARDS, RoundMetric
 from peers_timeline import commit_seconds
 
 from node.chainio import AsyncChain
-from node.config import NodeConfig
 from node.devnet import Devnet, DevnetPlan
 from node.devnet.customer_flow import PostedJob, follow_rounds
 from node.devnet.demos import get_demo
 from node.devnet.plan import DEV_ACCOUNTS, members, node_config
+from node.devnet.run import start_customer
 from node.job_model import prepare_job_model
 from node.roles.customer import measure_round, post_job, round_history
 from node.roles.dataset_publish import publish_loaded
-from node.runtime import DtNode
 from node.training.data import MAX_SHARD_BYTES, decode_shard
 from protocols.chain.backends import dev_accounts
 from protocols.chain.client import JobManagerClient
@@ -70,17 +68,9 @@ async def run_devnet_side(spec: JobSpec, out: Path) -> None:
     started: dict[str, float] = {}
     try:
         accounts = dev_accounts(DEV_ACCOUNTS)
-        customer = accounts[0]
-        client = await net.start_chain(customer)
-        customer_cfg = NodeConfig(data_dir=str(net.workdir / "customer"), **plan.node_settings)
-        chain = AsyncChain(timeout_s=customer_cfg.chain_timeout_s)
         async with trio.open_nursery() as nursery:
-            customer_node = DtNode(config=customer_cfg, account=customer, client=client,
-                                   log=logging.getLogger("dtnode.customer"), p2p_overrides=dict(plan.p2p_settings))
-            await nursery.start(customer_node.run)
-            assert customer_node.ctx is not None
-            store = customer_node.ctx.store
-            net.bootstrap = customer_node.ctx.net.listen_addrs()[0]
+            side = await start_customer(net, nursery)
+            client, chain, store = side.client, side.chain, side.ctx.store
             loaded = await trio.to_thread.run_sync(lambda: get_demo(plan.demo).load_data(spec.seed))
             data = await publish_loaded(store, loaded, shards=plan.shards, eval_samples=plan.eval_samples,
                                         seed=spec.seed)
@@ -111,7 +101,7 @@ async def run_devnet_side(spec: JobSpec, out: Path) -> None:
             say(f"job {job_id} submitted (createJob); starting the {plan.leaders} leader candidates")
             start(True, job_id)
             posted = PostedJob(job_id, job_spec, deposit, held_out, loaded.test, data.info)
-            lines = await follow_rounds(plan, chain, client, customer_node.ctx.content, posted, labels=net.labels,
+            lines = await follow_rounds(plan, chain, client, side.ctx.content, posted, labels=net.labels,
                                         started=submitted, check=net.check_children, logs=net.workdir)
             finished_at = time.time()
             history = await chain(lambda: round_history(client, job_id), what="RoundCommitted logs")
@@ -120,7 +110,7 @@ async def run_devnet_side(spec: JobSpec, out: Path) -> None:
             committed = commit_seconds(net.workdir, submitted_at)
             rounds = []
             for line, entry in zip(lines, sorted(history, key=lambda e: e.round), strict=True):
-                measured = await measure_round(customer_node.ctx.content, entry, job_spec, held_out)
+                measured = await measure_round(side.ctx.content, entry, job_spec, held_out)
                 rounds.append(RoundMetric(line.round + 1, entry.checkpoint_cid, line.accuracy, measured.loss or 0.0,
                                           committed.get(line.round + 1, line.wall_s)))
             observed = [line.wall_s for line in lines]

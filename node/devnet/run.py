@@ -20,10 +20,12 @@ from node.devnet.ledger import Ledger, read_ledger, settle_payouts
 from node.devnet.plan import DEV_ACCOUNTS, ETH, DevnetPlan, members, node_config
 from node.devnet.supervisor import Devnet
 from node.http.plot import CurvePoint, write_curve_png
+from node.roles.context import NodeContext
 from node.roles.customer import job_payments
 from node.runtime import DtNode
 from node.training.objective import format_metric, headline
 from protocols.chain.backends import dev_accounts
+from protocols.chain.client import JobManagerClient
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,26 +74,48 @@ async def run_devnet(plan: DevnetPlan, *, devnet: Devnet | None = None, on_ready
         net.close()
 
 
+@dataclass(frozen=True)
+class CustomerSide:
+    """The chain and the customer's running node, as :func:`start_customer` leaves them."""
+
+    client: JobManagerClient
+    """The customer's chain client (the JobManager's deployer)."""
+    chain: AsyncChain
+    """Chain calls under the customer's ``chain_timeout_s``."""
+    node: DtNode
+    ctx: NodeContext
+    """The customer node's context: its store provides the job's content."""
+
+
+async def start_customer(net: Devnet, nursery: trio.Nursery) -> CustomerSide:
+    """Start the chain (the JobManager deployed by the customer, dev account 0), its block ticker and the customer's
+    node under ``nursery``; set ``net.bootstrap`` to the node's listen address, every other node's bootstrap peer.
+
+    The start-up ``dtnode devnet`` and the peer benchmark (bench/peers_devnet.py) share."""
+    plan, out = net.plan, net.plan.out
+    customer = dev_accounts(DEV_ACCOUNTS)[0]
+    client = await net.start_chain(customer)
+    cfg = NodeConfig(data_dir=str(net.workdir / "customer"), http=plan.http, **plan.node_settings)
+    nursery.start_soon(net.tick_blocks)
+    node = DtNode(config=cfg, account=customer, client=client, log=logging.getLogger("dtnode.customer"),
+                  p2p_overrides=dict(plan.p2p_settings))
+    await nursery.start(node.run)
+    assert node.ctx is not None
+    net.bootstrap = node.ctx.net.listen_addrs()[0]
+    out(f"bootstrap: {net.bootstrap}")
+    if node.dashboard_url:
+        out(f"dashboard: {node.dashboard_url} (open it in a browser; /metrics for Prometheus)")
+    return CustomerSide(client=client, chain=AsyncChain(timeout_s=cfg.chain_timeout_s), node=node, ctx=node.ctx)
+
+
 async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> DevnetResult:
     plan, out = net.plan, net.plan.out
     started = time.monotonic()
     accounts = dev_accounts(DEV_ACCOUNTS)
-    customer = accounts[0]
-    client = await net.start_chain(customer)
-    customer_cfg = NodeConfig(data_dir=str(net.workdir / "customer"), http=plan.http, **plan.node_settings)
-    chain = AsyncChain(timeout_s=customer_cfg.chain_timeout_s)
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(net.tick_blocks)
-        customer_node = DtNode(config=customer_cfg, account=customer, client=client,
-                               log=logging.getLogger("dtnode.customer"), p2p_overrides=dict(plan.p2p_settings))
-        await nursery.start(customer_node.run)
-        assert customer_node.ctx is not None
-        store = customer_node.ctx.store
-        net.bootstrap = customer_node.ctx.net.listen_addrs()[0]
-        out(f"bootstrap: {net.bootstrap}")
-        if customer_node.dashboard_url:
-            out(f"dashboard: {customer_node.dashboard_url} (open it in a browser; /metrics for Prometheus)")
+        side = await start_customer(net, nursery)
+        client, chain, store = side.client, side.chain, side.ctx.store
 
         posted = await post_demo_job(plan, store, client, workdir=net.workdir)
         for m in members(plan):
@@ -103,9 +127,9 @@ async def _run(net: Devnet, on_ready: Hook | None, on_finished: Hook | None) -> 
         if on_ready is not None:  # tests: kill a node mid-round, and the like
             nursery.start_soon(on_ready, net, posted.job_id)
 
-        rounds = await follow_rounds(plan, chain, client, customer_node.ctx.content, posted, labels=net.labels,
+        rounds = await follow_rounds(plan, chain, client, side.ctx.content, posted, labels=net.labels,
                                      started=started, check=net.check_children, logs=net.workdir)
-        await settle_payouts(chain, client, posted.job_id, posted.spec.rounds, timeout_s=customer_cfg.chain_timeout_s)
+        await settle_payouts(chain, client, posted.job_id, posted.spec.rounds, timeout_s=side.chain.timeout_s)
         if on_finished is not None:
             await on_finished(net, posted.job_id)
         final = await final_model(chain, client, store, posted, test_samples=plan.final_eval_samples)
