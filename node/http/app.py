@@ -55,7 +55,8 @@ def build_app(node: DtNode, feed: Feed) -> Starlette:
         fetch = fetch_command(info, rpc=ctx.config.chain_rpc_url, contract=ctx.client.address,
                               bootstrap=listen[0] if listen else "")
         return envelope(job_detail(info, state.job_events(job_id), state.job_updates(job_id),
-                                   state.job_rounds(job_id), feed.measurer.done, fetch=fetch))
+                                   state.job_rounds(job_id), feed.measurer.done, fetch=fetch,
+                                   signed=state.job_signed_votes(job_id)))
 
     async def nodes(_request: Request) -> Response:
         state = feed.state

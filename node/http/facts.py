@@ -146,39 +146,30 @@ def fetch_command(job: JobInfo, *, rpc: str, contract: str, bootstrap: str) -> s
     return " ".join(parts)
 
 
-VERDICT_EVENTS = {"UpdateAccepted": True, "UpdateRejected": False}
-PANEL_EVENTS = frozenset({"UpdateAccepted", "UpdateRejected", "UpdateVoted", "ValidatorsDrawn"})
+VERDICT_EVENTS = frozenset({"UpdateAccepted", "UpdateRejected"})
 
 
-def votes_of(events: Sequence[ChainEvent]) -> dict[tuple[int, int], tuple[Vote, ...]]:
-    """(round, slot) → the votes the chain records, in chain order: each ``UpdateVoted``, and for an update a
-    unanimous first panel settled from signed votes (``settleUpdates``, which stores no vote: that is its gas
-    saving) one vote per member, read from the ``FeePaid`` the same transaction credits each member right after
-    the verdict event (the contract's ``_decide``). Such a panel's members are known only when the job pays a
-    validator fee."""
+def votes_of(events: Sequence[ChainEvent],
+             signed: Mapping[tuple[int, int], tuple[Vote, ...]]) -> dict[tuple[int, int], tuple[Vote, ...]]:
+    """(round, slot) → the votes the chain records: each ``UpdateVoted`` in chain order, and for an update whose
+    unanimous first panel settled on the fast path (``settleUpdates`` stores no vote) its members' signed votes,
+    ``signed``, decoded from that transaction's calldata (:mod:`node.http.signed`)."""
     out: dict[tuple[int, int], list[Vote]] = defaultdict(list)
-    settled: tuple[tuple[int, int], bool, str] | None = None  # a verdict with no vote before it, its transaction
     for ev in events:
-        a = ev.args
-        if settled is not None and (ev.tx_hash != settled[2] or ev.name in PANEL_EVENTS):
-            settled = None
         if ev.name == "UpdateVoted":
+            a = ev.args
             out[(int(a["round"]), int(a["slot"]))].append(Vote(str(a["validator"]), int(a["phase"]),
                                                                bool(a["isValid"])))
-        elif ev.name in VERDICT_EVENTS:
-            key = (int(a["round"]), int(a["slot"]))
-            settled = (key, VERDICT_EVENTS[ev.name], ev.tx_hash) if key not in out else None
-        elif ev.name == "FeePaid" and settled is not None:
-            out[settled[0]].append(Vote(str(a["account"]), 0, settled[1]))
-    return {k: tuple(v) for k, v in out.items()}
+    return {**signed, **{k: tuple(v) for k, v in out.items()}}
 
 
 def job_detail(job: JobInfo, events: Sequence[ChainEvent], updates: Mapping[tuple[int, int], UpdateInfo],
-               rounds: Mapping[int, RoundInfo], measured: Mapping[str, Measurement], *,
-               fetch: str) -> JobDetail:
+               rounds: Mapping[int, RoundInfo], measured: Mapping[str, Measurement], *, fetch: str,
+               signed: Mapping[tuple[int, int], tuple[Vote, ...]] | None = None) -> JobDetail:
     """One job as the chain records it: ``events`` are the job's logs in chain order, ``updates`` and ``rounds``
-    the views read for its slots and committed rounds, ``measured`` the checkpoints measured so far by CID."""
-    votes = votes_of(events)
+    the views read for its slots and committed rounds, ``measured`` the checkpoints measured so far by CID,
+    ``signed`` the fast-path votes by (round, slot) (see :func:`votes_of`)."""
+    votes = votes_of(events, signed or {})
     round_facts, update_facts, terms, penalties = [], [], [], []
     for ev in events:
         a = ev.args

@@ -3,7 +3,8 @@ views of only what those logs say changed (a job, an update still pending, a rou
 
 :class:`ChainFacts` is blocking (web3.py's sync client): :mod:`node.http.feed` runs :meth:`ChainFacts.refresh` in a
 worker thread under the chain deadline, one refresh at a time. It only calls views and ``eth_getLogs``: it never
-sends a transaction. Every refresh returns a new immutable :class:`ChainState`; readers never see one half-built.
+sends a transaction (its only other read: a fast-path settlement's own transaction, for the votes in its calldata,
+:mod:`node.http.signed`). Every refresh returns a new immutable :class:`ChainState`; readers never see one half-built.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from node.http.facts import VERDICT_EVENTS, Vote
+from node.http.signed import panel_votes, read_settle_call
 from protocols.chain.events import ChainEvent
 from protocols.chain.models import (
     JobInfo,
@@ -42,12 +45,17 @@ class ChainState:
     rounds: Mapping[tuple[int, int], RoundInfo] = field(default_factory=dict)
     trainers: Mapping[str, TrainerInfo] = field(default_factory=dict)
     validators: Mapping[str, ValidatorInfo] = field(default_factory=dict)
+    signed_votes: Mapping[UpdateKey, tuple[Vote, ...]] = field(default_factory=dict)
+    """The members' votes of updates settled on the fast path, from the settling transaction's calldata."""
 
     def job_events(self, job_id: int) -> list[ChainEvent]:
         return [ev for ev in self.events if ev.job_id == job_id]
 
     def job_updates(self, job_id: int) -> dict[tuple[int, int], UpdateInfo]:
         return {(r, s): u for (j, r, s), u in self.updates.items() if j == job_id}
+
+    def job_signed_votes(self, job_id: int) -> dict[tuple[int, int], tuple[Vote, ...]]:
+        return {(r, s): v for (j, r, s), v in self.signed_votes.items() if j == job_id}
 
     def job_rounds(self, job_id: int) -> dict[int, RoundInfo]:
         return {r: info for (j, r), info in self.rounds.items() if j == job_id}
@@ -88,7 +96,8 @@ class ChainFacts:
             return old
         new = self._read(self._logs, old.block + 1, head)
         if not new and old.block >= 0:
-            self.state = ChainState(head, old.events, old.jobs, old.updates, old.rounds, old.trainers, old.validators)
+            self.state = ChainState(head, old.events, old.jobs, old.updates, old.rounds, old.trainers, old.validators,
+                                    old.signed_votes)
             return self.state
         jobs = dict(old.jobs)
         touched_jobs = {ev.job_id for ev in new if ev.job_id is not None}
@@ -127,9 +136,40 @@ class ChainFacts:
         for addr in registered_v:
             if addr not in validators or addr in mentioned:
                 validators[addr] = self._read(self.client.validators, addr)
+        signed = dict(old.signed_votes)
+        signed.update(self._signed_votes(new, events, updates))
         self.state = ChainState(head, events, MappingProxyType(jobs), MappingProxyType(updates),
-                                MappingProxyType(rounds), MappingProxyType(trainers), MappingProxyType(validators))
+                                MappingProxyType(rounds), MappingProxyType(trainers), MappingProxyType(validators),
+                                MappingProxyType(signed))
         return self.state
+
+    def _signed_votes(self, new: list[ChainEvent], events: tuple[ChainEvent, ...],
+                      updates: Mapping[UpdateKey, UpdateInfo]) -> dict[UpdateKey, tuple[Vote, ...]]:
+        """The votes of the updates that ``new`` settles on the fast path: a verdict with no on-chain vote before it
+        (``settleUpdates`` records none for a unanimous panel), read once per settling transaction."""
+        voted = {(ev.job_id, int(ev.args["round"]), int(ev.args["slot"])) for ev in events
+                 if ev.name == "UpdateVoted"}
+        fast: dict[str, set[UpdateKey]] = {}
+        for ev in new:
+            if ev.name in VERDICT_EVENTS and ev.job_id is not None:
+                key = (ev.job_id, int(ev.args["round"]), int(ev.args["slot"]))
+                if key not in voted:
+                    fast.setdefault(ev.tx_hash, set()).add(key)
+        if not fast:
+            return {}
+        domain = self._read(self.client.ticket_domain)
+        out: dict[UpdateKey, tuple[Vote, ...]] = {}
+        for tx_hash, keys in fast.items():
+            call = self._read(read_settle_call, self.client, tx_hash)
+            if call is None:
+                continue
+            for vote_set in call.sets:
+                key = (call.job_id, call.round, vote_set.slot)
+                info = updates.get(key)
+                if key in keys and info is not None:
+                    out[key] = panel_votes(vote_set, job_id=call.job_id, round=call.round,
+                                           anchor_block=info.anchor_block, domain=domain)
+        return out
 
     def _logs(self, first: int, last: int) -> list[ChainEvent]:
         return self.client.get_events(from_block=first, to_block=last)

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
 from node.http.address import parse_http_address
-from node.http.facts import Measurement, job_detail, node_rows, to_json, votes_of
+from node.http.facts import Measurement, Vote, job_detail, node_rows, to_json, votes_of
 from protocols.chain.events import ChainEvent
 from protocols.chain.models import (
     AuditOutcome,
@@ -94,28 +93,18 @@ def test_a_job_shows_its_rounds_updates_votes_pay_and_slashes() -> None:
     assert (d.summary.rounds_done, d.summary.rounds_total, d.summary.final_cid) == (1, 3, CKPT)
 
 
-def test_a_panel_settled_from_signed_votes_shows_each_members_vote() -> None:
-    """``settleUpdates`` stores no vote: a unanimous panel's members are the validators its transaction pays the
-    fee right after the verdict; a fee paid in another transaction (a leader's) or after an on-chain vote is none."""
+def test_signed_votes_fill_in_where_the_chain_recorded_no_vote() -> None:
+    """``settleUpdates`` stores no vote: a fast-path update's votes are the ones decoded from its calldata
+    (``signed``); an update with on-chain votes keeps those."""
     other = "0x" + "f" * 40
-
-    def tx(e: ChainEvent, tx_hash: str) -> ChainEvent:
-        return replace(e, tx_hash=tx_hash)
-
-    events = [tx(ev("UpdateRejected", 4, round=0, slot=1, trainer=CHEAT), "0x1"),
-              tx(ev("TrainerSlashed", 4, trainer=CHEAT, amount=1), "0x1"),
-              tx(ev("FeePaid", 4, account=VALIDATOR, amount=5), "0x1"),
-              tx(ev("FeePaid", 4, account=other, amount=5), "0x1"),
-              tx(ev("UpdateAccepted", 4, round=0, slot=0, trainer=HONEST), "0x1"),
-              tx(ev("FeePaid", 4, account=VALIDATOR, amount=5), "0x1"),
-              tx(ev("FeePaid", 5, account=LEADER, amount=7), "0x2"),
-              tx(ev("UpdateVoted", 6, round=1, slot=0, validator=VALIDATOR, phase=0, isValid=True), "0x3"),
-              tx(ev("UpdateAccepted", 6, round=1, slot=0, trainer=HONEST), "0x3"),
-              tx(ev("FeePaid", 6, account=VALIDATOR, amount=5), "0x3")]
-    votes = votes_of(events)
-    assert [(v.validator, v.phase, v.valid) for v in votes[(0, 1)]] == [(VALIDATOR, 0, False), (other, 0, False)]
-    assert [(v.validator, v.valid) for v in votes[(0, 0)]] == [(VALIDATOR, True)]
-    assert [(v.validator, v.valid) for v in votes[(1, 0)]] == [(VALIDATOR, True)]  # its on-chain vote, once
+    signed = {(0, 2): (Vote(VALIDATOR, 0, False), Vote(other, 0, False)),
+              (0, 0): (Vote(other, 0, False),)}  # inconsistent with the chain's own votes: the chain's win
+    votes = votes_of([e for e in EVENTS if "jobId" in e.args], signed)
+    assert votes[(0, 2)] == signed[(0, 2)]
+    assert [(v.validator, v.phase, v.valid) for v in votes[(0, 0)]] == [(VALIDATOR, 1, True)]
+    d = job_detail(job(1), [e for e in EVENTS if "jobId" in e.args], {}, {}, {}, fetch="", signed={(0, 1): (
+        Vote(other, 0, False),)})
+    assert [v.validator for u in d.updates for v in u.votes] == [VALIDATOR, VALIDATOR]  # on-chain votes win
 
 
 def test_an_update_not_read_yet_is_pending_and_an_unmeasured_round_has_no_metric() -> None:
