@@ -10,6 +10,7 @@ from protocols.errors import ConfigError
 from protocols.types import NodeClass
 
 MIB = 1 << 20
+REACHABILITY_MODES = ("auto", "public", "private")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,15 +94,42 @@ class P2PConfig:
     drop_log_interval_s: float = 10.0
     """Drops of one reason are logged at most once per this, with a count (``protocols.p2p.drops``)."""
 
+    # --- NAT traversal: reachability, relaying, hole punching (protocols.p2p.dialback, protocols.p2p.nat) ---
+    reachability: str = "auto"
+    """``auto``: ask connected peers to dial this node back (``/dtnode/dialback/1.0.0``) and act on their verdict;
+    ``public`` / ``private``: skip the check (a node behind a NAT that knows it, or a test)."""
+    reachability_interval_s: float = 300.0
+    """How often ``auto`` checks again (a home's public address or port forwarding can change)."""
+    relays: tuple[str, ...] = ()
+    """Full multiaddrs of relays a private node reserves a slot on; empty: its bootstrap peers."""
+    relay_reservations: int = 1
+    """Relays a private node keeps a reservation on (its ``/p2p-circuit`` addresses, one per relay)."""
+    relay_service: bool = True
+    """A node found public serves as a circuit relay v2 for private ones, within the limits below."""
+    relay_max_reservations: int = 32
+    """Private peers this relay holds a slot for at once; more are refused (RESERVATION_REFUSED)."""
+    relay_max_circuits: int = 16
+    """Relayed connections open at once through one reserved peer."""
+    relay_reservation_ttl_s: int = 3600
+    """A reservation lasts this long; the private peer refreshes it before it lapses."""
+    relay_circuit_duration_s: int = 3600
+    """One relayed connection is reset after this long (DCUtR should have upgraded it to a direct one by then)."""
+    relay_circuit_bytes: int = 512 * MIB
+    """Bytes one relayed connection may carry (both directions); past it the relay resets the circuit."""
+    hole_punching: bool = True
+    """Try DCUtR (coordinated simultaneous dial) to replace a relayed connection with a direct one."""
+
     def __post_init__(self) -> None:
-        for name in ("listen_addrs", "bootstrap"):
+        for name in ("listen_addrs", "bootstrap", "relays"):
             for addr in getattr(self, name):
                 try:
                     parsed = multiaddr.Multiaddr(addr)
                 except Exception as exc:  # multiaddr raises several types for bad text
                     raise ConfigError(f"p2p.{name}: {addr!r} is not a multiaddr ({exc})") from exc
-                if name == "bootstrap" and "p2p" not in [p.name for p in parsed.protocols()]:
-                    raise ConfigError(f"p2p.bootstrap: {addr!r} needs a /p2p/<peer id> suffix")
+                if name != "listen_addrs" and "p2p" not in [p.name for p in parsed.protocols()]:
+                    raise ConfigError(f"p2p.{name}: {addr!r} needs a /p2p/<peer id> suffix")
+        if self.reachability not in REACHABILITY_MODES:
+            raise ConfigError(f"p2p.reachability: must be one of {REACHABILITY_MODES}, got {self.reachability!r}")
         if not self.listen_addrs:
             raise ConfigError("p2p.listen_addrs: at least one address is needed")
         if self.node_class not in NodeClass.__members__:
@@ -114,7 +142,9 @@ class P2PConfig:
             "gossip_max_msgs_per_topic_per_s", "gossip_validation_timeout_s", "peer_queue_size",
             "subscription_buffer", "max_inbound_connections", "max_inbound_per_ip", "max_pending_handshakes",
             "max_pending_per_ip", "handshake_timeout_s", "max_inbound_streams_per_peer", "max_inbound_streams",
-            "gossip_frame_timeout_s", "drop_log_interval_s",
+            "gossip_frame_timeout_s", "drop_log_interval_s", "reachability_interval_s", "relay_reservations",
+            "relay_max_reservations", "relay_max_circuits", "relay_reservation_ttl_s", "relay_circuit_duration_s",
+            "relay_circuit_bytes",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -52,8 +52,11 @@ class Discovery:
     """Presence, the peer table and dialling for one host. Start with :meth:`start` once the host runs."""
 
     def __init__(self, host: IHost, identity: NodeIdentity, config: P2PConfig, metrics: P2PMetrics, *,
-                 peer_table: PeerTable, gossip: Gossip, dht: KadDHT, requests: Requests) -> None:
+                 peer_table: PeerTable, gossip: Gossip, dht: KadDHT, requests: Requests,
+                 advertised: Callable[[], tuple[str, ...]]) -> None:
         self._host = host
+        self._advertised = advertised
+        """The addresses to announce: NAT traversal picks direct or relayed ones (``NatTraversal.advertised_addrs``)."""
         self.identity = identity
         self.config = config
         self.metrics = metrics
@@ -111,16 +114,19 @@ class Discovery:
 
     def presence(self) -> Presence:
         """This node's presence as it announces it now."""
-        addrs = tuple(str(a) for a in self._host.get_addrs())
         return Presence(
             peer_id=self.identity.peer_id.to_base58(),
-            addrs=tuple(a.split("/p2p/")[0] for a in addrs),
+            addrs=self._advertised(),
             eth_address=self.identity.eth_address,
             roles=self.config.roles,
             node_class=self.config.node_class,
             jobs=self.config.jobs,
             version=self.config.software_version,
         )
+
+    def announce_soon(self) -> None:
+        """Announce presence within a moment (the addresses changed), not at the next interval."""
+        self._announce_soon.set()
 
     def _presence_scale(self) -> float:
         # Every presence reaches every node, so N nodes announcing every interval cost N^2 deliveries per interval
@@ -157,7 +163,8 @@ class Discovery:
             return  # older news than we have
         # No re-announcement here: with every node answering every newcomer, one join cost N^2 messages and a
         # wave of N joins N^3, which kept 50 nodes on two cores from ever settling. Newcomers use peer exchange.
-        if self.peer_table.update(presence, seen):
+        moved = current is not None and current.addrs != presence.addrs  # e.g. a private node got a relay slot
+        if self.peer_table.update(presence, seen) or moved:
             self._notify_table()
         self._presence_envelopes[presence.peer_id] = envelope
         peer = ID.from_base58(presence.peer_id)

@@ -62,6 +62,9 @@ What and why (each measured on 0.8.1, see DESIGN.md §7):
   node has no ``/meshsub/*``, so pubsub's attempt to open its stream fails on every such connection):
   :func:`quiet_unsupported_protocol_errors` drops exactly those records ("protocols not supported") and logs one
   DEBUG line instead; every other stream failure still logs as the library wrote it.
+* ``Swarm.dial_peer`` drops every ``/p2p-circuit`` address, and the relay transport cannot be registered with the
+  swarm, so a peer reachable only through a relay could not be dialled by peer id (requests, bitswap, discovery).
+  :func:`dial_relayed_addrs` (per host) makes the swarm fall back to them through the node's relay transport.
 """
 
 from __future__ import annotations
@@ -69,13 +72,17 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import libp2p
 import libp2p.pubsub.pubsub as _pubsub_module
+import multiaddr
 import trio
 from libp2p.io.exceptions import ConnectionClosedError
 from libp2p.io.trio import TrioTCPStream
+from libp2p.network.exceptions import SwarmException
+from libp2p.peer.id import ID
 from libp2p.pubsub import gossipsub as _gossipsub_module
 from libp2p.pubsub import rpc_queue as _rpc_queue_module
 from libp2p.pubsub.pubsub import Pubsub
@@ -260,6 +267,39 @@ def disable_auto_connector(host: Any) -> None:
         return None
 
     connector.maybe_connect = _no_auto_dial
+
+
+CircuitDialer = Callable[[ID, list[multiaddr.Multiaddr]], Awaitable[Any]]
+
+
+def dial_relayed_addrs(host: Any, dial_circuit: CircuitDialer) -> None:
+    """Let this host's swarm reach a peer known only by ``/p2p-circuit`` addresses.
+
+    ``Swarm.dial_peer`` (behind ``host.connect`` and ``host.new_stream``) drops every relayed address, and its relay
+    transport cannot be registered with the swarm (``CircuitV2Transport.dial`` returns an upgraded connection, the
+    swarm expects a raw one). So when the direct dial fails and the peerstore holds relayed addresses, this calls
+    ``dial_circuit(peer, addrs)`` (:class:`protocols.p2p.nat.NatTraversal`), which registers the relayed connection
+    with the swarm itself; the swarm's connections then answer. Per host; direct dials are unchanged.
+    """
+    swarm = host.get_network()
+    direct = getattr(swarm, "dial_peer", None)
+    if direct is None or not hasattr(swarm, "connections"):
+        raise LibraryDrift("py-libp2p's swarm has no dial_peer/connections to extend; pin libp2p==0.8.1")
+
+    async def dial_peer(peer_id: ID) -> list[Any]:
+        try:
+            return list(await direct(peer_id))
+        except Exception:
+            relayed = [a for a in swarm.peerstore.addrs(peer_id) if "/p2p-circuit" in str(a)]
+            if not relayed:
+                raise
+        await dial_circuit(peer_id, relayed)
+        connections = list(swarm.connections.get(peer_id, []))
+        if not connections:
+            raise SwarmException(f"relayed dial to {peer_id} made no connection")
+        return connections
+
+    swarm.dial_peer = dial_peer
 
 
 

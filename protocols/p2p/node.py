@@ -48,6 +48,7 @@ from protocols.p2p.hardening import disable_auto_connector, require_hardening
 from protocols.p2p.identity import NodeIdentity
 from protocols.p2p.limits import connection_config, library_limits
 from protocols.p2p.metrics import P2PMetrics
+from protocols.p2p.nat import NatTraversal
 from protocols.p2p.peers import PeerEntry, PeerTable
 from protocols.p2p.reqresp import RequestHandler, Requests
 from protocols.p2p.stream_limits import InboundStreamLimits
@@ -97,10 +98,12 @@ class P2PNode:
         self.stream_limits.install()
         self._dht = KadDHT(self._host, DHTMode.SERVER, enable_random_walk=self.config.enable_random_walk)
         self.requests = Requests(self._host, self.config, self.metrics, self.peer_table)
+        self.nat = NatTraversal(self._host, self.config, self.requests, on_addrs_changed=self._addrs_changed)
         self.gossip = Gossip(self._host, identity, self.config, self.metrics, on_presence=self._on_presence,
                              drops=self.drops)
         self.discovery = Discovery(self._host, identity, self.config, self.metrics, peer_table=self.peer_table,
-                                   gossip=self.gossip, dht=self._dht, requests=self.requests)
+                                   gossip=self.gossip, dht=self._dht, requests=self.requests,
+                                   advertised=self.nat.advertised_addrs)
         self._stop_requested = trio.Event()
         self.set_request_handler(PING_PROTOCOL, self._echo)
 
@@ -130,6 +133,9 @@ class P2PNode:
     def connected_peers(self) -> list[ID]:
         return self.discovery.connected_peers()
 
+    def _addrs_changed(self) -> None:
+        self.discovery.announce_soon()
+
     def peers(self) -> list[PeerEntry]:
         """Peers known from presence, live within ``peer_ttl_s``, excluding this node."""
         return self.peer_table.entries()
@@ -150,11 +156,12 @@ class P2PNode:
         try:
             # Order matters for a clean shutdown: the pubsub services outlive the host (Gossip.services).
             async with self.gossip.services():
-                async with self._host.run(listen), background_trio_service(self._dht):
+                async with self._host.run(listen), background_trio_service(self._dht), self.nat.services():
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self.drops.run)
                         await self.gossip.attach(nursery)
                         self.discovery.start(nursery)
+                        self.nat.start(nursery)
                         logger.info("p2p node %s listening on %s", self.eth_address, self.listen_addrs())
                         task_status.started()
                         await self._stop_requested.wait()
