@@ -64,6 +64,8 @@ class NodeContext:
     _shards: dict[str, ArraySet] = field(default_factory=dict)
     _blobs: dict[str, bytes] = field(default_factory=dict)
     _customers: dict[int, str] = field(default_factory=dict)
+    _inflight: dict[str, trio.Event] = field(default_factory=dict)
+    """CID → set when the task fetching it into ``_blobs`` or ``_shards`` ends (see ``_one_fetch_at_a_time``)."""
     nursery: trio.Nursery | None = None
     """The node's nursery, for calls the caller may abandon (:meth:`request`)."""
     timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -131,11 +133,24 @@ class NodeContext:
     async def fetch_cached(self, cid: str, *, max_bytes: int | None = None, providers: Sequence[str] = (),
                            timeout_s: float | None = None) -> bytes:
         """Like :meth:`fetch`, memoised for immutable content this node reads repeatedly (checkpoints, shards)."""
+        await self._one_fetch_at_a_time(cid)
         if cid not in self._blobs:
             if len(self._blobs) > 64:
                 self._blobs.clear()
-            self._blobs[cid] = await self.fetch(cid, max_bytes=max_bytes, providers=providers, timeout_s=timeout_s)
+            self._inflight[cid] = trio.Event()
+            try:
+                self._blobs[cid] = await self.fetch(cid, max_bytes=max_bytes, providers=providers,
+                                                    timeout_s=timeout_s)
+            finally:
+                self._inflight.pop(cid).set()
         return self._blobs[cid]
+
+    async def _one_fetch_at_a_time(self, cid: str) -> None:
+        """Wait while another task fetches ``cid`` into a cache: a validator prefetches a round's checkpoint and
+        shards when an update is admitted, and its check of the update may ask for them before they arrived (one
+        transfer, not two). A fetch that failed leaves the cache empty and the caller fetches itself."""
+        while (running := self._inflight.get(cid)) is not None:
+            await running.wait()
 
     async def spec(self, job_id: int) -> JobSpec:
         """The job's spec, fetched by the CID recorded on-chain and validated, also against the job's on-chain
@@ -165,9 +180,14 @@ class NodeContext:
         return self._datasets[cid]
 
     async def shard(self, cid: str, max_bytes: int, providers: Sequence[str] = ()) -> ArraySet:
+        await self._one_fetch_at_a_time(cid)
         if cid not in self._shards:
-            data = await self.fetch(cid, max_bytes=max_bytes, what="data shard", providers=providers)
-            self._shards[cid] = await trio.to_thread.run_sync(decode_shard, data)
+            self._inflight[cid] = trio.Event()
+            try:
+                data = await self.fetch(cid, max_bytes=max_bytes, what="data shard", providers=providers)
+                self._shards[cid] = await trio.to_thread.run_sync(decode_shard, data)
+            finally:
+                self._inflight.pop(cid).set()
         return self._shards[cid]
 
     def peer_of(self, address: str) -> Any | None:

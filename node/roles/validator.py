@@ -8,6 +8,10 @@ the leader posts the panel's signatures with one ``settleUpdates``. A draw gone 
 anchor) is re-anchored by the same call. A first panel that has not settled a sixteenth of a lease after its anchor is
 drawn on-chain (``first_draw_due``) and votes there, like an escalation panel.
 
+A check starts early and fetches in parallel: the round's base checkpoint and the update's shard (neither is the
+trainer's) are prefetched as soon as the update is admitted; once drawn, the manifest is read, then the delta and the
+challenged start states are fetched at once (at most three states in transfer per node).
+
 The contract draws each update's panel (stake-weighted) from the hash of a block mined after the submission
 (``drawValidators``, which anyone may call once that block exists: validators do, as they are the ones waiting), so
 neither the trainer nor the leader picks it; a disagreeing panel escalates to a bigger one, drawn the same way, and
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable
+from typing import Any
 
 import trio
 
@@ -50,12 +56,12 @@ from node.training.local import micro_to_loss
 from node.training.models import model_ref
 from node.training.replay import CommittedState, Verdict, choose_segments, replay_verify, states_to_fetch
 from node.training.task import Task
-from node.training.ticket_check import check_update_ticket
+from node.training.ticket_check import check_update_ticket, ticket_shard
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import Phase, Submission, UpdateInfo
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
-from protocols.specs import UpdateManifest
+from protocols.specs import JobSpec, UpdateManifest
 from protocols.types import RejectCode
 from storage.errors import StorageError
 
@@ -75,6 +81,10 @@ class ValidatorRole:
         self._unavailable_since: dict[VoteKey, float] = {}
         """When fetching an update's content first failed (monotonic), for ``content_deadline_s``."""
         self._limit = trio.Semaphore(3)
+        self._state_fetches = trio.Semaphore(3)
+        """Segment states in transfer at once, over all checks (a 100M-parameter state is 1.2 GB)."""
+        self._prefetched: set[tuple[int, int, int]] = set()
+        """(job, round, slot) of admitted updates whose base checkpoint and shard were prefetched."""
         self.auditor = Auditor(ctx, jobs=jobs)
         """Draws audit panels and recomputes the rounds it is drawn to audit (node/roles/auditor.py)."""
         self.votes = VoteGossip(ctx)
@@ -103,6 +113,10 @@ class ValidatorRole:
         for job in await self.scanner.open_jobs():
             job_id, r = job.job_id, job.committed_rounds
             for sub in await ctx.jobs.submissions(job_id, r):
+                if (job_id, r, sub.slot) not in self._prefetched:
+                    self._prefetched = {k for k in self._prefetched if k[0] != job_id or k[1] >= r}
+                    self._prefetched.add((job_id, r, sub.slot))
+                    nursery.start_soon(self._prefetch, job_id, r, sub.slot, job.leader)
                 update = await ctx.jobs.update(job_id, r, sub.slot)
                 if fast_path_open(update):
                     await self._sign_if_drawn(nursery, job_id, r, sub, update)
@@ -143,6 +157,32 @@ class ValidatorRole:
             self._signing.add(key)
             self._first_checks.setdefault((job_id, r, sub.slot), trio.Event())
             nursery.start_soon(self._validate_guarded, job_id, r, sub, update, key)
+
+    async def _prefetch(self, job_id: int, r: int, slot: int, leader: str | None) -> None:
+        """Fetch the base checkpoint and the shard of an admitted update into the node's caches, so that a check
+        drawn for it starts from the trainer's content alone. Neither is the trainer's (the round's committed
+        checkpoint; the slot's shard of the customer's dataset, :func:`ticket_shard`): an update this node is not
+        drawn for costs it no trainer content. A failure is only logged: the check fetches again."""
+        ctx = self.ctx
+        try:
+            spec = await ctx.spec(job_id)
+            customer = ctx.customer_of(job_id)
+            dataset = await ctx.dataset(spec.dataset_cid, providers=customer)
+            shard_cid = ticket_shard([s.cid for s in dataset.shards], spec, r, slot)
+            base_cid = await ctx.jobs.base_checkpoint(spec, job_id, r)
+            await _first_error_unwrapped(self._base(spec, job_id, base_cid, providers=[leader] if leader else []),
+                                         ctx.shard(shard_cid, spec.max_dag_bytes, providers=customer))
+        except DtnodeError as exc:
+            ctx.log.info("job %d round %d slot %d: prefetch failed (the check fetches again): %s", job_id, r, slot,
+                         exc)
+
+    async def _base(self, spec: JobSpec, job_id: int, cid: str, *, providers: list[str]) -> bytes:
+        """The round's base checkpoint, through the node's cache."""
+        limits = content_limits(spec)
+        return await self.ctx.fetch_cached(cid, max_bytes=limits.checkpoint_bytes,
+                                           timeout_s=limits.transfer_s(limits.checkpoint_bytes,
+                                                                       self.ctx.config.fetch_timeout_s),
+                                           providers=[*providers, *self.ctx.customer_of(job_id)])
 
     async def _gossip(self, key: SignKey, valid: bool) -> None:
         job_id, r, slot, anchor = key
@@ -231,42 +271,46 @@ class ValidatorRole:
                 return Verdict(False, RejectCode.LOSS_MISMATCH, math.inf, (),
                                f"claimed loss reduction {sub.loss_reduction} on-chain, the manifest's losses give "
                                f"{claimed_loss_reduction(manifest)}")
-            customer = ctx.customer_of(job_id)
             limits = content_limits(spec)
-            base_bytes = await ctx.fetch_cached(ticket.base_cid, max_bytes=limits.checkpoint_bytes,
-                                                timeout_s=limits.transfer_s(limits.checkpoint_bytes,
-                                                                            ctx.config.fetch_timeout_s),
-                                                providers=[ticket.leader, trainer, *customer])
-            base_model, _ = decode_checkpoint(base_bytes,
-                                              model_ref(spec), max_bytes=limits.checkpoint_bytes)
-            shard = await ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=[*customer, trainer])
-            delta = decode_delta(await ctx.fetch(manifest.delta_cid, max_bytes=limits.delta_bytes,
-                                                 providers=[trainer],
-                                                 timeout_s=limits.transfer_s(limits.delta_bytes,
-                                                                             ctx.config.fetch_timeout_s)),
-                                 like=base_model, max_bytes=limits.delta_bytes)
-            # Kept (pinned): the leader aggregating this update and the auditors recomputing its round may have to
-            # fetch it from us, e.g. when its trainer is gone by then.
-            for cid in (sub.update_cid, manifest.delta_cid):
-                await ctx.store.pin(cid)
             n = len(manifest.segment_hashes)
             # The chain's randomness, fixed by the first draw after submission: the same for every panel member.
             seed = await ctx.jobs.challenge_seed(job_id, r, sub.slot)
             k = spec.spot_check_segments or n
             chosen = choose_segments(seed, n, k)
+            task = Task.from_ticket(spec, ticket)  # segment_every: the spec's, which check_update_ticket checked
+            # The start states of the challenged segments, before the replay; an end state only if a replay differs
+            # from its commitment (node.training.replay.states_to_fetch), fetched from the replay's thread. None for
+            # a manifest with the wrong number of segments: replay rejects it before asking for any.
+            wanted = states_to_fetch(chosen, n) if n == task.n_segments else []
+            states: dict[int, CommittedState] = {}
 
             async def fetch_one(i: int) -> CommittedState:
-                with ctx.timed("transfer"):
-                    return await fetch_segment(ctx.request, ctx.peer_of(trainer), job_id=job_id, round_=r, index=i,
-                                               state_hash=manifest.segment_hashes[i], max_bytes=limits.state_bytes,
-                                               workdir=ctx.config.data_path / "fetched-segments")
+                async with self._state_fetches:  # each state spills to a file as it arrives, then is decoded
+                    with ctx.timed("transfer"):
+                        return await fetch_segment(ctx.request, ctx.peer_of(trainer), job_id=job_id, round_=r,
+                                                   index=i, state_hash=manifest.segment_hashes[i],
+                                                   max_bytes=limits.state_bytes,
+                                                   workdir=ctx.config.data_path / "fetched-segments")
 
-            # The start states of the challenged segments, before the replay; an end state only if a replay
-            # differs from its commitment (node.training.replay.states_to_fetch), fetched from the replay's thread.
-            # None for a manifest with the wrong number of segments: replay rejects it before asking for any.
-            task = Task.from_ticket(spec, ticket)  # segment_every: the spec's, which check_update_ticket checked
-            wanted = states_to_fetch(chosen, n) if n == task.n_segments else []
-            states = {i: await fetch_one(i) for i in wanted}
+            async def fetch_into(i: int) -> None:
+                states[i] = await fetch_one(i)
+
+            async def fetch_delta() -> bytes:
+                return await ctx.fetch(manifest.delta_cid, max_bytes=limits.delta_bytes, providers=[trainer],
+                                       timeout_s=limits.transfer_s(limits.delta_bytes, ctx.config.fetch_timeout_s))
+
+            # Everything a replay needs, at once: the base and the shard (prefetched when the update was admitted,
+            # see _prefetch), the delta and the challenged states.
+            base_bytes, shard, delta_bytes, *_ = await _first_error_unwrapped(
+                self._base(spec, job_id, ticket.base_cid, providers=[ticket.leader, trainer]),
+                ctx.shard(ticket.shard_cid, spec.max_dag_bytes, providers=[*ctx.customer_of(job_id), trainer]),
+                fetch_delta(), *(fetch_into(i) for i in wanted))
+            base_model, _ = decode_checkpoint(base_bytes, model_ref(spec), max_bytes=limits.checkpoint_bytes)
+            delta = decode_delta(delta_bytes, like=base_model, max_bytes=limits.delta_bytes)
+            # Kept (pinned): the leader aggregating this update and the auditors recomputing its round may have to
+            # fetch it from us, e.g. when its trainer is gone by then.
+            for cid in (sub.update_cid, manifest.delta_cid):
+                await ctx.store.pin(cid)
 
             def fetch_state(i: int) -> CommittedState:
                 # Handed over, not shared: replay owns each state (a 100M-parameter state is 1.2 GB).
@@ -294,3 +338,24 @@ class ValidatorRole:
             return Verdict(False, RejectCode.UNVERIFIABLE, math.inf, (), f"{type(exc).__name__}: {exc}")
         return verdict
 
+
+async def _first_error_unwrapped(*calls: Awaitable[Any]) -> list[Any]:
+    """Await ``calls`` concurrently and return their results in order. The first to fail cancels the others and its
+    exception is raised as it is, not in an exception group: the caller tells content not there yet (retried) from
+    content that fails its checks (a verdict) by the exception's type."""
+    results: list[Any] = [None] * len(calls)
+    failed: list[Exception] = []
+
+    async def one(i: int, call: Awaitable[Any], nursery: trio.Nursery) -> None:
+        try:
+            results[i] = await call
+        except Exception as exc:
+            failed.append(exc)
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for i, call in enumerate(calls):
+            nursery.start_soon(one, i, call, nursery)
+    if failed:
+        raise failed[0]
+    return results
