@@ -13,6 +13,7 @@ This module must never cache chain state that can change (a job, an update): eve
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 
 from node.chainio import AsyncChain
@@ -73,6 +74,8 @@ class ChainView:
     client: JobManagerClient
     chain: AsyncChain
     address: str
+    signing_window: Callable[[int], Awaitable[int]]
+    """A job's first-panel signing window in seconds (``NodeContext.signing_window_s``: it needs the job's spec)."""
     _draw_delay: int | None = None
     _domain: TicketDomain | None = None
     _block_times: dict[int, int] = field(default_factory=dict)
@@ -234,7 +237,7 @@ class ChainView:
             return False
         # A first panel is drawn on-chain only once its signed votes had their time (see first_draw_due).
         anchor_time = await self.block_time(update.anchor_block)
-        if not first_draw_due(update, anchor_time, await self.chain_time(), await self.lease_seconds(job_id)):
+        if not first_draw_due(update, anchor_time, await self.chain_time(), await self.signing_window(job_id)):
             return False
         try:
             await self.draw_validators(job_id, r, slot)

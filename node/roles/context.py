@@ -8,6 +8,7 @@ store), and decoding of anything fetched happens here or in the role, never trus
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,9 +21,14 @@ from eth_account.signers.local import LocalAccount
 from node.chainio import AsyncChain
 from node.config import NodeConfig
 from node.content import ContentNode
+from node.limits import MIN_RATE, content_limits
 from node.roles.chain_view import ChainView, check_spec
+from node.roles.decisions import signing_window_s
 from node.training.data import ArraySet, decode_shard
+from node.training.local import LOSS_SAMPLES
 from node.training.models.onnx_graph import load_model_files
+from node.training.task import task_size
+from node.training.tasks import capacity
 from node.training.ticket_check import TicketExpectations
 from protocols.chain.client import JobManagerClient
 from protocols.errors import DtnodeError
@@ -47,6 +53,20 @@ async def ticket_expectations(ctx: NodeContext, spec: JobSpec, job_id: int, r: i
                               trainer=trainer, leaders=leaders, base_cid=base,
                               shard_samples={s.cid: s.samples for s in dataset.shards}, node_class=node_class,
                               now=now, admitted=admitted)
+
+
+def expected_check_s(spec: JobSpec) -> float:
+    """Seconds the first panel of a ``spec`` update needs to check it, on the slowest node and link the job's
+    limits assume: the delta and ``spot_check_segments`` start states at :data:`~node.limits.MIN_RATE`, then their
+    replay (``segment_every`` steps each, of the largest class's task) and the two loss passes at class S's
+    throughput; times ``tasks_per_round``, because a round's updates are submitted together and a member may sit on
+    every panel of the round (a small pool)."""
+    limits = content_limits(spec)
+    task = task_size(spec, NodeClass.L)
+    k = min(spec.spot_check_segments or limits.segments_per_task, math.ceil(task.steps / spec.segment_every))
+    transfer_s = (limits.delta_bytes + k * limits.state_bytes) / MIN_RATE
+    samples = k * spec.segment_every * task.batch_size + 2 * LOSS_SAMPLES
+    return spec.tasks_per_round * (transfer_s + samples / capacity(NodeClass.S).samples_per_s)
 
 
 @dataclass
@@ -74,7 +94,13 @@ class NodeContext:
     """The job contract as this node's roles use it: every call under the chain deadline."""
 
     def __post_init__(self) -> None:
-        self.jobs = ChainView(client=self.client, chain=self.chain, address=str(self.account.address))
+        self.jobs = ChainView(client=self.client, chain=self.chain, address=str(self.account.address),
+                              signing_window=self.signing_window_s)
+
+    async def signing_window_s(self, job_id: int) -> int:
+        """Seconds a first panel of ``job_id`` has to sign before it may be drawn on-chain
+        (:func:`~node.roles.decisions.signing_window_s` of the job's lease and :func:`expected_check_s`)."""
+        return signing_window_s(await self.jobs.lease_seconds(job_id), expected_check_s(await self.spec(job_id)))
 
     @contextmanager
     def timed(self, what: str) -> Iterator[None]:

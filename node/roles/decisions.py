@@ -8,6 +8,7 @@ time (ticket expiries, leases), ``mono`` a ``time.monotonic()`` reading (a round
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
@@ -45,10 +46,22 @@ def draw_ready(anchor_block: int, latest_block: int, draw_delay: int) -> bool:
 # -- signed votes (the fast path of a verdict) ---------------------------------------------------------------------
 
 FAST_PATH_LEASE_SHARE = 16
-"""A first panel has a sixteenth of a lease after its anchor block to sign and have its votes posted
-(``settleUpdates``); after that anyone draws it on-chain (``drawValidators``) and it votes there (a validator that
-signed votes its signed verdict at once). Short on purpose: a silent member is only caught on-chain (its vote window
-of half a lease starts at the on-chain draw), so every second of this window delays such a round."""
+"""The shortest signing window: a first panel has at least a sixteenth of a lease after its anchor block to sign and
+have its votes posted (``settleUpdates``); after its window anyone draws it on-chain (``drawValidators``) and it votes
+there (a validator that signed votes its signed verdict at once)."""
+FAST_PATH_MAX_LEASE_SHARE = 8
+"""The longest signing window, an eighth of a lease: a silent member is only caught on-chain (its vote window of half
+a lease starts at the on-chain draw), so every second of the window delays such a round, and window + vote window
+must leave the escalation panel and the commit room inside the lease."""
+
+
+def signing_window_s(lease_s: int, check_s: float) -> int:
+    """Seconds after its anchor block a first panel has to sign before it may be drawn on-chain: long enough for
+    its members' checks (``check_s``, :func:`node.roles.context.expected_check_s`: a window shorter than the replay
+    sends every verdict on-chain), never shorter than ``lease / FAST_PATH_LEASE_SHARE`` nor longer than
+    ``lease / FAST_PATH_MAX_LEASE_SHARE`` (what a silent panel member may delay a round by)."""
+    floor, cap = lease_s // FAST_PATH_LEASE_SHARE, lease_s // FAST_PATH_MAX_LEASE_SHARE
+    return max(floor, min(cap, math.ceil(check_s)))
 
 
 def fast_path_open(update: UpdateInfo) -> bool:
@@ -56,15 +69,15 @@ def fast_path_open(update: UpdateInfo) -> bool:
     return update.status == UpdateStatus.PENDING and update.phase == Phase.AWAITING_PANEL
 
 
-def first_draw_due(update: UpdateInfo, anchor_time: int, now: int, lease_s: int) -> bool:
+def first_draw_due(update: UpdateInfo, anchor_time: int, now: int, window_s: int) -> bool:
     """Whether a due draw may be sent now: an escalation panel at once; the first panel only once its signed votes
-    had ``lease / FAST_PATH_LEASE_SHARE`` seconds since the anchor block (drawing it on-chain closes the fast
-    path, so nobody does while the panel may still be signing)."""
+    had their signing window (``window_s``, :func:`signing_window_s`) since the anchor block (drawing it on-chain
+    closes the fast path, so nobody does while the panel may still be signing)."""
     if not update.draw_due():
         return False
     if update.phase != Phase.AWAITING_PANEL:
         return True
-    return now > anchor_time + lease_s // FAST_PATH_LEASE_SHARE
+    return now > anchor_time + window_s
 
 
 @dataclass

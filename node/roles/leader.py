@@ -8,7 +8,7 @@ old leader's memory. A round:
    its class and signed with EIP-712 for the current term (``submitUpdate`` checks it);
 2. watch the chain for the submitted updates' verdicts: post the first panels' signed votes heard on the job's
    topic with one ``settleUpdates`` per poll (:mod:`node.roles.votes`), and draw on-chain the panels that are due
-   (an escalation at once, a first panel that did not settle within a sixteenth of a lease);
+   (an escalation at once, a first panel that did not settle within its signing window);
 3. close when every slot is decided, or when no ticket is outstanding, or at the round's deadline (before the lease
    runs out), so a trainer or validator that never answers cannot stall it;
 4. aggregate the accepted deltas deterministically, evaluate, publish, ``commitRound`` with exactly the accepted

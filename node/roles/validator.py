@@ -5,8 +5,9 @@ First panel, fast path: the panel is not stored; ``votePanel`` recomputes it fro
 replays the update, signs its vote (EIP-712 ``Vote``, bound to the draw's anchor block) and gossips it on the job's
 topic (:mod:`node.roles.votes`), again every few polls while the update waits (a late subscriber still hears it);
 the leader posts the panel's signatures with one ``settleUpdates``. A draw gone stale (the pool changed since its
-anchor) is re-anchored by the same call. A first panel that has not settled a sixteenth of a lease after its anchor is
-drawn on-chain (``first_draw_due``) and votes there, like an escalation panel.
+anchor) is re-anchored by the same call. A first panel that has not settled within its signing window after its anchor
+(``signing_window_s``: the checks' expected time, between a sixteenth and an eighth of a lease) is drawn on-chain
+(``first_draw_due``) and votes there, like an escalation panel.
 
 A check starts early and fetches in parallel: the round's base checkpoint and the update's shard (neither is the
 trainer's) are prefetched as soon as the update is admitted; once drawn, the manifest is read, then the delta and the

@@ -5,7 +5,7 @@ leader (or a trainer whose update waits) hears them and posts every complete pan
 Nothing here decides a verdict: the validator's replay does. A vote heard on the topic is kept only when its
 EIP-712 signature recovers to the node that gossiped it; whether that node sits on the panel is the contract's
 check (``votePanel`` gives the panel, ``settleUpdates`` refuses any other signer). Once a first panel is drawn
-on-chain (``first_draw_due``: a sixteenth of a lease without a settlement) the validators vote there instead.
+on-chain (``first_draw_due``: its signing window passed without a settlement) the validators vote there instead.
 
 Cancellation: :meth:`VoteGossip.follow` starts one task in the caller's nursery; cancelling it ends the task.
 """

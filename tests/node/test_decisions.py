@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from node.devnet.plan import demo_spec
 from node.roles.chain_view import SpecMismatch, check_spec, spec_mismatches
+from node.roles.context import expected_check_s
 from node.roles.customer import job_params
 from node.roles.decisions import (
     CloseReason,
@@ -34,6 +36,7 @@ from node.roles.decisions import (
     refuse_slot,
     round_close,
     rounds_to_audit,
+    signing_window_s,
     skip_check,
     stake_shortfall,
     trainer_settles,
@@ -342,11 +345,35 @@ def test_the_fast_path_is_open_only_before_an_on_chain_draw() -> None:
 
 def test_a_first_panel_is_drawn_on_chain_only_after_its_signing_window_an_escalation_at_once() -> None:
     first = update(phase=Phase.AWAITING_PANEL, validators=())
-    assert not first_draw_due(first, anchor_time=1000, now=1037, lease_s=600)
-    assert first_draw_due(first, anchor_time=1000, now=1038, lease_s=600)
+    window = signing_window_s(600, check_s=0.0)
+    assert not first_draw_due(first, anchor_time=1000, now=1037, window_s=window)
+    assert first_draw_due(first, anchor_time=1000, now=1038, window_s=window)
     escalation = update(phase=Phase.AWAITING_ESCALATION, validators=())
-    assert first_draw_due(escalation, anchor_time=1000, now=1000, lease_s=600)
-    assert not first_draw_due(update(phase=Phase.VOTING), anchor_time=0, now=10**9, lease_s=600)
+    assert first_draw_due(escalation, anchor_time=1000, now=1000, window_s=window)
+    assert not first_draw_due(update(phase=Phase.VOTING), anchor_time=0, now=10**9, window_s=window)
+
+
+def test_the_signing_window_fits_the_check_between_a_sixteenth_and_an_eighth_of_the_lease() -> None:
+    assert signing_window_s(600, check_s=5.0) == 37  # a quick check: the floor, lease / 16
+    assert signing_window_s(600, check_s=50.2) == 51  # the panel's checks fit, rounded up
+    assert signing_window_s(600, check_s=400.0) == 75  # a silent member delays a round by lease / 8 at most
+    first = update(phase=Phase.AWAITING_PANEL, validators=())
+    assert not first_draw_due(first, anchor_time=1000, now=1051, window_s=signing_window_s(600, check_s=50.2))
+    assert first_draw_due(first, anchor_time=1000, now=1052, window_s=signing_window_s(600, check_s=50.2))
+
+
+def test_a_checks_expected_time_grows_with_the_model_the_challenge_and_the_round() -> None:
+    demo = demo_spec(model="fmnist-cnn-v1", trainers=4)
+    # The devnet's demo: ~2.3 s a check (1.2 MB delta and three 2.3 MB states at 8 MiB/s, 480 replayed samples and
+    # two 1,024-sample loss passes at 2,000 samples/s), four updates a round: under lease / 16.
+    assert 8.0 < expected_check_s(demo) < 10.0
+    assert expected_check_s(replace(demo, tasks_per_round=8)) == pytest.approx(2 * expected_check_s(demo))
+    assert expected_check_s(replace(demo, spot_check_segments=6)) > expected_check_s(demo)
+    assert signing_window_s(demo.payment.lease_seconds, expected_check_s(demo)) == 300 // 16
+    # 11 M parameters: each state is 134 MB, so the window grows to its cap.
+    big = demo_spec(model="resnet18-small-v1", trainers=4)
+    assert expected_check_s(big) > 200
+    assert signing_window_s(big.payment.lease_seconds, expected_check_s(big)) == 300 // 8
 
 
 def test_a_vote_set_needs_every_panel_member_in_draw_order_and_keeps_a_split() -> None:
