@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Literal
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
@@ -37,6 +37,9 @@ from protocols.chain.models import (
 from protocols.chain.ticket import ChainTicket, ChainVote, TicketDomain
 from protocols.chain.tx import ClientConfig, Transactor
 from protocols.types import Address, Cid, JobId
+
+LOG_CHUNK_BLOCKS = 5_000
+"""Most blocks one ``eth_getLogs`` asks for (public endpoints refuse longer ranges: Infura 10,000, others less)."""
 
 
 class JobManagerReader:
@@ -99,27 +102,35 @@ class JobManagerReader:
         names: Collection[str] | None = None,
         job_id: int | None = None,
         from_block: int | None = None,
-        to_block: int | str = "latest",
+        to_block: int | Literal["latest"] = "latest",
+        chunk_blocks: int = LOG_CHUNK_BLOCKS,
     ) -> list[ChainEvent]:
         """This deployment's events in chain order, filtered on the node by event name and (indexed) job id.
 
-        ``from_block`` defaults to the deployment block when known, else 0. One ``eth_getLogs`` call (public RPC
-        endpoints may refuse a long range: narrow it with ``from_block``/``to_block``).
+        ``from_block`` defaults to the deployment block when known, else 0; ``to_block`` ``"latest"`` is read as
+        the latest block's number first. One ``eth_getLogs`` call per ``chunk_blocks`` blocks of the range: public RPC
+        endpoints refuse long ranges (a few thousand blocks), and a chain's history only grows.
         """
+        if chunk_blocks < 1:
+            raise ValueError(f"chunk_blocks must be at least 1, got {chunk_blocks}")
         topics: list[Any] = [
             [event_topic(n) for n in names] if names else None,
             "0x" + job_id.to_bytes(32, "big").hex() if job_id is not None else None,
         ]
         while topics and topics[-1] is None:
             topics.pop()
-        params: FilterParams = {
-            "address": to_checksum_address(self.address),
-            "fromBlock": from_block if from_block is not None else (self.deploy_block or 0),
-            "toBlock": to_block,  # type: ignore[typeddict-item]
-            "topics": topics,
-        }
-        logs = self._tx.rpc(lambda: self.w3.eth.get_logs(params), "eth_getLogs")
-        events = self._decoder.decode_all(logs)
+        first = from_block if from_block is not None else (self.deploy_block or 0)
+        last = to_block if isinstance(to_block, int) else self.block_number()
+        events: list[ChainEvent] = []
+        for start in range(first, last + 1, chunk_blocks):
+            params: FilterParams = {
+                "address": to_checksum_address(self.address),
+                "fromBlock": start,
+                "toBlock": min(start + chunk_blocks - 1, last),
+                "topics": topics,
+            }
+            logs = self._tx.rpc(lambda: self.w3.eth.get_logs(params), "eth_getLogs")  # noqa: B023 (called at once)
+            events += self._decoder.decode_all(logs)
         # jobId is topic1 of every job event; other events put an address there, so check the decoded argument too.
         return [ev for ev in events if job_id is None or ev.job_id == job_id]
 
