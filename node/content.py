@@ -39,8 +39,12 @@ class ContentNode:
         self.net = net
         self.fetch_timeout_s = fetch_timeout_s
         self.log = log or logging.getLogger("dtnode.content")
+        # Online, what the store adds or pins is announced in the DHT, and a fetch nobody known can serve looks
+        # its root up there (protocols.p2p.content_routing).
         self.store = LocalContentStore(blockstore, exchange, default_providers=self._connected_peers,
-                                       fetch_timeout_s=fetch_timeout_s)
+                                       fetch_timeout_s=fetch_timeout_s,
+                                       router=None if net is None else net.routing,
+                                       lookup_timeout_s=10.0 if net is None else net.config.provider_lookup_timeout_s)
 
     async def fetch(self, cid: str, *, max_bytes: int, timeout_s: float | None = None, what: str = "content",
                     providers: Sequence[str] = ()) -> bytes:
@@ -49,7 +53,9 @@ class ContentNode:
         ``providers``: Ethereum addresses of nodes known to hold it (the trainer for its update, the customer for
         the dataset, the committing leader for a checkpoint). Asking them first matters: the exchange spreads wants
         over its providers, and a peer that lacks a block (or left) may never say so, which costs a stall timeout
-        per block. If they cannot deliver within half the time, every connected peer is asked.
+        per block. If they cannot deliver within half the time, every connected peer is asked. Each try that the
+        peers it asks cannot serve (they lack a block, or are gone) looks the root up in the DHT and tries the
+        providers found there (:func:`storage.routing.fetch_dag_routed`).
         """
         timeout = timeout_s if timeout_s is not None else self.fetch_timeout_s
         if providers:

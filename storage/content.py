@@ -27,6 +27,7 @@ from storage.blockstore import FilesystemBlockStore
 from storage.cid import ContentId, cid_to_str, parse_cid
 from storage.errors import BlockNotFound, FetchTimeout, KuboError, StorageError
 from storage.exchange import BlockExchange
+from storage.routing import ContentRouter, fetch_dag_routed
 from storage.unixfs import ImportResult, Sink, import_chunks, read_file, rechunk, split_file, write_file
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,9 @@ class LocalContentStore:
     """The node's own block store; missing content is fetched over bitswap from the providers named per call.
 
     ``default_providers()`` is asked when a call names none (``providers=None``): a node passes its connected
-    peers. An explicit list, even an empty one, is used as given.
+    peers. An explicit list, even an empty one, is used as given. With a ``router`` (the node's DHT), content
+    this store adds or pins is announced there, and a fetch its providers cannot serve looks the root up there
+    (within ``lookup_timeout_s``) and tries the providers found (:func:`storage.routing.fetch_dag_routed`).
     """
 
     def __init__(
@@ -90,11 +93,15 @@ class LocalContentStore:
         *,
         default_providers: Callable[[], Sequence[Provider]] | None = None,
         fetch_timeout_s: float = 60.0,
+        router: ContentRouter | None = None,
+        lookup_timeout_s: float = 10.0,
     ) -> None:
         self.blockstore = blockstore
         self.exchange = exchange
         self.default_providers = default_providers or _no_providers
         self.fetch_timeout_s = fetch_timeout_s
+        self.router = router
+        self.lookup_timeout_s = lookup_timeout_s
 
     async def put(self, data: bytes) -> Cid:
         return await self.put_stream((data,))
@@ -111,6 +118,8 @@ class LocalContentStore:
 
         result, written = await trio.to_thread.run_sync(work)
         await self.blockstore.pin(result.root)
+        if self.router is not None:
+            self.router.announce(result.root.multihash)
         if self.exchange is not None:
             for cid in written:  # peers that asked before we had it get it now
                 await self.exchange.notify_new_block(cid)
@@ -127,11 +136,12 @@ class LocalContentStore:
         if self.exchange is None:
             raise BlockNotFound(f"{root} is not in the local store and this node has no block exchange")
         chosen = self.default_providers() if providers is None else providers
-        if not chosen:
+        if not chosen and self.router is None:
             raise BlockNotFound(f"{root}: not held locally and no provider is known for it")
         if timeout_s <= 0:
             raise FetchTimeout(f"{root}: no time left to fetch it")
-        await self.exchange.fetch_dag(root, chosen, timeout_s=timeout_s, max_bytes=max_bytes)
+        await fetch_dag_routed(self.exchange, self.router, root, chosen, timeout_s=timeout_s, max_bytes=max_bytes,
+                               lookup_timeout_s=self.lookup_timeout_s)
 
     async def get(self, cid: str, *, max_bytes: int, timeout_s: float,
                   providers: Sequence[Provider] | None = None) -> bytes:
@@ -150,9 +160,14 @@ class LocalContentStore:
         root = parse_cid(cid)
         await self._ensure_local(root, providers, max_bytes=None, timeout_s=self.fetch_timeout_s)
         await self.blockstore.pin(root)
+        if self.router is not None:
+            self.router.announce(root.multihash)
 
     async def unpin(self, cid: str) -> None:
-        await self.blockstore.unpin(parse_cid(cid))
+        root = parse_cid(cid)
+        await self.blockstore.unpin(root)
+        if self.router is not None:
+            self.router.withdraw(root.multihash)
 
     async def has(self, cid: str) -> bool:
         root = parse_cid(cid)

@@ -69,6 +69,25 @@ class P2PConfig:
     enable_random_walk: bool = True
     enable_mdns: bool = False
 
+    # --- content routing: provider records in the Kademlia DHT (protocols.p2p.content_routing) ---
+    dht_mode: str = "auto"
+    """``server``: answer other nodes' DHT queries and keep their provider records (a node others can dial);
+    ``client``: only ask; ``auto``: server unless this node is found (or configured) private."""
+    provide_max_roots: int = 256
+    """Roots this node keeps announcing (the most recently stored or pinned); older ones are no longer re-announced."""
+    provide_interval_s: float = 22 * 3600.0
+    """Re-announce each root this often: DHT servers drop a provider record 48 h after it was last announced."""
+    provide_retry_s: float = 60.0
+    """An announcement that reached no peer (no DHT peers yet) is tried again after this."""
+    provide_spacing_s: float = 1.0
+    """Pause between two announcements: py-libp2p servers reset a peer sending over 10 ADD_PROVIDER in 10 s."""
+    provide_timeout_s: float = 30.0
+    """One announcement (closest-peer walk plus ADD_PROVIDER to each) is abandoned after this."""
+    provider_lookup_timeout_s: float = 10.0
+    """A DHT lookup for the providers of a root, when no known peer has it, returns what it found by then."""
+    provider_lookup_max: int = 8
+    """At most this many providers from one lookup are tried (each bogus one costs a dial or stall timeout)."""
+
     # --- admission: what a stranger may hold on this node (protocols.p2p.admission, stream_limits) ---
     max_inbound_connections: int = 256
     """Established inbound connections; a newcomer past it evicts the least useful one (see ``admission``)."""
@@ -128,6 +147,8 @@ class P2PConfig:
                     raise ConfigError(f"p2p.{name}: {addr!r} is not a multiaddr ({exc})") from exc
                 if name != "listen_addrs" and "p2p" not in [p.name for p in parsed.protocols()]:
                     raise ConfigError(f"p2p.{name}: {addr!r} needs a /p2p/<peer id> suffix")
+        if self.dht_mode not in ("auto", "server", "client"):
+            raise ConfigError(f"p2p.dht_mode: must be one of auto, server, client; got {self.dht_mode!r}")
         if self.reachability not in REACHABILITY_MODES:
             raise ConfigError(f"p2p.reachability: must be one of {REACHABILITY_MODES}, got {self.reachability!r}")
         if not self.listen_addrs:
@@ -144,7 +165,8 @@ class P2PConfig:
             "max_pending_per_ip", "handshake_timeout_s", "max_inbound_streams_per_peer", "max_inbound_streams",
             "gossip_frame_timeout_s", "drop_log_interval_s", "reachability_interval_s", "relay_reservations",
             "relay_max_reservations", "relay_max_circuits", "relay_reservation_ttl_s", "relay_circuit_duration_s",
-            "relay_circuit_bytes",
+            "relay_circuit_bytes", "provide_max_roots", "provide_interval_s", "provide_retry_s",
+            "provide_spacing_s", "provide_timeout_s", "provider_lookup_timeout_s", "provider_lookup_max",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -29,7 +29,7 @@ from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.kad_dht import KadDHT
 from libp2p.peer.id import ID
 from libp2p.rcmgr.manager import ResourceManager
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -41,6 +41,8 @@ from libp2p.tools.anyio_service import background_trio_service
 from protocols.messages import Presence, WireMessage
 from protocols.p2p.admission import InboundAdmission
 from protocols.p2p.config import P2PConfig
+from protocols.p2p.content_routing import ContentRouting, initial_dht_mode
+from protocols.p2p.dialback import Reachability
 from protocols.p2p.discovery import Discovery
 from protocols.p2p.drops import DropLog
 from protocols.p2p.gossip import Delivery, Gossip, Validator
@@ -96,9 +98,11 @@ class P2PNode:
         self.admission.install()
         self.stream_limits = InboundStreamLimits(network, self.config, self.drops)
         self.stream_limits.install()
-        self._dht = KadDHT(self._host, DHTMode.SERVER, enable_random_walk=self.config.enable_random_walk)
+        self._dht = KadDHT(self._host, initial_dht_mode(self.config), enable_random_walk=self.config.enable_random_walk)
         self.requests = Requests(self._host, self.config, self.metrics, self.peer_table)
         self.nat = NatTraversal(self._host, self.config, self.requests, on_addrs_changed=self._addrs_changed)
+        self.routing = ContentRouting(self._host, self._dht, self.config, is_private=self._is_private)
+        """Provider records in the DHT: what this node holds, and who holds what it lacks."""
         self.gossip = Gossip(self._host, identity, self.config, self.metrics, on_presence=self._on_presence,
                              drops=self.drops)
         self.discovery = Discovery(self._host, identity, self.config, self.metrics, peer_table=self.peer_table,
@@ -133,6 +137,9 @@ class P2PNode:
     def connected_peers(self) -> list[ID]:
         return self.discovery.connected_peers()
 
+    def _is_private(self) -> bool:
+        return self.nat.reachability is Reachability.PRIVATE
+
     def _addrs_changed(self) -> None:
         self.discovery.announce_soon()
 
@@ -162,6 +169,7 @@ class P2PNode:
                         await self.gossip.attach(nursery)
                         self.discovery.start(nursery)
                         self.nat.start(nursery)
+                        await nursery.start(self.routing.run)
                         logger.info("p2p node %s listening on %s", self.eth_address, self.listen_addrs())
                         task_status.started()
                         await self._stop_requested.wait()

@@ -1,0 +1,183 @@
+"""Content routing over real hosts on 127.0.0.1: provider records in py-libp2p's Kademlia DHT, found by a node that
+knows nobody holding the content, and fetched (verified) from whoever the DHT names, liars included."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
+from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.peerinfo import PeerInfo
+
+from node.content import ContentNode
+from protocols.p2p.content_routing import ContentRouting
+from protocols.p2p.hardening import disable_auto_connector
+from protocols.p2p.testing import make_nodes
+from storage.bitswap_wire import PROTOCOLS as BITSWAP_PROTOCOLS
+from storage.blockstore import FilesystemBlockStore
+from storage.cid import parse_cid
+from storage.errors import BlockNotFound
+from storage.exchange import BlockExchange, ExchangeConfig
+from tests.p2p.routing_nodes import RoutingNode, routing_config, routing_nodes
+from tests.storage.conftest import make_host
+
+MB = 1 << 20
+FETCH_TIMEOUT_S = 40.0
+STALL_S = 1.0
+FAST = ExchangeConfig(block_timeout_s=STALL_S, stream_timeout_s=5.0, dial_timeout_s=5.0)
+
+
+async def until(predicate: Any, timeout: float) -> None:
+    """Poll a condition with a deadline (announcing runs in another task; there is no event to wait on)."""
+    with trio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110
+            await trio.sleep(0.02)
+
+
+def holds_record(server: RoutingNode, key: bytes, provider: RoutingNode) -> bool:
+    return any(p.peer_id == provider.peer_id for p in server.dht.provider_store.get_providers(key))
+
+
+async def read_forever(stream: INetStream) -> None:
+    """A peer that accepts the stream and never answers (the worst a liar can do without being dropped at once)."""
+    while await stream.read(65536):
+        pass
+
+
+async def test_a_node_finds_content_through_the_dht_and_fetches_it_verified(tmp_path: Path) -> None:
+    async with routing_nodes(3, tmp_path, exchange=FAST) as (a, b, c):
+        await c.connect(b)
+        data = os.urandom(3 * MB)
+        cid = await c.content.put(data)  # stored and pinned: C announces it
+        key = parse_cid(cid).multihash
+        await until(lambda: holds_record(b, key, c), timeout=20)
+
+        await a.connect(b)  # after the announcement: A learns of C only from the DHT
+        assert c.peer_id not in a.host.get_connected_peers()
+        assert not a.dht.provider_store.get_providers(key)
+        # B, the only provider A names, lacks it: the fetch fails over to the DHT, which names C.
+        got = await a.content.get(cid, max_bytes=8 * MB, timeout_s=FETCH_TIMEOUT_S, providers=[b.peer_id])
+        assert got == data
+        assert c.peer_id in a.host.get_connected_peers()
+        # A's lookup did not turn C's record into one A serves to others as if C had announced it to A.
+        assert not holds_record(a, key, c)
+
+
+async def test_without_a_router_the_same_fetch_fails(tmp_path: Path) -> None:
+    """The control for the test above: the named provider lacks the content, and nothing else is tried."""
+    async with routing_nodes(3, tmp_path, exchange=FAST) as (a, b, c):
+        await c.connect(b)
+        cid = await c.content.put(os.urandom(MB))
+        await until(lambda: holds_record(b, parse_cid(cid).multihash, c), timeout=20)
+        await a.connect(b)
+        a.content.router = None
+        try:
+            await a.content.get(cid, max_bytes=8 * MB, timeout_s=FETCH_TIMEOUT_S, providers=[b.peer_id])
+        except BlockNotFound:
+            return
+        raise AssertionError("fetched from a provider that was never named nor found")
+
+
+async def test_lying_providers_cost_a_bounded_time(tmp_path: Path) -> None:
+    """Three liars announce a root they do not hold (one answers DONT_HAVE, one stalls every want, one has gone);
+    the fetch still gets the verified content from the real provider, well inside its deadline."""
+    async with routing_nodes(5, tmp_path, exchange=FAST) as (a, b, c, liar, gone):
+        async with trio.open_nursery() as nursery:
+            staller: Staller = await nursery.start(_stalling_provider)
+            for node in (c, liar, gone):
+                await node.connect(b)
+            await staller.host.connect(b.info)
+            await staller.dht.add_peer(b.peer_id, skip_server_mode_check=True)
+
+            data = os.urandom(2 * MB)
+            cid = await c.content.put(data)
+            key = parse_cid(cid).multihash
+            for router in (liar.routing, gone.routing, staller.routing):
+                assert await router.provide_now(key)  # records for content they do not hold
+            await until(lambda: len(b.dht.provider_store.get_providers(key)) == 4, timeout=20)
+            gone.stop()
+
+            await a.connect(b)
+            start = trio.current_time()
+            got = await a.content.get(cid, max_bytes=8 * MB, timeout_s=FETCH_TIMEOUT_S, providers=[liar.peer_id])
+            elapsed = trio.current_time() - start
+            assert got == data
+            # Without fail-over the staller would hold its wants until the deadline (40 s); each liar costs at most
+            # a stall (1 s), a DONT_HAVE or a failed dial (refused at once on loopback).
+            assert elapsed < FETCH_TIMEOUT_S / 2, elapsed
+            nursery.cancel_scope.cancel()
+
+
+@dataclass
+class Staller:
+    host: IHost
+    dht: KadDHT
+    routing: ContentRouting
+
+
+async def _stalling_provider(*, task_status: trio.TaskStatus[Staller]) -> None:
+    """A DHT node whose bitswap accepts wants and never answers."""
+    host = make_host()
+    disable_auto_connector(host)
+    dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
+    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        for protocol in BITSWAP_PROTOCOLS:
+            host.set_stream_handler(protocol, read_forever)
+        task_status.started(Staller(host, dht, ContentRouting(host, dht, routing_config())))
+        await trio.sleep_forever()
+
+
+async def test_a_lookup_returns_by_its_deadline_when_a_dht_peer_never_answers(tmp_path: Path) -> None:
+    async with routing_nodes(1, tmp_path) as (a,):
+        mute = make_host()
+        async with mute.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            mute.set_stream_handler(KAD_PROTOCOL, read_forever)
+            await a.host.connect(PeerInfo(mute.get_id(), mute.get_addrs()))
+            await a.dht.add_peer(mute.get_id(), skip_server_mode_check=True)
+            start = trio.current_time()
+            found = await a.routing.find_providers(parse_cid(_SOME_CID).multihash, timeout_s=2.0)
+            assert found == []
+            assert trio.current_time() - start < 4.0
+
+
+async def test_announcements_are_bounded_and_withdrawn_on_unpin(tmp_path: Path) -> None:
+    async with routing_nodes(2, tmp_path, config=routing_config(provide_max_roots=3)) as (a, b):
+        await a.connect(b)
+        cids = [await a.content.put(os.urandom(1000 + i)) for i in range(5)]
+        keys = [parse_cid(c).multihash for c in cids]
+        assert a.routing.announcing() == keys[2:]  # the most recent three
+        await until(lambda: all(holds_record(b, k, a) for k in keys[2:]), timeout=20)
+        await a.content.unpin(cids[4])
+        assert a.routing.announcing() == keys[2:4]
+        assert a.host.get_id() not in [p.peer_id for p in a.dht.provider_store.get_providers(keys[4])]
+        # Re-announcing is ours, not the library's all-at-once republish.
+        assert not a.dht.provider_store.providing_keys
+
+
+_SOME_CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
+
+
+async def test_a_full_node_announces_what_it_stores_and_its_fetches_fall_back_to_the_dht(tmp_path: Path) -> None:
+    """The wiring in node.content: a P2PNode's store announces through the node's DHT, and a fetch whose named
+    provider lacks the content is served by the provider the DHT names."""
+    async with make_nodes(3, wait_discovery_s=30, provide_spacing_s=0.05) as nets:
+        async with trio.open_nursery() as nursery:
+            nodes = []
+            for i, net in enumerate(nets):
+                store = FilesystemBlockStore(tmp_path / f"n{i}", max_bytes=1 << 30, durable=False)
+                exchange = BlockExchange(net.host, store, config=FAST)
+                await nursery.start(exchange.run)
+                nodes.append(ContentNode(store, net=net, exchange=exchange, fetch_timeout_s=FETCH_TIMEOUT_S))
+            data = os.urandom(MB)
+            cid = await nodes[2].store.put(data)
+            await until(lambda: nets[2].routing.announced >= 1, timeout=20)
+            got = await nodes[0].store.get(cid, max_bytes=2 * MB, timeout_s=FETCH_TIMEOUT_S,
+                                           providers=[nets[1].peer_id])
+            assert got == data
+            nursery.cancel_scope.cancel()
