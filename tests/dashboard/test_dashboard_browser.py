@@ -102,6 +102,8 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
                         break
                     await trio.sleep(0.5)  # the dashboard reads the chain every 2 s, then measures the checkpoint
         seen["finished"] = detail
+        async with httpx.AsyncClient(base_url=dashboard_url(lines), timeout=10) as http:
+            seen["nodes"] = (await http.get("/api/nodes")).json()["data"]
         cfg = NodeConfig(data_dir=str(tmp_path / "status"), bootstrap=(net.bootstrap,), **NODE_SETTINGS).validate()
         report = await job_status(cfg, net.client, job_id, progress=lambda _line: None)
         seen["status_points"] = points_from_status(report["history"])
@@ -113,10 +115,14 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
     assert final["summary"]["final_cid"] == result.final_cid
     assert final["fetch_command"].startswith(f"dtnode job fetch {result.job_id} -o ")
     assert [r["measurement"]["metric_name"] for r in final["rounds"]] == ["accuracy"] * plan.spec.rounds
+    decided = [u for u in final["updates"] if u["status"] in ("ACCEPTED", "REJECTED")]
+    pool = {r["address"].lower() for r in seen["nodes"] if "validator" in r["roles"]}
+    assert decided and all(u["votes"] and {v["validator"].lower() for v in u["votes"]} <= pool for u in decided), \
+        "each decided update shows its panel's votes (on-chain, or signed in the settleUpdates calldata)"
     assert [p.round for p in seen["status_points"]] == list(range(1, plan.spec.rounds + 1))
     assert all(p.metric_name == "accuracy" and p.loss is not None for p in seen["status_points"])
     assert (tmp_path / "status-curve.png").read_bytes().startswith(b"\x89PNG")
-    assert result.curve_png == str(plan.workdir / "curve.png") and Path(result.curve_png).stat().st_size > 5_000
+    assert plan.workdir is not None and result.curve_png == str(plan.workdir / "curve.png") and Path(result.curve_png).stat().st_size > 5_000
     assert any(line.startswith(" curve: ") for line in "\n".join(lines).splitlines())
     assert seen, "the browser did not finish before the job did"
     assert seen["rounds_at_open"] >= 1 and seen["plot_points_at_open"] >= 1
