@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from node.http.facts import fetch_command, job_detail, job_summary, node_rows, to_json
-from node.http.local import local_facts, peers_last_seen
+from node.http.local import local_facts, own_reject_reasons, peers_last_seen
 from node.http.metrics import node_registry
 from node.http.sse import change_stream
 
@@ -56,7 +56,8 @@ def build_app(node: DtNode, feed: Feed) -> Starlette:
                               bootstrap=listen[0] if listen else "")
         return envelope(job_detail(info, state.job_events(job_id), state.job_updates(job_id),
                                    state.job_rounds(job_id), feed.measurer.done, fetch=fetch,
-                                   signed=state.job_signed_votes(job_id)))
+                                   signed=state.job_signed_votes(job_id),
+                                   own_reasons=own_reject_reasons(node, job_id)))
 
     async def nodes(_request: Request) -> Response:
         state = feed.state

@@ -58,6 +58,9 @@ class UpdateFacts:
     votes: tuple[Vote, ...]
     pay_wei: int
     paid: bool
+    own_reason: str = ""
+    """Why THIS node's validator found the update invalid (its replay's reject code); empty when it did not
+    check it or found it valid. The chain records only valid or invalid, so no other node's reason is known."""
 
 
 @dataclass(frozen=True)
@@ -165,11 +168,14 @@ def votes_of(events: Sequence[ChainEvent],
 
 def job_detail(job: JobInfo, events: Sequence[ChainEvent], updates: Mapping[tuple[int, int], UpdateInfo],
                rounds: Mapping[int, RoundInfo], measured: Mapping[str, Measurement], *, fetch: str,
-               signed: Mapping[tuple[int, int], tuple[Vote, ...]] | None = None) -> JobDetail:
+               signed: Mapping[tuple[int, int], tuple[Vote, ...]] | None = None,
+               own_reasons: Mapping[tuple[int, int], str] | None = None) -> JobDetail:
     """One job as the chain records it: ``events`` are the job's logs in chain order, ``updates`` and ``rounds``
     the views read for its slots and committed rounds, ``measured`` the checkpoints measured so far by CID,
-    ``signed`` the fast-path votes by (round, slot) (see :func:`votes_of`)."""
+    ``signed`` the fast-path votes by (round, slot) (see :func:`votes_of`); ``own_reasons`` this node's reject
+    reasons by (round, slot), labelled as its own (:attr:`UpdateFacts.own_reason`)."""
     votes = votes_of(events, signed or {})
+    own = own_reasons or {}
     round_facts, update_facts, terms, penalties = [], [], [], []
     for ev in events:
         a = ev.args
@@ -187,7 +193,7 @@ def job_detail(job: JobInfo, events: Sequence[ChainEvent], updates: Mapping[tupl
                 work_units=int(a["workUnits"]), loss_reduction=int(a["lossReduction"]),
                 status=(u.status if u is not None else UpdateStatus.PENDING).name,
                 panel=tuple(u.validators) if u is not None else (), votes=votes.get((r, slot), ()),
-                pay_wei=u.amount if u is not None else 0, paid=bool(u and u.paid)))
+                pay_wei=u.amount if u is not None else 0, paid=bool(u and u.paid), own_reason=own.get((r, slot), "")))
         elif ev.name == "LeaderElected":
             terms.append(Term(int(a["term"]), str(a["leader"]), int(a["leaseExpiry"])))
         elif ev.name in SLASH_EVENTS:

@@ -15,6 +15,7 @@ import trio
 if TYPE_CHECKING:
     from node.roles.context import NodeContext
     from node.runtime import DtNode
+    from node.training.replay import Verdict
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,22 @@ def peers_last_seen(node: DtNode) -> dict[str, float]:
         return {}
     now = trio.current_time()
     return {e.eth_address.lower(): round(now - e.last_seen, 1) for e in node.ctx.net.peers()}
+
+
+def own_verdicts(node: DtNode) -> dict[tuple[int, int, int], Verdict]:
+    """This node's validator's verdict per update, by (job, round, slot): one per update (a first-panel verdict it
+    signed may be voted again on-chain when the same panel is drawn there: the signed one counts)."""
+    if node.validator is None:
+        return {}
+    by_update = {key[:3]: v for key, v in node.validator.verdicts.items()}
+    by_update.update(node.validator.first_verdicts)
+    return by_update
+
+
+def own_reject_reasons(node: DtNode, job_id: int) -> dict[tuple[int, int], str]:
+    """(round, slot) → why this node's validator found the job's update invalid (its own replay's reject code;
+    the chain records only valid or invalid)."""
+    return {(r, s): str(v.reason) for (j, r, s), v in own_verdicts(node).items() if j == job_id and not v.ok}
 
 
 def bytes_by_protocol(ctx: NodeContext) -> Counter[tuple[str, str]]:

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from node.http.local import bytes_by_protocol
+from node.http.local import bytes_by_protocol, own_verdicts
 
 if TYPE_CHECKING:
     from node.http.feed import Feed
@@ -40,12 +40,8 @@ class NodeCollector(Collector):
         yield _by_label("updates", "Updates by the contract's verdict, all jobs", ["verdict"],
                         {verdict.lower(): n for verdict, n in state.update_counts().items()})
         verdicts: Counter[tuple[str, str]] = Counter()
-        if self.node.validator is not None:
-            # One verdict per update: a signed first-panel verdict may be voted again on-chain when drawn there.
-            by_update = {key[:3]: v for key, v in self.node.validator.verdicts.items()}
-            by_update.update(self.node.validator.first_verdicts)
-            for v in by_update.values():
-                verdicts["valid" if v.ok else "invalid", "" if v.ok else str(v.reason)] += 1
+        for v in own_verdicts(self.node).values():
+            verdicts["valid" if v.ok else "invalid", "" if v.ok else str(v.reason)] += 1
         yield _by_label("validator_verdicts", "Updates this validator checked, by verdict and reject reason (empty "
                         "for valid)", ["verdict", "reason"], verdicts)
 

@@ -143,3 +143,10 @@ def test_http_address(text: str, host: str, port: int) -> None:
 def test_http_address_refused_names_the_setting(text: str) -> None:
     with pytest.raises(ConfigError, match="setting 'http'"):
         parse_http_address(text)
+
+
+def test_this_nodes_reject_reason_is_shown_as_its_own() -> None:
+    d = job_detail(job(1), [e for e in EVENTS if "jobId" in e.args], {}, {}, {}, fetch="",
+                   own_reasons={(0, 1): "LOSS_MISMATCH", (5, 0): "BAD_TASK"})
+    assert [(u.slot, u.own_reason) for u in d.updates] == [(0, ""), (1, "LOSS_MISMATCH")]
+    assert to_json(d)["updates"][1]["own_reason"] == "LOSS_MISMATCH"

@@ -83,6 +83,12 @@ function votes(u) {
     `${v.phase > 1 ? " (escalation)" : ""}</span>`).join("<br>");
 }
 
+function ownReason(u) {
+  // The chain records only valid/invalid: a reason is known only where this node's validator replayed the update.
+  return u.own_reason ? `<div class="own-reason" title="from this node's own replay, not the chain">` +
+    `this node's reason: ${esc(u.own_reason)}</div>` : "";
+}
+
 async function jobPage(jobId) {
   const { data: d } = await api(`/api/jobs/${jobId}`);
   const s = d.summary;
@@ -92,7 +98,7 @@ async function jobPage(jobId) {
     <td class="num">${r.measurement ? r.measurement.loss.toFixed(4) : "—"}</td><td>${r.accepted_slots.join(", ") || "none"}</td>
     <td>${status(r.audit)}</td><td>${cid(r.checkpoint_cid)}</td></tr>`);
   const updates = d.updates.map((u) => `<tr class="${esc(u.status)}" data-round="${u.round}" data-slot="${u.slot}">
-    <td class="num">${u.round + 1}</td><td class="num">${u.slot}</td><td>${short(u.trainer)}</td><td>${status(u.status)}</td>
+    <td class="num">${u.round + 1}</td><td class="num">${u.slot}</td><td>${short(u.trainer)}</td><td>${status(u.status)}${ownReason(u)}</td>
     <td>${votes(u)}</td><td class="num">${u.status === "ACCEPTED" ? eth(u.pay_wei) + (u.paid ? "" : " (owed)") : "—"}</td>
     <td>${cid(u.update_cid)}</td></tr>`);
   const terms = d.terms.map((t) => `<tr><td class="num">${t.term}</td><td>${short(t.leader)}</td><td>${when(t.lease_expiry)}</td></tr>`);
