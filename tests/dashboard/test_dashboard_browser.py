@@ -122,7 +122,8 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
     assert [p.round for p in seen["status_points"]] == list(range(1, plan.spec.rounds + 1))
     assert all(p.metric_name == "accuracy" and p.loss is not None for p in seen["status_points"])
     assert (tmp_path / "status-curve.png").read_bytes().startswith(b"\x89PNG")
-    assert plan.workdir is not None and result.curve_png == str(plan.workdir / "curve.png") and Path(result.curve_png).stat().st_size > 5_000
+    assert plan.workdir is not None and result.curve_png == str(plan.workdir / "curve.png")
+    assert Path(result.curve_png).stat().st_size > 5_000
     assert any(line.startswith(" curve: ") for line in "\n".join(lines).splitlines())
     assert seen, "the browser did not finish before the job did"
     assert seen["rounds_at_open"] >= 1 and seen["plot_points_at_open"] >= 1
