@@ -44,6 +44,21 @@ if ! dpkg -s chromium >/dev/null 2>&1; then
   fi
 fi
 
+# 1c. iproute2 and nftables: the NAT test (tests/p2p/test_netns.py) builds network namespaces with masquerading
+#     routers; it needs root and skips (saying why) without them.
+need_net=()
+command -v ip >/dev/null 2>&1 || need_net+=(iproute2)
+command -v nft >/dev/null 2>&1 || need_net+=(nftables)
+if [ ${#need_net[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    say "installing Debian packages for the NAT test: ${need_net[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_net[@]}" >/dev/null
+  else
+    echo "[setup] missing ${need_net[*]}: the network-namespace NAT test will be skipped" >&2
+  fi
+fi
+
 # 2. Python venv from the lock file (torch/torchvision come from this machine's disk via pip's find-links).
 PYDIGEST=$(digest requirements.lock pyproject.toml)
 if [ ! -x .venv/bin/python ] || ! stamp_ok venv "$PYDIGEST"; then

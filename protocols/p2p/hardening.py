@@ -272,27 +272,37 @@ def disable_auto_connector(host: Any) -> None:
 CircuitDialer = Callable[[ID, list[multiaddr.Multiaddr]], Awaitable[Any]]
 
 
-def dial_relayed_addrs(host: Any, dial_circuit: CircuitDialer) -> None:
-    """Let this host's swarm reach a peer known only by ``/p2p-circuit`` addresses.
+def dial_relayed_addrs(host: Any, dial_circuit: CircuitDialer, *, direct_first_s: float) -> None:
+    """Let this host's swarm reach a peer known by ``/p2p-circuit`` addresses.
 
     ``Swarm.dial_peer`` (behind ``host.connect`` and ``host.new_stream``) drops every relayed address, and its relay
     transport cannot be registered with the swarm (``CircuitV2Transport.dial`` returns an upgraded connection, the
-    swarm expects a raw one). So when the direct dial fails and the peerstore holds relayed addresses, this calls
-    ``dial_circuit(peer, addrs)`` (:class:`protocols.p2p.nat.NatTraversal`), which registers the relayed connection
-    with the swarm itself; the swarm's connections then answer. Per host; direct dials are unchanged.
+    swarm expects a raw one). So for a peer whose peerstore entry holds relayed addresses, the direct addresses get
+    ``direct_first_s`` (a private peer's LAN addresses still arrive in gossiped peer records, and the swarm retries
+    each unreachable one with back-off for longer than a request's deadline), then ``dial_circuit(peer, addrs)``
+    (:meth:`protocols.p2p.nat.NatTraversal.dial_relayed`) registers a relayed connection with the swarm itself.
+    Per host; peers without relayed addresses are dialled exactly as before.
     """
     swarm = host.get_network()
     direct = getattr(swarm, "dial_peer", None)
     if direct is None or not hasattr(swarm, "connections"):
         raise LibraryDrift("py-libp2p's swarm has no dial_peer/connections to extend; pin libp2p==0.8.1")
 
-    async def dial_peer(peer_id: ID) -> list[Any]:
+    def relayed_addrs(peer_id: ID) -> list[multiaddr.Multiaddr]:
         try:
+            return [a for a in swarm.peerstore.addrs(peer_id) if "/p2p-circuit" in str(a)]
+        except Exception:  # PeerStoreError for a peer it does not know: the direct dial reports that
+            return []
+
+    async def dial_peer(peer_id: ID) -> list[Any]:
+        relayed = relayed_addrs(peer_id)
+        if not relayed:
             return list(await direct(peer_id))
-        except Exception:
-            relayed = [a for a in swarm.peerstore.addrs(peer_id) if "/p2p-circuit" in str(a)]
-            if not relayed:
-                raise
+        with trio.move_on_after(direct_first_s):
+            try:
+                return list(await direct(peer_id))
+            except Exception as exc:  # unreachable LAN addresses of a peer behind another NAT
+                logger.debug("direct dial to %s failed (%r); trying its relayed addresses", peer_id, exc)
         await dial_circuit(peer_id, relayed)
         connections = list(swarm.connections.get(peer_id, []))
         if not connections:

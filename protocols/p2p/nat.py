@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 _ASK_PEERS = 3
 """Peers asked to dial back per check."""
 _UNKNOWN_RETRY_S = 2.0
+_DIRECT_FIRST_S = 1.0
+"""A peer announcing relayed addresses is tried on its direct ones this long first (enough on a shared LAN)."""
 
 
 def relay_limits(config: P2PConfig) -> RelayLimits:
@@ -95,7 +97,7 @@ class NatTraversal:
         """Relay peer → the circuit address this node announces through it."""
         self._reachability_known = trio.Event()
         host.set_stream_handler(HOP_PROTOCOL, self._serve_hop)
-        dial_relayed_addrs(host, self.dial_relayed)
+        dial_relayed_addrs(host, self.dial_relayed, direct_first_s=_DIRECT_FIRST_S)
 
     # --- what the node announces ----------------------------------------------------------------------------
 
