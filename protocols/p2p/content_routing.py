@@ -44,6 +44,7 @@ from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerstore import PeerStoreError
 
 from protocols.p2p.config import P2PConfig
 from protocols.p2p.errors import LibraryDrift
@@ -220,7 +221,7 @@ class ContentRouting:
                 # The RPC keeps no address of the closer peers it is told about: only those already known here
                 # (from the FIND_NODE walk or earlier) can be asked.
                 candidates.extend(p for p in closer if p != me and p not in queried and p not in candidates
-                                  and self._host.get_peerstore().addrs(p))
+                                  and self._has_addrs(p))
 
         while not lookup.full():
             batch = sort_peer_ids_by_distance(key, [p for p in candidates if p not in queried])[:ALPHA]
@@ -230,6 +231,13 @@ class ContentRouting:
             async with trio.open_nursery() as nursery:
                 for peer in batch:
                     nursery.start_soon(ask, peer)
+
+
+    def _has_addrs(self, peer: ID) -> bool:
+        try:
+            return bool(self._host.get_peerstore().addrs(peer))
+        except PeerStoreError:  # a peer the peerstore never heard of
+            return False
 
 
 class _Lookup:
