@@ -20,7 +20,7 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from protocols.errors import ConfigError
 from protocols.p2p.config import P2PConfig
-from protocols.p2p.dialback import Reachability, dial_candidates, verdict
+from protocols.p2p.dialback import DIALBACK_PROTOCOL, Reachability, dial_candidates, verdict
 from protocols.p2p.node import P2PNode
 from protocols.p2p.testing import loopback_config, start_node
 from protocols.topics import PING_PROTOCOL
@@ -79,7 +79,7 @@ async def test_dial_back_fails_for_an_address_nobody_listens_on() -> None:
                 with trio.socket.socket() as probe:  # a free port, closed again: nothing answers there
                     await probe.bind(("127.0.0.1", 0))
                     port = probe.getsockname()[1]
-                reply = await second.request(first.peer_id, "/dtnode/dialback/1.0.0",  # type: ignore[arg-type]
+                reply = await second.request(first.peer_id, DIALBACK_PROTOCOL,
                                              f'{{"addrs":["/ip4/127.0.0.1/tcp/{port}"]}}'.encode())
                 assert reply == b'{"reached":null}'
         nursery.cancel_scope.cancel()
@@ -123,21 +123,22 @@ async def test_private_node_is_reached_through_the_relay(tmp_path: Path) -> None
         nursery.cancel_scope.cancel()
 
 
-async def test_private_node_finds_itself_private_and_reserves() -> None:
-    # "auto": the relay cannot dial the listen address this node advertises (it listens on a port, then announces
-    # another), so the dial-back verdict is PRIVATE and the node takes a relay slot.
+async def test_a_node_seen_at_another_ip_than_it_listens_on_is_private_and_reserves() -> None:
+    # The node listens on 127.0.0.2 only, but its connections to the relay leave from 127.0.0.1 (the kernel's
+    # source for 127.0.0.1), as a host behind a NAT is seen at its router's address. The relay dials only the
+    # observed IP (anti-amplification): 127.0.0.2 is not tried although it would answer, 127.0.0.1 at the advertised
+    # port refuses, so the verdict is PRIVATE and the node takes a relay slot.
     async with trio.open_nursery() as nursery:
         async with start_node(nursery, loopback_config()) as relay:
-            config = loopback_config(bootstrap=(relay.listen_addrs()[0],))
-            node = P2PNode(_identity(), config)
-            node.host.get_addrs = lambda: [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/1")]  # type: ignore[method-assign]
-            await nursery.start(node.run)
-            try:
+            config = loopback_config(bootstrap=(relay.listen_addrs()[0],), listen_addrs=("/ip4/127.0.0.2/tcp/0",))
+            async with start_node(nursery, config) as node:
+                listen = node.listen_addrs()[0].split("/p2p/")[0]
+                reply = await node.request(relay.peer_id, DIALBACK_PROTOCOL, f'{{"addrs":["{listen}"]}}'.encode())
+                assert reply == b'{"reached":null}'
                 assert await node.nat.wait_reachability(20) is Reachability.PRIVATE
                 await until(lambda: node.nat.reservations, 20)
                 assert node.presence().addrs == (relay.listen_addrs()[0] + "/p2p-circuit",)
-            finally:
-                await node.stop()
+                assert relay.nat.reachability is not Reachability.PRIVATE
         nursery.cancel_scope.cancel()
 
 
@@ -158,7 +159,21 @@ async def test_hole_punching_upgrades_a_relayed_connection() -> None:
         nursery.cancel_scope.cancel()
 
 
-def _identity() -> Any:
-    from protocols.p2p.identity import NodeIdentity
-
-    return NodeIdentity.generate()
+async def test_relay_limits_and_relay_service_off() -> None:
+    # One slot: the second private node is refused while the first holds it. A public node with relay_service off
+    # refuses every reservation.
+    async with trio.open_nursery() as nursery:
+        async with start_node(nursery, loopback_config(reachability="public", relay_max_reservations=1)) as relay, \
+                start_node(nursery, loopback_config(reachability="public", relay_service=False)) as no_relay:
+            config = loopback_config(bootstrap=(relay.listen_addrs()[0],), reachability="private", hole_punching=False)
+            async with start_node(nursery, config) as first:
+                await until(lambda: first.nat.reservations, 20)
+                async with start_node(nursery, config) as second:
+                    await trio.sleep(3 * config.bootstrap_retry_s + 1)  # several tries of the reservation loop
+                    assert not second.nat.reservations and second.presence().addrs == ()
+            refused = loopback_config(bootstrap=(no_relay.listen_addrs()[0],), reachability="private")
+            async with start_node(nursery, refused) as third:
+                await until(lambda: no_relay.peer_id in third.connected_peers(), 20)
+                await trio.sleep(3 * refused.bootstrap_retry_s + 1)
+                assert not third.nat.reservations and not no_relay.nat.is_relaying()
+        nursery.cancel_scope.cancel()
