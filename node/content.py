@@ -18,6 +18,7 @@ from node.config import NodeConfig
 from protocols.p2p.node import P2PNode
 from storage.bitswap_fetch import Provider
 from storage.blockstore import FilesystemBlockStore
+from storage.cid import parse_cid
 from storage.content import LocalContentStore
 from storage.errors import StorageError
 from storage.exchange import BlockExchange
@@ -88,7 +89,8 @@ class ContentNode:
 
 async def start_content_node(nursery: trio.Nursery, cfg: NodeConfig, net: P2PNode, *,
                              log: logging.Logger | None = None) -> ContentNode:
-    """Start the libp2p host ``net`` and a bitswap exchange over this node's block store in ``nursery``.
+    """Start the libp2p host ``net`` and a bitswap exchange over this node's block store in ``nursery``, and have
+    the node announce the roots it has pinned in the DHT.
 
     Cancellation: cancelling ``nursery`` stops both; blocks already written stay (writes are atomic).
     """
@@ -96,4 +98,6 @@ async def start_content_node(nursery: trio.Nursery, cfg: NodeConfig, net: P2PNod
     await nursery.start(net.run)
     exchange = BlockExchange(net.host, blockstore)
     await nursery.start(exchange.run)
+    for pinned in blockstore.pins():  # provider records are not kept across restarts: announce what we hold again
+        net.routing.announce(parse_cid(pinned).multihash)
     return ContentNode(blockstore, net=net, exchange=exchange, fetch_timeout_s=cfg.fetch_timeout_s, log=log)

@@ -15,13 +15,17 @@ from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.peerinfo import PeerInfo
 
-from node.content import ContentNode
+from node.config import NodeConfig
+from node.content import ContentNode, open_blockstore, start_content_node
 from protocols.p2p.content_routing import ContentRouting
 from protocols.p2p.hardening import disable_auto_connector
+from protocols.p2p.identity import NodeIdentity
+from protocols.p2p.node import P2PNode
 from protocols.p2p.testing import make_nodes
 from storage.bitswap_wire import PROTOCOLS as BITSWAP_PROTOCOLS
 from storage.blockstore import FilesystemBlockStore
 from storage.cid import parse_cid
+from storage.content import LocalContentStore
 from storage.errors import BlockNotFound
 from storage.exchange import BlockExchange, ExchangeConfig
 from tests.p2p.routing_nodes import RoutingNode, routing_config, routing_nodes
@@ -181,3 +185,13 @@ async def test_a_full_node_announces_what_it_stores_and_its_fetches_fall_back_to
                                            providers=[nets[1].peer_id])
             assert got == data
             nursery.cancel_scope.cancel()
+
+
+async def test_a_restarted_node_announces_what_it_had_pinned(tmp_path: Path) -> None:
+    cfg = NodeConfig(data_dir=str(tmp_path / "node")).validate()
+    cid = await LocalContentStore(open_blockstore(cfg)).put(os.urandom(5000))  # pinned before the node starts
+    net = P2PNode(NodeIdentity.generate(), routing_config())  # start_content_node starts it
+    async with trio.open_nursery() as nursery:
+        await start_content_node(nursery, cfg, net)
+        assert net.routing.announcing() == [parse_cid(cid).multihash]
+        nursery.cancel_scope.cancel()
