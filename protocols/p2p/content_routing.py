@@ -201,15 +201,16 @@ class ContentRouting:
         return lookup.result()
 
     async def _walk(self, lookup: _Lookup, *, deadline: float) -> None:
-        """Ask the peers closest to the key for its providers, then the closer peers they name, ALPHA at a time."""
+        """Ask peers close to the key for its providers, ALPHA at a time, nearest first.
+
+        First the closest peers this node knows (often enough: a record sits at the k closest peers, and in a
+        small network that is most of them); then, if nothing was found, the FIND_NODE walk (for half the time
+        left) finds the closest peers in the network and their addresses. It stops once it has ``limit``
+        providers, one round after it found the first, or when the k closest peers it knows of were all asked.
+        """
         key, me = lookup.key, lookup.me
-        # The FIND_NODE walk learns the closest peers' addresses; it gets half the time, and a walk cut short
-        # falls back to the routing table and connected peers.
-        closest: list[ID] = []
-        with trio.move_on_at(trio.current_time() + (deadline - trio.current_time()) / 2):
-            closest = list(await self._dht.peer_routing.find_closest_peers_network(key))
         local = self._dht.routing_table.find_local_closest_peers(key, BUCKET_SIZE)
-        candidates = [p for p in dict.fromkeys([*closest, *local, *self._host.get_connected_peers()]) if p != me]
+        candidates = [p for p in dict.fromkeys([*local, *self._host.get_connected_peers()]) if p != me]
         queried: set[ID] = set()
         store: Any = self._dht.provider_store  # the RPC is not public API (checked by _check_library)
         per_peer_s = max(1.0, self.config.provider_lookup_timeout_s / 2)
@@ -220,18 +221,31 @@ class ContentRouting:
                 lookup.take(list(providers))
                 # The RPC keeps no address of the closer peers it is told about: only those already known here
                 # (from the FIND_NODE walk or earlier) can be asked.
-                candidates.extend(p for p in closer if p != me and p not in queried and p not in candidates
-                                  and self._has_addrs(p))
+                candidates.extend(p for p in closer if p != me and p not in candidates and self._has_addrs(p))
 
-        while not lookup.full():
-            batch = sort_peer_ids_by_distance(key, [p for p in candidates if p not in queried])[:ALPHA]
+        async def one_round() -> bool:
+            nearest = sort_peer_ids_by_distance(key, candidates)[:BUCKET_SIZE]
+            batch = [p for p in nearest if p not in queried][:ALPHA]
             if not batch:
-                return
+                return False
             queried.update(batch)
             async with trio.open_nursery() as nursery:
                 for peer in batch:
                     nursery.start_soon(ask, peer)
+            return True
 
+        if await one_round() and lookup.found:
+            await one_round()
+            return
+        with trio.move_on_at(trio.current_time() + (deadline - trio.current_time()) / 2):
+            walked = await self._dht.peer_routing.find_closest_peers_network(key)
+            candidates.extend(p for p in walked if p != me and p not in candidates)
+        found_in: int | None = None
+        rounds = 0
+        while not lookup.full() and (found_in is None or rounds <= found_in) and await one_round():
+            rounds += 1
+            if lookup.found and found_in is None:
+                found_in = rounds
 
     def _has_addrs(self, peer: ID) -> bool:
         try:

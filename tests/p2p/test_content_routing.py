@@ -195,3 +195,19 @@ async def test_a_restarted_node_announces_what_it_had_pinned(tmp_path: Path) -> 
         await start_content_node(nursery, cfg, net)
         assert net.routing.announcing() == [parse_cid(cid).multihash]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_lookup_walks_past_neighbours_without_the_record(tmp_path: Path) -> None:
+    """A - B - D - C: the record is at D (and C); A's only neighbour B lacks it, so the lookup must walk the DHT."""
+    async with routing_nodes(4, tmp_path, exchange=FAST) as (a, b, c, d):
+        await c.connect(d)
+        data = os.urandom(MB)
+        cid = await c.content.put(data)
+        key = parse_cid(cid).multihash
+        await until(lambda: holds_record(d, key, c), timeout=20)
+        await b.connect(d)
+        await a.connect(b)
+        assert not b.dht.provider_store.get_providers(key)
+        assert [p.peer_id for p in await a.routing.find_providers(key)] == [c.peer_id]
+        got = await a.content.get(cid, max_bytes=2 * MB, timeout_s=FETCH_TIMEOUT_S, providers=[b.peer_id])
+        assert got == data
