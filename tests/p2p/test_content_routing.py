@@ -17,7 +17,7 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from node.config import NodeConfig
 from node.content import ContentNode, open_blockstore, start_content_node
-from protocols.p2p.content_routing import ContentRouting
+from protocols.p2p.content_routing import MODE_CHECK_S, ContentRouting, initial_dht_mode
 from protocols.p2p.hardening import disable_auto_connector
 from protocols.p2p.identity import NodeIdentity
 from protocols.p2p.node import P2PNode
@@ -211,3 +211,26 @@ async def test_a_lookup_walks_past_neighbours_without_the_record(tmp_path: Path)
         assert [p.peer_id for p in await a.routing.find_providers(key)] == [c.peer_id]
         got = await a.content.get(cid, max_bytes=2 * MB, timeout_s=FETCH_TIMEOUT_S, providers=[b.peer_id])
         assert got == data
+
+
+def test_the_dht_mode_follows_the_config() -> None:
+    assert initial_dht_mode(routing_config()) is DHTMode.SERVER
+    assert initial_dht_mode(routing_config(dht_mode="client")) is DHTMode.CLIENT
+    assert initial_dht_mode(routing_config(reachability="private")) is DHTMode.CLIENT
+    assert initial_dht_mode(routing_config(reachability="private", dht_mode="server")) is DHTMode.SERVER
+
+
+async def test_in_auto_mode_a_node_found_private_stops_serving_the_dht(autojump_clock: Any) -> None:
+    host = make_host()
+    dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
+    private = False
+    routing = ContentRouting(host, dht, routing_config(), is_private=lambda: private)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(routing.run)
+        await trio.sleep(MODE_CHECK_S + 1)
+        assert KAD_PROTOCOL in host.get_mux().handlers
+        private = True
+        await trio.sleep(MODE_CHECK_S + 1)
+        assert KAD_PROTOCOL not in host.get_mux().handlers  # peers can no longer query it
+        assert dht.mode.value == "CLIENT"
+        nursery.cancel_scope.cancel()
