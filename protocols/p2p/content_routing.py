@@ -24,6 +24,8 @@ of it, here and nowhere else (each seen on 0.8.1 on loopback):
   ``providing_keys`` after each announcement and re-announce ourselves: a bounded set of roots, one announcement
   per ``provide_spacing_s``, each under ``provide_timeout_s``.
 * ``get_providers`` (and so the store a DHT server serves) returns this node's own record too; our lookups drop it.
+* ``provide`` names the host's listen addresses in the record; a node behind a NAT must name its relayed address
+  (``NatTraversal.advertised_addrs``), so with ``advertised`` given we send ``ADD_PROVIDER`` ourselves with those.
 
 Cancellation: :meth:`ContentRouting.run` owns the announcing task; cancelling it stops announcing (records already
 placed at other nodes expire there after 48 h).
@@ -34,17 +36,21 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
+import varint
 from libp2p.abc import IHost
 from libp2p.kad_dht.common import ALPHA, BUCKET_SIZE
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.peer.peerstore import PeerStoreError
+from libp2p.peer.peerstore import PeerStoreError, env_to_send_in_RPC
+from multiaddr import Multiaddr
 
 from protocols.p2p.config import P2PConfig
 from protocols.p2p.errors import LibraryDrift
@@ -83,12 +89,17 @@ class ContentRouting:
     """
 
     def __init__(self, host: IHost, dht: KadDHT, config: P2PConfig, *,
-                 is_private: Callable[[], bool] | None = None) -> None:
+                 is_private: Callable[[], bool] | None = None,
+                 advertised: Callable[[], Sequence[str]] | None = None) -> None:
         _check_library(dht)
         self._host = host
         self._dht = dht
         self.config = config
         self._is_private = is_private
+        self._advertised = advertised
+        if advertised is not None:
+            # Our records name the addresses the node advertises (module docstring), not its listen addresses.
+            dht.provider_store._send_add_provider = self._send_add_provider  # type: ignore[method-assign]
         self._roots: OrderedDict[bytes, float] = OrderedDict()
         """Announced keys, oldest first, each with when it is due again (-inf: not yet announced)."""
         self._due = trio.Event()
@@ -142,9 +153,43 @@ class ContentRouting:
                 logger.warning("announcing provider record %s failed: %r", key.hex(), exc)
         # The library would re-announce every key it ever provided, all at once (module docstring): we do it.
         store.providing_keys.discard(key)
+        if self._advertised is not None and (addrs := self._provider_addrs()):
+            store.add_provider(key, PeerInfo(self._host.get_id(), addrs))  # the record this node serves itself
         if ok:
             self.announced += 1
         return ok
+
+    def _provider_addrs(self) -> list[Multiaddr]:
+        assert self._advertised is not None
+        return [Multiaddr(a) for a in self._advertised()]
+
+    async def _send_add_provider(self, peer_id: ID, key: bytes) -> bool:
+        """The library's ``ADD_PROVIDER`` (fire and forget, as Kubo expects), naming the advertised addresses."""
+        addrs = self._provider_addrs()
+        if not addrs:
+            return False  # a private node before its relay slot: a record nobody could dial is worse than none
+        message = Message()
+        message.type = Message.MessageType.ADD_PROVIDER
+        message.key = key
+        envelope, _ = env_to_send_in_RPC(self._host)
+        message.senderRecord = envelope
+        provider = message.providerPeers.add()
+        provider.id = self._host.get_id().to_bytes()
+        provider.addrs.extend(a.to_bytes() for a in addrs)
+        provider.signedRecord = envelope
+        data = message.SerializeToString()
+        stream = None
+        try:
+            stream = await self._host.new_stream(peer_id, [KAD_PROTOCOL])
+            await stream.write(varint.encode(len(data)) + data)
+            return True
+        except Exception as exc:  # one unreachable DHT peer; the others still get the record
+            logger.debug("ADD_PROVIDER to %s failed: %r", peer_id, exc)
+            return False
+        finally:
+            if stream is not None:
+                with trio.move_on_after(self.config.provide_spacing_s + 1.0):
+                    await stream.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Announce due keys, one per ``provide_spacing_s``, and follow reachability in ``auto`` mode; until

@@ -101,7 +101,8 @@ class P2PNode:
         self._dht = KadDHT(self._host, initial_dht_mode(self.config), enable_random_walk=self.config.enable_random_walk)
         self.requests = Requests(self._host, self.config, self.metrics, self.peer_table)
         self.nat = NatTraversal(self._host, self.config, self.requests, on_addrs_changed=self._addrs_changed)
-        self.routing = ContentRouting(self._host, self._dht, self.config, is_private=self._is_private)
+        self.routing = ContentRouting(self._host, self._dht, self.config, is_private=self._is_private,
+                                      advertised=self.nat.advertised_addrs)
         """Provider records in the DHT: what this node holds, and who holds what it lacks."""
         self.gossip = Gossip(self._host, identity, self.config, self.metrics, on_presence=self._on_presence,
                              drops=self.drops)

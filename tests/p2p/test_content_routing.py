@@ -234,3 +234,28 @@ async def test_in_auto_mode_a_node_found_private_stops_serving_the_dht(autojump_
         assert KAD_PROTOCOL not in host.get_mux().handlers  # peers can no longer query it
         assert dht.mode.value == "CLIENT"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_record_names_the_addresses_the_node_advertises(tmp_path: Path) -> None:
+    """A node behind a NAT advertises its relayed address; its provider records must carry that one, and a node
+    with no dialable address yet (no relay slot) sends none."""
+    async with routing_nodes(1, tmp_path) as (b,):
+        relayed = f"{b.host.get_addrs()[0]}/p2p-circuit"
+        relayed = relayed if "/p2p/" in relayed else relayed.replace("/p2p-circuit",
+                                                                     f"/p2p/{b.peer_id.to_base58()}/p2p-circuit")
+        advertised: tuple[str, ...] = ()
+        host = make_host()
+        disable_auto_connector(host)
+        dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
+        async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            routing = ContentRouting(host, dht, routing_config(), advertised=lambda: advertised)
+            await host.connect(b.info)
+            await dht.add_peer(b.peer_id, skip_server_mode_check=True)
+            key = parse_cid(_SOME_CID).multihash
+            assert not await routing.provide_now(key)
+            assert not b.dht.provider_store.get_providers(key)
+            advertised = (relayed,)
+            assert await routing.provide_now(key)
+            await until(lambda: bool(b.dht.provider_store.get_providers(key)), timeout=10)
+            [record] = b.dht.provider_store.get_providers(key)
+            assert record.peer_id == host.get_id() and [str(a) for a in record.addrs] == [relayed]
