@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 
 from node.chainio import AsyncChain
 from node.roles.customer import job_params
-from node.roles.decisions import draw_ready, first_draw_due
+from node.roles.decisions import draw_ready, first_draw_due, rescan_due
 from protocols.chain.client import JobManagerClient, TxResult
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import (
@@ -138,6 +138,12 @@ class ChainView:
 
     async def block_number(self) -> int:
         return await self.chain(self.client.block_number, what="eth_blockNumber")
+
+    async def logged(self, first_block: int, last_block: int) -> bool:
+        """Whether the contract emitted any event in blocks ``first_block`` .. ``last_block``."""
+        client = self.client
+        return bool(await self.chain(lambda: client.get_events(from_block=first_block, to_block=last_block),
+                                     what="eth_getLogs"))
 
     async def draw_delay(self) -> int:
         if self._draw_delay is None:
@@ -324,3 +330,56 @@ class JobScanner:
             else:
                 self.finished.add(job.job_id)
         return out
+
+
+@dataclass
+class ChainWatch:
+    """The chain's head, read at most once per half poll for all the roles of a node, and whether the contract logged
+    anything in a range of blocks (memoised: roles that scanned at the same block ask the same question)."""
+
+    jobs: ChainView
+    poll_s: float
+    _head: tuple[float, int] | None = None
+    """(monotonic time of the read, head block)."""
+    _logged: dict[tuple[int, int], bool] = field(default_factory=dict)
+
+    async def head(self) -> int:
+        now = time.monotonic()
+        if self._head is None or now - self._head[0] >= self.poll_s / 2:
+            self._head = (now, await self.jobs.block_number())
+        return self._head[1]
+
+    async def logged_after(self, block: int, head: int) -> bool:
+        """Whether the contract emitted an event after ``block``, up to ``head``."""
+        if head <= block:
+            return False
+        if (block, head) not in self._logged:
+            if len(self._logged) > 64:
+                self._logged.clear()
+            self._logged[(block, head)] = await self.jobs.logged(block + 1, head)
+        return self._logged[(block, head)]
+
+
+@dataclass
+class ScanGate:
+    """One role's answer to "scan the chain in full this poll?" (:func:`~node.roles.decisions.rescan_due`): an idle
+    node reads the head block and, when it moved, the contract's logs since its last scan, instead of every job,
+    submission and update it watches."""
+
+    watch: ChainWatch
+    scanned_at: int | None = None
+    """The head block read before the last full scan (events mined during a scan are seen at the next poll)."""
+    skipped: int = 0
+
+    async def due(self, *, busy: bool) -> int | None:
+        """The head block to record with :meth:`scanned` after a full scan now, or None to skip this poll."""
+        head = await self.watch.head()
+        first = self.scanned_at is None
+        logged = not first and not busy and await self.watch.logged_after(self.scanned_at or 0, head)
+        if rescan_due(first=first, busy=busy, logged=logged, skipped=self.skipped):
+            return head
+        self.skipped += 1
+        return None
+
+    def scanned(self, head: int) -> None:
+        self.scanned_at, self.skipped = head, 0

@@ -22,7 +22,7 @@ from node.chainio import AsyncChain
 from node.config import NodeConfig
 from node.content import ContentNode
 from node.limits import MIN_RATE, content_limits
-from node.roles.chain_view import ChainView, check_spec
+from node.roles.chain_view import ChainView, ChainWatch, check_spec
 from node.roles.decisions import signing_window_s
 from node.training.data import ArraySet, decode_shard
 from node.training.local import LOSS_SAMPLES
@@ -92,10 +92,13 @@ class NodeContext:
     """Seconds spent per activity (fetch, train, replay, aggregate, ...): the devnet benchmark's breakdown."""
     jobs: ChainView = field(init=False)
     """The job contract as this node's roles use it: every call under the chain deadline."""
+    watch: ChainWatch = field(init=False)
+    """The chain's head and the contract's logs, read once a poll for all roles (an idle role's ``ScanGate``)."""
 
     def __post_init__(self) -> None:
         self.jobs = ChainView(client=self.client, chain=self.chain, address=str(self.account.address),
                               signing_window=self.signing_window_s)
+        self.watch = ChainWatch(self.jobs, poll_s=self.config.chain_poll_interval_s)
 
     async def signing_window_s(self, job_id: int) -> int:
         """Seconds a first panel of ``job_id`` has to sign before it may be drawn on-chain

@@ -36,6 +36,20 @@ def jobs_to_start(job_ids: Iterable[int], serving: Collection[int]) -> list[int]
     return [job_id for job_id in job_ids if job_id not in serving]
 
 
+MAX_SKIPPED_POLLS = 4
+"""An idle role scans in full at least every fifth poll, whatever the chain logged: some of what it watches moves by
+time alone (a lease running out, a signing or vote window closing, content retried until its deadline)."""
+
+
+def rescan_due(*, first: bool, busy: bool, logged: bool, skipped: int) -> bool:
+    """Whether a polling role reads the chain in full now (``first``: it never did; ``busy``: its last scan found
+    work that moves with every block, such as an update waiting for its draw; ``logged``: the contract emitted an
+    event since its last scan; ``skipped``: polls skipped since then). Every change of the contract's state that a role
+    acts on emits an event, so an idle role needs nothing but the head block and the contract's logs since its last
+    scan on most polls, and a full scan every ``MAX_SKIPPED_POLLS + 1`` polls for what moves by time alone."""
+    return first or busy or logged or skipped >= MAX_SKIPPED_POLLS
+
+
 def draw_ready(anchor_block: int, latest_block: int, draw_delay: int) -> bool:
     """Whether a draw anchored at ``anchor_block`` can be sent now: the contract draws from
     ``blockhash(anchor + DRAW_DELAY)``, which exists once a later block is mined, and a node estimates (and its

@@ -40,7 +40,7 @@ import trio
 from node.checkpoint import decode_checkpoint
 from node.limits import content_deadline_s, content_limits
 from node.roles.auditor import Auditor
-from node.roles.chain_view import JobScanner
+from node.roles.chain_view import JobScanner, ScanGate
 from node.roles.context import NodeContext, ticket_expectations
 from node.roles.decisions import (
     claimed_loss_reduction,
@@ -59,7 +59,7 @@ from node.training.replay import CommittedState, Verdict, choose_segments, repla
 from node.training.task import Task
 from node.training.ticket_check import check_update_ticket, ticket_shard
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import Phase, Submission, UpdateInfo
+from protocols.chain.models import Phase, Submission, UpdateInfo, UpdateStatus
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
 from protocols.specs import JobSpec, UpdateManifest
@@ -102,15 +102,22 @@ class ValidatorRole:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.auditor.run)
             task_status.started()
+            gate, busy = ScanGate(self.ctx.watch), False
             while True:
                 try:
-                    await self._scan(nursery)
+                    head = await gate.due(busy=busy or bool(self._in_progress))
+                    if head is not None:
+                        busy = await self._scan(nursery)
+                        gate.scanned(head)
                 except DtnodeError as exc:  # chain down or content unreachable: retry on the next scan
                     self.ctx.log.warning("validator: %s: %s; retrying", type(exc).__name__, exc)
                 await trio.sleep(self.ctx.config.chain_poll_interval_s)
 
-    async def _scan(self, nursery: trio.Nursery) -> None:
+    async def _scan(self, nursery: trio.Nursery) -> bool:
+        """Read every open job's admitted updates and act on each; True when one is pending (its draw, signing
+        window or vote window moves with the chain: the next poll scans again, not only on a logged event)."""
         ctx = self.ctx
+        pending = False
         for job in await self.scanner.open_jobs():
             job_id, r = job.job_id, job.committed_rounds
             for sub in await ctx.jobs.submissions(job_id, r):
@@ -124,12 +131,14 @@ class ValidatorRole:
                 if (await ctx.jobs.draw_if_due(job_id, r, sub.slot, update)
                         or await ctx.jobs.escalate_if_due(job_id, r, sub.slot, update)):
                     update = await ctx.jobs.update(job_id, r, sub.slot)
+                pending = pending or update.status == UpdateStatus.PENDING
                 key = (job_id, r, sub.slot, int(update.phase))
                 if key in self.verdicts or key in self._in_progress or skip_check(update, ctx.address) is not None:
                     continue
                 # Several checks at once: most of a check is waiting for content; the replay itself is short.
                 self._in_progress.add(key)
                 nursery.start_soon(self._validate_guarded, job_id, r, sub, update, key)
+        return pending
 
     async def _sign_if_drawn(self, nursery: trio.Nursery, job_id: int, r: int, sub: Submission,
                              update: UpdateInfo) -> None:
@@ -341,22 +350,23 @@ class ValidatorRole:
 
 
 async def _first_error_unwrapped(*calls: Awaitable[Any]) -> list[Any]:
-    """Await ``calls`` concurrently and return their results in order. The first to fail cancels the others and its
-    exception is raised as it is, not in an exception group: the caller tells content not there yet (retried) from
-    content that fails its checks (a verdict) by the exception's type."""
+    """Await ``calls`` concurrently and return their results in order; if any failed, raise the first failure as it
+    is, not in an exception group (the caller tells content not there yet, retried, from content that fails its
+    checks, a verdict, by the exception's type). A failure does not cancel the others: a segment transfer cancelled
+    mid-way would leave its partial file behind (``fetch_segment`` removes it on the way out, which a cancelled task
+    cannot await)."""
     results: list[Any] = [None] * len(calls)
     failed: list[Exception] = []
 
-    async def one(i: int, call: Awaitable[Any], nursery: trio.Nursery) -> None:
+    async def one(i: int, call: Awaitable[Any]) -> None:
         try:
             results[i] = await call
         except Exception as exc:
             failed.append(exc)
-            nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
         for i, call in enumerate(calls):
-            nursery.start_soon(one, i, call, nursery)
+            nursery.start_soon(one, i, call)
     if failed:
         raise failed[0]
     return results

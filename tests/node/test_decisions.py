@@ -15,6 +15,7 @@ from node.roles.chain_view import SpecMismatch, check_spec, spec_mismatches
 from node.roles.context import expected_check_s
 from node.roles.customer import job_params
 from node.roles.decisions import (
+    MAX_SKIPPED_POLLS,
     CloseReason,
     LeaderStep,
     RoundState,
@@ -34,6 +35,7 @@ from node.roles.decisions import (
     pay_left_unpaid,
     refuse_before_reading,
     refuse_slot,
+    rescan_due,
     round_close,
     rounds_to_audit,
     signing_window_s,
@@ -334,6 +336,15 @@ def test_an_auditor_is_finished_with_a_closed_job_once_every_committed_round_is_
 # -- signed votes (fast path) --------------------------------------------------------------------------------------
 
 SIG = bytes(range(65))
+
+
+def test_an_idle_role_skips_its_full_scan_until_the_contract_logs_or_time_may_have_moved_something() -> None:
+    assert rescan_due(first=True, busy=False, logged=False, skipped=0)  # nothing read yet
+    assert not rescan_due(first=False, busy=False, logged=False, skipped=0)  # idle: head and logs only
+    assert rescan_due(first=False, busy=False, logged=True, skipped=0)  # e.g. UpdateSubmitted: scan now
+    assert rescan_due(first=False, busy=True, logged=False, skipped=0)  # a pending update moves with every block
+    assert not rescan_due(first=False, busy=False, logged=False, skipped=MAX_SKIPPED_POLLS - 1)
+    assert rescan_due(first=False, busy=False, logged=False, skipped=MAX_SKIPPED_POLLS)  # leases run out by time
 
 
 def test_the_fast_path_is_open_only_before_an_on_chain_draw() -> None:
