@@ -57,7 +57,10 @@ from protocols.p2p.errors import LibraryDrift
 
 logger = logging.getLogger(__name__)
 
-_LIBRARY_NAMES = ("provide", "get_providers", "providing_keys", "_get_providers_from_peer_with_closers")
+_LIBRARY_NAMES = ("provide", "get_providers", "add_provider", "providers", "providing_keys", "_send_add_provider",
+                  "_get_providers_from_peer_with_closers")
+_CLOSE_TIMEOUT_S = 2.0
+"""Closing an ``ADD_PROVIDER`` stream waits for nothing from the peer; a wedged connection is not waited for."""
 MODE_CHECK_S = 30.0
 """How often a node in ``auto`` DHT mode looks at its reachability again (it changes rarely)."""
 
@@ -114,13 +117,18 @@ class ContentRouting:
         Returns at once (the announcing task does the network work, spaced out). At most ``provide_max_roots``
         keys are kept: announcing one more drops the oldest from re-announcement.
         """
+        if self._keep(key, due=-math.inf):
+            self._due.set()
+
+    def _keep(self, key: bytes, *, due: float) -> bool:
+        """Keep ``key`` among the announced roots (the newest); True if it was not kept before."""
         if key in self._roots:
             self._roots.move_to_end(key)
-            return
-        self._roots[key] = -math.inf
+            return False
+        self._roots[key] = due
         while len(self._roots) > self.config.provide_max_roots:
             self._roots.popitem(last=False)
-        self._due.set()
+        return True
 
     def withdraw(self, key: bytes) -> None:
         """Stop re-announcing ``key`` (unpinned); records already placed expire on their own."""
@@ -136,7 +144,7 @@ class ContentRouting:
 
         Also keeps ``key`` for re-announcement, as :meth:`announce` does.
         """
-        self.announce(key)
+        self._keep(key, due=math.inf)  # not due: the announcing task must not send it a second time meanwhile
         ok = await self._provide(key)
         if key in self._roots:
             self._roots[key] = trio.current_time() + (self.config.provide_interval_s if ok else
@@ -188,7 +196,7 @@ class ContentRouting:
             return False
         finally:
             if stream is not None:
-                with trio.move_on_after(self.config.provide_spacing_s + 1.0):
+                with trio.move_on_after(_CLOSE_TIMEOUT_S):
                     await stream.close()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
