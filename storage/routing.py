@@ -3,9 +3,9 @@
 
 What a router returns are hints from strangers. They change nothing about verification: the exchange re-hashes
 every block against the CID asked for, so a lying provider can only cost time, and that time is bounded: the
-lookup by ``lookup_timeout_s``, a provider that cannot be dialled by the exchange's ``dial_timeout_s``, one that
-lacks the content by its DONT_HAVE (or a failed stream), one that stalls by ``block_timeout_s`` before its wants
-move to another provider; the whole fetch stays under the caller's deadline.
+lookup by ``lookup_timeout_s``, providers that cannot be dialled by one ``dial_timeout_s`` (all are dialled at
+once), one that lacks the content by its DONT_HAVE (or a failed stream), one that stalls by ``block_timeout_s``
+before its wants move to another provider; the whole fetch stays under the caller's deadline.
 """
 
 from __future__ import annotations
@@ -73,7 +73,31 @@ async def fetch_dag_routed(exchange: BlockExchange, router: ContentRouter | None
         raise BlockNotFound(f"{root}: the {len(named)} named provider(s) could not serve it{why}, and the DHT "
                             f"named no other provider within {min(lookup_timeout_s, left):.0f} s")
     logger.info("%s: trying %d provider(s) found in the DHT%s", root, len(found), why)
+    with trio.move_on_at(deadline):
+        reachable = await _dial_all(exchange, found)
+    if not reachable:
+        raise BlockNotFound(f"{root}: none of the {len(found)} provider(s) the DHT named could be dialled{why}")
     left = deadline - trio.current_time()
     if left <= 0:
-        raise FetchTimeout(f"{root}: the DHT lookup used the time left for the fetch")
-    await exchange.fetch_dag(root, found, timeout_s=left, max_bytes=max_bytes)
+        raise FetchTimeout(f"{root}: the DHT lookup and dials used the time left for the fetch")
+    await exchange.fetch_dag(root, reachable, timeout_s=left, max_bytes=max_bytes)
+
+
+async def _dial_all(exchange: BlockExchange, found: list[PeerInfo]) -> list[Provider]:
+    """The providers among ``found`` that could be dialled, all dialled at once: the exchange dials one after the
+    other, so addresses that swallow dials would cost one ``dial_timeout_s`` each before the real provider."""
+    reachable: list[Provider] = []
+
+    async def dial(info: PeerInfo) -> None:
+        try:
+            with trio.fail_after(exchange.config.dial_timeout_s):
+                await exchange.host.connect(info)
+        except Exception as exc:  # an unreachable or lying provider is expected here; the others are tried
+            logger.info("provider %s from the DHT unreachable: %r", info.peer_id, exc)
+            return
+        reachable.append(info.peer_id)
+
+    async with trio.open_nursery() as nursery:
+        for info in found:
+            nursery.start_soon(dial, info)
+    return reachable

@@ -11,8 +11,10 @@ from typing import Any
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from node.config import NodeConfig
@@ -125,15 +127,18 @@ class Staller:
     routing: ContentRouting
 
 
-async def _stalling_provider(*, task_status: trio.TaskStatus[Staller]) -> None:
-    """A DHT node whose bitswap accepts wants and never answers."""
+async def _stalling_provider(advertised: tuple[str, ...] | None = None, *,
+                             task_status: trio.TaskStatus[Staller]) -> None:
+    """A DHT node whose bitswap accepts wants and never answers (its records name ``advertised`` if given)."""
     host = make_host()
     disable_auto_connector(host)
     dht = KadDHT(host, DHTMode.SERVER, enable_random_walk=False)
+    routing = ContentRouting(host, dht, routing_config(),
+                             advertised=None if advertised is None else (lambda: advertised))
     async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
         for protocol in BITSWAP_PROTOCOLS:
             host.set_stream_handler(protocol, read_forever)
-        task_status.started(Staller(host, dht, ContentRouting(host, dht, routing_config())))
+        task_status.started(Staller(host, dht, routing))
         await trio.sleep_forever()
 
 
@@ -259,3 +264,32 @@ async def test_a_record_names_the_addresses_the_node_advertises(tmp_path: Path) 
             await until(lambda: bool(b.dht.provider_store.get_providers(key)), timeout=10)
             [record] = b.dht.provider_store.get_providers(key)
             assert record.peer_id == host.get_id() and [str(a) for a in record.addrs] == [relayed]
+
+
+async def test_records_naming_addresses_that_swallow_dials_cost_one_dial_timeout(tmp_path: Path) -> None:
+    """B holds three records naming peers at an address that accepts TCP and never answers (what a liar sends in an
+    ADD_PROVIDER without a signed peer record); the providers found are dialled at once, so they cost one dial
+    timeout together, not one each before the real provider (the exchange alone dials in turn)."""
+
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        [listener] = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        nursery.start_soon(trio.serve_listeners, silent, [listener])
+        hole = multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{listener.socket.getsockname()[1]}")
+        async with routing_nodes(3, tmp_path, exchange=FAST) as (a, b, c):
+            data = os.urandom(MB)
+            cid = await c.content.put(data)
+            key = parse_cid(cid).multihash
+            for _ in range(3):
+                b.dht.provider_store.add_provider(key, PeerInfo(ID.from_pubkey(create_new_key_pair().public_key),
+                                                                [hole]))
+            await c.connect(b)
+            await until(lambda: holds_record(b, key, c), timeout=20)
+            await a.connect(b)
+            start = trio.current_time()
+            got = await a.content.get(cid, max_bytes=2 * MB, timeout_s=FETCH_TIMEOUT_S, providers=[])
+            assert got == data
+            assert trio.current_time() - start < 2 * FAST.dial_timeout_s
+        nursery.cancel_scope.cancel()
