@@ -24,6 +24,9 @@ of it, here and nowhere else (each seen on 0.8.1 on loopback):
   ``providing_keys`` after each announcement and re-announce ourselves: a bounded set of roots, one announcement
   per ``provide_spacing_s``, each under ``provide_timeout_s``.
 * ``get_providers`` (and so the store a DHT server serves) returns this node's own record too; our lookups drop it.
+* A DHT server logs a WARNING ("Failed to read DHT message from stream: " and an empty reason) every time a
+  py-libp2p client closes its stream after the one answer it wanted, i.e. for nearly every query it serves: a
+  logging filter (:func:`quiet_closed_dht_streams`) turns exactly that record into a DEBUG line.
 * ``provide`` names the host's listen addresses in the record; a node behind a NAT must name its relayed address
   (``NatTraversal.advertised_addrs``), so with ``advertised`` given we send ``ADD_PROVIDER`` ourselves with those.
 
@@ -74,6 +77,25 @@ def initial_dht_mode(config: P2PConfig) -> DHTMode:
     return DHTMode.SERVER
 
 
+class _ClosedStreamFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() == "Failed to read DHT message from stream: ":
+            logger.debug("a DHT client closed its stream after its answer")
+            return False
+        return True
+
+
+_CLOSED_STREAM_FILTER = _ClosedStreamFilter()
+
+
+def quiet_closed_dht_streams() -> None:
+    """Drop the library's WARNING for a DHT stream its client closed (module docstring); idempotent. Any other
+    read failure (a torn or oversized message) still logs as the library wrote it."""
+    library = logging.getLogger("libp2p.kad_dht.kad_dht")
+    if _CLOSED_STREAM_FILTER not in library.filters:
+        library.addFilter(_CLOSED_STREAM_FILTER)
+
+
 def _check_library(dht: KadDHT) -> None:
     store = dht.provider_store
     missing = [name for name in _LIBRARY_NAMES if not hasattr(store, name)]
@@ -95,6 +117,7 @@ class ContentRouting:
                  is_private: Callable[[], bool] | None = None,
                  advertised: Callable[[], Sequence[str]] | None = None) -> None:
         _check_library(dht)
+        quiet_closed_dht_streams()
         self._host = host
         self._dht = dht
         self.config = config
