@@ -168,10 +168,13 @@ class ContentRouting:
         Also keeps ``key`` for re-announcement, as :meth:`announce` does.
         """
         self._keep(key, due=math.inf)  # not due: the announcing task must not send it a second time meanwhile
-        ok = await self._provide(key)
-        if key in self._roots:
-            self._roots[key] = trio.current_time() + (self.config.provide_interval_s if ok else
-                                                      self.config.provide_retry_s)
+        ok = False
+        try:
+            ok = await self._provide(key)
+        finally:  # also when the caller gave up: the announcing task takes the key over
+            if key in self._roots:
+                self._roots[key] = trio.current_time() + (self.config.provide_interval_s if ok else
+                                                          self.config.provide_retry_s)
         return ok
 
     async def _provide(self, key: bytes) -> bool:
