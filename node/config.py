@@ -18,6 +18,7 @@ from typing import Any
 
 from node.http.address import parse_http_address
 from protocols.errors import ConfigError
+from protocols.p2p.config import REACHABILITY_MODES
 from protocols.types import NodeClass
 
 ROLES = ("trainer", "validator", "leader", "provider")
@@ -77,6 +78,15 @@ class NodeConfig:
     loopback."""
     trainer_stake_wei: int = 10**17
     validator_stake_wei: int = 10**17
+    reachability: str = "auto"
+    """Behind a NAT? ``auto``: peers dial this node back to find out; ``public`` / ``private``: known
+    (``protocols.p2p.nat``; a private node reserves a relay slot and announces its ``/p2p-circuit`` address)."""
+    relays: tuple[str, ...] = ()
+    """Full multiaddrs of the relays a private node reserves on; empty: its bootstrap peers."""
+    relay_service: bool = True
+    """A node found public relays for private ones (within the P2P layer's limits)."""
+    hole_punching: bool = True
+    """Try DCUtR to turn a relayed connection into a direct one."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -105,6 +115,9 @@ class NodeConfig:
             raise ConfigError(f"setting 'cpu_node_class': {self.cpu_node_class!r} is not one of S, M, L (or empty)")
         if self.device not in DEVICES:
             raise ConfigError(f"setting 'device': {self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.reachability not in REACHABILITY_MODES:
+            raise ConfigError(f"setting 'reachability': {self.reachability!r} is not one of "
+                              f"{', '.join(REACHABILITY_MODES)}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"setting 'log_format': {self.log_format!r} is not one of text, json")
         if self.contract_address and not _ADDRESS_RE.match(self.contract_address):
@@ -120,10 +133,11 @@ class NodeConfig:
                 raise ConfigError(f"setting {name!r}: must be > 0, got {getattr(self, name)}")
         if self.http:
             parse_http_address(self.http)
-        for addr in (*self.listen, *self.bootstrap):
+        for addr in (*self.listen, *self.bootstrap, *self.relays):
             if not addr.startswith("/"):
                 raise ConfigError(
-                    f"setting 'listen'/'bootstrap': {addr!r} is not a multiaddr (e.g. /ip4/127.0.0.1/tcp/4001)"
+                    f"setting 'listen'/'bootstrap'/'relays': {addr!r} is not a multiaddr "
+                    "(e.g. /ip4/127.0.0.1/tcp/4001)"
                 )
         return self
 

@@ -67,6 +67,8 @@ class DtNode:
         settings: dict[str, Any] = dict(
             listen_addrs=tuple(cfg.listen), bootstrap=tuple(cfg.bootstrap), roles=tuple(cfg.roles),
             node_class=cfg.settled_class, jobs=tuple(cfg.jobs), request_timeout_s=cfg.request_timeout_s,
+            reachability=cfg.reachability, relays=tuple(cfg.relays), relay_service=cfg.relay_service,
+            hole_punching=cfg.hole_punching,
         )
         settings.update(self.p2p_overrides)
         return P2PConfig(**settings)

@@ -72,6 +72,13 @@ class DevnetPlan:
     commands: dict[str, list[str]] = field(default_factory=dict)
     """label → the command that runs that node's process, before ``--config FILE`` (default ``python -m node.cli``);
     tests use it to run adversaries."""
+    member_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """label → that node's settings over ``node_settings`` (tests: each node's listen address and reachability in
+    its own network namespace)."""
+    launch_prefix: dict[str, list[str]] = field(default_factory=dict)
+    """label → what runs that node's command (tests: ``ip netns exec NS`` starts it in a network namespace)."""
+    chain_host: str = "127.0.0.1"
+    """The address the Hardhat node listens on and every node reaches it at."""
     out: Callable[[str], None] = print
 
 
@@ -104,7 +111,7 @@ def members(plan: DevnetPlan) -> list[Member]:
 
 def node_config(plan: DevnetPlan, m: Member, *, job_id: int, data_dir: Path, bootstrap: str, rpc: str = "",
                 contract: str = "") -> NodeConfig:
-    settings = dict(plan.node_settings)
+    settings = {**plan.node_settings, **plan.member_settings.get(m.label, {})}
     return NodeConfig(
         roles=(m.role,), jobs=(job_id,) if m.role == "leader" else (), node_class=m.node_class,
         measure_class=False,  # the plan sets classes; nodes sharing one machine would measure each other's load

@@ -29,7 +29,7 @@ from node.roles.leader import LeaderRole
 from node.roles.trainer import TrainerRole
 from node.roles.validator import ValidatorRole
 from node.runtime import DtNode
-from protocols.chain.backends import HardhatNode, in_process_chain, keep_time
+from protocols.chain.backends import HardhatNode, HardhatNodeConfig, in_process_chain, keep_time
 from protocols.chain.client import DeploySettings, JobManagerClient, deploy
 from protocols.errors import DtnodeError
 
@@ -73,7 +73,7 @@ class Devnet:
             w3 = in_process_chain()
         else:
             out("chain: starting a Hardhat node from contracts/ ...")
-            self.hardhat = HardhatNode()
+            self.hardhat = HardhatNode(HardhatNodeConfig(host=self.plan.chain_host))
             await trio.to_thread.run_sync(self.hardhat.start)
             w3 = self.hardhat.web3()
             # Like a real chain, produce a block every second even when nobody sends: with automine alone the block
@@ -130,7 +130,7 @@ class Devnet:
         env = dict(os.environ, DTNODE_NODE_NAME=m.label, PYTHONUNBUFFERED="1")
         command = self.plan.commands.get(m.label, [sys.executable, "-m", "node.cli"])
         self.procs[m.label] = subprocess.Popen(
-            [*command, "--config", str(config_file)],
+            [*self.plan.launch_prefix.get(m.label, []), *command, "--config", str(config_file)],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         log_file.close()

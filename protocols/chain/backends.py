@@ -267,6 +267,8 @@ class HardhatNodeConfig:
 
     contracts_dir: Path = CONTRACTS_DIR
     port: int = 0
+    host: str = "127.0.0.1"
+    """The address it listens on (and is reached at): a test network namespace's own address, else loopback."""
     start_timeout_s: float = 90.0
     """Hardhat loads its config and plugins before it answers: several seconds on a loaded 2-core machine."""
     stop_timeout_s: float = 10.0
@@ -274,7 +276,7 @@ class HardhatNodeConfig:
 
 
 class HardhatNode:
-    """A ``hardhat node`` process on 127.0.0.1, started and stopped by PID (and process group).
+    """A ``hardhat node`` process on 127.0.0.1 (or ``config.host``), started and stopped by PID (and process group).
 
     Use as a context manager; ``start()`` returns once the RPC answers or raises :class:`BackendStartError` at
     the deadline. The node's output goes to a log file (a pipe nobody reads would fill and block it).
@@ -283,7 +285,7 @@ class HardhatNode:
     def __init__(self, config: HardhatNodeConfig | None = None) -> None:
         self.config = config or HardhatNodeConfig()
         self.port = self.config.port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{self.config.host}:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
 
@@ -301,7 +303,7 @@ class HardhatNode:
             # Call the binary directly (not npx) so the PID is the server's; a new session makes it a group leader
             # so stop() can take any children down with it.
             self._proc = subprocess.Popen(
-                [str(binary), "node", "--hostname", "127.0.0.1", "--port", str(self.port)],
+                [str(binary), "node", "--hostname", self.config.host, "--port", str(self.port)],
                 cwd=self.config.contracts_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

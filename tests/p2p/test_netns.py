@@ -1,12 +1,7 @@
 """Real NATs: dtnode hosts in Linux network namespaces, two of them behind nftables-masquerading routers.
 
-Topology (addresses from the documentation and private ranges; nothing leaves the test's own links)::
-
-    ns pub   br0 192.0.2.1/24 ── the relay / bootstrap (dial-back verdict: public)
-     ├── ns r1  wan 192.0.2.11 │ lan 10.0.1.1   masquerade on wan, forward only lan→wan and replies
-     │    └── ns h1  10.0.1.2  a private host (verdict: private)
-     └── ns r2  wan 192.0.2.12 │ lan 10.0.2.1   the same
-          └── ns h2  10.0.2.2  a private host that measures
+Topology (``tests/p2p/netns_topology.py``): a public namespace with the relay / bootstrap (dial-back verdict:
+public), and two private hosts h1 and h2, each behind its own nftables-masquerading router; h2 measures.
 
 Each host is a separate ``python -m tests.p2p.netns_node`` process under ``ip netns exec``. Phase 1 (no hole
 punching): both private hosts find themselves private, reserve a slot on the relay, announce their relayed address,
@@ -14,15 +9,15 @@ and h2 reaches h1 through the relay (echo RTT and throughput measured, and h2 �
 Phase 2 (DCUtR on): the same hosts restarted; the test reports whether hole punching upgraded the connection to a
 direct one through both NATs (and asserts it stays connected either way).
 
-Needs root, ``ip`` (iproute2) and ``nft`` (nftables); otherwise skipped with the reason. Namespaces are deleted in
-a ``finally`` even when the test fails. Run alone: ``pytest -s tests/p2p/test_netns.py`` prints the figures.
+Needs root, ``ip`` (iproute2) and ``nft`` (nftables); otherwise skipped with the reason. Namespaces are deleted
+(and any process left in them ended) even when the test fails. Run alone:
+``pytest -s tests/p2p/test_netns.py`` prints the figures.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -32,80 +27,13 @@ from typing import Any
 
 import pytest
 
+from tests.p2p.netns_topology import PUBLIC_IP, Topology, netns_topology, private_ip
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 4001
-RELAY_IP = "192.0.2.1"
-NFT_ROUTER = """
-table ip nat {
-  chain postrouting { type nat hook postrouting priority 100; oifname "wan" masquerade; }
-}
-table ip filter {
-  chain forward { type filter hook forward priority 0; policy drop;
-    iifname "lan" oifname "wan" accept; ct state established,related accept; }
-  chain input { type filter hook input priority 0; policy drop;
-    iifname { "lo", "lan" } accept; ct state established,related accept; }
-}
-"""
-"""A home router: masquerade, and unsolicited packets from the internet dropped (not answered), in forward and input.
-Measured without the input chain (the router answers a SYN to a port with no mapping with a RST): DCUtR's
-simultaneous dials were refused by the other router every time (see docs/BENCHMARKS.md)."""
-
-
-def _why_not_runnable() -> str | None:
-    if sys.platform != "linux":
-        return "network namespaces are Linux-only"
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces (ip netns add)"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables")):
-        if shutil.which(tool) is None:
-            return f"`{tool}` not found: install Debian's {package} (scripts/setup.sh does as root)"
-    return None
-
-
-def _run(*cmd: str, stdin: str | None = None) -> None:
-    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=20)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
-
-
-class Topology:
-    """The namespaces above, named with this process's id so parallel runs do not collide."""
-
-    def __init__(self) -> None:
-        tag = f"dt{os.getpid()}"
-        self.ns = {name: f"{tag}-{name}" for name in ("pub", "r1", "r2", "h1", "h2")}
-        self.created: list[str] = []
-
-    def build(self) -> None:
-        for ns in self.ns.values():
-            _run("ip", "netns", "add", ns)
-            self.created.append(ns)
-            _run("ip", "-n", ns, "link", "set", "lo", "up")
-        pub = self.ns["pub"]
-        _run("ip", "-n", pub, "link", "add", "br0", "type", "bridge")
-        _run("ip", "-n", pub, "addr", "add", f"{RELAY_IP}/24", "dev", "br0")
-        _run("ip", "-n", pub, "link", "set", "br0", "up")
-        for i in (1, 2):
-            router, host = self.ns[f"r{i}"], self.ns[f"h{i}"]
-            _run("ip", "-n", router, "link", "add", "wan", "type", "veth", "peer", "name", f"port{i}", "netns", pub)
-            _run("ip", "-n", pub, "link", "set", f"port{i}", "master", "br0", "up")
-            _run("ip", "-n", router, "addr", "add", f"192.0.2.1{i}/24", "dev", "wan")
-            _run("ip", "-n", router, "link", "set", "wan", "up")
-            _run("ip", "-n", router, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", host)
-            _run("ip", "-n", router, "addr", "add", f"10.0.{i}.1/24", "dev", "lan")
-            _run("ip", "-n", router, "link", "set", "lan", "up")
-            _run("ip", "-n", host, "addr", "add", f"10.0.{i}.2/24", "dev", "eth0")
-            _run("ip", "-n", host, "link", "set", "eth0", "up")
-            _run("ip", "-n", host, "route", "add", "default", "via", f"10.0.{i}.1")
-            _run("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            _run("ip", "netns", "exec", router, "nft", "-f", "-", stdin=NFT_ROUTER)
-
-    def destroy(self) -> None:
-        for ns in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=20)
-        self.created.clear()
+RELAY_IP = PUBLIC_IP
 
 
 class Host:
@@ -157,20 +85,8 @@ def wait_for(what: str, check: Any, timeout: float, hosts: list[Host]) -> Any:
 
 @pytest.fixture
 def topology() -> Iterator[Topology]:
-    reason = _why_not_runnable()
-    if reason:
-        pytest.skip(reason)
-    topo = Topology()
-    try:
-        try:
-            topo.build()
-        except RuntimeError as exc:
-            if not topo.created or "netns add" in str(exc):
-                pytest.skip(f"cannot create network namespaces here: {exc}")
-            raise
+    with netns_topology() as topo:
         yield topo
-    finally:
-        topo.destroy()
 
 
 def start_private_pair(topology: Topology, tmp_path: Path, relay_addr: str, *, hole_punching: bool,
@@ -178,7 +94,7 @@ def start_private_pair(topology: Topology, tmp_path: Path, relay_addr: str, *, h
     extra = ["--hole-punching"] if hole_punching else []
     return [
         Host(topology.ns[f"h{i}"], tmp_path, f"{label}-h{i}",
-             ["--listen", f"/ip4/10.0.{i}.2/tcp/{PORT}", "--bootstrap", relay_addr, *extra,
+             ["--listen", f"/ip4/{private_ip(i)}/tcp/{PORT}", "--bootstrap", relay_addr, *extra,
               *(["--measure"] if i == 2 else [])])
         for i in (1, 2)
     ]
