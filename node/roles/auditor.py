@@ -26,7 +26,7 @@ import trio
 
 from node.checkpoint import aggregate_checkpoint
 from node.limits import content_limits
-from node.roles.chain_view import JobScanner
+from node.roles.chain_view import JobScanner, ScanGate
 from node.roles.context import NodeContext
 from node.roles.decisions import asked_to_audit, audits_finished, rounds_to_audit
 from protocols.chain.errors import ChainError, ContractRevert
@@ -68,21 +68,29 @@ class Auditor:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        gate, busy = ScanGate(self.ctx.watch), False
         while True:
             try:
-                await self._scan()
+                stamp = await gate.due(busy=busy)  # idle: a full scan only once the contract logged something
+                if stamp is not None:
+                    busy = await self._scan()
+                    gate.scanned(stamp)
             except DtnodeError as exc:  # chain down: retry on the next scan
                 self.ctx.log.warning("auditor: %s: %s; retrying", type(exc).__name__, exc)
             await trio.sleep(self.ctx.config.chain_poll_interval_s)
 
-    async def _scan(self) -> None:
+    async def _scan(self) -> bool:
+        """True while a committed round is still to be audited (its draw and windows move with the chain)."""
+        busy = False
         for job in await self.scanner.scan():
             handled = self._handled.setdefault(job.job_id, set())
             for r in rounds_to_audit(job.committed_rounds, handled):
                 if await self._audit_guarded(job.job_id, r):
                     handled.add(r)
+            busy = busy or bool(rounds_to_audit(job.committed_rounds, handled))
             if audits_finished(job, handled):
                 self.scanner.finished.add(job.job_id)
+        return busy
 
     async def _audit_guarded(self, job_id: int, r: int) -> bool:
         """Audit one round; True once it needs no more attention (audited, skipped or given up)."""

@@ -12,9 +12,12 @@ This module must never cache chain state that can change (a job, an update): eve
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
+
+from eth_utils.address import to_checksum_address
 
 from node.chainio import AsyncChain
 from node.roles.customer import job_params
@@ -139,11 +142,13 @@ class ChainView:
     async def block_number(self) -> int:
         return await self.chain(self.client.block_number, what="eth_blockNumber")
 
-    async def logged(self, first_block: int, last_block: int) -> bool:
-        """Whether the contract emitted any event in blocks ``first_block`` .. ``last_block``."""
-        client = self.client
-        return bool(await self.chain(lambda: client.get_events(from_block=first_block, to_block=last_block),
-                                     what="eth_getLogs"))
+    async def log_blocks(self, first_block: int) -> list[int]:
+        """The block of each event the contract emitted from ``first_block`` to the latest block (one
+        ``eth_getLogs``: the caller keeps the range short, see :class:`ChainWatch`)."""
+        w3, address = self.client.w3, to_checksum_address(self.client.address)
+        logs = await self.chain(lambda: w3.eth.get_logs({"address": address, "fromBlock": first_block,
+                                                           "toBlock": "latest"}), what="eth_getLogs")
+        return [int(log["blockNumber"]) for log in logs]
 
     async def draw_delay(self) -> int:
         if self._draw_delay is None:
@@ -332,54 +337,64 @@ class JobScanner:
         return out
 
 
+HEAD_EVERY_REFRESHES = 10
+"""How often :class:`ChainWatch` reads the head block to move its log cursor while the contract is quiet (the
+``eth_getLogs`` range then spans at most this many polls of blocks)."""
+
+
 @dataclass
 class ChainWatch:
-    """The chain's head, read at most once per half poll for all the roles of a node, and whether the contract logged
-    anything in a range of blocks (memoised: roles that scanned at the same block ask the same question)."""
+    """Whether the contract emitted anything lately, for every role of a node at the cost of one ``eth_getLogs`` a
+    poll: :attr:`stamp` counts the refreshes that found an event, so a role that noted it before its last full scan
+    knows whether anything was logged since (:class:`ScanGate`)."""
 
     jobs: ChainView
     poll_s: float
-    _head: tuple[float, int] | None = None
-    """(monotonic time of the read, head block)."""
-    _logged: dict[tuple[int, int], bool] = field(default_factory=dict)
+    stamp: int = 0
+    _cursor: int | None = None
+    """The first block not searched for logs yet."""
+    _refreshed_at: float = -math.inf
+    _refreshes: int = 0
 
-    async def head(self) -> int:
+    async def refresh(self) -> int:
+        """:attr:`stamp` after searching the blocks mined since the last search (at most once per half poll, shared
+        by the roles)."""
         now = time.monotonic()
-        if self._head is None or now - self._head[0] >= self.poll_s / 2:
-            self._head = (now, await self.jobs.block_number())
-        return self._head[1]
-
-    async def logged_after(self, block: int, head: int) -> bool:
-        """Whether the contract emitted an event after ``block``, up to ``head``."""
-        if head <= block:
-            return False
-        if (block, head) not in self._logged:
-            if len(self._logged) > 64:
-                self._logged.clear()
-            self._logged[(block, head)] = await self.jobs.logged(block + 1, head)
-        return self._logged[(block, head)]
+        if now - self._refreshed_at < self.poll_s / 2:
+            return self.stamp
+        head = None
+        if self._cursor is None or self._refreshes % HEAD_EVERY_REFRESHES == 0:
+            head = await self.jobs.block_number()  # read before the logs: no block between the two is skipped
+        # Nothing before the node started is news: its roles' first scans read it.
+        cursor = self._cursor if self._cursor is not None else (head or 0) + 1
+        blocks = await self.jobs.log_blocks(cursor)
+        if blocks:
+            self.stamp += 1
+            cursor = max(blocks) + 1
+        self._cursor = max(cursor, head + 1) if head is not None else cursor
+        self._refreshed_at, self._refreshes = now, self._refreshes + 1
+        return self.stamp
 
 
 @dataclass
 class ScanGate:
     """One role's answer to "scan the chain in full this poll?" (:func:`~node.roles.decisions.rescan_due`): an idle
-    node reads the head block and, when it moved, the contract's logs since its last scan, instead of every job,
-    submission and update it watches."""
+    role asks the node's :class:`ChainWatch` whether the contract logged anything since its last full scan, instead of
+    reading every job, submission and update it watches."""
 
     watch: ChainWatch
-    scanned_at: int | None = None
-    """The head block read before the last full scan (events mined during a scan are seen at the next poll)."""
+    scanned_stamp: int | None = None
+    """The watch's stamp read before the last full scan (events mined during a scan raise it for the next poll)."""
     skipped: int = 0
 
     async def due(self, *, busy: bool) -> int | None:
-        """The head block to record with :meth:`scanned` after a full scan now, or None to skip this poll."""
-        head = await self.watch.head()
-        first = self.scanned_at is None
-        logged = not first and not busy and await self.watch.logged_after(self.scanned_at or 0, head)
-        if rescan_due(first=first, busy=busy, logged=logged, skipped=self.skipped):
-            return head
+        """The stamp to record with :meth:`scanned` after a full scan now, or None to skip this poll."""
+        stamp = await self.watch.refresh()
+        first = self.scanned_stamp is None
+        if rescan_due(first=first, busy=busy, logged=stamp != self.scanned_stamp, skipped=self.skipped):
+            return stamp
         self.skipped += 1
         return None
 
-    def scanned(self, head: int) -> None:
-        self.scanned_at, self.skipped = head, 0
+    def scanned(self, stamp: int) -> None:
+        self.scanned_stamp, self.skipped = stamp, 0

@@ -93,7 +93,7 @@ class NodeContext:
     jobs: ChainView = field(init=False)
     """The job contract as this node's roles use it: every call under the chain deadline."""
     watch: ChainWatch = field(init=False)
-    """The chain's head and the contract's logs, read once a poll for all roles (an idle role's ``ScanGate``)."""
+    """Whether the contract logged anything, read once a poll for all roles (an idle role's ``ScanGate``)."""
 
     def __post_init__(self) -> None:
         self.jobs = ChainView(client=self.client, chain=self.chain, address=str(self.account.address),

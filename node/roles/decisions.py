@@ -36,17 +36,18 @@ def jobs_to_start(job_ids: Iterable[int], serving: Collection[int]) -> list[int]
     return [job_id for job_id in job_ids if job_id not in serving]
 
 
-MAX_SKIPPED_POLLS = 4
-"""An idle role scans in full at least every fifth poll, whatever the chain logged: some of what it watches moves by
-time alone (a lease running out, a signing or vote window closing, content retried until its deadline)."""
+MAX_SKIPPED_POLLS = 9
+"""An idle role scans in full at least every tenth poll, whatever the chain logged: a safety net. What moves by time
+alone (a signing or vote window closing, content retried until its deadline) belongs to a pending update, and a role
+with one is busy and scans every poll."""
 
 
 def rescan_due(*, first: bool, busy: bool, logged: bool, skipped: int) -> bool:
     """Whether a polling role reads the chain in full now (``first``: it never did; ``busy``: its last scan found
     work that moves with every block, such as an update waiting for its draw; ``logged``: the contract emitted an
     event since its last scan; ``skipped``: polls skipped since then). Every change of the contract's state that a role
-    acts on emits an event, so an idle role needs nothing but the head block and the contract's logs since its last
-    scan on most polls, and a full scan every ``MAX_SKIPPED_POLLS + 1`` polls for what moves by time alone."""
+    acts on emits an event, so an idle role needs nothing but the contract's logs since its last scan (one
+    ``eth_getLogs`` a poll for the whole node, :class:`~node.roles.chain_view.ChainWatch`) on most polls."""
     return first or busy or logged or skipped >= MAX_SKIPPED_POLLS
 
 

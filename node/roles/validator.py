@@ -105,10 +105,10 @@ class ValidatorRole:
             gate, busy = ScanGate(self.ctx.watch), False
             while True:
                 try:
-                    head = await gate.due(busy=busy or bool(self._in_progress))
-                    if head is not None:
+                    stamp = await gate.due(busy=busy or bool(self._in_progress))
+                    if stamp is not None:
                         busy = await self._scan(nursery)
-                        gate.scanned(head)
+                        gate.scanned(stamp)
                 except DtnodeError as exc:  # chain down or content unreachable: retry on the next scan
                     self.ctx.log.warning("validator: %s: %s; retrying", type(exc).__name__, exc)
                 await trio.sleep(self.ctx.config.chain_poll_interval_s)
