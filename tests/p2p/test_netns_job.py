@@ -105,7 +105,7 @@ def test_job_with_both_trainers_behind_nat_pays_them(topology: Topology, tmp_pat
             time.sleep(1.0)
     finally:
         if driver.poll() is None:
-            driver.send_signal(signal.SIGTERM)  # the driver stops its devnet; the fixture ends what is left
+            driver.send_signal(signal.SIGINT)  # the driver stops its devnet; the fixture ends what is left
             try:
                 driver.wait(timeout=30)
             except subprocess.TimeoutExpired:
