@@ -40,6 +40,15 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
                    help="serve the read-only web dashboard and /metrics here (off by default; a bare port is "
                         "loopback)")
     g.add_argument("--log-level", dest="log_level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
+    nat = p.add_argument_group("behind a NAT (docs/api/p2p.md)")
+    nat.add_argument("--reachability", dest="reachability", choices=["auto", "public", "private"],
+                     help="auto (default): ask peers to dial back; private: reserve a relay slot at once")
+    nat.add_argument("--relay", dest="relays", metavar="MULTIADDR", action="append",
+                     help="a relay to reserve a slot on when private (repeatable; default: the bootstrap peers)")
+    nat.add_argument("--no-relay-service", dest="relay_service", action="store_const", const=False,
+                     help="do not relay for private peers even when public")
+    nat.add_argument("--no-hole-punching", dest="hole_punching", action="store_const", const=False,
+                     help="stay on relayed connections (no DCUtR upgrade)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ T = TypeVar("T")
 
 _FLAG_NAMES = (
     "chain_rpc_url", "contract_address", "key_file", "dev_account", "data_dir", "node_class",
-    "log_format", "log_level", "device", "http",
+    "log_format", "log_level", "device", "http", "reachability", "relay_service", "hole_punching",
 )
 log = logging.getLogger("dtnode")
 
@@ -44,6 +44,8 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
     flags: dict[str, Any] = {name: getattr(args, name, None) for name in _FLAG_NAMES}
     if getattr(args, "bootstrap", None):
         flags["bootstrap"] = list(args.bootstrap)
+    if getattr(args, "relays", None):
+        flags["relays"] = list(args.relays)
     if getattr(args, "listen", None):
         flags["listen"] = list(args.listen)
     if getattr(args, "role", None):

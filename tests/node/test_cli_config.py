@@ -88,3 +88,20 @@ def test_dev_accounts_are_refused_off_dev_chains() -> None:
     with pytest.raises(ConfigError, match="chain id 1, not a local dev chain"):
         refuse_dev_account_off_dev_chain(dev, 1)
     refuse_dev_account_off_dev_chain(NodeConfig(), 1)  # a keystore account is fine anywhere
+
+
+def test_nat_flags_reach_the_node_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from node.commands import config_from_args
+
+    for name in ("DTNODE_REACHABILITY", "DTNODE_RELAYS", "DTNODE_RELAY_SERVICE", "DTNODE_HOLE_PUNCHING"):
+        monkeypatch.delenv(name, raising=False)
+    relay = "/ip4/192.0.2.1/tcp/4001/p2p/12D3KooWLJmSLDPnTrnSb5nMRdwJ2CJ3ZakUTBRvUKuPMSNaeRyd"
+    args = build_parser().parse_args(["--role", "trainer", "--reachability", "private", "--relay", relay,
+                                      "--no-relay-service", "--no-hole-punching"])
+    cfg = config_from_args(args)
+    assert (cfg.reachability, cfg.relays, cfg.relay_service, cfg.hole_punching) == ("private", (relay,), False,
+                                                                                     False)
+    cfg = config_from_args(build_parser().parse_args(["--role", "trainer"]))
+    assert (cfg.reachability, cfg.relays, cfg.relay_service, cfg.hole_punching) == ("auto", (), True, True)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--reachability", "sometimes"])
