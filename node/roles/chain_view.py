@@ -362,17 +362,20 @@ class ChainWatch:
         now = time.monotonic()
         if now - self._refreshed_at < self.poll_s / 2:
             return self.stamp
+        self._refreshed_at = now  # before the first await: the roles polling at once share this refresh
         head = None
         if self._cursor is None or self._refreshes % HEAD_EVERY_REFRESHES == 0:
             head = await self.jobs.block_number()  # read before the logs: no block between the two is skipped
         # Nothing before the node started is news: its roles' first scans read it.
         cursor = self._cursor if self._cursor is not None else (head or 0) + 1
-        blocks = await self.jobs.log_blocks(cursor)
+        # From the block before the cursor, which is mined: a range starting past the latest block is an error on
+        # some chains (geth: "invalid block range"), and most polls come before the next block. Its events were seen.
+        blocks = [b for b in await self.jobs.log_blocks(max(cursor - 1, 0)) if b >= cursor]
         if blocks:
             self.stamp += 1
             cursor = max(blocks) + 1
         self._cursor = max(cursor, head + 1) if head is not None else cursor
-        self._refreshed_at, self._refreshes = now, self._refreshes + 1
+        self._refreshes += 1
         return self.stamp
 
 

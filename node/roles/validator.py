@@ -182,7 +182,7 @@ class ValidatorRole:
             base_cid = await ctx.jobs.base_checkpoint(spec, job_id, r)
             await _first_error_unwrapped(self._base(spec, job_id, base_cid, providers=[leader] if leader else []),
                                          ctx.shard(shard_cid, spec.max_dag_bytes, providers=customer))
-        except DtnodeError as exc:
+        except (DtnodeError, KeyError, ValueError, OSError) as exc:  # never the role's end: it runs in its nursery
             ctx.log.info("job %d round %d slot %d: prefetch failed (the check fetches again): %s", job_id, r, slot,
                          exc)
 

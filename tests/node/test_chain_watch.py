@@ -1,0 +1,62 @@
+"""The chain watch on a real (in-process) chain: an idle role's full scan waits for an event of the contract, an
+empty block is no news, and a role that was skipping scans again at the tenth poll whatever happened."""
+
+from __future__ import annotations
+
+from web3.types import RPCEndpoint
+
+from node.chainio import AsyncChain
+from node.roles.chain_view import ChainView, ChainWatch, ScanGate
+from node.roles.decisions import MAX_SKIPPED_POLLS
+from protocols.chain.backends import dev_accounts, in_process_chain
+from protocols.chain.client import deploy
+from tests.chain.helpers import MIN_STAKE, SETTINGS
+
+
+async def _no_window(_job_id: int) -> int:
+    return 0
+
+
+async def test_an_idle_role_scans_again_only_when_the_contract_logs_an_event() -> None:
+    w3, acc = in_process_chain(), dev_accounts(3)
+    client = deploy(w3, acc[0], SETTINGS)
+    view = ChainView(client=client, chain=AsyncChain(timeout_s=30.0), address=acc[0].address,
+                     signing_window=_no_window)
+    watch = ChainWatch(view, poll_s=0.0)  # no sharing window: every call searches the chain again
+    gate = ScanGate(watch)
+
+    first = await gate.due(busy=False)
+    assert first is not None  # nothing read yet: a full scan
+    gate.scanned(first)
+    assert await gate.due(busy=False) is None  # nothing mined
+    w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+    assert await gate.due(busy=False) is None  # an empty block is no news
+    assert await gate.due(busy=True) is not None  # a pending update moves with every block: scan anyway
+
+    client.with_account(acc[1]).register_validator(MIN_STAKE)  # ValidatorRegistered
+    stamp = await gate.due(busy=False)
+    assert stamp is not None and stamp != first
+    gate.scanned(stamp)
+    assert await gate.due(busy=False) is None  # the event is not news twice
+
+    client.with_account(acc[2]).register_validator(MIN_STAKE)
+    w3.provider.make_request(RPCEndpoint("evm_mine"), [])
+    again = await gate.due(busy=False)
+    assert again is not None and again != stamp  # an event a block before the head still counts
+    gate.scanned(again)
+    skipped = [await gate.due(busy=False) for _ in range(MAX_SKIPPED_POLLS)]
+    assert skipped == [None] * MAX_SKIPPED_POLLS
+    assert await gate.due(busy=False) == again  # the safety net: a full scan every tenth poll
+
+
+async def test_roles_polling_together_share_one_search() -> None:
+    w3, acc = in_process_chain(), dev_accounts(2)
+    client = deploy(w3, acc[0], SETTINGS)
+    view = ChainView(client=client, chain=AsyncChain(timeout_s=30.0), address=acc[0].address,
+                     signing_window=_no_window)
+    watch = ChainWatch(view, poll_s=60.0)
+    assert await watch.refresh() == 0
+    client.with_account(acc[1]).register_validator(MIN_STAKE)
+    assert await watch.refresh() == 0  # within the same half poll: the search already made is the answer
+    watch._refreshed_at -= 31.0  # half a poll later
+    assert await watch.refresh() == 1
