@@ -21,8 +21,9 @@ counted apart. Round times are the gaps between the customer's round lines (``Ro
     .venv/bin/python bench/bench_dashboard.py              # MLP, 3 trainers, 4 rounds each way (rounds 2-4 timed)
     .venv/bin/python bench/bench_dashboard.py --rounds 6
 
-Prints each run's round times, mean round and its ratio to (a), this process's CPU seconds per round, the
-dashboard's own ``/metrics`` counters, and what the watchers did and cost.
+Prints each run's round times, mean round and its ratio to (a), the median round (one slow round, a lapsed lease
+say, moves the mean a lot), this process's CPU seconds per round, the dashboard's own ``/metrics`` counters, and what
+the watchers did and cost.
 """
 
 from __future__ import annotations
@@ -157,8 +158,8 @@ def run(setup: Setup, rounds: int, watchers: int) -> Outcome:
 
 def report(setup: Setup, o: Outcome, base: float) -> None:
     mean = statistics.mean(o.rounds)
-    print(f"{setup.label:<34} {mean:6.1f} s {mean / base:5.2f}x  {statistics.mean(o.cpu):6.1f}   "
-          f"{' '.join(f'{s:.1f}' for s in o.rounds)}")
+    print(f"{setup.label:<34} {mean:6.1f} s {mean / base:5.2f}x  {statistics.median(o.rounds):6.1f} s  "
+          f"{statistics.mean(o.cpu):6.1f}   {' '.join(f'{s:.1f}' for s in o.rounds)}")
     if o.dashboard:
         d = o.dashboard
         print(f"{'':<36}dashboard's own counters over the run: chain reads "
@@ -282,7 +283,7 @@ def main() -> None:
     chosen = [s for s in SETUPS if s.label[1] in args.runs]
     outcomes = [run(s, args.rounds, args.watchers) for s in chosen]
     base = statistics.mean(outcomes[0].rounds)
-    print(f"\nrounds 2-{args.rounds}, {args.watchers} watchers     mean round  vs {chosen[0].label[:3]}  "
+    print(f"\nrounds 2-{args.rounds}, {args.watchers} watchers     mean round  vs {chosen[0].label[:3]}  median  "
           f"CPU s/round  round times (s)")
     for setup, o in zip(chosen, outcomes, strict=True):
         report(setup, o, base)

@@ -152,17 +152,27 @@ function page() {
   return { "/jobs": jobsPage, "/nodes": nodesPage, "/node": nodePage }[path]?.() ?? Promise.resolve("<h1>Not found</h1>");
 }
 
+// A change event comes with every new block, mostly with nothing new for this page: at most one draw waits behind
+// the one in flight (it reads the newest facts anyway), and the page is rebuilt only when what it shows changed.
 let drawing = Promise.resolve();
+let waiting = false;
+let shown = "";
 function draw() {
+  if (waiting) return;
+  waiting = true;
   drawing = drawing.then(async () => {
+    waiting = false;
     try {
       const html = await page();
+      if (html === shown) return;
       const scroll = window.scrollY;
       main.innerHTML = html;
+      shown = html;
       window.scrollTo(0, scroll);
       document.body.dataset.drawn = String(Number(document.body.dataset.drawn || 0) + 1);
     } catch (err) {
       main.innerHTML = `<p class="status REJECTED">${esc(err.message)}</p>`;
+      shown = "";
     }
   });
 }
