@@ -8,8 +8,8 @@ The same embedded devnet four times in this one invocation, on this machine:
       watching;
   (c) two watchers that make exactly the HTTP requests the job page makes (node/http/static/app.js): the page, its
       style sheet and script and the favicon, the ``/events`` stream, and one ``GET /api/jobs/N`` at the start and
-      after every ``change`` event, one after another as the page's draw chain does; no rendering. This is the
-      node's cost of being watched;
+      after every ``change`` event, one after another and at most one waiting, as the page's draw chain does; no
+      rendering. This is the node's cost of being watched;
   (d) two headless chromiums (Debian's, driven by Playwright) on the job's page, run at ``nice 19`` so that their
       rendering yields to the nodes, as it would on a viewer's own machine.
 
@@ -29,8 +29,8 @@ the watchers did and cost.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import math
 import os
 import resource
 import select
@@ -210,8 +210,9 @@ async def watch_http(url: str, job_id: int, watchers: int) -> dict[str, int]:
                     async for line in stream.aiter_lines():
                         if line == "event: change":
                             counts["events"] += 1
-                            redraw.send_nowait(None)
-            except httpx.TransportError:
+                            with contextlib.suppress(trio.WouldBlock):  # a draw waits already
+                                redraw.send_nowait(None)
+            except httpx.TransportError:  # a page's EventSource reconnects after the stream's retry
                 pass
             counts["reconnects"] += 1
             await trio.sleep(SSE_RETRY_S)
@@ -221,11 +222,11 @@ async def watch_http(url: str, job_id: int, watchers: int) -> dict[str, int]:
             for path in (f"/jobs/{job_id}", "/static/style.css", "/static/app.js", "/favicon.ico"):
                 await get(client, path)
                 counts["other_requests"] += 1
-            redraw, redraws = trio.open_memory_channel[None](math.inf)
+            redraw, redraws = trio.open_memory_channel[None](1)
+            redraw.send_nowait(None)  # the page draws once on load
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(follow_events, client, redraw)
-                redraw.send_nowait(None)  # the page draws once on load
-                async for _ in redraws:  # one draw after another, as the page's promise chain does
+                async for _ in redraws:  # one draw after another, at most one waiting, as app.js's draw()
                     (await get(client, f"/api/jobs/{job_id}")).json()
                     counts["api_reads"] += 1
 
