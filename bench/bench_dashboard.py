@@ -193,7 +193,8 @@ def tree_cpu_s() -> float:
 
 async def watch_http(url: str, job_id: int, watchers: int) -> dict[str, int]:
     """``watchers`` clients making the job page's requests, each on its own connections, until stdin closes."""
-    counts = {"events": 0, "api_reads": 0, "other_requests": 0, "reconnects": 0}
+    counts = {"events": 0, "api_reads": 0, "api_read_ms": 0, "other_requests": 0, "reconnects": 0}
+    """``api_read_ms``: the API reads' total time as this client saw it (the node's answer, mostly)."""
 
     async def get(client: httpx.AsyncClient, path: str) -> httpx.Response:
         response = await client.get(path, headers={"Cache-Control": "no-store"})
@@ -227,7 +228,9 @@ async def watch_http(url: str, job_id: int, watchers: int) -> dict[str, int]:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(follow_events, client, redraw)
                 async for _ in redraws:  # one draw after another, at most one waiting, as app.js's draw()
+                    start = trio.current_time()
                     (await get(client, f"/api/jobs/{job_id}")).json()
+                    counts["api_read_ms"] += round(1000 * (trio.current_time() - start))
                     counts["api_reads"] += 1
 
     async with trio.open_nursery() as nursery:
