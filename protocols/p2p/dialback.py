@@ -14,8 +14,8 @@ Anti-amplification (as AutoNAT's spec asks): the server dials only addresses at 
 from (plus, for each advertised TCP port, that port at the observed IP: a home router's port forwarding), at most
 :data:`MAX_DIAL_ADDRS` of them, and refuses requests that arrive over a relayed connection.
 
-Verdict (:func:`verdict`): PUBLIC once any peer reached us, PRIVATE once every asked peer answered and none did,
-UNKNOWN when none answered (no peers yet: ask again later).
+Verdict (:func:`verdict`): the majority of the answers, PUBLIC (reached) or PRIVATE (tried and failed); UNKNOWN on no
+answer or a tie (ask again later).
 """
 
 from __future__ import annotations
@@ -50,10 +50,16 @@ class Reachability(enum.Enum):
 
 
 def verdict(answers: Sequence[bool | None]) -> Reachability:
-    """``answers``: per asked peer, True (it reached us), False (it tried and failed), None (no answer)."""
-    if any(a is True for a in answers):
+    """``answers``: per asked peer, True (it reached us), False (it tried and failed), None (no answer). The verdict
+    is the majority of the answers: one lying peer among three that answer cannot make a private node believe it
+    is public (it would then hold no relay slot, and its challenged segments would be unavailable to validators:
+    slashed) nor a public one private (relayed for nothing). A node that got one answer (at start, from its bootstrap
+    peer) trusts that one; a tie is UNKNOWN (asked again soon)."""
+    reached = sum(a is True for a in answers)
+    failed = sum(a is False for a in answers)
+    if reached > failed:
         return Reachability.PUBLIC
-    if answers and all(a is False for a in answers):
+    if failed > reached:
         return Reachability.PRIVATE
     return Reachability.UNKNOWN
 

@@ -42,9 +42,15 @@ def relayed_only(node: P2PNode, peer: ID) -> bool:
 
 
 def test_verdict_and_candidates() -> None:
-    assert verdict([None, False, True]) is Reachability.PUBLIC
+    assert verdict([True]) is Reachability.PUBLIC and verdict([False]) is Reachability.PRIVATE
+    assert verdict([True, None]) is Reachability.PUBLIC and verdict([False, None]) is Reachability.PRIVATE
     assert verdict([False, False]) is Reachability.PRIVATE
-    assert verdict([False, None]) is Reachability.UNKNOWN
+    # One liar among three that answer flips nothing: a private node stays private, a public one public.
+    assert verdict([False, False, True]) is Reachability.PRIVATE
+    assert verdict([True, True, False]) is Reachability.PUBLIC
+    # A tie, or no answer: ask again later.
+    assert verdict([None, False, True]) is Reachability.UNKNOWN
+    assert verdict([None, None]) is Reachability.UNKNOWN
     assert verdict([]) is Reachability.UNKNOWN
     # Only the observed IP is dialled (no amplification), plus each advertised port there (port forwarding).
     chosen = [str(a) for a in dial_candidates(
