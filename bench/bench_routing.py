@@ -9,7 +9,8 @@ neighbour, so most pairs are not connected and a lookup has to walk the DHT. For
 (``limit=1``), the whole walk (default limit), and a fetch that names no provider (lookup + dial + bitswap,
 verified). An announcement goes to the k = 20 peers closest to the key, so in a network of up to ~20 nodes nearly
 every node holds the record and a lookup is local: only nodes that were not given the record are measured (use
-``--nodes 32`` or more for lookups that walk). Prints one JSON line per figure with median / p90 / max in milliseconds, and the load average.
+``--nodes 32`` or more for lookups that walk). Prints one JSON line per figure with median / p90 / max in
+milliseconds, and the load average.
 """
 
 from __future__ import annotations

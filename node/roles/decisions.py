@@ -181,6 +181,17 @@ def leader_step(job: JobInfo, me: str, now: int, successor: str | None, *, stand
     return LeaderStep.WAIT
 
 
+def candidate_idle_s(step: LeaderStep, job: JobInfo, me: str, now: int, poll_s: float) -> float:
+    """For how many seconds from ``now`` (chain time) a leader candidate may skip its full reads of the job unless
+    the contract logs something (:class:`~node.roles.chain_view.ScanGate`): while another node holds a lease that
+    runs past the next few polls. Everything else a candidate acts on emits an event (a claim, a successor draw, a
+    lost candidacy, the job's end) except the lease running out, which is time: the candidate reads in full again
+    ``2 * poll_s`` before the expiry (and every poll while a grace window or its own work runs). 0: read every poll."""
+    if step != LeaderStep.WAIT or job.leader is None or job.leader.lower() == me.lower() or now >= job.lease_expiry:
+        return 0.0
+    return max(0.0, job.lease_expiry - now - 2 * poll_s)
+
+
 @dataclass
 class RoundState:
     """What a leader knows about the round it is running. Updates are per slot (0..tasks_per_round-1)."""

@@ -22,6 +22,7 @@ the drawn one claims (any candidate once the grace window is over).
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Callable
 
@@ -30,12 +31,14 @@ import trio
 
 from node.checkpoint import aggregate_checkpoint, decode_checkpoint
 from node.limits import content_limits
+from node.roles.chain_view import ScanGate
 from node.roles.context import NodeContext
 from node.roles.decisions import (
     CloseReason,
     LeaderStep,
     RoundClose,
     RoundState,
+    candidate_idle_s,
     ineligibility,
     leader_step,
     lease_open,
@@ -96,13 +99,23 @@ class LeaderRole:
 
     async def _lead(self) -> None:
         ctx = self.ctx
+        poll_s = ctx.config.chain_poll_interval_s
+        # An idle candidate (another node leads) reads the job in full only when the contract logged something or
+        # its lease nears its end (candidate_idle_s): one eth_getLogs a poll for the whole node instead of 3 reads.
+        gate, idle_until = ScanGate(ctx.watch), -math.inf
         while True:
             try:
+                stamp = await gate.due(busy=time.monotonic() >= idle_until)
+                if stamp is None:
+                    await trio.sleep(poll_s)
+                    continue
                 job = await ctx.jobs.job(self.job_id)
                 now = await ctx.jobs.chain_time() if job.status == JobStatus.ACTIVE else 0
                 drawn = await ctx.jobs.successor(self.job_id) if job.successor_anchor else None
                 standing = await self._standing() if job.status == JobStatus.ACTIVE and lease_open(job, now) else True
                 step = leader_step(job, ctx.address, now, drawn, standing=standing)
+                gate.scanned(stamp)
+                idle_until = time.monotonic() + candidate_idle_s(step, job, ctx.address, now, poll_s)
                 if step == LeaderStep.STOP:
                     ctx.log.info("job %d is closed (status %d): leader candidate stops", self.job_id, job.status)
                     return

@@ -23,6 +23,7 @@ from node.roles.decisions import (
     VoteBook,
     asked_to_audit,
     audits_finished,
+    candidate_idle_s,
     claimed_loss_reduction,
     content_given_up,
     draw_ready,
@@ -135,6 +136,19 @@ def test_a_candidate_leads_draws_a_successor_claims_waits_or_stops() -> None:
     grace_over = NOW + 60 + SPEC.payment.lease_seconds + 1
     assert leader_step(drawing, ME, grace_over, OTHER) == LeaderStep.CLAIM  # any candidate after the grace window
     assert leader_step(job(), ME, NOW + 61, None) == LeaderStep.DRAW_SUCCESSOR  # our own lease lapsed
+
+
+def test_an_idle_candidate_skips_full_reads_only_while_another_lease_runs_past_the_next_polls() -> None:
+    other = job(leader=Address(OTHER))  # leads until NOW + 60
+    assert candidate_idle_s(LeaderStep.WAIT, other, ME, NOW, 1.0) == 58.0  # reads in full 2 polls before expiry
+    assert candidate_idle_s(LeaderStep.WAIT, other, ME, NOW + 59, 1.0) == 0.0
+    assert candidate_idle_s(LeaderStep.WAIT, other, ME, NOW + 60, 1.0) == 0.0
+    # A grace window (lapsed lease, another drawn successor) moves with time alone: read every poll.
+    assert candidate_idle_s(LeaderStep.WAIT, replace(other, successor_anchor=77), ME, NOW + 61, 1.0) == 0.0
+    for step in (LeaderStep.LEAD, LeaderStep.CLAIM, LeaderStep.STAND, LeaderStep.DRAW_SUCCESSOR, LeaderStep.STOP):
+        assert candidate_idle_s(step, other, ME, NOW, 1.0) == 0.0
+    assert candidate_idle_s(LeaderStep.WAIT, job(), ME.lower(), NOW + 60, 1.0) == 0.0  # its own lease
+    assert candidate_idle_s(LeaderStep.WAIT, job(leader=None), ME, NOW, 1.0) == 0.0
 
 
 def test_a_node_that_lost_its_candidacy_stands_again_once_the_lease_is_open() -> None:
