@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from eth_account.signers.local import LocalAccount
@@ -38,6 +38,8 @@ from protocols.specs import JobSpec
 from protocols.types import NodeClass
 from storage.content import ContentStore
 from storage.dataset import DatasetManifest, fetch_dataset_manifest
+
+_T = TypeVar("_T")
 
 
 async def ticket_expectations(ctx: NodeContext, spec: JobSpec, job_id: int, r: int, *, trainer: str,
@@ -85,7 +87,7 @@ class NodeContext:
     _blobs: dict[str, bytes] = field(default_factory=dict)
     _customers: dict[int, str] = field(default_factory=dict)
     _inflight: dict[str, trio.Event] = field(default_factory=dict)
-    """CID → set when the task fetching it into ``_blobs`` or ``_shards`` ends (see ``_one_fetch_at_a_time``)."""
+    """CID → set when the task loading it into ``_blobs`` or ``_shards`` ends (see ``_cached``)."""
     nursery: trio.Nursery | None = None
     """The node's nursery, for calls the caller may abandon (:meth:`request`)."""
     timings: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -162,24 +164,26 @@ class NodeContext:
     async def fetch_cached(self, cid: str, *, max_bytes: int | None = None, providers: Sequence[str] = (),
                            timeout_s: float | None = None) -> bytes:
         """Like :meth:`fetch`, memoised for immutable content this node reads repeatedly (checkpoints, shards)."""
-        await self._one_fetch_at_a_time(cid)
-        if cid not in self._blobs:
+        async def load() -> bytes:
             if len(self._blobs) > 64:
                 self._blobs.clear()
-            self._inflight[cid] = trio.Event()
-            try:
-                self._blobs[cid] = await self.fetch(cid, max_bytes=max_bytes, providers=providers,
-                                                    timeout_s=timeout_s)
-            finally:
-                self._inflight.pop(cid).set()
-        return self._blobs[cid]
+            return await self.fetch(cid, max_bytes=max_bytes, providers=providers, timeout_s=timeout_s)
 
-    async def _one_fetch_at_a_time(self, cid: str) -> None:
-        """Wait while another task fetches ``cid`` into a cache: a validator prefetches a round's checkpoint and
-        shards when an update is admitted, and its check of the update may ask for them before they arrived (one
-        transfer, not two). A fetch that failed leaves the cache empty and the caller fetches itself."""
+        return await self._cached(self._blobs, cid, load)
+
+    async def _cached(self, cache: dict[str, _T], cid: str, load: Callable[[], Awaitable[_T]]) -> _T:
+        """``cache[cid]``, loaded once by ``load()``. One transfer per CID at a time: a validator prefetches a
+        round's checkpoint and shards when an update is admitted, and its check of the update may ask for them
+        before they arrived. A load that failed leaves the cache empty and the next caller loads itself."""
         while (running := self._inflight.get(cid)) is not None:
             await running.wait()
+        if cid not in cache:
+            self._inflight[cid] = trio.Event()
+            try:
+                cache[cid] = await load()
+            finally:
+                self._inflight.pop(cid).set()
+        return cache[cid]
 
     async def spec(self, job_id: int) -> JobSpec:
         """The job's spec, fetched by the CID recorded on-chain and validated, also against the job's on-chain
@@ -209,15 +213,11 @@ class NodeContext:
         return self._datasets[cid]
 
     async def shard(self, cid: str, max_bytes: int, providers: Sequence[str] = ()) -> ArraySet:
-        await self._one_fetch_at_a_time(cid)
-        if cid not in self._shards:
-            self._inflight[cid] = trio.Event()
-            try:
-                data = await self.fetch(cid, max_bytes=max_bytes, what="data shard", providers=providers)
-                self._shards[cid] = await trio.to_thread.run_sync(decode_shard, data)
-            finally:
-                self._inflight.pop(cid).set()
-        return self._shards[cid]
+        async def load() -> ArraySet:
+            data = await self.fetch(cid, max_bytes=max_bytes, what="data shard", providers=providers)
+            return await trio.to_thread.run_sync(decode_shard, data)
+
+        return await self._cached(self._shards, cid, load)
 
     def peer_of(self, address: str) -> Any | None:
         """The peer id of the node acting as ``address`` on-chain, or None: see :meth:`ContentNode.peer_of`."""
