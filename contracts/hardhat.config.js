@@ -34,7 +34,7 @@ module.exports = {
     },
   },
   networks: {
-    hardhat: { accounts: { count: 40 } },
+    hardhat: { accounts: { count: 40 }, allowBlocksWithSameTimestamp: true },
     localhost: { url: process.env.HARDHAT_RPC_URL || "http://127.0.0.1:8545" },
   },
   gasReporter: {

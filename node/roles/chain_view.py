@@ -17,8 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 
-from eth_utils.address import to_checksum_address
-
 from node.chainio import AsyncChain
 from node.roles.customer import job_params
 from node.roles.decisions import draw_ready, first_draw_due, rescan_due
@@ -64,14 +62,18 @@ def check_spec(spec: JobSpec, info: JobInfo) -> JobSpec:
     return spec
 
 
+HEAD_TTL_S = 0.5
+"""How long :class:`ChainView` answers ``block_number`` and ``chain_time`` from one read of the latest block."""
+
+
 @dataclass
 class ChainView:
     """The job contract as the roles use it, as ``address``. Every method raises ``ChainError`` subclasses: a
     ``ContractRevert`` for a refused transaction, ``ChainUnavailable``/``ChainTimeout`` when the chain is down.
 
     Updates are addressed by (job, round, slot); their CIDs come from ``UpdateSubmitted`` logs (:meth:`submissions`).
-    Constants of the deployment (``DRAW_DELAY``, the EIP-712 domain), block times and leases are read once; nothing
-    else is cached.
+    Constants of the deployment (``DRAW_DELAY``, the EIP-712 domain), block times and leases are read once; the head
+    (latest block number and time) is shared for :data:`HEAD_TTL_S`; nothing else is cached.
     """
 
     client: JobManagerClient
@@ -83,6 +85,8 @@ class ChainView:
     _domain: TicketDomain | None = None
     _block_times: dict[int, int] = field(default_factory=dict)
     _leases: dict[int, int] = field(default_factory=dict)
+    _head: tuple[float, int, int] | None = None
+    """(monotonic time read, number, timestamp) of the latest block as last read."""
 
     # -- jobs, rounds, updates ------------------------------------------------------------------------------------
 
@@ -135,20 +139,27 @@ class ChainView:
         nothing. The next block's timestamp is at least this machine's clock, so we take the later of the two: a
         candidate that read only the stale block time would wait forever for a lease that has long expired.
         """
-        w3 = self.client.w3
-        block_time = await self.chain(lambda: int(w3.eth.get_block("latest")["timestamp"]), what="latest block")
+        _, block_time = await self._latest()
         return max(block_time, int(time.time()))
 
     async def block_number(self) -> int:
-        return await self.chain(self.client.block_number, what="eth_blockNumber")
+        number, _ = await self._latest()
+        return number
 
-    async def log_blocks(self, first_block: int) -> list[int]:
-        """The block of each event the contract emitted from ``first_block`` to the latest block (one
-        ``eth_getLogs``: the caller keeps the range short, see :class:`ChainWatch`)."""
-        w3, address = self.client.w3, to_checksum_address(self.client.address)
-        logs = await self.chain(lambda: w3.eth.get_logs({"address": address, "fromBlock": first_block,
-                                                           "toBlock": "latest"}), what="eth_getLogs")
-        return [int(log["blockNumber"]) for log in logs]
+    async def _latest(self) -> tuple[int, int]:
+        """The latest block's (number, timestamp), read at most once per :data:`HEAD_TTL_S`: a role checks each
+        pending update's draw and windows against the head every poll (two reads an update), and the roles of a node
+        poll together; on chains with 1 s blocks or slower a head half a second old is the same decision."""
+        now = time.monotonic()
+        if self._head is None or now - self._head[0] >= HEAD_TTL_S:
+            w3 = self.client.w3
+            block = await self.chain(lambda: w3.eth.get_block("latest"), what="latest block")
+            self._head = (now, int(block["number"]), int(block["timestamp"]))
+        return self._head[1], self._head[2]
+
+    async def logged_events(self, first_block: int) -> list[tuple[int, str]]:
+        """(block, event name) of each event the contract emitted from ``first_block`` to the latest block."""
+        return await self.chain(lambda: self.client.logged_events(first_block), what="eth_getLogs")
 
     async def draw_delay(self) -> int:
         if self._draw_delay is None:
@@ -337,6 +348,9 @@ class JobScanner:
         return out
 
 
+ROUND_CHANGE_EVENTS = frozenset({"RoundCommitted", "RoundDisputed", "JobFinished", "JobCancelled"})
+"""The events after which a job may have left its round (``committedRounds`` or ``status`` changed): what a trainer
+waiting for the next round reads the job for (:class:`ScanGate` with ``events``)."""
 HEAD_EVERY_REFRESHES = 10
 """How often :class:`ChainWatch` reads the head block to move its log cursor while the contract is quiet (the
 ``eth_getLogs`` range then spans at most this many polls of blocks)."""
@@ -351,6 +365,8 @@ class ChainWatch:
     jobs: ChainView
     poll_s: float
     stamp: int = 0
+    seen: dict[str, int] = field(default_factory=dict)
+    """Event name → the last :attr:`stamp` at which a refresh found one."""
     _cursor: int | None = None
     """The first block not searched for logs yet."""
     _refreshed_at: float = -math.inf
@@ -370,13 +386,22 @@ class ChainWatch:
         cursor = self._cursor if self._cursor is not None else (head or 0) + 1
         # From the block before the cursor, which is mined: a range starting past the latest block is an error on
         # some chains (geth: "invalid block range"), and most polls come before the next block. Its events were seen.
-        blocks = [b for b in await self.jobs.log_blocks(max(cursor - 1, 0)) if b >= cursor]
-        if blocks:
+        logged = [(b, name) for b, name in await self.jobs.logged_events(max(cursor - 1, 0)) if b >= cursor]
+        if logged:
             self.stamp += 1
-            cursor = max(blocks) + 1
+            self.seen.update((name, self.stamp) for _, name in logged)
+            cursor = max(b for b, _ in logged) + 1
         self._cursor = max(cursor, head + 1) if head is not None else cursor
         self._refreshes += 1
         return self.stamp
+
+    def logged_since(self, stamp: int | None, events: frozenset[str]) -> bool:
+        """Whether a refresh after ``stamp`` found one of ``events`` (any event when ``events`` is empty)."""
+        if stamp is None:
+            return True
+        if not events:
+            return self.stamp != stamp
+        return any(self.seen.get(name, 0) > stamp for name in events)
 
 
 @dataclass
@@ -386,6 +411,8 @@ class ScanGate:
     reading every job, submission and update it watches."""
 
     watch: ChainWatch
+    events: frozenset[str] = frozenset()
+    """Only these events call for a scan (empty: any event of the contract)."""
     scanned_stamp: int | None = None
     """The watch's stamp read before the last full scan (events mined during a scan raise it for the next poll)."""
     skipped: int = 0
@@ -394,7 +421,8 @@ class ScanGate:
         """The stamp to record with :meth:`scanned` after a full scan now, or None to skip this poll."""
         stamp = await self.watch.refresh()
         first = self.scanned_stamp is None
-        if rescan_due(first=first, busy=busy, logged=stamp != self.scanned_stamp, skipped=self.skipped):
+        logged = self.watch.logged_since(self.scanned_stamp, self.events)
+        if rescan_due(first=first, busy=busy, logged=logged, skipped=self.skipped):
             return stamp
         self.skipped += 1
         return None

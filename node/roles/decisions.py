@@ -119,6 +119,10 @@ class VoteBook:
         """How many members' votes on the draw at ``anchor`` were heard."""
         return len(self.votes.get((r, slot, anchor), {}))
 
+    def heard_any(self, r: int, slot: int) -> bool:
+        """Whether any vote on round ``r``'s update in ``slot`` was heard, on any draw."""
+        return any(key[0] == r and key[1] == slot for key in self.votes)
+
     def forget_round(self, r: int) -> None:
         """Drop the votes of round ``r`` and earlier (settled or closed by the commit)."""
         for key in [k for k in self.votes if k[0] <= r]:

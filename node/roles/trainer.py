@@ -19,7 +19,7 @@ import trio
 from node.checkpoint import decode_checkpoint
 from node.hardware import class_for_device
 from node.limits import content_limits
-from node.roles.chain_view import JobScanner
+from node.roles.chain_view import ROUND_CHANGE_EVENTS, JobScanner, ScanGate
 from node.roles.context import NodeContext, ticket_expectations
 from node.roles.decisions import (
     TrainerStep,
@@ -54,6 +54,9 @@ class TrainerRole:
         self.scanner = JobScanner(ctx.jobs, only=jobs)
         self.completed: list[tuple[int, int, str]] = []
         """(job, round, manifest CID) of every update this node submitted."""
+        self._slots: dict[tuple[int, int], int] = {}
+        """(job, round) → the slot of this node's admitted update (a log never changes: read from the chain once,
+        or known from its own submission)."""
         self._serving: set[int] = set()
         self.segments = SegmentSpill(ctx.config.data_path / "segments")
         """Committed segment states, served on request (node/segments.py); never published."""
@@ -89,8 +92,7 @@ class TrainerRole:
                     await trio.sleep(self.ctx.config.chain_poll_interval_s)
                     continue
                 r = job.committed_rounds
-                me = self.ctx.address.lower()
-                if any(s.trainer.lower() == me for s in await self.ctx.jobs.submissions(job_id, r)):
+                if await self._my_slot(job_id, r) is not None:
                     await self._wait_round_change(job_id, r)
                     continue
                 try:
@@ -105,28 +107,46 @@ class TrainerRole:
             self._serving.discard(job_id)
             log.exception("trainer loop for job %d crashed; it will be restarted", job_id)
 
+    async def _my_slot(self, job_id: int, r: int) -> int | None:
+        """The slot of this node's admitted update in round ``r`` (None: none yet)."""
+        if (job_id, r) not in self._slots:
+            me = self.ctx.address.lower()
+            for sub in await self.ctx.jobs.submissions(job_id, r):
+                if sub.trainer.lower() == me:
+                    self._slots[(job_id, r)] = sub.slot
+        return self._slots.get((job_id, r))
+
     async def _wait_round_change(self, job_id: int, r: int) -> None:
+        """Until the job leaves round ``r``: it reads the job only when the contract logged what moves a round
+        (:data:`ROUND_CHANGE_EVENTS`, one shared ``eth_getLogs`` a poll for the node) or every tenth poll, and
+        the chain for its own update's votes only once they were heard on the job's topic."""
         complete_since: float | None = None
+        gate = ScanGate(self.ctx.watch, events=ROUND_CHANGE_EVENTS)
+        slot = await self._my_slot(job_id, r)
         while True:
-            job = await self.ctx.jobs.job(job_id)
-            if job.committed_rounds != r or job.status != JobStatus.ACTIVE:
-                return
-            complete_since = await self._settle_own(job_id, r, complete_since)
+            stamp = await gate.due(busy=False)
+            if stamp is not None:
+                job = await self.ctx.jobs.job(job_id)
+                if job.committed_rounds != r or job.status != JobStatus.ACTIVE:
+                    return
+                gate.scanned(stamp)
+            if slot is not None:
+                complete_since = await self._settle_own(job_id, r, slot, complete_since)
             await trio.sleep(self.ctx.config.chain_poll_interval_s)
 
-    async def _settle_own(self, job_id: int, r: int, complete_since: float | None) -> float | None:
+    async def _settle_own(self, job_id: int, r: int, slot: int, complete_since: float | None) -> float | None:
         """Post this trainer's own update's complete panel of signed votes when the leader left it unposted for
         a few polls (``trainer_settles``). Returns since when the set has been complete (None: not complete)."""
         ctx = self.ctx
-        me = ctx.address.lower()
+        if not self.votes.book(job_id).heard_any(r, slot):
+            return None  # no vote heard yet: nothing the chain could add
         try:
-            mine = [s.slot for s in await ctx.jobs.submissions(job_id, r) if s.trainer.lower() == me]
-            if not mine or not await self.votes.complete(job_id, r, mine[0]):
+            if not await self.votes.complete(job_id, r, slot):
                 return None
             since = time.monotonic() if complete_since is None else complete_since
             if trainer_settles(since, time.monotonic(), 4 * ctx.config.chain_poll_interval_s):
                 ctx.log.info("job %d round %d: posting my update's signed votes myself", job_id, r)
-                await self.votes.settle_ready(job_id, r, mine)
+                await self.votes.settle_ready(job_id, r, [slot])
                 return None
             return since
         except ChainError as exc:  # the chain is down: the leader (or a later poll) posts them
@@ -162,6 +182,7 @@ class TrainerRole:
                             exc.error_name)
             return False
         self.completed.append((job_id, r, manifest_cid))
+        self._slots[(job_id, r)] = ticket.slot
         ctx.log.info("job %d round %d: submitted update %s", job_id, r, manifest_cid)
         return True
 

@@ -95,6 +95,8 @@ class VoteGossip:
         """The complete set heard for an update the fast path can still settle, or None. Reads the chain only for
         an update of which at least one vote was heard."""
         ctx = self.ctx
+        if not self.book(job_id).heard_any(r, slot):  # nothing heard: no chain read
+            return None
         update = await ctx.jobs.update(job_id, r, slot)
         if not fast_path_open(update) or not self.book(job_id).heard(r, slot, update.anchor_block):
             return None

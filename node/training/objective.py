@@ -15,8 +15,10 @@ ids (int64 for embeddings), float32 inputs are taken as they are. This module ne
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +79,37 @@ def _logits(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+@contextmanager
+def channels_last_pooling(model: nn.Module) -> Iterator[None]:
+    """Run ``model``'s 2-D max pools on channels-last copies of their inputs, handing the next layer the usual
+    contiguous layout: for scoring only (no gradient). A max is one of its inputs whatever the memory order, so
+    every output is the same, bit for bit (a test checks it, NaN and ties included), but torch's CPU kernel for the
+    default layout is ~10x slower (measured here, 2026-12: 10.6 ms against 1.1 ms on 64x32x28x28): in the CNN's
+    1,024-sample loss passes, which every trainer and each validator of an update run twice, the pools took 60% of
+    the time."""
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.MaxPool2d) and not module.return_indices:
+            handles.append(module.register_forward_pre_hook(_to_channels_last))
+            handles.append(module.register_forward_hook(_to_contiguous))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _to_channels_last(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and x.dim() == 4:
+        return (x.contiguous(memory_format=torch.channels_last), *args[1:])
+    return None
+
+
+def _to_contiguous(_module: nn.Module, _args: tuple[Any, ...], out: Any) -> Any:
+    return out.contiguous() if isinstance(out, torch.Tensor) else out
+
+
 class Objective:
     """Loss and metric of one task type; :func:`objective_for` gives the instance."""
 
@@ -103,12 +136,13 @@ class Objective:
         """
         total = torch.zeros((), dtype=torch.float64)
         correct = count = 0
-        for lo in range(0, n, chunk):
-            inputs, targets = self.batch(data, slice(lo, min(n, lo + chunk)))
-            logits, flat_targets = self.flat(_logits(model, inputs), targets)
-            total += nn.functional.cross_entropy(logits, flat_targets, reduction="sum").to(torch.float64)
-            correct += int((logits.argmax(dim=1) == flat_targets).sum())
-            count += int(flat_targets.numel())
+        with channels_last_pooling(model):
+            for lo in range(0, n, chunk):
+                inputs, targets = self.batch(data, slice(lo, min(n, lo + chunk)))
+                logits, flat_targets = self.flat(_logits(model, inputs), targets)
+                total += nn.functional.cross_entropy(logits, flat_targets, reduction="sum").to(torch.float64)
+                correct += int((logits.argmax(dim=1) == flat_targets).sum())
+                count += int(flat_targets.numel())
         if count == 0:
             raise TrainingError("nothing to score: no samples")
         return Score(float(total), correct, count)

@@ -10,6 +10,7 @@ from node.roles.chain_view import ChainView, ChainWatch, ScanGate
 from node.roles.decisions import MAX_SKIPPED_POLLS
 from protocols.chain.backends import dev_accounts, in_process_chain
 from protocols.chain.client import deploy
+from protocols.types import NodeClass
 from tests.chain.helpers import MIN_STAKE, SETTINGS
 
 
@@ -60,3 +61,27 @@ async def test_roles_polling_together_share_one_search() -> None:
     assert await watch.refresh() == 0  # within the same half poll: the search already made is the answer
     watch._refreshed_at -= 31.0  # half a poll later
     assert await watch.refresh() == 1
+
+
+async def test_a_gate_for_some_events_ignores_the_others() -> None:
+    """A trainer waiting for the next round reads the job only after an event that moves a round: the round's
+    submissions, votes and registrations are not news to it."""
+    w3, acc = in_process_chain(), dev_accounts(3)
+    client = deploy(w3, acc[0], SETTINGS)
+    view = ChainView(client=client, chain=AsyncChain(timeout_s=30.0), address=acc[0].address,
+                     signing_window=_no_window)
+    watch = ChainWatch(view, poll_s=0.0)
+    rounds = ScanGate(watch, events=frozenset({"ValidatorRegistered"}))
+    other = ScanGate(watch, events=frozenset({"RoundCommitted"}))
+    for gate in (rounds, other):
+        stamp = await gate.due(busy=False)
+        assert stamp is not None
+        gate.scanned(stamp)
+
+    client.with_account(acc[1]).register_trainer(NodeClass.M, MIN_STAKE)  # TrainerRegistered: news to neither
+    assert await rounds.due(busy=False) is None
+    assert await other.due(busy=False) is None
+    client.with_account(acc[2]).register_validator(MIN_STAKE)  # ValidatorRegistered: news to the first only
+    assert await rounds.due(busy=False) is not None
+    assert await other.due(busy=False) is None
+    assert watch.seen.keys() == {"TrainerRegistered", "ValidatorRegistered"}

@@ -19,6 +19,7 @@ from node.training.models import MODELS, ModelInfo
 from node.training.objective import (
     CAUSAL_LM,
     CLASSIFICATION,
+    channels_last_pooling,
     check_spec_task,
     format_metric,
     headline,
@@ -221,3 +222,25 @@ def test_gpt2_from_the_registry_trains_replays_and_evaluates_as_a_causal_lm() ->
     accuracy, loss = evaluate(ref, result.final_state, data, task=CAUSAL_LM)
     assert loss == pytest.approx(result.loss_after, rel=1e-6) and loss < result.loss_before
     assert 0 <= accuracy <= 1 and headline(CAUSAL_LM, accuracy, loss)[1] == pytest.approx(math.exp(loss))
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+                                  nn.MaxPool2d(2, dilation=2)])
+def test_channels_last_pooling_gives_the_same_bits(pool: nn.MaxPool2d) -> None:
+    """Scoring pools in channels-last order for speed: every output bit must be the default layout's, ties, signed
+    zeros, infinities and NaN included, and the next layer gets the default (contiguous) layout."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 6, 15, 15, generator=gen).round(decimals=1)  # rounding makes ties common
+    x[0, 0, 0, :4] = torch.tensor([float("nan"), -0.0, float("inf"), float("-inf")])
+    x[1, 2] = 0.0
+    model = nn.Sequential(nn.Conv2d(6, 6, 1), pool, nn.Flatten())
+    with torch.no_grad():
+        plain = model[1](model[0](x))
+        with channels_last_pooling(model):
+            fast = model[1](model[0](x))
+            assert fast.is_contiguous()
+            assert torch.equal(model(x).view(torch.int32), nn.Flatten()(plain).view(torch.int32))
+    assert plain.shape == fast.shape
+    assert torch.equal(plain.view(torch.int32), fast.view(torch.int32))
+    assert bool(plain.isnan().any()) and bool(plain.isinf().any())
+    assert not pool._forward_hooks and not pool._forward_pre_hooks  # removed on exit
