@@ -100,8 +100,8 @@ class TrainerRole:
                 except (DtnodeError, OSError) as exc:
                     log.warning("job %d round %d: task failed: %s", job_id, r, exc)
                     done = False
-                if not done:
-                    await trio.sleep(self.ctx.config.chain_poll_interval_s * 2)
+                if not done:  # one poll: most refusals last until the leader's next step (a round being opened)
+                    await trio.sleep(self.ctx.config.chain_poll_interval_s)
                 await self._withdraw_if_owed()
         except Exception:
             self._serving.discard(job_id)
@@ -218,7 +218,9 @@ class TrainerRole:
         self.segments.reserve(limits.spill_bytes)
         with ctx.timed("training"):
             result = await trio.to_thread.run_sync(self.train, spec, ticket, base_model, shard)
-        delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding))
+        # No provider records for a round's update: its readers (the panel, the leader, the auditors) name its holders
+        # from the chain, and announcing would cost every peer DHT traffic each round (storage/content.py).
+        delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding), announce=False)
         if result.segment_states:  # a train() that returns its states rather than spilling them as it goes
             await trio.to_thread.run_sync(self.segments.keep, ticket.job_id, ticket.round, result.segment_states)
         manifest = UpdateManifest(
@@ -227,8 +229,7 @@ class TrainerRole:
             segment_every=spec.segment_every, segment_hashes=list(result.segment_hashes),
             device=self.device_for(spec),
         )
-        manifest_cid = await ctx.store.put(manifest.to_bytes())
-        await ctx.store.pin(manifest_cid)
+        manifest_cid = await ctx.store.put(manifest.to_bytes(), announce=False)
         ctx.log.info(
             "trained job %d round %d: %d steps, loss %.4f -> %.4f (%s)", ticket.job_id, ticket.round, ticket.steps,
             result.loss_before, result.loss_after, hashlib.sha256(manifest_cid.encode()).hexdigest()[:8],

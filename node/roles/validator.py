@@ -318,9 +318,10 @@ class ValidatorRole:
             base_model, _ = decode_checkpoint(base_bytes, model_ref(spec), max_bytes=limits.checkpoint_bytes)
             delta = decode_delta(delta_bytes, like=base_model, max_bytes=limits.delta_bytes)
             # Kept (pinned): the leader aggregating this update and the auditors recomputing its round may have to
-            # fetch it from us, e.g. when its trainer is gone by then.
+            # fetch it from us, e.g. when its trainer is gone by then; they name us (the panel is on-chain), so no
+            # provider record (storage/content.py).
             for cid in (sub.update_cid, manifest.delta_cid):
-                await ctx.store.pin(cid)
+                await ctx.store.pin(cid, announce=False)
 
             def fetch_state(i: int) -> CommittedState:
                 # Handed over, not shared: replay owns each state (a 100M-parameter state is 1.2 GB).

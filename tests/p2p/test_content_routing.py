@@ -189,7 +189,10 @@ async def test_a_full_node_announces_what_it_stores_and_its_fetches_fall_back_to
                 await nursery.start(exchange.run)
                 nodes.append(ContentNode(store, net=net, exchange=exchange, fetch_timeout_s=FETCH_TIMEOUT_S))
             data = os.urandom(MB)
+            quiet = await nodes[2].store.put(os.urandom(1000), announce=False)  # a round's update: no record
+            await nodes[2].store.pin(quiet, announce=False)
             cid = await nodes[2].store.put(data)
+            assert nets[2].routing.announcing() == [parse_cid(cid).multihash]
             await until(lambda: nets[2].routing.announced >= 1, timeout=20)
             got = await nodes[0].store.get(cid, max_bytes=2 * MB, timeout_s=FETCH_TIMEOUT_S,
                                            providers=[nets[1].peer_id])
