@@ -103,12 +103,17 @@ def _topic_map() -> dict[bytes, dict[str, Any]]:
     return _TOPICS
 
 
-def event_topic(name: str) -> bytes:
-    """topic0 of one of JobManager's events (for ``eth_getLogs`` filters)."""
+def _by_name(name: str) -> tuple[bytes, dict[str, Any]]:
+    """(topic0, ABI entry) of one of JobManager's events; KeyError naming the known ones otherwise."""
     for topic, entry in _topic_map().items():
         if entry["name"] == name:
-            return topic
+            return topic, entry
     raise KeyError(f"JobManager has no event {name!r}; known: {sorted(event_names())}")
+
+
+def event_topic(name: str) -> bytes:
+    """topic0 of one of JobManager's events (for ``eth_getLogs`` filters)."""
+    return _by_name(name)[0]
 
 
 def event_name(topic0: bytes) -> str:
@@ -120,10 +125,7 @@ def event_name(topic0: bytes) -> str:
 def indexes_round(name: str) -> bool:
     """Whether event ``name``'s indexed arguments start with ``jobId, round`` (its topics 1 and 2): such logs can be
     asked for by job and round (``get_events(round=...)``)."""
-    entry = next((e for e in _topic_map().values() if e["name"] == name), None)
-    if entry is None:
-        raise KeyError(f"JobManager has no event {name!r}; known: {sorted(event_names())}")
-    indexed = [str(i["name"]) for i in entry["inputs"] if i.get("indexed")]
+    indexed = [str(i["name"]) for i in _by_name(name)[1]["inputs"] if i.get("indexed")]
     return indexed[:2] == ["jobId", "round"]
 
 

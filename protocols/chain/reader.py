@@ -65,7 +65,6 @@ class JobManagerReader:
         self._contract = w3.eth.contract(address=to_checksum_address(self.address), abi=load_artifact().abi_list())
         self._decoder = EventDecoder(w3, self.address)
         self._functions = {str(e["name"]): e for e in load_artifact().entries("function")}
-        self._outputs = {name: e["outputs"] for name, e in self._functions.items()}
         self._views: dict[str, ViewCodec] = {}
 
     @property
@@ -87,7 +86,7 @@ class JobManagerReader:
 
     def _struct(self, fn_name: str, *args: Any) -> Any:
         """A view returning one struct, as a dict keyed by the ABI's field names."""
-        return to_named(self._outputs[fn_name][0], self._call(fn_name, *args))
+        return to_named(self._functions[fn_name]["outputs"][0], self._call(fn_name, *args))
 
     def _int(self, fn_name: str, *args: Any) -> int:
         return int(self._call(fn_name, *args))
@@ -157,9 +156,9 @@ class JobManagerReader:
         """(block, event name) of each event this deployment emitted from ``first_block`` to the latest block, named
         by topic0 alone (nothing else decoded; "" for a topic the ABI does not know). One ``eth_getLogs``: the caller
         keeps the range short, as the node's chain watch does."""
-        logs = self._tx.rpc(lambda: self.w3.eth.get_logs({"address": to_checksum_address(self.address),
-                                                          "fromBlock": first_block, "toBlock": "latest"}),
-                            "eth_getLogs")
+        params: FilterParams = {"address": to_checksum_address(self.address), "fromBlock": first_block,
+                                "toBlock": "latest"}
+        logs = self._tx.rpc(lambda: self.w3.eth.get_logs(params), "eth_getLogs")
         return [(int(log["blockNumber"]), event_name(bytes(log["topics"][0])) if log["topics"] else "")
                 for log in logs]
 
