@@ -160,6 +160,12 @@ def aggregate_centered_clip(weighted: Sequence[WeightedDelta], tau: float, iters
     return _unflatten(v, keys, shapes)
 
 
+def _float32_tensor(values: np.ndarray | np.floating) -> torch.Tensor:
+    """``values`` rounded to float32 as a tensor of the same shape. Arithmetic on a 0-d array (a BatchNorm's
+    ``num_batches_tracked``) gives a NumPy scalar, which ``torch.from_numpy`` refuses: ``np.asarray`` keeps it 0-d."""
+    return torch.from_numpy(np.asarray(values, dtype=np.float32)).contiguous()
+
+
 _SPEC_DEFAULTS = AggregationSpec()
 """The one table of defaults: a rule built without a setting gets the job spec's default for it."""
 
@@ -192,8 +198,8 @@ class OuterOptimizer:
             buf = d if prev is None else prev.detach().to(torch.float32).numpy().astype(np.float64) * self.momentum + d
             buf32 = buf.astype(np.float32)
             update = d + buf32.astype(np.float64) * self.momentum
-            new_state[key] = torch.from_numpy((b + update * self.lr).astype(np.float32)).contiguous()
-            new_outer["momentum/" + key] = torch.from_numpy(buf32).contiguous()
+            new_state[key] = _float32_tensor(b + update * self.lr)
+            new_outer["momentum/" + key] = _float32_tensor(buf32)
         return new_state, new_outer
 
 
@@ -225,10 +231,8 @@ class Strategy(ABC):
         if self.outer is not None:
             return self.outer.step(base_state, delta, outer_state or {})
         new_state = {
-            key: torch.from_numpy(
-                (base_state[key].detach().to(torch.float32).numpy().astype(np.float64)
-                 + delta[key].numpy().astype(np.float64)).astype(np.float32)
-            ).contiguous()
+            key: _float32_tensor(base_state[key].detach().to(torch.float32).numpy().astype(np.float64)
+                                 + delta[key].numpy().astype(np.float64))
             for key in sorted(base_state)
         }
         return new_state, {}

@@ -12,6 +12,7 @@ from node.training.aggregate import (
     FedTrimmedAvg,
     Krum,
     OuterOptimizer,
+    Strategy,
     aggregate_centered_clip,
     aggregate_krum,
     aggregate_mean,
@@ -158,3 +159,16 @@ def test_strategies_from_specs_and_errors() -> None:
                 lambda: FedAvg().apply(delta_from([0.0] * 17), [])):
         with pytest.raises(TrainingError):
             bad()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda s: f"{type(s).__name__}{'+outer' if s.outer else ''}")
+def test_scalar_tensors_aggregate_with_every_strategy(strategy: Strategy) -> None:
+    """A 0-d tensor (BatchNorm's ``num_batches_tracked``, as in ``resnet18-small-v1``) keeps its shape through the
+    aggregate and the outer step: NumPy arithmetic on a 0-d array gives a scalar, which crashed the outer step."""
+    base = {"w": torch.ones(2, 2), "n": torch.tensor(3.0)}
+    deltas = [({"w": torch.full((2, 2), 0.5), "n": torch.tensor(100.0)}, 1.0) for _ in range(5)]
+    state, outer = strategy.apply(base, deltas)
+    assert state["n"].shape == () and state["n"].dtype == torch.float32 and state["w"].shape == (2, 2)
+    step = 1.0 if strategy.outer is None else strategy.outer.lr * (1 + strategy.outer.momentum)
+    assert state["n"].item() == pytest.approx(3.0 + 100.0 * step)
+    assert all(t.shape == base[k.removeprefix("momentum/")].shape for k, t in outer.items())
