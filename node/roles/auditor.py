@@ -58,7 +58,7 @@ class Auditor:
 
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         self.ctx = ctx
-        self.scanner = JobScanner(ctx.jobs, only=jobs)
+        self.scanner = JobScanner(ctx.jobs, only=jobs, watch=ctx.watch)
         self.verdicts: dict[tuple[int, int], bool] = {}
         """(job, round) → the verdict this node recomputed (sent in each phase whose panel drew it)."""
         self._handled: dict[int, set[int]] = {}

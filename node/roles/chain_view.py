@@ -7,7 +7,10 @@ from the chain are defined once here: which jobs to scan (:class:`JobScanner`), 
 (:meth:`ChainView.base_checkpoint`) and whether a job's spec agrees with the job's on-chain parameters
 (:func:`check_spec`: the contract pays and counts by its own copy, so a role must never act on a spec that differs).
 
-This module must never cache chain state that can change (a job, an update): every call reads the chain again.
+This module never caches chain state that can change (a job, an update): every call reads the chain again. Three
+exceptions, each because the value cannot change or because its change is logged: a committed round's checkpoint
+(:meth:`ChainView.base_checkpoint`), the head for :data:`HEAD_TTL_S`, and the job count, read again once
+``JobCreated`` was logged (:class:`JobScanner` with a :class:`ChainWatch`).
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ class ChainView:
     _leases: dict[int, int] = field(default_factory=dict)
     _head: tuple[float, int, int] | None = None
     """(monotonic time read, number, timestamp) of the latest block as last read."""
+    _committed: dict[tuple[int, int], str] = field(default_factory=dict)
+    """(job, round) → the round's committed checkpoint CID: set once by ``commitRound``, never changed (a disputed
+    audit marks the job, not the checkpoint)."""
 
     # -- jobs, rounds, updates ------------------------------------------------------------------------------------
 
@@ -114,10 +120,12 @@ class ChainView:
         """The checkpoint round ``r`` starts from: the job's initial one, then the one committed in round r-1."""
         if r == 0:
             return spec.initial_checkpoint_cid
-        info = await self.round_info(job_id, r - 1)
-        if info.checkpoint_cid is None:
-            raise ChainError(f"job {job_id}: round {r - 1} has no committed checkpoint yet")
-        return info.checkpoint_cid
+        if (job_id, r - 1) not in self._committed:
+            info = await self.round_info(job_id, r - 1)
+            if info.checkpoint_cid is None:
+                raise ChainError(f"job {job_id}: round {r - 1} has no committed checkpoint yet")
+            self._committed[(job_id, r - 1)] = info.checkpoint_cid
+        return self._committed[(job_id, r - 1)]
 
     async def round_commits(self, job_id: int) -> list[RoundCommit]:
         return await self.chain(lambda: self.client.round_commits(job_id), what="RoundCommitted logs")
@@ -325,13 +333,24 @@ class JobScanner:
 
     jobs: ChainView
     only: tuple[int, ...] = ()
+    watch: ChainWatch | None = None
+    """With a watch, the job count is read again only once it logged ``JobCreated`` (else: every call)."""
     finished: set[int] = field(default_factory=set)
     """Jobs the role needs no more (closed and fully handled): never read again."""
+    _count: tuple[int | None, int] | None = None
+    """(the watch's stamp read before it, the job count) as last read."""
 
     async def job_ids(self) -> list[int]:
         """The ids to look at, without reading each job."""
-        ids = list(self.only) if self.only else list(range(1, await self.jobs.job_count() + 1))
+        ids = list(self.only) if self.only else list(range(1, await self._job_count() + 1))
         return [job_id for job_id in ids if job_id not in self.finished]
+
+    async def _job_count(self) -> int:
+        stamp = await self.watch.refresh() if self.watch is not None else None
+        if (self._count is None or stamp is None
+                or self.watch is not None and self.watch.logged_since(self._count[0], JOB_COUNT_EVENTS)):
+            self._count = (stamp, await self.jobs.job_count())
+        return self._count[1]
 
     async def scan(self) -> list[JobInfo]:
         """Each job to look at, as the chain has it now."""
@@ -348,6 +367,8 @@ class JobScanner:
         return out
 
 
+JOB_COUNT_EVENTS = frozenset({"JobCreated"})
+"""The only event after which ``jobCount`` differs."""
 ROUND_CHANGE_EVENTS = frozenset({"RoundCommitted", "RoundDisputed", "JobFinished", "JobCancelled"})
 """The events after which a job may have left its round (``committedRounds`` or ``status`` changed): what a trainer
 waiting for the next round reads the job for (:class:`ScanGate` with ``events``)."""

@@ -51,7 +51,7 @@ from protocols.wire import TaskRequest, TaskResponse
 class TrainerRole:
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         self.ctx = ctx
-        self.scanner = JobScanner(ctx.jobs, only=jobs)
+        self.scanner = JobScanner(ctx.jobs, only=jobs, watch=ctx.watch)
         self.completed: list[tuple[int, int, str]] = []
         """(job, round, manifest CID) of every update this node submitted."""
         self._slots: dict[tuple[int, int], int] = {}

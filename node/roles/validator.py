@@ -75,7 +75,7 @@ SignKey = tuple[int, int, int, int]
 class ValidatorRole:
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         self.ctx = ctx
-        self.scanner = JobScanner(ctx.jobs, only=jobs)
+        self.scanner = JobScanner(ctx.jobs, only=jobs, watch=ctx.watch)
         self.verdicts: dict[VoteKey, Verdict] = {}
         """(job, round, slot, phase) → the verdict this node voted."""
         self._in_progress: set[VoteKey] = set()

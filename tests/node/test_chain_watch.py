@@ -3,15 +3,20 @@ empty block is no news, and a role that was skipping scans again at the tenth po
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
 from web3.types import RPCEndpoint
 
 from node.chainio import AsyncChain
-from node.roles.chain_view import ChainView, ChainWatch, ScanGate
+from node.roles.chain_view import ChainView, ChainWatch, JobScanner, ScanGate
 from node.roles.decisions import MAX_SKIPPED_POLLS
 from protocols.chain.backends import dev_accounts, in_process_chain
 from protocols.chain.client import deploy
+from protocols.chain.errors import ChainError
+from protocols.chain.models import RoundInfo
 from protocols.types import NodeClass
-from tests.chain.helpers import MIN_STAKE, SETTINGS
+from tests.chain.helpers import MIN_STAKE, PARAMS, SETTINGS, Chain, cid_of, draw, one_update
 
 
 async def _no_window(_job_id: int) -> int:
@@ -85,3 +90,58 @@ async def test_a_gate_for_some_events_ignores_the_others() -> None:
     assert await rounds.due(busy=False) is not None
     assert await other.due(busy=False) is None
     assert watch.seen.keys() == {"TrainerRegistered", "ValidatorRegistered"}
+
+
+class CountingView(ChainView):
+    """The real view, counting its ``jobCount`` reads."""
+
+    job_count_reads: int = 0
+    round_reads: int = 0
+
+    async def job_count(self) -> int:
+        self.job_count_reads += 1
+        return await super().job_count()
+
+    async def round_info(self, job_id: int, r: int) -> RoundInfo:
+        self.round_reads += 1
+        return await super().round_info(job_id, r)
+
+
+async def test_the_job_count_is_read_again_only_after_a_job_is_created() -> None:
+    w3, acc = in_process_chain(), dev_accounts(3)
+    client = deploy(w3, acc[0], SETTINGS)
+    view = CountingView(client=client, chain=AsyncChain(timeout_s=30.0), address=acc[0].address,
+                        signing_window=_no_window)
+    scanner = JobScanner(view, watch=ChainWatch(view, poll_s=0.0))
+    unwatched = JobScanner(view)
+    assert await scanner.job_ids() == [] and view.job_count_reads == 1
+    client.with_account(acc[1]).register_validator(MIN_STAKE)  # an event, but not one that adds a job
+    assert await scanner.job_ids() == [] and view.job_count_reads == 1
+    first, _ = client.with_account(acc[2]).create_job(PARAMS)
+    assert await scanner.job_ids() == [first] and view.job_count_reads == 2
+    assert await scanner.job_ids() == [first] and view.job_count_reads == 2
+    second, _ = client.with_account(acc[2]).create_job(PARAMS)
+    scanner.finished.add(first)
+    assert await scanner.job_ids() == [second] and view.job_count_reads == 3
+    assert await unwatched.job_ids() == [first, second] and view.job_count_reads == 4  # no watch: every call
+
+
+async def test_a_committed_checkpoint_is_read_once() -> None:
+    """Round r starts from round r-1's committed checkpoint, which never changes: one ``getRound`` for it."""
+    w3, acc = in_process_chain(), dev_accounts(8)
+    manager = deploy(w3, acc[0], SETTINGS)
+    setup = one_update(Chain("py-evm", w3, list(acc)), manager, (4, 5, 6, 7))
+    view = CountingView(client=manager, chain=AsyncChain(timeout_s=30.0), address=acc[0].address,
+                        signing_window=_no_window)
+    spec = SimpleNamespace(initial_checkpoint_cid="bafy-initial")
+    assert await view.base_checkpoint(spec, setup.job_id, 0) == "bafy-initial"  # type: ignore[arg-type]
+    with pytest.raises(ChainError, match="no committed checkpoint"):
+        await view.base_checkpoint(spec, setup.job_id, 1)  # type: ignore[arg-type]
+    for address in draw(manager, setup.job_id, 0, 0):
+        setup.validators[address].validate_update(setup.job_id, 0, 0, True)
+    committed = cid_of(b"checkpoint 0")
+    setup.leader.commit_round(setup.job_id, 0, committed, 0b1)
+    reads = view.round_reads
+    assert await view.base_checkpoint(spec, setup.job_id, 1) == str(committed)  # type: ignore[arg-type]
+    assert await view.base_checkpoint(spec, setup.job_id, 1) == str(committed)  # type: ignore[arg-type]
+    assert view.round_reads == reads + 1
