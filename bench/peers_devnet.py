@@ -61,7 +61,10 @@ async def run_devnet_side(spec: JobSpec, out: Path) -> None:
     say = lambda line: print(f"dtnode: {line}", flush=True)  # noqa: E731
     # A chain call may wait longer than make demo's 30 s: on a 2-core machine shared with other work, Hardhat was
     # measured starved past it (load average 25), which stops the run rather than slowing it.
-    settings = {**DevnetPlan().node_settings, "chain_timeout_s": CHAIN_TIMEOUT_S}
+    # A round waits for all its tasks, up to its lease: the three sides must aggregate the same updates (make demo's
+    # 180 s round timeout is shorter than one 11M-parameter round on these 2 cores).
+    settings = {**DevnetPlan().node_settings, "chain_timeout_s": CHAIN_TIMEOUT_S,
+                "round_timeout_s": float(spec.payment.lease_seconds)}
     plan = DevnetPlan(trainers=spec.tasks_per_round, validators=3, spec=spec, embedded=False, shards=SHARDS,
                       eval_samples=EVAL_SAMPLES, out=say, node_settings=settings)
     net = Devnet(plan)

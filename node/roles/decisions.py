@@ -197,6 +197,39 @@ def candidate_idle_s(step: LeaderStep, job: JobInfo, me: str, now: int, poll_s: 
 
 
 @dataclass
+class TicketLifetime:
+    """How long a leader's tickets last: long enough for the job's tasks on its trainers, short enough that a slot
+    held by a silent trainer is handed out again.
+
+    A node's ``task_timeout_s`` cannot know the job: a 10M-parameter model's task on a CPU trainer outlasts it, and
+    a ticket that expires before its update is submitted makes ``submitUpdate`` revert (``TicketExpired``) and the
+    same work start over, round after round. So the lifetime starts at ``base_s`` and learns from the job: a ticket
+    that lapsed with its slot unfilled doubles it, and an update submitted ``d`` seconds after its ticket raises it
+    to ``2 d``. It never shrinks during the leader's term, and a ticket never outlives the round's own limit (the
+    lease), past which it is useless; nor is it ever shorter than ``base_s``, the node's setting.
+    """
+
+    base_s: float
+    current_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.current_s = max(self.current_s, self.base_s)
+
+    def expiry(self, now: float, round_left_s: float) -> int:
+        """The ``expires_at`` (chain time) of a ticket issued at ``now`` with ``round_left_s`` left in the round."""
+        return int(now + max(self.base_s, min(self.current_s, round_left_s)))
+
+    def lapsed(self, count: int, cap_s: float) -> None:
+        """``count`` tickets expired with their slots unfilled: double the lifetime per ticket, up to ``cap_s``."""
+        for _ in range(count):
+            self.current_s = max(self.current_s, min(2 * self.current_s, cap_s))
+
+    def filled(self, seconds: float) -> None:
+        """An update was submitted ``seconds`` after its ticket was issued."""
+        self.current_s = max(self.current_s, 2 * seconds)
+
+
+@dataclass
 class RoundState:
     """What a leader knows about the round it is running. Updates are per slot (0..tasks_per_round-1)."""
 
@@ -215,6 +248,17 @@ class RoundState:
     """slot → trainer (lower-case) of each update on-chain this round, as last read by the collector."""
     decided: dict[int, tuple[UpdateStatus, str, str]] = field(default_factory=dict)
     """slot → (final status, trainer, manifest CID): decided updates never change, so they are read once."""
+    issued_at: dict[str, float] = field(default_factory=dict)
+    """trainer address (lower-case) → when its ticket was issued (chain time), for :class:`TicketLifetime`."""
+    lapsed: set[tuple[str, int]] = field(default_factory=set)
+    """(trainer, expires_at) of each ticket already counted as lapsed unfilled."""
+
+    def newly_lapsed(self, now: float) -> int:
+        """How many tickets expired with their slot unfilled since the last call (each is counted once)."""
+        fresh = {(trainer, t.expires_at) for trainer, t in self.tickets.items()
+                 if t.expires_at <= now and t.slot not in self.submitted} - self.lapsed
+        self.lapsed |= fresh
+        return len(fresh)
 
     def live_ticket(self, trainer: str, now: float) -> TaskTicket | None:
         """The unexpired ticket ``trainer`` already holds this round (asked again: same answer)."""

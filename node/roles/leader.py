@@ -38,6 +38,7 @@ from node.roles.decisions import (
     LeaderStep,
     RoundClose,
     RoundState,
+    TicketLifetime,
     candidate_idle_s,
     ineligibility,
     leader_step,
@@ -81,6 +82,8 @@ class LeaderRole:
         self._min_stake: int | None = None
         self._bond: int | None = None
         self._skew = 0.0
+        self.ticket_lifetime = TicketLifetime(base_s=ctx.config.task_timeout_s)
+        """Learns how long this job's tasks take (see :class:`~node.roles.decisions.TicketLifetime`)."""
         """Chain time minus this machine's clock, as last read: ticket expiries are checked on-chain in block time,
         which runs ahead of the clock on a chain that mines a block per transaction (eth-tester)."""
         self.votes = VoteGossip(ctx)
@@ -188,6 +191,7 @@ class LeaderRole:
             if problem:
                 return TaskResponse(reject=RejectCode.NOT_REGISTERED, detail=problem)
             st.eligible.add(key)
+        self.ticket_lifetime.lapsed(st.newly_lapsed(self._now()), cap_s=spec.payment.lease_seconds)
         refusal = refuse_slot(st, trainer, spec.tasks_per_round, self._now())
         if refusal is not None:
             return refusal
@@ -195,6 +199,7 @@ class LeaderRole:
         assert slot is not None  # refuse_slot refused a full round
         ticket = await self._make_ticket(spec, st, trainer, request.node_class, slot)
         st.tickets[key] = ticket
+        st.issued_at[key] = self._now()
         ctx.log.info("job %d round %d: ticket for %s in slot %d (class %s, %d steps on shard %s)", self.job_id,
                      st.round, trainer, slot, request.node_class, ticket.steps, ticket.shard_cid[-8:])
         return TaskResponse(ticket=ticket)
@@ -223,7 +228,8 @@ class LeaderRole:
             shard_cid=shard, sample_start=0, sample_count=count, steps=size.steps,
             batch_size=size.batch_size, seed=ticket_seed(spec, self.job_id, st.round, slot),
             node_class=node_class, weight=size.weight, work_units=work_units(spec, node_class), trainer=trainer,
-            leader=self.ctx.address, expires_at=int(self._now() + self.ctx.config.task_timeout_s),
+            leader=self.ctx.address,
+            expires_at=self.ticket_lifetime.expiry(self._now(), st.hard_deadline - time.monotonic()),
         )
         return ticket.signed_by(self.ctx.account, await self.ctx.jobs.ticket_domain())
 
@@ -263,6 +269,8 @@ class LeaderRole:
         ctx = self.ctx
         while True:
             for sub in await ctx.jobs.submissions(self.job_id, st.round):
+                if sub.slot not in st.submitted and sub.trainer.lower() in st.issued_at:
+                    self.ticket_lifetime.filled(self._now() - st.issued_at[sub.trainer.lower()])
                 st.submitted[sub.slot] = sub.trainer.lower()
                 if sub.slot in st.decided:
                     continue

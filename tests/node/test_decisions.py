@@ -19,6 +19,7 @@ from node.roles.decisions import (
     CloseReason,
     LeaderStep,
     RoundState,
+    TicketLifetime,
     TrainerStep,
     VoteBook,
     asked_to_audit,
@@ -201,6 +202,31 @@ def test_slots_are_counted_from_submissions_and_live_tickets() -> None:
     assert refuse_slot(st, "a", 2, NOW).reject == RejectCode.ALREADY_SUBMITTED  # type: ignore[union-attr]
     assert refuse_slot(st, "d", 2, NOW).reject == RejectCode.ROUND_FULL  # type: ignore[union-attr]
     assert refuse_slot(st, "d", 2, NOW + 61) is None and st.free_slot(2, NOW + 61) == 1  # c's ticket ran out
+
+
+def test_a_ticket_lasts_as_long_as_the_jobs_tasks_take_within_the_round() -> None:
+    """A 10M-parameter task on CPU trainers outlasts the node's task_timeout_s: tickets that lapse unfilled double
+    the lifetime, and a submission d seconds after its ticket raises it to 2 d; never below the node's setting nor
+    past the round's limit."""
+    life = TicketLifetime(base_s=120.0)
+    assert life.expiry(NOW, round_left_s=1_000.0) == NOW + 120
+    assert life.expiry(NOW, round_left_s=30.0) == NOW + 120  # never shorter than the node's setting
+    st = round_state(tickets={"a": ticket("a", expires_at=NOW + 120, slot=0),
+                              "b": ticket("b", expires_at=NOW + 120, slot=1)})
+    assert st.newly_lapsed(NOW + 119) == 0
+    st.submitted = {1: "b"}  # b filled its slot in time: its ticket is no lapse
+    assert st.newly_lapsed(NOW + 120) == 1 and st.newly_lapsed(NOW + 500) == 0  # a's counted once
+    life.lapsed(1, cap_s=300.0)
+    assert life.expiry(NOW, round_left_s=1_000.0) == NOW + 240
+    life.lapsed(2, cap_s=300.0)
+    assert life.current_s == 300.0  # capped at the lease
+    st.tickets["a"] = ticket("a", expires_at=NOW + 700, slot=0)  # a new ticket for a: a later lapse counts again
+    assert st.newly_lapsed(NOW + 700) == 1
+    life.filled(400.0)
+    assert life.current_s == 800.0
+    assert life.expiry(NOW, round_left_s=500.0) == NOW + 500  # a ticket outliving the round would be useless
+    life.filled(10.0)
+    assert life.current_s == 800.0  # it never shrinks during a term
 
 
 ACCEPTED, REJECTED = UpdateStatus.ACCEPTED, UpdateStatus.REJECTED
