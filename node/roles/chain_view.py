@@ -369,6 +369,11 @@ class JobScanner:
 
 JOB_COUNT_EVENTS = frozenset({"JobCreated"})
 """The only event after which ``jobCount`` differs."""
+LEADERSHIP_EVENTS = frozenset({"LeaderElected", "SuccessorDrawRequested", "CandidacyEnded", "LeaderBondForfeited",
+                               "RoundDisputed", "JobFinished", "JobCancelled"})
+"""The events that change what a candidate waiting out another node's lease acts on (a claim, a successor draw, a
+lost candidacy, the job's end). A commit renews the lease (``RoundCommitted``) but needs no read: the candidate reads
+again before the expiry it knew, and finds the new one (:func:`~node.roles.decisions.candidate_idle_s`)."""
 ROUND_CHANGE_EVENTS = frozenset({"RoundCommitted", "RoundDisputed", "JobFinished", "JobCancelled"})
 """The events after which a job may have left its round (``committedRounds`` or ``status`` changed): what a trainer
 waiting for the next round reads the job for (:class:`ScanGate` with ``events``)."""

@@ -31,7 +31,7 @@ import trio
 
 from node.checkpoint import aggregate_checkpoint, decode_checkpoint
 from node.limits import content_limits
-from node.roles.chain_view import ScanGate
+from node.roles.chain_view import LEADERSHIP_EVENTS, ScanGate
 from node.roles.context import NodeContext
 from node.roles.decisions import (
     CloseReason,
@@ -103,9 +103,10 @@ class LeaderRole:
     async def _lead(self) -> None:
         ctx = self.ctx
         poll_s = ctx.config.chain_poll_interval_s
-        # An idle candidate (another node leads) reads the job in full only when the contract logged something or
-        # its lease nears its end (candidate_idle_s): one eth_getLogs a poll for the whole node instead of 3 reads.
-        gate, idle_until = ScanGate(ctx.watch), -math.inf
+        # An idle candidate (another node leads) reads the job in full only when the contract logged a leadership
+        # event or its lease nears its end (candidate_idle_s): a round's ~30 other events are no news to it, and
+        # the node's one eth_getLogs a poll replaces 3 reads.
+        gate, idle_until = ScanGate(ctx.watch, events=LEADERSHIP_EVENTS), -math.inf
         while True:
             try:
                 stamp = await gate.due(busy=time.monotonic() >= idle_until)

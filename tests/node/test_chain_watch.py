@@ -9,11 +9,20 @@ import pytest
 from web3.types import RPCEndpoint
 
 from node.chainio import AsyncChain
-from node.roles.chain_view import ChainView, ChainWatch, JobScanner, ScanGate
+from node.roles.chain_view import (
+    JOB_COUNT_EVENTS,
+    LEADERSHIP_EVENTS,
+    ROUND_CHANGE_EVENTS,
+    ChainView,
+    ChainWatch,
+    JobScanner,
+    ScanGate,
+)
 from node.roles.decisions import MAX_SKIPPED_POLLS
 from protocols.chain.backends import dev_accounts, in_process_chain
 from protocols.chain.client import deploy
 from protocols.chain.errors import ChainError
+from protocols.chain.events import event_names
 from protocols.chain.models import RoundInfo
 from protocols.types import NodeClass
 from tests.chain.helpers import MIN_STAKE, PARAMS, SETTINGS, Chain, cid_of, draw, one_update
@@ -145,3 +154,9 @@ async def test_a_committed_checkpoint_is_read_once() -> None:
     assert await view.base_checkpoint(spec, setup.job_id, 1) == str(committed)  # type: ignore[arg-type]
     assert await view.base_checkpoint(spec, setup.job_id, 1) == str(committed)  # type: ignore[arg-type]
     assert view.round_reads == reads + 1
+
+
+def test_every_gate_names_events_the_contract_emits() -> None:
+    """A misspelt name would make a gate wait for an event that never comes (until its tenth-poll safety net)."""
+    for events in (JOB_COUNT_EVENTS, LEADERSHIP_EVENTS, ROUND_CHANGE_EVENTS):
+        assert events <= event_names(), events - event_names()
