@@ -63,8 +63,11 @@ async def run_devnet_side(spec: JobSpec, out: Path) -> None:
     # measured starved past it (load average 25), which stops the run rather than slowing it.
     # A round waits for all its tasks, up to its lease: the three sides must aggregate the same updates (make demo's
     # 180 s round timeout is shorter than one 11M-parameter round on these 2 cores).
+    # Tickets start at a quarter lease (75 s for the demo, whose tasks take ~5 s; 900 s for an 11M-parameter task of
+    # ~2 min): the leader's learned lifetime (TicketLifetime) would otherwise spend the first round learning it.
     settings = {**DevnetPlan().node_settings, "chain_timeout_s": CHAIN_TIMEOUT_S,
-                "round_timeout_s": float(spec.payment.lease_seconds)}
+                "round_timeout_s": float(spec.payment.lease_seconds),
+                "task_timeout_s": spec.payment.lease_seconds / 4}
     plan = DevnetPlan(trainers=spec.tasks_per_round, validators=3, spec=spec, embedded=False, shards=SHARDS,
                       eval_samples=EVAL_SAMPLES, out=say, node_settings=settings)
     net = Devnet(plan)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -54,8 +54,13 @@ LARGE_MODEL_LEASE_S = 3600
 
 def peer_spec(*, model: str = "fmnist-cnn-v1", rounds: int = 12, trainers: int = 4, local_steps: int = 100) -> JobSpec:
     """The demo job (``make demo``'s spec) with ``rounds``, and ``model`` for the ~10M-parameter variant."""
-    lease = 300 if model == "fmnist-cnn-v1" else LARGE_MODEL_LEASE_S
-    return demo_spec(rounds=rounds, trainers=trainers, model=model, local_steps=local_steps, lease_seconds=lease)
+    if model == "fmnist-cnn-v1":
+        return demo_spec(rounds=rounds, trainers=trainers, local_steps=local_steps)
+    spec = demo_spec(rounds=rounds, trainers=trainers, model=model, local_steps=local_steps,
+                     lease_seconds=LARGE_MODEL_LEASE_S)
+    # The demo's AdamW 1e-3 raised resnet18-small-v1's loss past +20% in 2 of 4 first-round tasks of K=10: dtnode
+    # would withhold (and validators reject) those, the other sides aggregate them. The comparison needs one job.
+    return replace(spec, max_loss_rise_ppm=10**9)
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import trio
 
 from node.http.facts import Measurement
+from node.limits import content_limits
 from node.roles.context import NodeContext
 from node.roles.customer import evaluate_checkpoint
 from node.training.objective import headline
@@ -44,7 +45,8 @@ class Measurer:
         try:
             spec = await self.ctx.spec(job.job_id)
             eval_set = await self.ctx.shard(spec.eval_cid, spec.max_dag_bytes, providers=[job.customer])
-            data = await self.ctx.fetch(cid, max_bytes=spec.max_dag_bytes, what="checkpoint (dashboard)",
+            data = await self.ctx.fetch(cid, max_bytes=content_limits(spec).checkpoint_bytes,
+                                        what="checkpoint (dashboard)",
                                         providers=[committer, job.customer])
             accuracy, loss = await evaluate_checkpoint(data, spec, eval_set)
         except DtnodeError as exc:

@@ -18,6 +18,7 @@ import trio
 
 from node.checkpoint import decode_checkpoint, initial_checkpoint
 from node.content import ContentNode
+from node.limits import content_limits
 from node.roles.dataset_publish import PublishedData as PublishedData  # the devnet's customer imports these here
 from node.roles.dataset_publish import check_spec_data
 from node.roles.dataset_publish import eval_subset as eval_subset
@@ -74,13 +75,14 @@ async def fetch_final_weights(store: ContentStore, job: JobInfo, spec: JobSpec, 
     """The verified model weights of the job's last committed checkpoint (outer-optimizer state dropped)."""
     if job.last_checkpoint_cid is None:
         raise DtnodeError(f"job {job.job_id} has no committed round yet")
-    data = await store.get(job.last_checkpoint_cid, max_bytes=spec.max_dag_bytes, timeout_s=timeout_s)
+    data = await store.get(job.last_checkpoint_cid, max_bytes=content_limits(spec).checkpoint_bytes,
+                           timeout_s=timeout_s)
     return checkpoint_model(data, spec)
 
 
 def checkpoint_model(data: bytes, spec: JobSpec) -> dict[str, torch.Tensor]:
     """A checkpoint's model weights (its outer-optimizer state dropped), validated against the job's model."""
-    model, _ = decode_checkpoint(data, model_ref(spec), max_bytes=spec.max_dag_bytes)
+    model, _ = decode_checkpoint(data, model_ref(spec), max_bytes=content_limits(spec).checkpoint_bytes)
     return model
 
 
@@ -158,7 +160,7 @@ async def measure_round(content: ContentNode, entry: RoundEntry, spec: JobSpec, 
     that left (a killed leader) costs a stall timeout when asked. Raises the fetch's or the decoder's
     :class:`~protocols.errors.DtnodeError`.
     """
-    data = await content.fetch(entry.checkpoint_cid, max_bytes=spec.max_dag_bytes,
+    data = await content.fetch(entry.checkpoint_cid, max_bytes=content_limits(spec).checkpoint_bytes,
                                what=f"round {entry.round + 1} checkpoint", providers=[entry.leader])
     accuracy, loss = await evaluate_checkpoint(data, spec, eval_set)
     return replace(entry, accuracy=accuracy, loss=loss, metric=headline(spec.task, accuracy, loss))

@@ -201,8 +201,9 @@ class LeaderRole:
         ticket = await self._make_ticket(spec, st, trainer, request.node_class, slot)
         st.tickets[key] = ticket
         st.issued_at[key] = self._now()
-        ctx.log.info("job %d round %d: ticket for %s in slot %d (class %s, %d steps on shard %s)", self.job_id,
-                     st.round, trainer, slot, request.node_class, ticket.steps, ticket.shard_cid[-8:])
+        ctx.log.info("job %d round %d: ticket for %s in slot %d (class %s, %d steps on shard %s, for %.0f s)",
+                     self.job_id, st.round, trainer, slot, request.node_class, ticket.steps, ticket.shard_cid[-8:],
+                     ticket.expires_at - st.issued_at[key])
         return TaskResponse(ticket=ticket)
 
     def _now(self) -> float:

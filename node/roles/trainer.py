@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from typing import ClassVar
 
 import trio
 
@@ -36,8 +37,10 @@ from node.segments import SegmentSpill
 from node.training.codec import State, encode_delta
 from node.training.data import ArraySet
 from node.training.device import resolve_device, training_device
+from node.training.errors import UpdateWithheld
 from node.training.local import LocalResult, loss_to_micro, train_local
 from node.training.models import model_ref
+from node.training.replay import loss_rise_exceeds
 from node.training.task import Task
 from node.training.ticket_check import check_ticket
 from protocols.chain.errors import ChainError, ContractRevert
@@ -49,6 +52,10 @@ from protocols.wire import TaskRequest, TaskResponse
 
 
 class TrainerRole:
+    withholds_rejected_work: ClassVar[bool] = True
+    """Whether this trainer keeps back an update its own losses show validators would reject (``LOSS_RISE``): an
+    honest one does (its bond stays free); the tests' cheating trainers submit whatever they made."""
+
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         self.ctx = ctx
         self.scanner = JobScanner(ctx.jobs, only=jobs, watch=ctx.watch)
@@ -174,7 +181,12 @@ class TrainerRole:
                                                        node_class=node_class, now=await ctx.jobs.chain_time()))
         if not await self._cover_bond(job_id):
             return False
-        manifest_cid, claim = await self._train_and_publish(spec, ticket)
+        try:
+            manifest_cid, claim = await self._train_and_publish(spec, ticket)
+        except UpdateWithheld as exc:  # honest work the spec made useless: no bond at stake, wait for the next round
+            ctx.log.warning("job %d round %d: not submitting my update (%s)", job_id, r, exc)
+            await self._wait_round_change(job_id, r)
+            return False
         try:
             await ctx.jobs.submit_update(ticket, manifest_cid, claim)
         except ContractRevert as exc:
@@ -218,6 +230,10 @@ class TrainerRole:
         self.segments.reserve(limits.spill_bytes)
         with ctx.timed("training"):
             result = await trio.to_thread.run_sync(self.train, spec, ticket, base_model, shard)
+        before, after = loss_to_micro(result.loss_before), loss_to_micro(result.loss_after)
+        if self.withholds_rejected_work and loss_rise_exceeds(before, after, spec.max_loss_rise_ppm):
+            raise UpdateWithheld(f"loss rose from {result.loss_before:.4f} to {result.loss_after:.4f}, past the spec's "
+                                 f"{spec.max_loss_rise_ppm} ppm: validators would reject it as LOSS_RISE")
         # No provider records for a round's update: its readers (the panel, the leader, the auditors) name its holders
         # from the chain, and announcing would cost every peer DHT traffic each round (storage/content.py).
         delta_cid = await ctx.store.put(encode_delta(result.delta, kind=spec.delta_encoding), announce=False)
@@ -225,7 +241,7 @@ class TrainerRole:
             await trio.to_thread.run_sync(self.segments.keep, ticket.job_id, ticket.round, result.segment_states)
         manifest = UpdateManifest(
             ticket=ticket, trainer=ctx.address, delta_cid=delta_cid, delta_encoding=spec.delta_encoding,
-            loss_before_micro=loss_to_micro(result.loss_before), loss_after_micro=loss_to_micro(result.loss_after),
+            loss_before_micro=before, loss_after_micro=after,
             segment_every=spec.segment_every, segment_hashes=list(result.segment_hashes),
             device=self.device_for(spec),
         )

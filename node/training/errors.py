@@ -5,6 +5,7 @@
     ├── DatasetError(TrainingError, ValueError)     dataset files missing, corrupt, or a shard is malformed
     ├── ModelFileRefused(TrainingError, ValueError) a customer's model or weights file is not a safe format
     ├── ReplayMismatch(TrainingError)               a replay disagrees with what a trainer claimed
+    ├── UpdateWithheld(TrainingError)               a trainer's own result its validators would reject
     └── TicketRejected(TrainingError, ValueError)   a task ticket fails a check; ``code`` says which
 """
 
@@ -29,6 +30,11 @@ class DatasetError(TrainingError, ValueError):
 class ModelFileRefused(TrainingError, ValueError):
     """A customer's model graph or weights file is refused: a format that can run code on load (pickle,
     ``torch.save``, ``torch.export``), external data, an unsupported operator, or an absurd size."""
+
+
+class UpdateWithheld(TrainingError):
+    """A trainer's honest result that its validators would reject whatever it claims (the spec's hyperparameters
+    raised the loss past ``max_loss_rise_ppm``): not submitted, so no update bond is put at stake for it."""
 
 
 class ReplayMismatch(TrainingError):

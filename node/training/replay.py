@@ -383,10 +383,16 @@ def replay_verify(
     wrong = loss_claim_wrong("after", claimed_loss_after, after)
     if wrong:
         return wrong
-    if after * 1_000_000 > before * (1_000_000 + max_loss_rise_ppm):
+    if loss_rise_exceeds(before, after, max_loss_rise_ppm):
         return _reject(LOSS_RISE, f"loss rose from {before / 1e6:.6f} to {after / 1e6:.6f}, beyond the spec's "
                                   f"{max_loss_rise_ppm} ppm", math.inf, checked)
     return Verdict(True, OK, worst, tuple(checked), "", before, after)
+
+
+def loss_rise_exceeds(before_micro: int, after_micro: int, max_loss_rise_ppm: int) -> bool:
+    """Whether a task's loss on its own data rose past the spec's bound (``LOSS_RISE``): validators reject such an
+    update, and its trainer, which computed the same two losses, withholds it rather than put its bond at stake."""
+    return after_micro * 1_000_000 > before_micro * (1_000_000 + max_loss_rise_ppm)
 
 
 def same_bits(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> bool:

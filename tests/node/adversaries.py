@@ -47,6 +47,8 @@ from protocols.types import RejectCode
 class FabricatingTrainer(TrainerRole):
     """Trains honestly, then publishes a delta scaled ×10 (model-poisoning boost) with the honest segment hashes."""
 
+    withholds_rejected_work = False
+
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         honest = super().train(spec, ticket, base_model, shard)
         return dataclasses.replace(honest, delta={k: v * 10.0 for k, v in honest.delta.items()})
@@ -72,6 +74,8 @@ class TicketHoldingTrainer(TrainerRole):
 
     ``holding`` is set once it holds the ticket, so a test can kill the node at exactly that moment.
     """
+
+    withholds_rejected_work = False
 
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         super().__init__(ctx, jobs=jobs)
@@ -107,6 +111,8 @@ class OptimizerTamperingTrainer(TrainerRole):
     later segment replays bitwise from the tampered state, and the delta is whatever the tampering steers (the
     attack that passed before issue 14 and took a round's accuracy to ~11%)."""
 
+    withholds_rejected_work = False
+
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         def tamper(i: int, state: State) -> State:
             return {k: v * 1e-6 if i == 0 and k.endswith("exp_avg_sq") else v for k, v in state.items()}
@@ -119,6 +125,8 @@ class ToleranceSpendingTrainer(TrainerRole):
     way: each segment alone is within the tolerance a declared hardware mismatch grants (bitwise replay catches any
     push at all)."""
 
+    withholds_rejected_work = False
+
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         eps = 0.9 * float(spec.replay_tolerance)
 
@@ -130,6 +138,8 @@ class ToleranceSpendingTrainer(TrainerRole):
 
 class LossInflatingTrainer(TrainerRole):
     """Trains honestly but claims a loss after 0.05 lower than it is (a bigger loss reduction: a bigger bonus)."""
+
+    withholds_rejected_work = False
 
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         honest = super().train(spec, ticket, base_model, shard)
@@ -154,6 +164,8 @@ class CopyingTrainer(TrainerRole):
     """Takes its own ticket, trains nothing, and submits the first update another trainer put on-chain this round
     (that trainer's manifest, republished from its own store) under its own ticket."""
 
+    withholds_rejected_work = False
+
     async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> tuple[str, int]:
         ctx = self.ctx
         with trio.fail_after(ctx.config.task_timeout_s):
@@ -172,6 +184,8 @@ class CopyingTrainer(TrainerRole):
 
 class OldUpdateReplayingTrainer(TrainerRole):
     """Honest in its first round; in every later round it submits its first update again under the new ticket."""
+
+    withholds_rejected_work = False
 
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         super().__init__(ctx, jobs=jobs)

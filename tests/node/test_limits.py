@@ -9,6 +9,7 @@ import torch
 
 from node.checkpoint import encode_checkpoint
 from node.limits import HEADER_SLACK, MIN_RATE, content_deadline_s, content_limits
+from node.roles.customer import checkpoint_model
 from node.training.codec import encode_delta, encode_state
 from node.training.data import load_fashion_mnist
 from node.training.local import train_local
@@ -60,3 +61,15 @@ def test_the_availability_deadline_covers_one_honest_transfer_of_a_check() -> No
     assert content_deadline_s(spec, 120.0) == large.content_deadline_s(120.0, 3)
     every = replace(spec, spot_check_segments=0)
     assert content_deadline_s(every, 120.0) == large.content_deadline_s(120.0, large.segments_per_task)
+
+
+def test_a_customer_reads_a_checkpoint_larger_than_its_datasets_bound() -> None:
+    """An 11M-parameter checkpoint (89 MB with its outer momentum) is past the spec's ``max_dag_bytes`` (64 MiB,
+    the bound of the customer's dataset files): the customer's download and measurement are bounded by the model's
+    checkpoint limit, as every other node's fetch is (the devnet's customer refused its own job's first round)."""
+    spec = JobSpec(model="resnet18-small-v1")
+    weights = initial_state(spec.model, 0)
+    data = encode_checkpoint(weights, {"momentum/" + k: torch.zeros_like(v) for k, v in weights.items()})
+    assert spec.max_dag_bytes < len(data) <= content_limits(spec).checkpoint_bytes
+    model = checkpoint_model(data, spec)
+    assert model.keys() == weights.keys() and all(torch.equal(model[k], weights[k]) for k in weights)

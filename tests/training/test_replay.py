@@ -13,6 +13,7 @@ from node.training.local import (
     LocalResult,
     _make_optimizer,
     deterministic_torch,
+    loss_to_micro,
     model_part,
     run_segment,
     task_loss,
@@ -25,6 +26,7 @@ from node.training.replay import (
     ADAM_MOMENT_BOUND,
     BAD_SEGMENT_COUNT,
     BAD_SEGMENT_STATE,
+    DEFAULT_MAX_LOSS_RISE_PPM,
     DELTA_MISMATCH,
     LOSS_MISMATCH,
     LOSS_RISE,
@@ -32,6 +34,7 @@ from node.training.replay import (
     CommittedState,
     Verdict,
     choose_segments,
+    loss_rise_exceeds,
     replay_verify,
     state_distance,
     states_to_fetch,
@@ -135,6 +138,11 @@ def test_loss_that_rises_beyond_the_spec_bound_is_rejected(setup: Setup) -> None
     verdict = verify(setup, result, lr=0.2)
     assert not verdict.ok and verdict.reason == LOSS_RISE
     assert verify(setup, result, lr=0.2, max_loss_rise_ppm=10**7).ok  # a job that allows it
+    # The trainer computed the same two losses: the rule it withholds by is the one the validator rejects by.
+    before, after = loss_to_micro(result.loss_before), loss_to_micro(result.loss_after)
+    assert loss_rise_exceeds(before, after, DEFAULT_MAX_LOSS_RISE_PPM)
+    assert not loss_rise_exceeds(before, after, 10**7)
+    assert not loss_rise_exceeds(1_000_000, 1_200_000, 200_000) and loss_rise_exceeds(1_000_000, 1_200_001, 200_000)
 
 
 def test_skipped_steps_are_rejected(setup: Setup) -> None:
