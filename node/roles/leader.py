@@ -82,10 +82,10 @@ class LeaderRole:
         self._min_stake: int | None = None
         self._bond: int | None = None
         self._skew = 0.0
-        self.ticket_lifetime = TicketLifetime(base_s=ctx.config.task_timeout_s)
-        """Learns how long this job's tasks take (see :class:`~node.roles.decisions.TicketLifetime`)."""
         """Chain time minus this machine's clock, as last read: ticket expiries are checked on-chain in block time,
         which runs ahead of the clock on a chain that mines a block per transaction (eth-tester)."""
+        self.ticket_lifetime = TicketLifetime(base_s=ctx.config.task_timeout_s)
+        """Learns how long this job's tasks take (see :class:`~node.roles.decisions.TicketLifetime`)."""
         self.votes = VoteGossip(ctx)
         """The first panels' signed votes heard on the job's topic, posted with ``settleUpdates``."""
 
