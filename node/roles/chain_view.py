@@ -334,11 +334,17 @@ class JobScanner:
     jobs: ChainView
     only: tuple[int, ...] = ()
     watch: ChainWatch | None = None
-    """With a watch, the job count is read again only once it logged ``JobCreated`` (else: every call)."""
+    """With a watch, the job count is read again only once it logged ``JobCreated`` (a :class:`ScanGate` on
+    :data:`JOB_COUNT_EVENTS`, with its every-tenth-call safety net); without one, every call."""
     finished: set[int] = field(default_factory=set)
     """Jobs the role needs no more (closed and fully handled): never read again."""
-    _count: tuple[int | None, int] | None = None
-    """(the watch's stamp read before it, the job count) as last read."""
+    _count_gate: ScanGate | None = field(init=False, default=None)
+    _count: int = field(init=False, default=0)
+    """The job count as last read through :attr:`_count_gate`."""
+
+    def __post_init__(self) -> None:
+        if self.watch is not None:
+            self._count_gate = ScanGate(self.watch, events=JOB_COUNT_EVENTS)
 
     async def job_ids(self) -> list[int]:
         """The ids to look at, without reading each job."""
@@ -346,11 +352,13 @@ class JobScanner:
         return [job_id for job_id in ids if job_id not in self.finished]
 
     async def _job_count(self) -> int:
-        stamp = await self.watch.refresh() if self.watch is not None else None
-        if (self._count is None or stamp is None
-                or self.watch is not None and self.watch.logged_since(self._count[0], JOB_COUNT_EVENTS)):
-            self._count = (stamp, await self.jobs.job_count())
-        return self._count[1]
+        if self._count_gate is None:
+            return await self.jobs.job_count()
+        stamp = await self._count_gate.due(busy=False)
+        if stamp is not None:
+            self._count = await self.jobs.job_count()
+            self._count_gate.scanned(stamp)
+        return self._count
 
     async def scan(self) -> list[JobInfo]:
         """Each job to look at, as the chain has it now."""

@@ -133,6 +133,10 @@ async def test_the_job_count_is_read_again_only_after_a_job_is_created() -> None
     scanner.finished.add(first)
     assert await scanner.job_ids() == [second] and view.job_count_reads == 3
     assert await unwatched.job_ids() == [first, second] and view.job_count_reads == 4  # no watch: every call
+    for _ in range(MAX_SKIPPED_POLLS):
+        assert await scanner.job_ids() == [second]
+    assert view.job_count_reads == 4
+    assert await scanner.job_ids() == [second] and view.job_count_reads == 5  # the gate's tenth-call safety net
 
 
 async def test_a_committed_checkpoint_is_read_once() -> None:
