@@ -44,10 +44,16 @@ from protocols.specs import JobSpec, TaskTicket
 from protocols.types import RejectCode
 
 
-class FabricatingTrainer(TrainerRole):
-    """Trains honestly, then publishes a delta scaled ×10 (model-poisoning boost) with the honest segment hashes."""
+class CheatingTrainer(TrainerRole):
+    """Submits whatever it made: an honest trainer withholds an update its own losses show validators would reject
+    (``TrainerRole.withholds_rejected_work``), but a cheater's losses are part of its cheat, and a test needs its
+    update on-chain to see what the validators do with it."""
 
     withholds_rejected_work = False
+
+
+class FabricatingTrainer(CheatingTrainer):
+    """Trains honestly, then publishes a delta scaled ×10 (model-poisoning boost) with the honest segment hashes."""
 
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         honest = super().train(spec, ticket, base_model, shard)
@@ -74,8 +80,6 @@ class TicketHoldingTrainer(TrainerRole):
 
     ``holding`` is set once it holds the ticket, so a test can kill the node at exactly that moment.
     """
-
-    withholds_rejected_work = False
 
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         super().__init__(ctx, jobs=jobs)
@@ -106,12 +110,10 @@ def forged_run(spec: JobSpec, ticket: TaskTicket, base_model: State, shard: Arra
     return LocalResult(state_sub(final, base), final, before, after, [state_hash(s) for s in states], states)
 
 
-class OptimizerTamperingTrainer(TrainerRole):
+class OptimizerTamperingTrainer(CheatingTrainer):
     """Rewrites the AdamW second moments it commits after segment 0 (×1e-6) and trains on from them honestly: every
     later segment replays bitwise from the tampered state, and the delta is whatever the tampering steers (the
     attack that passed before issue 14 and took a round's accuracy to ~11%)."""
-
-    withholds_rejected_work = False
 
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         def tamper(i: int, state: State) -> State:
@@ -120,12 +122,10 @@ class OptimizerTamperingTrainer(TrainerRole):
         return forged_run(spec, ticket, base_model, shard, tamper)
 
 
-class ToleranceSpendingTrainer(TrainerRole):
+class ToleranceSpendingTrainer(CheatingTrainer):
     """Pushes every segment's weights by 0.9 × the spec's replay tolerance of each tensor's scale, always the same
     way: each segment alone is within the tolerance a declared hardware mismatch grants (bitwise replay catches any
     push at all)."""
-
-    withholds_rejected_work = False
 
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         eps = 0.9 * float(spec.replay_tolerance)
@@ -136,10 +136,8 @@ class ToleranceSpendingTrainer(TrainerRole):
         return forged_run(spec, ticket, base_model, shard, push)
 
 
-class LossInflatingTrainer(TrainerRole):
+class LossInflatingTrainer(CheatingTrainer):
     """Trains honestly but claims a loss after 0.05 lower than it is (a bigger loss reduction: a bigger bonus)."""
-
-    withholds_rejected_work = False
 
     def train(self, spec: JobSpec, ticket: TaskTicket, base_model: State, shard: ArraySet) -> LocalResult:
         honest = super().train(spec, ticket, base_model, shard)
@@ -164,8 +162,6 @@ class CopyingTrainer(TrainerRole):
     """Takes its own ticket, trains nothing, and submits the first update another trainer put on-chain this round
     (that trainer's manifest, republished from its own store) under its own ticket."""
 
-    withholds_rejected_work = False
-
     async def _train_and_publish(self, spec: JobSpec, ticket: TaskTicket) -> tuple[str, int]:
         ctx = self.ctx
         with trio.fail_after(ctx.config.task_timeout_s):
@@ -182,10 +178,8 @@ class CopyingTrainer(TrainerRole):
         return cid, victim.loss_reduction
 
 
-class OldUpdateReplayingTrainer(TrainerRole):
+class OldUpdateReplayingTrainer(CheatingTrainer):
     """Honest in its first round; in every later round it submits its first update again under the new ticket."""
-
-    withholds_rejected_work = False
 
     def __init__(self, ctx: NodeContext, *, jobs: tuple[int, ...] = ()) -> None:
         super().__init__(ctx, jobs=jobs)
