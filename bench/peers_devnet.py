@@ -12,6 +12,7 @@ the chain's ``RoundCommitted`` events and its loss from scoring the checkpoint a
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -40,6 +41,9 @@ CHAIN_TIMEOUT_S = 120.0
 """Every node's and the customer's wait for one chain call (``make demo``: 30 s)."""
 REGISTER_TIMEOUT_S = 600.0
 """How long the trainers and validators have to start and register before the job is submitted."""
+NODE_CONTENT = ("blocks", "segments", "fetched-segments")
+"""What a node's data dir holds besides its log and ``timings.json``: its block store and segment spills, which the
+report does not read (2.5 GB for one round of the 11M-parameter job). Removed when the side ends."""
 
 
 async def _registered(chain: AsyncChain, client: JobManagerClient, trainers: list[str], validators: list[str],
@@ -68,8 +72,9 @@ async def run_devnet_side(spec: JobSpec, out: Path) -> None:
     settings = {**DevnetPlan().node_settings, "chain_timeout_s": CHAIN_TIMEOUT_S,
                 "round_timeout_s": float(spec.payment.lease_seconds),
                 "task_timeout_s": spec.payment.lease_seconds / 4}
+    # The nodes' logs and timings next to the side's JSON: the report reads them (peers_timeline).
     plan = DevnetPlan(trainers=spec.tasks_per_round, validators=3, spec=spec, embedded=False, shards=SHARDS,
-                      eval_samples=EVAL_SAMPLES, out=say, node_settings=settings)
+                      eval_samples=EVAL_SAMPLES, out=say, node_settings=settings, workdir=out.parent / "dtnode-devnet")
     net = Devnet(plan)
     started: dict[str, float] = {}
     try:
@@ -126,6 +131,9 @@ async def run_devnet_side(spec: JobSpec, out: Path) -> None:
             nursery.cancel_scope.cancel()
     finally:
         net.close()  # SIGTERM: every node writes its timings.json as it stops
+        for node_dir in net.workdir.iterdir():
+            for name in NODE_CONTENT:
+                shutil.rmtree(node_dir / name, ignore_errors=True)
     stopped = time.time()
     timings = {p.parent.name: json.loads(p.read_text()) for p in net.workdir.glob("*/timings.json")}
     out.write_text(json.dumps({

@@ -26,11 +26,11 @@ import trio
 
 from node.checkpoint import aggregate_checkpoint
 from node.limits import content_limits
-from node.roles.chain_view import JobScanner, ScanGate
+from node.roles.chain_view import AUDIT_EVENTS, JobScanner, ScanGate
 from node.roles.context import NodeContext
 from node.roles.decisions import asked_to_audit, audits_finished, rounds_to_audit
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import AuditOutcome, RoundCommit
+from protocols.chain.models import AuditOutcome, RoundCommit, RoundInfo
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import P2PError
 from protocols.specs import UpdateManifest
@@ -65,6 +65,8 @@ class Auditor:
         """job → rounds audited, skipped or given up."""
         self._commits: dict[int, dict[int, RoundCommit]] = {}
         self._attempts: dict[tuple[int, int], int] = {}
+        self._rounds: dict[tuple[int, int], tuple[ScanGate, RoundInfo]] = {}
+        """(job, round) → the round as last read, and the gate that says when to read it again (an audit event)."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -87,6 +89,7 @@ class Auditor:
             for r in rounds_to_audit(job.committed_rounds, handled):
                 if await self._audit_guarded(job.job_id, r):
                     handled.add(r)
+                    self._rounds.pop((job.job_id, r), None)
             busy = busy or bool(rounds_to_audit(job.committed_rounds, handled))
             if audits_finished(job, handled):
                 self.scanner.finished.add(job.job_id)
@@ -125,6 +128,20 @@ class Auditor:
                 raise ChainError(f"job {job_id}: no RoundCommitted event for round {r} yet")
         return commits[r]
 
+    async def _round(self, job_id: int, r: int, *, fresh: bool = False) -> RoundInfo:
+        """Round ``r`` of ``job_id`` as the chain has it: read again only after an :data:`AUDIT_EVENTS` event was
+        logged since the last read (or at the gate's tenth call, or when ``fresh``). Nothing else changes an audit
+        (``rescan_due``), so an auditor waiting on another panel reads the head, not the round, each poll."""
+        key = (job_id, r)
+        gate, info = self._rounds.get(key) or (ScanGate(self.ctx.watch, events=AUDIT_EVENTS), None)
+        stamp = await gate.due(busy=False)
+        if info is None or fresh or stamp is not None:
+            stamp = self.ctx.watch.stamp if stamp is None else stamp
+            info = await self.ctx.jobs.round_info(job_id, r)
+            gate.scanned(stamp)
+            self._rounds[key] = (gate, info)
+        return info
+
     async def audit(self, job_id: int, r: int) -> bool | None:
         """Move round ``r``'s audit on and report in it where this node is drawn; returns the verdict it sent, or
         None once the audit is closed without one from this node.
@@ -136,7 +153,7 @@ class Auditor:
         ctx = self.ctx
         me = ctx.address.lower()
         commit = await self._commit_of(job_id, r)
-        info = await ctx.jobs.round_info(job_id, r)
+        info = await self._round(job_id, r)
         if info.audit_draw_due():
             if not await ctx.jobs.draw_ready(info.audit_anchor):
                 raise AuditPending(f"job {job_id} round {r}: audit panel not drawable yet")
@@ -144,7 +161,7 @@ class Auditor:
                 await ctx.jobs.draw_auditors(job_id, r)
             except ContractRevert as exc:  # drawn by another node meanwhile
                 ctx.log.debug("drawAuditors(%d, %d): %s", job_id, r, exc.error_name)
-            info = await ctx.jobs.round_info(job_id, r)
+            info = await self._round(job_id, r, fresh=True)
         if info.audit != AuditOutcome.OPEN:
             return None
         if commit.leader == me or not asked_to_audit(me, info):

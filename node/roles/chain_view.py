@@ -10,7 +10,9 @@ from the chain are defined once here: which jobs to scan (:class:`JobScanner`), 
 This module never caches chain state that can change (a job, an update): every call reads the chain again. Three
 exceptions, each because the value cannot change or because its change is logged: a committed round's checkpoint
 (:meth:`ChainView.base_checkpoint`), the head for :data:`HEAD_TTL_S`, and the job count, read again once
-``JobCreated`` was logged (:class:`JobScanner` with a :class:`ChainWatch`).
+``JobCreated`` was logged (:class:`JobScanner` with a :class:`ChainWatch`). The roles keep two more, by the same
+rule: the auditor a round's audit state until an :data:`AUDIT_EVENTS` event, and the validator an update once
+decided (final: a slot is submitted once a round).
 """
 
 from __future__ import annotations
@@ -385,6 +387,11 @@ again before the expiry it knew, and finds the new one (:func:`~node.roles.decis
 ROUND_CHANGE_EVENTS = frozenset({"RoundCommitted", "RoundDisputed", "JobFinished", "JobCancelled"})
 """The events after which a job may have left its round (``committedRounds`` or ``status`` changed): what a trainer
 waiting for the next round reads the job for (:class:`ScanGate` with ``events``)."""
+AUDIT_EVENTS = frozenset({"RoundCommitted", "AuditorsDrawn", "DrawRescheduled", "RoundAudited", "AuditEscalated",
+                          "RoundAuditPassed", "RoundDisputed", "RoundAuditLapsed"})
+"""The events that change a committed round's audit (``getRound``'s audit fields: its anchor, phase, panels, tallies
+and outcome). What moves by time alone (a panel's block mined, a window run out) an auditor computes from the round
+it read and the head: it reads the round again only after one of these (:class:`ScanGate` with ``events``)."""
 HEAD_EVERY_REFRESHES = 10
 """How often :class:`ChainWatch` reads the head block to move its log cursor while the contract is quiet (the
 ``eth_getLogs`` range then spans at most this many polls of blocks)."""

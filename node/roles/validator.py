@@ -86,6 +86,9 @@ class ValidatorRole:
         """Segment states in transfer at once, over all checks (a 100M-parameter state is 1.2 GB)."""
         self._prefetched: set[tuple[int, int, int]] = set()
         """(job, round, slot) of admitted updates whose base checkpoint and shard were prefetched."""
+        self._decided: set[tuple[int, int, int]] = set()
+        """(job, round, slot) of updates seen decided (accepted, rejected or expired: final, as a slot is submitted
+        once a round), of the rounds still scanned: never read again."""
         self.auditor = Auditor(ctx, jobs=jobs)
         """Draws audit panels and recomputes the rounds it is drawn to audit (node/roles/auditor.py)."""
         self.votes = VoteGossip(ctx)
@@ -121,8 +124,11 @@ class ValidatorRole:
         for job in await self.scanner.open_jobs():
             job_id, r = job.job_id, job.committed_rounds
             for sub in await ctx.jobs.submissions(job_id, r):
+                if (job_id, r, sub.slot) in self._decided:  # nothing left to do on it
+                    continue
                 if (job_id, r, sub.slot) not in self._prefetched:
                     self._prefetched = {k for k in self._prefetched if k[0] != job_id or k[1] >= r}
+                    self._decided = {k for k in self._decided if k[0] != job_id or k[1] >= r}
                     self._prefetched.add((job_id, r, sub.slot))
                     nursery.start_soon(self._prefetch, job_id, r, sub.slot, job.leader)
                 update = await ctx.jobs.update(job_id, r, sub.slot)
@@ -131,7 +137,10 @@ class ValidatorRole:
                 if (await ctx.jobs.draw_if_due(job_id, r, sub.slot, update)
                         or await ctx.jobs.escalate_if_due(job_id, r, sub.slot, update)):
                     update = await ctx.jobs.update(job_id, r, sub.slot)
-                pending = pending or update.status == UpdateStatus.PENDING
+                if update.status != UpdateStatus.PENDING:
+                    self._decided.add((job_id, r, sub.slot))
+                    continue  # skip_check's "decided"
+                pending = True
                 key = (job_id, r, sub.slot, int(update.phase))
                 if key in self.verdicts or key in self._in_progress or skip_check(update, ctx.address) is not None:
                     continue

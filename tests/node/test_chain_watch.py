@@ -9,7 +9,9 @@ import pytest
 from web3.types import RPCEndpoint
 
 from node.chainio import AsyncChain
+from node.roles.auditor import Auditor
 from node.roles.chain_view import (
+    AUDIT_EVENTS,
     JOB_COUNT_EVENTS,
     LEADERSHIP_EVENTS,
     ROUND_CHANGE_EVENTS,
@@ -19,13 +21,13 @@ from node.roles.chain_view import (
     ScanGate,
 )
 from node.roles.decisions import MAX_SKIPPED_POLLS
-from protocols.chain.backends import dev_accounts, in_process_chain
+from protocols.chain.backends import dev_accounts, in_process_chain, mine_blocks
 from protocols.chain.client import deploy
 from protocols.chain.errors import ChainError
 from protocols.chain.events import event_names
 from protocols.chain.models import RoundInfo
 from protocols.types import NodeClass
-from tests.chain.helpers import MIN_STAKE, PARAMS, SETTINGS, Chain, cid_of, draw, one_update
+from tests.chain.helpers import DRAW_DELAY, MIN_STAKE, PARAMS, SETTINGS, Chain, cid_of, draw, one_update
 
 
 async def _no_window(_job_id: int) -> int:
@@ -162,5 +164,39 @@ async def test_a_committed_checkpoint_is_read_once() -> None:
 
 def test_every_gate_names_events_the_contract_emits() -> None:
     """A misspelt name would make a gate wait for an event that never comes (until its tenth-poll safety net)."""
-    for events in (JOB_COUNT_EVENTS, LEADERSHIP_EVENTS, ROUND_CHANGE_EVENTS):
+    for events in (JOB_COUNT_EVENTS, LEADERSHIP_EVENTS, ROUND_CHANGE_EVENTS, AUDIT_EVENTS):
         assert events <= event_names(), events - event_names()
+
+
+async def test_an_auditor_reads_an_open_audit_again_only_after_an_audit_event() -> None:
+    """An auditor waiting on another panel's reports reads the round again only once an audit event was logged (or
+    at the gate's tenth call); the panel drawn, a report and the outcome each show at the next read."""
+    w3, acc = in_process_chain(), dev_accounts(8)
+    manager = deploy(w3, acc[0], SETTINGS)
+    setup = one_update(Chain("py-evm", w3, list(acc)), manager, (4, 5, 6, 7))
+    for address in draw(manager, setup.job_id, 0, 0):
+        setup.validators[address].validate_update(setup.job_id, 0, 0, True)
+    setup.leader.commit_round(setup.job_id, 0, cid_of(b"checkpoint 0"), 0b1)
+    view = CountingView(client=manager, chain=AsyncChain(timeout_s=30.0), address=acc[0].address,
+                        signing_window=_no_window)
+    auditor = Auditor(SimpleNamespace(jobs=view, watch=ChainWatch(view, poll_s=0.0)))  # type: ignore[arg-type]
+    job_id = setup.job_id
+
+    assert (await auditor._round(job_id, 0)).auditors == () and view.round_reads == 1
+    mine_blocks(w3, DRAW_DELAY + 1)  # blocks, no event: the draw becoming ready is the head's news, not the round's
+    manager.register_trainer(NodeClass.M, MIN_STAKE)  # an event, not an audit's (a new validator would move the draw)
+    assert (await auditor._round(job_id, 0)).auditors == () and view.round_reads == 1
+    auditors = next(iter(setup.validators.values())).draw_auditors(job_id, 0).event("AuditorsDrawn").args["auditors"]
+    info = await auditor._round(job_id, 0)
+    assert info.auditors == tuple(auditors) and view.round_reads == 2
+    assert await auditor._round(job_id, 0) == info and view.round_reads == 2
+    reporter = setup.validators[auditors[0]]
+    reporter.audit_round(job_id, 0, True)
+    assert (await auditor._round(job_id, 0)).has_audited(reporter.sender) and view.round_reads == 3
+    assert await auditor._round(job_id, 0, fresh=True) == await auditor._round(job_id, 0)
+    assert view.round_reads == 4
+    for _ in range(MAX_SKIPPED_POLLS - 1):
+        await auditor._round(job_id, 0)
+    assert view.round_reads == 4
+    await auditor._round(job_id, 0)
+    assert view.round_reads == 5  # the gate's tenth-call safety net
