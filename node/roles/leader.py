@@ -54,7 +54,7 @@ from node.training.objective import format_metric, headline
 from node.training.task import task_size, work_units
 from node.training.ticket_check import ticket_seed, ticket_shard
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import JobStatus, UpdateStatus
+from protocols.chain.models import JobStatus, UpdateInfo, UpdateStatus
 from protocols.errors import DtnodeError
 from protocols.specs import JobSpec, RoundRecord, TaskTicket, UpdateManifest
 from protocols.types import NodeClass, RejectCode
@@ -270,6 +270,7 @@ class LeaderRole:
         :func:`~node.roles.decisions.round_close`)."""
         ctx = self.ctx
         while True:
+            read: dict[int, UpdateInfo] = {}
             for sub in await ctx.jobs.submissions(self.job_id, st.round):
                 if sub.slot not in st.submitted and sub.trainer.lower() in st.issued_at:
                     self.ticket_lifetime.filled(self._now() - st.issued_at[sub.trainer.lower()])
@@ -279,10 +280,11 @@ class LeaderRole:
                 u = await ctx.jobs.update(self.job_id, st.round, sub.slot)
                 if u.status in (UpdateStatus.ACCEPTED, UpdateStatus.REJECTED):
                     st.decided[sub.slot] = (u.status, sub.trainer, sub.update_cid)
-                elif not await ctx.jobs.draw_if_due(self.job_id, st.round, sub.slot, u):
-                    await ctx.jobs.escalate_if_due(self.job_id, st.round, sub.slot, u)
+                elif not (await ctx.jobs.draw_if_due(self.job_id, st.round, sub.slot, u)
+                          or await ctx.jobs.escalate_if_due(self.job_id, st.round, sub.slot, u)):
+                    read[sub.slot] = u  # not moved by this node: settle_ready need not read it again
             undecided = sorted(set(st.submitted) - set(st.decided))
-            if undecided and await self.votes.settle_ready(self.job_id, st.round, undecided):
+            if undecided and await self.votes.settle_ready(self.job_id, st.round, undecided, read):
                 continue  # verdicts landed: read them at once
             self._skew = await ctx.jobs.chain_time() - time.time()
             close = round_close(st, spec.tasks_per_round, now=self._now(), mono=time.monotonic())

@@ -12,11 +12,14 @@ Cancellation: :meth:`VoteGossip.follow` starts one task in the caller's nursery;
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import trio
 
 from node.roles.context import NodeContext
 from node.roles.decisions import VoteBook, fast_path_open
 from protocols.chain.errors import ChainError, ContractRevert
+from protocols.chain.models import UpdateInfo
 from protocols.chain.ticket import ChainVote, VoteSet, sign_vote, vote_signer
 from protocols.errors import DtnodeError, SchemaError
 from protocols.messages import SignedVote, WireMessage
@@ -91,13 +94,14 @@ class VoteGossip:
         doing the same reverts harmlessly."""
         await self._post(job_id, r, [VoteSet(slot=slot, valid_mask=0, signatures=())])
 
-    async def _open_set(self, job_id: int, r: int, slot: int) -> VoteSet | None:
+    async def _open_set(self, job_id: int, r: int, slot: int, update: UpdateInfo | None = None) -> VoteSet | None:
         """The complete set heard for an update the fast path can still settle, or None. Reads the chain only for
-        an update of which at least one vote was heard."""
+        an update of which at least one vote was heard, and not when the caller just read it (``update``)."""
         ctx = self.ctx
         if not self.book(job_id).heard_any(r, slot):  # nothing heard: no chain read
             return None
-        update = await ctx.jobs.update(job_id, r, slot)
+        if update is None:
+            update = await ctx.jobs.update(job_id, r, slot)
         if not fast_path_open(update) or not self.book(job_id).heard(r, slot, update.anchor_block):
             return None
         try:
@@ -110,10 +114,14 @@ class VoteGossip:
         """Whether this node heard a whole first panel's votes on an update the fast path can still settle."""
         return await self._open_set(job_id, r, slot) is not None
 
-    async def settle_ready(self, job_id: int, r: int, slots: list[int]) -> int:
-        """Post every complete panel heard for ``slots`` of round ``r`` in one ``settleUpdates``. Returns how many
-        sets were posted (0 when none was complete, or when the call reverted because another node settled first)."""
-        sets = [found for slot in slots if (found := await self._open_set(job_id, r, slot)) is not None]
+    async def settle_ready(self, job_id: int, r: int, slots: list[int],
+                           read: Mapping[int, UpdateInfo] | None = None) -> int:
+        """Post every complete panel heard for ``slots`` of round ``r`` in one ``settleUpdates``. ``read``: slot →
+        the update as the caller read it this poll (not read again). Returns how many sets were posted (0 when none
+        was complete, or when the call reverted because another node settled first)."""
+        read = read or {}
+        sets = [found for slot in slots
+                if (found := await self._open_set(job_id, r, slot, read.get(slot))) is not None]
         if not sets or not await self._post(job_id, r, sets):
             return 0
         self.ctx.log.info("job %d round %d: settled %d update(s) from signed votes in one transaction", job_id, r,
