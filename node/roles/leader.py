@@ -95,12 +95,15 @@ class LeaderRole:
         Cancellation: the vote listener runs in this method's nursery and ends with it."""
         await self._stand()
         async with trio.open_nursery() as nursery:
-            await self.votes.follow(self.job_id, nursery)
             task_status.started()
-            await self._lead()
+            await self._lead(nursery)
             nursery.cancel_scope.cancel()
 
-    async def _lead(self) -> None:
+    async def _lead(self, nursery: trio.Nursery) -> None:
+        """``nursery``: where the vote listener runs once this candidate first leads. A candidate that never leads
+        does not follow the job's votes: each would cost it a receive and a forward per mesh peer, and it posts
+        none. One that takes over hears a pending update's votes again: its validators gossip them anew every few
+        polls while it waits (node/roles/validator.py)."""
         ctx = self.ctx
         poll_s = ctx.config.chain_poll_interval_s
         # An idle candidate (another node leads) reads the job in full only when the contract logged a leadership
@@ -124,6 +127,7 @@ class LeaderRole:
                     ctx.log.info("job %d is closed (status %d): leader candidate stops", self.job_id, job.status)
                     return
                 if step == LeaderStep.LEAD:
+                    await self.votes.follow(self.job_id, nursery)
                     await self._run_round(job.committed_rounds, job.term, job.lease_expiry, now)
                     continue
                 if step == LeaderStep.STAND:
