@@ -40,6 +40,7 @@ from node.roles.decisions import (
     RoundState,
     TicketLifetime,
     candidate_idle_s,
+    candidate_poll_s,
     ineligibility,
     leader_step,
     lease_open,
@@ -114,7 +115,7 @@ class LeaderRole:
             try:
                 stamp = await gate.due(busy=time.monotonic() >= idle_until)
                 if stamp is None:
-                    await trio.sleep(poll_s)
+                    await trio.sleep(candidate_poll_s(poll_s, idle_until - time.monotonic()))
                     continue
                 job = await ctx.jobs.job(self.job_id)
                 now = await ctx.jobs.chain_time() if job.status == JobStatus.ACTIVE else 0

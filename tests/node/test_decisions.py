@@ -25,6 +25,7 @@ from node.roles.decisions import (
     asked_to_audit,
     audits_finished,
     candidate_idle_s,
+    candidate_poll_s,
     claimed_loss_reduction,
     content_given_up,
     draw_ready,
@@ -150,6 +151,13 @@ def test_an_idle_candidate_skips_full_reads_only_while_another_lease_runs_past_t
         assert candidate_idle_s(step, other, ME, NOW, 1.0) == 0.0
     assert candidate_idle_s(LeaderStep.WAIT, job(), ME.lower(), NOW + 60, 1.0) == 0.0  # its own lease
     assert candidate_idle_s(LeaderStep.WAIT, job(leader=None), ME, NOW, 1.0) == 0.0
+
+
+def test_an_idle_candidate_looks_at_the_logs_every_few_polls_but_not_past_its_idle_time() -> None:
+    assert candidate_poll_s(1.0, 58.0) == 4.0  # another lease runs on: every fourth poll
+    assert candidate_poll_s(1.0, 2.5) == 2.5  # never sleeps past the point where it reads every poll again
+    assert candidate_poll_s(1.0, 0.2) == 1.0  # at least one poll
+    assert candidate_poll_s(0.5, -3.0) == 0.5  # past its idle time (the gate reads in full then anyway)
 
 
 def test_a_node_that_lost_its_candidacy_stands_again_once_the_lease_is_open() -> None:
