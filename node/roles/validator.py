@@ -84,11 +84,10 @@ class ValidatorRole:
         self._limit = trio.Semaphore(3)
         self._state_fetches = trio.Semaphore(3)
         """Segment states in transfer at once, over all checks (a 100M-parameter state is 1.2 GB)."""
-        self._prefetched: set[tuple[int, int, int]] = set()
-        """(job, round, slot) of admitted updates whose base checkpoint and shard were prefetched."""
-        self._decided: set[tuple[int, int, int]] = set()
-        """(job, round, slot) of updates seen decided (accepted, rejected or expired: final, as a slot is submitted
-        once a round), of the rounds still scanned: never read again."""
+        self._admitted: dict[tuple[int, int, int], bool] = {}
+        """(job, round, slot) of the admitted updates of the rounds still scanned (their base checkpoint and shard
+        were prefetched when first seen) → whether seen decided: accepted, rejected or expired is final, as a slot
+        is submitted once a round, so a decided update is never read again."""
         self.auditor = Auditor(ctx, jobs=jobs)
         """Draws audit panels and recomputes the rounds it is drawn to audit (node/roles/auditor.py)."""
         self.votes = VoteGossip(ctx)
@@ -124,12 +123,13 @@ class ValidatorRole:
         for job in await self.scanner.open_jobs():
             job_id, r = job.job_id, job.committed_rounds
             for sub in await ctx.jobs.submissions(job_id, r):
-                if (job_id, r, sub.slot) in self._decided:  # nothing left to do on it
+                admitted = (job_id, r, sub.slot)
+                decided = self._admitted.get(admitted)
+                if decided:  # nothing left to do on it
                     continue
-                if (job_id, r, sub.slot) not in self._prefetched:
-                    self._prefetched = {k for k in self._prefetched if k[0] != job_id or k[1] >= r}
-                    self._decided = {k for k in self._decided if k[0] != job_id or k[1] >= r}
-                    self._prefetched.add((job_id, r, sub.slot))
+                if decided is None:  # first seen: forget the job's earlier rounds, prefetch
+                    self._admitted = {k: v for k, v in self._admitted.items() if k[0] != job_id or k[1] >= r}
+                    self._admitted[admitted] = False
                     nursery.start_soon(self._prefetch, job_id, r, sub.slot, job.leader)
                 update = await ctx.jobs.update(job_id, r, sub.slot)
                 if fast_path_open(update):
@@ -138,7 +138,7 @@ class ValidatorRole:
                         or await ctx.jobs.escalate_if_due(job_id, r, sub.slot, update)):
                     update = await ctx.jobs.update(job_id, r, sub.slot)
                 if update.status != UpdateStatus.PENDING:
-                    self._decided.add((job_id, r, sub.slot))
+                    self._admitted[admitted] = True
                     continue  # skip_check's "decided"
                 pending = True
                 key = (job_id, r, sub.slot, int(update.phase))
