@@ -83,7 +83,7 @@ class PeerJob:
         task = Task(model_name=model_ref(self.spec), steps=size.steps, batch_size=size.batch_size,
                     lr=float(self.spec.inner_lr), seed=ticket_seed(self.spec, self.job_id, round_, slot),
                     segment_every=self.spec.segment_every, optimizer=self.spec.inner_optimizer,
-                    sample_range=(0, len(shard)), task_type=self.spec.task)
+                    sample_range=(0, len(shard)), task_type=self.spec.task, loss_samples=self.spec.loss_samples)
         return task, shard
 
     @property

@@ -38,11 +38,16 @@ from protocols.schema import (
 )
 from protocols.types import NodeClass
 
-JOB_SPEC_SCHEMA = "dtnode/jobspec/1"
+JOB_SPEC_SCHEMA = "dtnode/jobspec/2"
+"""2: ``loss_samples`` (version 1 measured the loss claims on a fixed 1,024 samples; a node of either version refuses
+the other's specs instead of recomputing losses another way and voting honest work down)."""
 TASK_TICKET_SCHEMA = "dtnode/ticket/2"
 UPDATE_MANIFEST_SCHEMA = "dtnode/update/2"
 ROUND_RECORD_SCHEMA = "dtnode/round/1"
 MODEL_CONFIG_SCHEMA = "dtnode/model/1"
+
+LOSS_SAMPLES = 512
+"""The default ``JobSpec.loss_samples``: see there, and docs/protocol.md ("Loss claims")."""
 
 STRATEGIES = ("mean", "median", "trimmed_mean", "krum", "centered_clip")
 OUTER_OPTIMIZERS = ("none", "nesterov")
@@ -165,6 +170,11 @@ class JobSpec(Record):
     max_loss_rise_ppm: Annotated[int, Int(0, 10**9)] = 200_000
     """An update whose recomputed loss on its own data ends more than this (parts per million of the loss
     before) above where it started is rejected as ``LOSS_RISE``."""
+    loss_samples: Annotated[int, Int(1, 65_536)] = LOSS_SAMPLES
+    """A task's losses (the ``lossReduction`` claim that splits the bonus, and the ``LOSS_RISE`` bound) are its mean
+    loss on the first this-many samples of its range, before and after its steps; the trainer and every replay
+    compute both. Fewer is cheaper (two forward passes of this many samples per task and per replay) and a noisier
+    bonus split; it changes nothing a trainer controls."""
     delta_encoding: Annotated[str, Choice(DELTA_ENCODINGS)] = "f32"
     max_dag_bytes: Annotated[int, Int(1024, 1 << 34)] = 64 * 1024 * 1024
     seed: Annotated[int, Int(0, 2**63 - 1)] = 0

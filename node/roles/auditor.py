@@ -26,7 +26,7 @@ import trio
 
 from node.checkpoint import aggregate_checkpoint
 from node.limits import content_limits
-from node.roles.chain_view import AUDIT_EVENTS, JobScanner, ScanGate
+from node.roles.chain_view import AUDIT_EVENTS, GatedRead, JobScanner, ScanGate
 from node.roles.context import NodeContext
 from node.roles.decisions import asked_to_audit, audits_finished, rounds_to_audit
 from protocols.chain.errors import ChainError, ContractRevert
@@ -65,8 +65,8 @@ class Auditor:
         """job → rounds audited, skipped or given up."""
         self._commits: dict[int, dict[int, RoundCommit]] = {}
         self._attempts: dict[tuple[int, int], int] = {}
-        self._rounds: dict[tuple[int, int], tuple[ScanGate, RoundInfo]] = {}
-        """(job, round) → the round as last read, and the gate that says when to read it again (an audit event)."""
+        self._rounds: dict[tuple[int, int], GatedRead[RoundInfo]] = {}
+        """(job, round) → the round as last read, read again after an audit event."""
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -132,15 +132,10 @@ class Auditor:
         """Round ``r`` of ``job_id`` as the chain has it: read again only after an :data:`AUDIT_EVENTS` event was
         logged since the last read (or at the gate's tenth call, or when ``fresh``). Nothing else changes an audit
         (``rescan_due``), so an auditor waiting on another panel reads the head, not the round, each poll."""
-        key = (job_id, r)
-        gate, info = self._rounds.get(key) or (ScanGate(self.ctx.watch, events=AUDIT_EVENTS), None)
-        stamp = await gate.due(busy=False)
-        if info is None or fresh or stamp is not None:
-            stamp = self.ctx.watch.stamp if stamp is None else stamp
-            info = await self.ctx.jobs.round_info(job_id, r)
-            gate.scanned(stamp)
-            self._rounds[key] = (gate, info)
-        return info
+        read = self._rounds.get((job_id, r))
+        if read is None:
+            read = self._rounds[(job_id, r)] = GatedRead(ScanGate(self.ctx.watch, events=AUDIT_EVENTS))
+        return await read.get(lambda: self.ctx.jobs.round_info(job_id, r), fresh=fresh)
 
     async def audit(self, job_id: int, r: int) -> bool | None:
         """Move round ``r``'s audit on and report in it where this node is drawn; returns the verdict it sent, or

@@ -7,20 +7,24 @@ from the chain are defined once here: which jobs to scan (:class:`JobScanner`), 
 (:meth:`ChainView.base_checkpoint`) and whether a job's spec agrees with the job's on-chain parameters
 (:func:`check_spec`: the contract pays and counts by its own copy, so a role must never act on a spec that differs).
 
-This module never caches chain state that can change (a job, an update): every call reads the chain again. Three
-exceptions, each because the value cannot change or because its change is logged: a committed round's checkpoint
-(:meth:`ChainView.base_checkpoint`), the head for :data:`HEAD_TTL_S`, and the job count, read again once
-``JobCreated`` was logged (:class:`JobScanner` with a :class:`ChainWatch`). The roles keep two more, by the same
-rule: the auditor a round's audit state until an :data:`AUDIT_EVENTS` event, and the validator an update once
-decided (final: a slot is submitted once a round).
+:class:`ChainView` never caches chain state that can change (a job, an update): every call reads the chain again.
+Three exceptions, each because the value cannot change or because its change is logged: a committed round's
+checkpoint (:meth:`ChainView.base_checkpoint`), the head for :data:`HEAD_TTL_S`, and the job count, read again once
+``JobCreated`` was logged (:class:`JobScanner` with a :class:`ChainWatch`). Above it, a value whose every change the
+contract logs is kept in a :class:`GatedRead` until one of its events (or the gate's tenth call): a scanned job
+(:data:`JOB_STATE_EVENTS`, :class:`JobScanner`), a round's audit state (:data:`AUDIT_EVENTS`, the auditor) and a
+trainer's own update (:data:`UPDATE_STATE_EVENTS`). The validator keeps an update once decided (final: a slot is
+submitted once a round).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
+from typing import Generic, TypeVar
 
 from node.chainio import AsyncChain
 from node.roles.customer import job_params
@@ -340,6 +344,8 @@ class JobScanner:
     :data:`JOB_COUNT_EVENTS`, with its every-tenth-call safety net); without one, every call."""
     finished: set[int] = field(default_factory=set)
     """Jobs the role needs no more (closed and fully handled): never read again."""
+    _jobs: dict[int, GatedRead[JobInfo]] = field(init=False, default_factory=dict)
+    """With a watch: each job as last read, read again after a :data:`JOB_STATE_EVENTS` event."""
     _count_gate: ScanGate | None = field(init=False, default=None)
     _count: int = field(init=False, default=0)
     """The job count as last read through :attr:`_count_gate`."""
@@ -363,8 +369,20 @@ class JobScanner:
         return self._count
 
     async def scan(self) -> list[JobInfo]:
-        """Each job to look at, as the chain has it now."""
-        return [await self.jobs.job(job_id) for job_id in await self.job_ids()]
+        """Each job to look at, as the chain has it now: with a watch, a job is read again only once a
+        :data:`JOB_STATE_EVENTS` event was logged since its last read (every field ``getJob`` returns changes only
+        with one), or at the gate's tenth call; a busy validator polls every second and reads each job only when
+        the round moves."""
+        jobs = []
+        for job_id in await self.job_ids():
+            if self.watch is None:
+                jobs.append(await self.jobs.job(job_id))
+                continue
+            read = self._jobs.get(job_id)
+            if read is None:
+                read = self._jobs[job_id] = GatedRead(ScanGate(self.watch, events=JOB_STATE_EVENTS))
+            jobs.append(await read.get(functools.partial(self.jobs.job, job_id)))
+        return jobs
 
     async def open_jobs(self) -> list[JobInfo]:
         """The active jobs among :meth:`scan`'s; a closed one is marked finished and not read again."""
@@ -392,6 +410,18 @@ AUDIT_EVENTS = frozenset({"RoundCommitted", "AuditorsDrawn", "DrawRescheduled", 
 """The events that change a committed round's audit (``getRound``'s audit fields: its anchor, phase, panels, tallies
 and outcome). What moves by time alone (a panel's block mined, a window run out) an auditor computes from the round
 it read and the head: it reads the round again only after one of these (:class:`ScanGate` with ``events``)."""
+JOB_STATE_EVENTS = frozenset({"CandidateStood", "SuccessorDrawRequested", "LeaderElected", "FeePaid", "RoundCommitted",
+                              "RoundDisputed", "JobFinished", "JobCancelled"})
+"""The events of every transaction that writes a field ``getJob`` returns: a candidacy (``progressAt``), a successor
+draw (``successorAnchor``), an election (``leader``, ``term``, ``leaseExpiry``), a fee (``spent``), a commit
+(``committedRounds``, ``spent``, ``leaseExpiry``, the last checkpoint), a dispute, the end (``status``,
+``refunded``). ``tests/chain/conftest.py`` checks the contract against it, transaction by transaction."""
+UPDATE_STATE_EVENTS = frozenset({"UpdateSubmitted", "ValidatorsDrawn", "DrawRescheduled", "UpdateVoted",
+                                 "UpdateEscalated", "UpdateAccepted", "UpdateRejected", "UpdateExpired",
+                                 "RoundCommitted", "PaidOut", "JobCancelled"})
+"""The events of every transaction that writes a field ``getUpdate`` returns: the submission, a draw or re-anchor
+(phase, anchor), a vote, an escalation, the verdict (status), the pricing of its round at a commit or a cancel
+(amount) and its payout (paid). ``tests/chain/conftest.py`` checks the contract against it."""
 HEAD_EVERY_REFRESHES = 10
 """How often :class:`ChainWatch` reads the head block to move its log cursor while the contract is quiet (the
 ``eth_getLogs`` range then spans at most this many polls of blocks)."""
@@ -470,3 +500,24 @@ class ScanGate:
 
     def scanned(self, stamp: int) -> None:
         self.scanned_stamp, self.skipped = stamp, 0
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class GatedRead(Generic[T]):
+    """One chain value, read again only after its gate's events were logged since the last read (or at the gate's
+    tenth call, or when asked ``fresh``). Exact for a value whose every change the contract logs with one of them:
+    the stamp is taken before the read, so an event mined during it makes the next call read again."""
+
+    gate: ScanGate
+    value: T | None = None
+
+    async def get(self, read: Callable[[], Awaitable[T]], *, fresh: bool = False) -> T:
+        stamp = await self.gate.due(busy=False)
+        if self.value is None or fresh or stamp is not None:
+            stamp = self.gate.watch.stamp if stamp is None else stamp
+            self.value = await read()
+            self.gate.scanned(stamp)
+        return self.value

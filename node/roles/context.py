@@ -25,7 +25,6 @@ from node.limits import MIN_RATE, content_limits
 from node.roles.chain_view import ChainView, ChainWatch, check_spec
 from node.roles.decisions import signing_window_s
 from node.training.data import ArraySet, decode_shard
-from node.training.local import LOSS_SAMPLES
 from node.training.models.onnx_graph import load_model_files
 from node.training.task import task_size
 from node.training.tasks import capacity
@@ -60,14 +59,14 @@ async def ticket_expectations(ctx: NodeContext, spec: JobSpec, job_id: int, r: i
 def expected_check_s(spec: JobSpec) -> float:
     """Seconds the first panel of a ``spec`` update needs to check it, on the slowest node and link the job's
     limits assume: the delta and ``spot_check_segments`` start states at :data:`~node.limits.MIN_RATE`, then their
-    replay (``segment_every`` steps each, of the largest class's task) and the two loss passes at class S's
-    throughput; times ``tasks_per_round``, because a round's updates are submitted together and a member may sit on
-    every panel of the round (a small pool)."""
+    replay (``segment_every`` steps each, of the largest class's task) and the two loss passes of ``loss_samples``
+    at class S's throughput; times ``tasks_per_round``, because a round's updates are submitted together and a
+    member may sit on every panel of the round (a small pool)."""
     limits = content_limits(spec)
     task = task_size(spec, NodeClass.L)
     k = min(spec.spot_check_segments or limits.segments_per_task, math.ceil(task.steps / spec.segment_every))
     transfer_s = (limits.delta_bytes + k * limits.state_bytes) / MIN_RATE
-    samples = k * spec.segment_every * task.batch_size + 2 * LOSS_SAMPLES
+    samples = k * spec.segment_every * task.batch_size + 2 * spec.loss_samples
     return spec.tasks_per_round * (transfer_s + samples / capacity(NodeClass.S).samples_per_s)
 
 

@@ -20,7 +20,7 @@ import trio
 from node.checkpoint import decode_checkpoint
 from node.hardware import class_for_device
 from node.limits import content_limits
-from node.roles.chain_view import ROUND_CHANGE_EVENTS, JobScanner, ScanGate
+from node.roles.chain_view import ROUND_CHANGE_EVENTS, UPDATE_STATE_EVENTS, GatedRead, JobScanner, ScanGate
 from node.roles.context import NodeContext, ticket_expectations
 from node.roles.decisions import (
     TrainerStep,
@@ -44,7 +44,7 @@ from node.training.replay import loss_rise_exceeds
 from node.training.task import Task
 from node.training.ticket_check import check_ticket
 from protocols.chain.errors import ChainError, ContractRevert
-from protocols.chain.models import JobStatus
+from protocols.chain.models import JobStatus, UpdateInfo
 from protocols.errors import DtnodeError
 from protocols.specs import JobSpec, TaskTicket, UpdateManifest
 from protocols.topics import SEGMENT_PROTOCOL, TASK_PROTOCOL
@@ -126,9 +126,11 @@ class TrainerRole:
     async def _wait_round_change(self, job_id: int, r: int) -> None:
         """Until the job leaves round ``r``: it reads the job only when the contract logged what moves a round
         (:data:`ROUND_CHANGE_EVENTS`, one shared ``eth_getLogs`` a poll for the node) or every tenth poll, and
-        the chain for its own update's votes only once they were heard on the job's topic."""
+        the chain for its own update only once its votes were heard on the job's topic, and then only after an
+        update event (:data:`UPDATE_STATE_EVENTS`)."""
         complete_since: float | None = None
         gate = ScanGate(self.ctx.watch, events=ROUND_CHANGE_EVENTS)
+        own: GatedRead[UpdateInfo] = GatedRead(ScanGate(self.ctx.watch, events=UPDATE_STATE_EVENTS))
         slot = await self._my_slot(job_id, r)
         while True:
             stamp = await gate.due(busy=False)
@@ -138,22 +140,25 @@ class TrainerRole:
                     return
                 gate.scanned(stamp)
             if slot is not None:
-                complete_since = await self._settle_own(job_id, r, slot, complete_since)
+                complete_since = await self._settle_own(job_id, r, slot, own, complete_since)
             await trio.sleep(self.ctx.config.chain_poll_interval_s)
 
-    async def _settle_own(self, job_id: int, r: int, slot: int, complete_since: float | None) -> float | None:
+    async def _settle_own(self, job_id: int, r: int, slot: int, own: GatedRead[UpdateInfo],
+                          complete_since: float | None) -> float | None:
         """Post this trainer's own update's complete panel of signed votes when the leader left it unposted for
-        a few polls (``trainer_settles``). Returns since when the set has been complete (None: not complete)."""
+        a few polls (``trainer_settles``). ``own``: the update, read again only after an update event. Returns
+        since when the set has been complete (None: not complete)."""
         ctx = self.ctx
         if not self.votes.book(job_id).heard_any(r, slot):
             return None  # no vote heard yet: nothing the chain could add
         try:
-            if not await self.votes.complete(job_id, r, slot):
+            update = await own.get(lambda: ctx.jobs.update(job_id, r, slot))
+            if not await self.votes.complete(job_id, r, slot, update):
                 return None
             since = time.monotonic() if complete_since is None else complete_since
             if trainer_settles(since, time.monotonic(), 4 * ctx.config.chain_poll_interval_s):
                 ctx.log.info("job %d round %d: posting my update's signed votes myself", job_id, r)
-                await self.votes.settle_ready(job_id, r, [slot])
+                await self.votes.settle_ready(job_id, r, [slot], {slot: update})
                 return None
             return since
         except ChainError as exc:  # the chain is down: the leader (or a later poll) posts them

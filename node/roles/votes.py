@@ -110,9 +110,10 @@ class VoteGossip:
             return None
         return self.book(job_id).vote_set(r, slot, update.anchor_block, panel)
 
-    async def complete(self, job_id: int, r: int, slot: int) -> bool:
-        """Whether this node heard a whole first panel's votes on an update the fast path can still settle."""
-        return await self._open_set(job_id, r, slot) is not None
+    async def complete(self, job_id: int, r: int, slot: int, update: UpdateInfo | None = None) -> bool:
+        """Whether this node heard a whole first panel's votes on an update the fast path can still settle
+        (``update``: as the caller read it, not read again)."""
+        return await self._open_set(job_id, r, slot, update) is not None
 
     async def settle_ready(self, job_id: int, r: int, slots: list[int],
                            read: Mapping[int, UpdateInfo] | None = None) -> int:

@@ -33,12 +33,10 @@ from node.training.codec import State, state_hash, state_sub
 from node.training.data import ArraySet
 from node.training.device import CPU, CUDA, cuda_deterministic, to_cpu, torch_device
 from node.training.errors import TrainingError
-from node.training.models import ModelRef, build_model
-from node.training.objective import CLASSIFICATION, objective_for
+from node.training.models import build_model
+from node.training.objective import objective_for
 from node.training.task import Task
 
-LOSS_SAMPLES = 1024
-"""The reported losses are the task's mean loss over the first ``LOSS_SAMPLES`` samples of the task's range."""
 EVAL_CHUNK = 64
 """Samples per forward pass when scoring (losses, evaluation). Measured on one CPU thread: the CNN scores 1,024
 samples 2.6x faster in chunks of 64 than of 512 (activations stay in cache); loss checks dominated replay cost."""
@@ -250,15 +248,15 @@ def run_segment(
     return _export(model, optimizer)
 
 
-def task_loss(model_name: ModelRef, state: Mapping[str, torch.Tensor], data: ArraySet, *,
-              task_type: str = CLASSIFICATION) -> float:
-    """Mean loss (the task type's) of ``state`` on the first :data:`LOSS_SAMPLES` samples of ``data`` (the task's
+def task_loss(task: Task, state: Mapping[str, torch.Tensor], data: ArraySet) -> float:
+    """Mean loss (the task type's) of ``state`` on the first ``task.loss_samples`` samples of ``data`` (the task's
     range)."""
-    model = build_model(model_name)
+    model = build_model(task.model_name)
     model.load_state_dict(dict(state), strict=True)
     model.eval()
     with torch.no_grad():
-        return objective_for(task_type).score(model, data, min(len(data), LOSS_SAMPLES), EVAL_CHUNK).mean_loss
+        return objective_for(task.task_type).score(model, data, min(len(data), task.loss_samples),
+                                                   EVAL_CHUNK).mean_loss
 
 
 def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: ArraySet, *,
@@ -278,7 +276,7 @@ def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: Array
     data = task_view(shard, task.sample_range)
     base = {k: v.detach().clone() for k, v in sorted(base_state.items())}
     with deterministic_torch():
-        loss_before = task_loss(task.model_name, base, data, task_type=task.task_type)
+        loss_before = task_loss(task, base, data)
         state = initial_trainer_state(base)
         states: list[State] = []
         hashes: list[str] = []
@@ -294,7 +292,7 @@ def train_local(task: Task, base_state: Mapping[str, torch.Tensor], shard: Array
             else:
                 hashes.append(keep(state))
         final = model_part(state)
-        loss_after = task_loss(task.model_name, final, data, task_type=task.task_type)
+        loss_after = task_loss(task, final, data)
     return LocalResult(
         delta=state_sub(final, base),
         final_state=final,

@@ -273,7 +273,6 @@ def replay_verify(
         data = task_view(shard, task.sample_range)
     except TrainingError as exc:
         return _reject(BAD_TASK, str(exc), math.inf, checked)
-    model_name = task.model_name
     n = task.n_segments
     if len(claimed_segment_hashes) != n:
         return _reject(
@@ -317,7 +316,7 @@ def replay_verify(
         return None
 
     with deterministic_torch():
-        before = loss_to_micro(task_loss(model_name, base, data, task_type=task.task_type))
+        before = loss_to_micro(task_loss(task, base, data))
     wrong = loss_claim_wrong("before", claimed_loss_before, before)
     if wrong:
         return wrong
@@ -379,7 +378,7 @@ def replay_verify(
         return _reject(DELTA_MISMATCH, f"delta != final - base (max abs diff {dist:.3g})", dist, checked)
 
     with deterministic_torch():
-        after = loss_to_micro(task_loss(model_name, final, data, task_type=task.task_type))
+        after = loss_to_micro(task_loss(task, final, data))
     wrong = loss_claim_wrong("after", claimed_loss_after, after)
     if wrong:
         return wrong

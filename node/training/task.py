@@ -15,7 +15,7 @@ from node.training.errors import TrainingError
 from node.training.models import ModelRef, model_ref
 from node.training.objective import check_spec_task
 from node.training.tasks import TaskFactory, TaskSize
-from protocols.specs import TASK_TYPES, JobSpec, TaskTicket
+from protocols.specs import LOSS_SAMPLES, TASK_TYPES, JobSpec, TaskTicket
 from protocols.types import NodeClass
 
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
@@ -64,6 +64,8 @@ class Task:
     """``[start, stop)`` of the shard's samples; ``None`` for the whole shard."""
     task_type: str = "classification"
     """The spec's ``task``: which loss trains it (:func:`node.training.objective.objective_for`)."""
+    loss_samples: int = LOSS_SAMPLES
+    """The spec's ``loss_samples``: how many of the range's first samples the task's two losses are measured on."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -76,6 +78,8 @@ class Task:
             raise TrainingError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise TrainingError(f"lr must be a positive finite number, got {self.lr}")
+        if self.loss_samples < 1:
+            raise TrainingError(f"loss_samples must be >= 1, got {self.loss_samples}")
         if self.task_type not in TASK_TYPES:
             raise TrainingError(f"unknown task type {self.task_type!r}; expected one of {', '.join(TASK_TYPES)}")
 
@@ -89,7 +93,7 @@ class Task:
                    lr=float(spec.inner_lr), seed=ticket.seed, segment_every=spec.segment_every,
                    optimizer=spec.inner_optimizer,
                    sample_range=(ticket.sample_start, ticket.sample_start + ticket.sample_count),
-                   task_type=spec.task)
+                   task_type=spec.task, loss_samples=spec.loss_samples)
 
     @property
     def n_segments(self) -> int:

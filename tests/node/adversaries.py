@@ -106,7 +106,7 @@ def forged_run(spec: JobSpec, ticket: TaskTicket, base_model: State, shard: Arra
             state = edit(i, run_segment(task, state, data, i))
             states.append(state)
         final = model_part(state)
-        before, after = task_loss(task.model_name, base, data), task_loss(task.model_name, final, data)
+        before, after = task_loss(task, base, data), task_loss(task, final, data)
     return LocalResult(state_sub(final, base), final, before, after, [state_hash(s) for s in states], states)
 
 

@@ -14,7 +14,9 @@ from node.roles.chain_view import (
     AUDIT_EVENTS,
     JOB_COUNT_EVENTS,
     LEADERSHIP_EVENTS,
+    JOB_STATE_EVENTS,
     ROUND_CHANGE_EVENTS,
+    UPDATE_STATE_EVENTS,
     ChainView,
     ChainWatch,
     JobScanner,
@@ -25,7 +27,7 @@ from protocols.chain.backends import dev_accounts, in_process_chain, mine_blocks
 from protocols.chain.client import deploy
 from protocols.chain.errors import ChainError
 from protocols.chain.events import event_names
-from protocols.chain.models import RoundInfo
+from protocols.chain.models import JobInfo, RoundInfo
 from protocols.types import NodeClass
 from tests.chain.helpers import DRAW_DELAY, MIN_STAKE, PARAMS, SETTINGS, Chain, cid_of, draw, one_update
 
@@ -108,6 +110,11 @@ class CountingView(ChainView):
 
     job_count_reads: int = 0
     round_reads: int = 0
+    job_reads: int = 0
+
+    async def job(self, job_id: int) -> JobInfo:
+        self.job_reads += 1
+        return await super().job(job_id)
 
     async def job_count(self) -> int:
         self.job_count_reads += 1
@@ -141,6 +148,34 @@ async def test_the_job_count_is_read_again_only_after_a_job_is_created() -> None
     assert await scanner.job_ids() == [second] and view.job_count_reads == 5  # the gate's tenth-call safety net
 
 
+async def test_a_scanned_job_is_read_again_only_after_one_of_its_state_events() -> None:
+    """A busy validator scans every poll; the job it scans is read again only once a :data:`JOB_STATE_EVENTS` event
+    was logged (every change of ``getJob`` logs one: tests/chain/conftest.py), and then shows the change."""
+    w3, acc = in_process_chain(), dev_accounts(8)
+    manager = deploy(w3, acc[0], SETTINGS)
+    setup = one_update(Chain("py-evm", w3, list(acc)), manager, (4, 5, 6, 7))
+    view = CountingView(client=manager, chain=AsyncChain(timeout_s=30.0), address=acc[0].address,
+                        signing_window=_no_window)
+    scanner = JobScanner(view, watch=ChainWatch(view, poll_s=0.0))
+    [job] = await scanner.scan()
+    assert view.job_reads == 1 and job.committed_rounds == 0
+    mine_blocks(w3, DRAW_DELAY + 1)
+    panel = draw(manager, setup.job_id, 0, 0)  # ValidatorsDrawn: the update's news, not the job's
+    assert await scanner.scan() == [job] and view.job_reads == 1
+    for address in panel:
+        setup.validators[address].validate_update(setup.job_id, 0, 0, True)  # fees paid: FeePaid, spent moved
+    [paid] = await scanner.scan()
+    assert view.job_reads == 2 and paid.spent > job.spent
+    setup.leader.commit_round(setup.job_id, 0, cid_of(b"checkpoint 0"), 0b1)
+    [committed] = await scanner.scan()
+    assert view.job_reads == 3 and committed.committed_rounds == 1
+    for _ in range(MAX_SKIPPED_POLLS):
+        await scanner.scan()
+    assert view.job_reads == 3
+    await scanner.scan()
+    assert view.job_reads == 4  # the gate's tenth-call safety net
+
+
 async def test_a_committed_checkpoint_is_read_once() -> None:
     """Round r starts from round r-1's committed checkpoint, which never changes: one ``getRound`` for it."""
     w3, acc = in_process_chain(), dev_accounts(8)
@@ -164,7 +199,8 @@ async def test_a_committed_checkpoint_is_read_once() -> None:
 
 def test_every_gate_names_events_the_contract_emits() -> None:
     """A misspelt name would make a gate wait for an event that never comes (until its tenth-poll safety net)."""
-    for events in (JOB_COUNT_EVENTS, LEADERSHIP_EVENTS, ROUND_CHANGE_EVENTS, AUDIT_EVENTS):
+    for events in (JOB_COUNT_EVENTS, LEADERSHIP_EVENTS, ROUND_CHANGE_EVENTS, AUDIT_EVENTS, JOB_STATE_EVENTS,
+                   UPDATE_STATE_EVENTS):
         assert events <= event_names(), events - event_names()
 
 

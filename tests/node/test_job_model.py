@@ -57,8 +57,8 @@ def test_init_weights_become_the_initial_checkpoint_every_node_decodes(tmp_path:
     data = ArraySet(rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64).astype(np.uint8))
     task = Task(model_name=model_ref(spec), steps=3, batch_size=16, lr=1e-3, seed=0)
     result = train_local(task, model, data)
-    assert result.loss_before == task_loss(MLP, weights, data)
-    assert result.loss_before != task_loss(MLP, initial_state(MLP, SPEC.seed), data)
+    assert result.loss_before == task_loss(task, weights, data)
+    assert result.loss_before != task_loss(task, initial_state(MLP, SPEC.seed), data)
 
 
 def test_a_spec_can_name_the_initial_checkpoint_by_cid(tmp_path: Path) -> None:

@@ -53,7 +53,11 @@ def test_job_spec_round_trip_is_canonical() -> None:
         (("inner_lr",), 0.001, "decimal string"),
         (("aggregation", "strategy"), "average", "aggregation.strategy"),
         (("payment", "quorum"), 99, "payment.quorum"),
-        (("schema",), "dtnode/jobspec/2", "schema"),
+        (("schema",), "dtnode/jobspec/3", "schema"),
+        # Version 1 measured its losses on a fixed 1,024 samples: a node recomputing them on loss_samples would vote
+        # its trainers' honest work down, so it refuses the spec instead.
+        (("schema",), "dtnode/jobspec/1", "'dtnode/jobspec/1' is not 'dtnode/jobspec/2'"),
+        (("loss_samples",), 0, "'loss_samples'"),
     ],
 )
 def test_job_spec_rejects_bad_fields(path: tuple[str, ...], value: object, needle: str) -> None:
@@ -130,7 +134,8 @@ def test_canonical_bytes_are_unchanged() -> None:
     r = RoundRecord(job_id=1, round=2, base_cid=CID, checkpoint_cid=CID, accepted=[CID], eval_accuracy_ppm=812000,
                     eval_loss_micro=512000)
     golden = {
-        "JobSpec": "e4b97cf430acfffc1b9b7ae4a0a7d320d1f3934b2b650c683dbad60340bc1dbc",
+        # dtnode/jobspec/2 (issue 18): loss_samples added; changed on purpose.
+        "JobSpec": "85d4f9500f0f18256417b65b5ba308fa2175f9245f5365ad2e9dc33e77aae2f3",
         # dtnode/ticket/2 (issue 13): slot and work_units added, EIP-712 signature; changed on purpose.
         "TaskTicket": "6b3ccfb36b4b857c27978006436726f5df89119a25b406f6524ff8644ae84bcf",
         # dtnode/update/2 (issue 14): segment_cids dropped; its ticket is dtnode/ticket/2 (issue 13).

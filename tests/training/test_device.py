@@ -171,7 +171,7 @@ def _as_other_hardware_would_publish(s: Setup, eps: float) -> LocalResult:
     states[-1] = {k: v + eps * v.abs().max() if k.startswith("model/") else v for k, v in states[-1].items()}
     final = model_part(states[-1])
     with deterministic_torch():
-        after = task_loss(MLP, final, task_view(s.shard, TASK.sample_range))
+        after = task_loss(TASK, final, task_view(s.shard, TASK.sample_range))
     return LocalResult(state_sub(final, s.base), final, s.honest.loss_before, after,
                        [state_hash(x) for x in states], states)
 

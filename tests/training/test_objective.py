@@ -199,6 +199,9 @@ def test_task_from_ticket_takes_the_specs_task_and_checks_the_model(tiny_lm: str
                         trainer=address, leader=address, expires_at=0)
     assert Task.from_ticket(JobSpec(model=tiny_lm, task=CAUSAL_LM), ticket).task_type == CAUSAL_LM
     assert Task.from_ticket(JobSpec(), ticket).task_type == CLASSIFICATION
+    # The spec's loss sample count reaches the task its losses are measured by (trainer and replay alike).
+    assert Task.from_ticket(JobSpec(), ticket).loss_samples == JobSpec().loss_samples == 512
+    assert Task.from_ticket(JobSpec(loss_samples=64), ticket).loss_samples == 64
     with pytest.raises(TrainingError, match="does not fit model"):
         Task.from_ticket(JobSpec(task=CAUSAL_LM), ticket)
 

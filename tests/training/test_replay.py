@@ -82,8 +82,8 @@ def recomputed_losses(task: Task, base: State, result: LocalResult, shard: Array
     """The loss claims that pass the loss check on ``shard``, so that a test reaches the replay itself."""
     data = task_view(shard, task.sample_range)
     with deterministic_torch():
-        return {"claimed_loss_before": task_loss(task.model_name, base, data),
-                "claimed_loss_after": task_loss(task.model_name, result.final_state, data)}
+        return {"claimed_loss_before": task_loss(task, base, data),
+                "claimed_loss_after": task_loss(task, result.final_state, data)}
 
 
 def test_honest_task_is_accepted_bitwise(setup: Setup) -> None:
@@ -129,6 +129,22 @@ def test_lying_losses_are_rejected(setup: Setup) -> None:
     # Exact in micro-units: one micro-unit more reduction than recomputed is a lie (no window to inflate a bonus).
     one_micro_lower = (setup.honest.loss_after_micro - 1) / 1e6
     assert verify(setup, setup.honest, claimed_loss_after=one_micro_lower).reason == LOSS_MISMATCH
+
+
+def test_losses_are_measured_on_the_specs_loss_samples(setup: Setup) -> None:
+    """``loss_samples`` is part of the task every node derives from the spec: claims measured on another count are
+    not the validator's figures (so nodes that disagreed on it would vote honest work down; hence the spec's schema
+    version changed with it)."""
+    few = replace(TASK, loss_samples=64)
+    claims = recomputed_losses(few, setup.base, setup.honest, setup.shard)
+    assert claims["claimed_loss_before"] != setup.honest.loss_before  # another sample: another figure
+    assert verify(setup, setup.honest, loss_samples=64, **claims).ok
+    assert verify(setup, setup.honest, **claims).reason == LOSS_MISMATCH
+    assert verify(setup, setup.honest, loss_samples=64).reason == LOSS_MISMATCH
+    # A count past the range's length measures the whole range (it does not fail).
+    whole = replace(TASK, loss_samples=65_536)
+    assert verify(setup, setup.honest, loss_samples=65_536,
+                  **recomputed_losses(whole, setup.base, setup.honest, setup.shard)).ok
 
 
 def test_loss_that_rises_beyond_the_spec_bound_is_rejected(setup: Setup) -> None:
@@ -197,7 +213,7 @@ def _republished(s: Setup, states: list[State], task: Task = TASK) -> LocalResul
     final = model_part(states[-1])
     data = task_view(s.shard, task.sample_range)
     with deterministic_torch():
-        after = task_loss(task.model_name, final, data)
+        after = task_loss(task, final, data)
     return LocalResult(state_sub(final, s.base), final, s.honest.loss_before, after,
                        [state_hash(x) for x in states], states)
 
