@@ -12,9 +12,10 @@ Three exceptions, each because the value cannot change or because its change is 
 checkpoint (:meth:`ChainView.base_checkpoint`), the head for :data:`HEAD_TTL_S`, and the job count, read again once
 ``JobCreated`` was logged (:class:`JobScanner` with a :class:`ChainWatch`). Above it, a value whose every change the
 contract logs is kept in a :class:`GatedRead` until one of its events (or the gate's tenth call): a scanned job
-(:data:`JOB_STATE_EVENTS`, :class:`JobScanner`), a round's audit state (:data:`AUDIT_EVENTS`, the auditor) and a
-trainer's own update (:data:`UPDATE_STATE_EVENTS`). The validator keeps an update once decided (final: a slot is
-submitted once a round).
+(:data:`JOB_STATE_EVENTS`, :class:`JobScanner`), a round's audit state (:data:`AUDIT_EVENTS`, the auditor), a
+round's submissions and updates (:class:`RoundReads`, the validator and the leader) and a trainer's own update
+(:data:`UPDATE_STATE_EVENTS`). The validator reads an update no more once decided (final: a slot is submitted once a
+round).
 """
 
 from __future__ import annotations
@@ -521,3 +522,41 @@ class GatedRead(Generic[T]):
             self.value = await read()
             self.gate.scanned(stamp)
         return self.value
+
+
+SUBMISSION_EVENTS = frozenset({"UpdateSubmitted"})
+"""The event that adds to a round's submissions (they are its logs)."""
+
+
+@dataclass
+class RoundReads:
+    """One role's reads of one round of a job, each kept in a :class:`GatedRead`: the round's submissions (read
+    again after ``UpdateSubmitted``) and each admitted update (after an :data:`UPDATE_STATE_EVENTS` event). What a
+    validator and a leader read every poll while a round's verdicts are pending; a new round starts a new one."""
+
+    jobs: ChainView
+    watch: ChainWatch
+    job_id: int
+    round: int
+    _submissions: GatedRead[list[Submission]] | None = field(init=False, default=None)
+    _updates: dict[int, GatedRead[UpdateInfo]] = field(init=False, default_factory=dict)
+
+    async def submissions(self) -> list[Submission]:
+        if self._submissions is None:
+            self._submissions = GatedRead(ScanGate(self.watch, events=SUBMISSION_EVENTS))
+        return await self._submissions.get(functools.partial(self.jobs.submissions, self.job_id, self.round))
+
+    def known(self, slot: int) -> bool:
+        """Whether :meth:`update` was asked for ``slot`` before (whether or not the read succeeded)."""
+        return slot in self._updates
+
+    def last(self, slot: int) -> UpdateInfo | None:
+        """``slot``'s update as last read (None: never read)."""
+        read = self._updates.get(slot)
+        return None if read is None else read.value
+
+    async def update(self, slot: int, *, fresh: bool = False) -> UpdateInfo:
+        read = self._updates.get(slot)
+        if read is None:
+            read = self._updates[slot] = GatedRead(ScanGate(self.watch, events=UPDATE_STATE_EVENTS))
+        return await read.get(functools.partial(self.jobs.update, self.job_id, self.round, slot), fresh=fresh)

@@ -31,7 +31,7 @@ import trio
 
 from node.checkpoint import aggregate_checkpoint, decode_checkpoint
 from node.limits import content_limits
-from node.roles.chain_view import LEADERSHIP_EVENTS, ScanGate
+from node.roles.chain_view import LEADERSHIP_EVENTS, RoundReads, ScanGate
 from node.roles.context import NodeContext
 from node.roles.decisions import (
     CloseReason,
@@ -274,22 +274,25 @@ class LeaderRole:
         """Wait for verdicts (drawing panels when due); returns how the round closes (see
         :func:`~node.roles.decisions.round_close`)."""
         ctx = self.ctx
+        reads = RoundReads(ctx.jobs, ctx.watch, self.job_id, st.round)  # each read again only after its events
+        settled = False  # verdicts this node just posted: read the updates again now, not at the watch's next look
         while True:
             read: dict[int, UpdateInfo] = {}
-            for sub in await ctx.jobs.submissions(self.job_id, st.round):
+            for sub in await reads.submissions():
                 if sub.slot not in st.submitted and sub.trainer.lower() in st.issued_at:
                     self.ticket_lifetime.filled(self._now() - st.issued_at[sub.trainer.lower()])
                 st.submitted[sub.slot] = sub.trainer.lower()
                 if sub.slot in st.decided:
                     continue
-                u = await ctx.jobs.update(self.job_id, st.round, sub.slot)
+                u = await reads.update(sub.slot, fresh=settled)
                 if u.status in (UpdateStatus.ACCEPTED, UpdateStatus.REJECTED):
                     st.decided[sub.slot] = (u.status, sub.trainer, sub.update_cid)
                 elif not (await ctx.jobs.draw_if_due(self.job_id, st.round, sub.slot, u)
                           or await ctx.jobs.escalate_if_due(self.job_id, st.round, sub.slot, u)):
                     read[sub.slot] = u  # not moved by this node: settle_ready need not read it again
             undecided = sorted(set(st.submitted) - set(st.decided))
-            if undecided and await self.votes.settle_ready(self.job_id, st.round, undecided, read):
+            settled = bool(undecided) and await self.votes.settle_ready(self.job_id, st.round, undecided, read) > 0
+            if settled:
                 continue  # verdicts landed: read them at once
             self._skew = await ctx.jobs.chain_time() - time.time()
             close = round_close(st, spec.tasks_per_round, now=self._now(), mono=time.monotonic())

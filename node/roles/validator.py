@@ -40,7 +40,7 @@ import trio
 from node.checkpoint import decode_checkpoint
 from node.limits import content_deadline_s, content_limits
 from node.roles.auditor import Auditor
-from node.roles.chain_view import JobScanner, ScanGate
+from node.roles.chain_view import JobScanner, RoundReads, ScanGate
 from node.roles.context import NodeContext, ticket_expectations
 from node.roles.decisions import (
     claimed_loss_reduction,
@@ -84,10 +84,11 @@ class ValidatorRole:
         self._limit = trio.Semaphore(3)
         self._state_fetches = trio.Semaphore(3)
         """Segment states in transfer at once, over all checks (a 100M-parameter state is 1.2 GB)."""
-        self._admitted: dict[tuple[int, int, int], bool] = {}
-        """(job, round, slot) of the admitted updates of the rounds still scanned (their base checkpoint and shard
-        were prefetched when first seen) → whether seen decided: accepted, rejected or expired is final, as a slot
-        is submitted once a round, so a decided update is never read again."""
+        self._rounds: dict[int, RoundReads] = {}
+        """job → its open round's submissions and admitted updates as last read (:class:`RoundReads`: read again
+        only after an event that changes them). An update's base checkpoint and shard are prefetched when it is
+        first seen, and it is not read again once decided (accepted, rejected or expired is final, as a slot is
+        submitted once a round)."""
         self.auditor = Auditor(ctx, jobs=jobs)
         """Draws audit panels and recomputes the rounds it is drawn to audit (node/roles/auditor.py)."""
         self.votes = VoteGossip(ctx)
@@ -122,23 +123,22 @@ class ValidatorRole:
         pending = False
         for job in await self.scanner.open_jobs():
             job_id, r = job.job_id, job.committed_rounds
-            for sub in await ctx.jobs.submissions(job_id, r):
-                admitted = (job_id, r, sub.slot)
-                decided = self._admitted.get(admitted)
-                if decided:  # nothing left to do on it
-                    continue
-                if decided is None:  # first seen: forget the job's earlier rounds, prefetch
-                    self._admitted = {k: v for k, v in self._admitted.items() if k[0] != job_id or k[1] >= r}
-                    self._admitted[admitted] = False
+            reads = self._rounds.get(job_id)
+            if reads is None or reads.round != r:  # a new round: the job's earlier ones are forgotten
+                reads = self._rounds[job_id] = RoundReads(ctx.jobs, ctx.watch, job_id, r)
+            for sub in await reads.submissions():
+                last = reads.last(sub.slot)
+                if last is not None and last.status != UpdateStatus.PENDING:
+                    continue  # decided: nothing left to do on it
+                if not reads.known(sub.slot):  # first seen: prefetch
                     nursery.start_soon(self._prefetch, job_id, r, sub.slot, job.leader)
-                update = await ctx.jobs.update(job_id, r, sub.slot)
+                update = await reads.update(sub.slot)
                 if fast_path_open(update):
                     await self._sign_if_drawn(nursery, job_id, r, sub, update)
                 if (await ctx.jobs.draw_if_due(job_id, r, sub.slot, update)
                         or await ctx.jobs.escalate_if_due(job_id, r, sub.slot, update)):
-                    update = await ctx.jobs.update(job_id, r, sub.slot)
+                    update = await reads.update(sub.slot, fresh=True)
                 if update.status != UpdateStatus.PENDING:
-                    self._admitted[admitted] = True
                     continue  # skip_check's "decided"
                 pending = True
                 key = (job_id, r, sub.slot, int(update.phase))

@@ -13,13 +13,14 @@ from node.roles.auditor import Auditor
 from node.roles.chain_view import (
     AUDIT_EVENTS,
     JOB_COUNT_EVENTS,
-    LEADERSHIP_EVENTS,
     JOB_STATE_EVENTS,
+    LEADERSHIP_EVENTS,
     ROUND_CHANGE_EVENTS,
     UPDATE_STATE_EVENTS,
     ChainView,
     ChainWatch,
     JobScanner,
+    RoundReads,
     ScanGate,
 )
 from node.roles.decisions import MAX_SKIPPED_POLLS
@@ -27,9 +28,9 @@ from protocols.chain.backends import dev_accounts, in_process_chain, mine_blocks
 from protocols.chain.client import deploy
 from protocols.chain.errors import ChainError
 from protocols.chain.events import event_names
-from protocols.chain.models import JobInfo, RoundInfo
+from protocols.chain.models import JobInfo, RoundInfo, Submission, UpdateInfo, UpdateStatus
 from protocols.types import NodeClass
-from tests.chain.helpers import DRAW_DELAY, MIN_STAKE, PARAMS, SETTINGS, Chain, cid_of, draw, one_update
+from tests.chain.helpers import DRAW_DELAY, MIN_STAKE, PARAMS, SETTINGS, Chain, cid_of, draw, one_update, submit
 
 
 async def _no_window(_job_id: int) -> int:
@@ -112,9 +113,20 @@ class CountingView(ChainView):
     round_reads: int = 0
     job_reads: int = 0
 
+    update_reads: int = 0
+    submission_reads: int = 0
+
     async def job(self, job_id: int) -> JobInfo:
         self.job_reads += 1
         return await super().job(job_id)
+
+    async def update(self, job_id: int, r: int, slot: int) -> UpdateInfo:
+        self.update_reads += 1
+        return await super().update(job_id, r, slot)
+
+    async def submissions(self, job_id: int, r: int) -> list[Submission]:
+        self.submission_reads += 1
+        return await super().submissions(job_id, r)
 
     async def job_count(self) -> int:
         self.job_count_reads += 1
@@ -174,6 +186,34 @@ async def test_a_scanned_job_is_read_again_only_after_one_of_its_state_events() 
     assert view.job_reads == 3
     await scanner.scan()
     assert view.job_reads == 4  # the gate's tenth-call safety net
+
+
+async def test_a_rounds_submissions_and_updates_are_read_again_only_after_their_events() -> None:
+    """What a validator and a leader read every poll while verdicts are pending: the submissions again only after
+    ``UpdateSubmitted``, an update only after one of its :data:`UPDATE_STATE_EVENTS` (or when asked ``fresh``)."""
+    w3, acc = in_process_chain(), dev_accounts(8)
+    manager = deploy(w3, acc[0], SETTINGS)
+    setup = one_update(Chain("py-evm", w3, list(acc)), manager, (4, 5, 6, 7))
+    view = CountingView(client=manager, chain=AsyncChain(timeout_s=30.0), address=acc[0].address,
+                        signing_window=_no_window)
+    reads = RoundReads(view, ChainWatch(view, poll_s=0.0), setup.job_id, 0)
+    assert not reads.known(0) and reads.last(0) is None
+    [sub] = await reads.submissions()
+    pending = await reads.update(sub.slot)
+    assert reads.known(0) and reads.last(0) == pending and pending.status == UpdateStatus.PENDING
+    mine_blocks(w3, DRAW_DELAY + 1)
+    manager.register_trainer(NodeClass.M, MIN_STAKE)  # an event, neither a submission's nor an update's
+    assert await reads.submissions() == [sub] and await reads.update(0) == pending
+    assert (view.submission_reads, view.update_reads) == (1, 1)
+    assert await reads.update(0, fresh=True) == pending and view.update_reads == 2
+    panel = draw(manager, setup.job_id, 0, 0)
+    assert (await reads.update(0)).validators == panel and view.update_reads == 3
+    for address in panel:
+        setup.validators[address].validate_update(setup.job_id, 0, 0, True)
+    assert (await reads.update(0)).status == UpdateStatus.ACCEPTED and view.update_reads == 4
+    assert view.submission_reads == 1
+    submit(manager, setup.leader.account, setup.leader, setup.job_id, 0, 1, 5)  # the leader is a trainer too
+    assert [s.slot for s in await reads.submissions()] == [0, 1] and view.submission_reads == 2
 
 
 async def test_a_committed_checkpoint_is_read_once() -> None:
