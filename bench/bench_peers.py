@@ -115,8 +115,9 @@ def measure_side(side: str, args: argparse.Namespace, folder: Path) -> SideResul
         name=side, rounds=rounds, submitted_at=data["submitted_at"], finished_at=finished_at, busy=busy,
         cpu_window_s=usage.cpu_at(finished_at) - usage.cpu_at(data["submitted_at"]), cpu_total_s=usage.cpu_total,
         peak_pss=usage.peak_pss, peak_rss=usage.peak_rss, trainer_rss=max(trainers, default=0),
-        loadavg=(before, after), extra={k: v for k, v in data.items() if k in ("timings", "workdir", "node_started_at",
-                                                                              "stopped_at")} | _per_label(usage, data))
+        loadavg=(before, after), extra={k: v for k, v in data.items() if k in ("timings", "chain_calls", "workdir",
+                                                                              "node_started_at", "stopped_at")}
+        | _per_label(usage, data))
 
 
 def _node_seconds(timings: dict[str, dict[str, float]]) -> dict[str, float]:

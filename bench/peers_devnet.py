@@ -136,8 +136,10 @@ async def run_devnet_side(spec: JobSpec, out: Path) -> None:
                 shutil.rmtree(node_dir / name, ignore_errors=True)
     stopped = time.time()
     timings = {p.parent.name: json.loads(p.read_text()) for p in net.workdir.glob("*/timings.json")}
+    chain_calls = {p.parent.name: json.loads(p.read_text()) for p in net.workdir.glob("*/chain_calls.json")}
     out.write_text(json.dumps({
         "rounds": [asdict(m) for m in rounds], "submitted_at": submitted_at, "finished_at": finished_at,
-        "node_started_at": started, "stopped_at": stopped, "timings": timings, "labels": labels,
+        "node_started_at": started, "stopped_at": stopped, "timings": timings, "chain_calls": chain_calls,
+        "labels": labels,
         "workdir": str(net.workdir), "customer_observed_s": observed,
     }))

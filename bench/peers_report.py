@@ -94,6 +94,24 @@ def report(sides: dict[str, SideResult], *, target: float = TARGET) -> tuple[lis
     return lines, problems
 
 
+def chain_call_lines(calls: dict[str, dict[str, int]], rounds: int) -> list[str]:
+    """Chain calls per round by role, the most frequent functions first (each node's ``chain_calls.json``: every
+    call over its whole run, start-up included)."""
+    by_role: dict[str, dict[str, int]] = {}
+    for label, node in calls.items():
+        role = by_role.setdefault(label.split("-")[0], {})
+        for what, n in node.items():
+            role[what] = role.get(what, 0) + n
+    if not by_role:
+        return []
+    lines = [f"dtnode chain calls per round ({rounds} rounds, start-up included), summed over each role's nodes:"]
+    for role, counts in sorted(by_role.items()):
+        top = sorted(counts.items(), key=lambda kv: -kv[1])
+        lines.append(f"  {role} {sum(counts.values()) / rounds:.1f}: " + ", ".join(
+            f"{what} {n / rounds:.1f}" for what, n in top[:8]))
+    return lines
+
+
 def devnet_breakdown(side: SideResult) -> list[str]:
     """dtnode's node-seconds by activity (waiting: a node's wall time in no activity) and by role; then the
     critical path of a steady round from the node logs."""
@@ -120,6 +138,7 @@ def devnet_breakdown(side: SideResult) -> list[str]:
     lines.append("  by role (node-s): " + "; ".join(
         f"{role} " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(acts.items(), key=lambda kv: -kv[1]))
         for role, acts in sorted(by_role.items())))
+    lines.extend(chain_call_lines(side.extra.get("chain_calls", {}), rounds))
     workdir = side.extra.get("workdir")
     if workdir:
         phases = round_phases(Path(workdir))

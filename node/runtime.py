@@ -80,14 +80,17 @@ class DtNode:
             self._write_timings()
 
     def _write_timings(self) -> None:
-        """Leave the seconds this node spent per activity in its data dir (read by bench/bench_devnet.py)."""
+        """Leave the seconds this node spent per activity (``timings.json``) and its chain calls by function
+        (``chain_calls.json``) in its data dir (read by bench/bench_devnet.py and bench/bench_peers.py)."""
         if self.ctx is None:
             return
         timings = dict(self.ctx.timings)
         timings["chain"] = self.ctx.chain.seconds
-        path = Path(self.config.data_path) / "timings.json"
+        data = Path(self.config.data_path)
         with contextlib.suppress(OSError):
-            path.write_text(json.dumps({k: round(v, 3) for k, v in timings.items()}, sort_keys=True))
+            (data / "timings.json").write_text(json.dumps({k: round(v, 3) for k, v in timings.items()},
+                                                          sort_keys=True))
+            (data / "chain_calls.json").write_text(json.dumps(dict(self.ctx.chain.calls), sort_keys=True))
 
     async def _run(self, task_status: trio.TaskStatus[DtNode]) -> None:
         cfg = self.config

@@ -203,7 +203,7 @@ class ChainView:
         if block not in self._block_times:
             w3 = self.client.w3
             self._block_times[block] = await self.chain(lambda: int(w3.eth.get_block(block)["timestamp"]),
-                                                        what=f"block {block}")
+                                                        what=f"block({block})")
         return self._block_times[block]
 
     async def lease_seconds(self, job_id: int) -> int:
@@ -524,6 +524,8 @@ class GatedRead(Generic[T]):
         return self.value
 
 
+ELECTION_EVENTS = frozenset({"LeaderElected"})
+"""The event that adds to a job's leader history (:meth:`ChainView.leader_history` reads its logs)."""
 SUBMISSION_EVENTS = frozenset({"UpdateSubmitted"})
 """The event that adds to a round's submissions (they are its logs)."""
 

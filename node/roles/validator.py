@@ -30,6 +30,7 @@ logged and dropped.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Awaitable
@@ -40,7 +41,7 @@ import trio
 from node.checkpoint import decode_checkpoint
 from node.limits import content_deadline_s, content_limits
 from node.roles.auditor import Auditor
-from node.roles.chain_view import JobScanner, RoundReads, ScanGate
+from node.roles.chain_view import ELECTION_EVENTS, GatedRead, JobScanner, RoundReads, ScanGate
 from node.roles.context import NodeContext, ticket_expectations
 from node.roles.decisions import (
     claimed_loss_reduction,
@@ -89,6 +90,8 @@ class ValidatorRole:
         only after an event that changes them). An update's base checkpoint and shard are prefetched when it is
         first seen, and it is not read again once decided (accepted, rejected or expired is final, as a slot is
         submitted once a round)."""
+        self._leaders: dict[int, GatedRead[set[str]]] = {}
+        """job → every leader it ever had, as last read (:meth:`_leader_history`)."""
         self.auditor = Auditor(ctx, jobs=jobs)
         """Draws audit panels and recomputes the rounds it is drawn to audit (node/roles/auditor.py)."""
         self.votes = VoteGossip(ctx)
@@ -265,6 +268,17 @@ class ValidatorRole:
         # Recorded once the chain answered (a vote that failed to be mined is checked and sent again).
         self.verdicts[key] = verdict
 
+    async def _leader_history(self, job_id: int, signer: str) -> set[str]:
+        """Every leader the job ever had: its ``LeaderElected`` logs, read again only after one more was logged,
+        and at once when ``signer`` is not among them (an election the node's watch has not seen yet must not
+        reject the new leader's first tickets)."""
+        read = self._leaders.get(job_id)
+        if read is None:
+            read = self._leaders[job_id] = GatedRead(ScanGate(self.ctx.watch, events=ELECTION_EVENTS))
+        fetch = functools.partial(self.ctx.jobs.leader_history, job_id)
+        leaders = await read.get(fetch)
+        return leaders if signer.lower() in leaders else await read.get(fetch, fresh=True)
+
     async def check(self, job_id: int, r: int, sub: Submission) -> Verdict:
         """Verify one admitted update's claim. Raises StorageError/P2PError while its content cannot be fetched
         (the caller retries until ``content_deadline_s``) and ChainError when the chain cannot be read."""
@@ -280,7 +294,7 @@ class ValidatorRole:
             # Any leader the job ever had (the chain checked the signer led the ticket's term). No expiry: the chain
             # admitted the update in time. The ticket must be the very one the chain admitted for this slot.
             expect = await ticket_expectations(ctx, spec, job_id, r, trainer=trainer,
-                                               leaders=await ctx.jobs.leader_history(job_id),
+                                               leaders=await self._leader_history(job_id, ticket.leader),
                                                admitted=(sub.slot, sub.ticket_hash))
             try:
                 check_update_ticket(manifest, expect)

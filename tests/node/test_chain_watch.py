@@ -12,6 +12,7 @@ from node.chainio import AsyncChain
 from node.roles.auditor import Auditor
 from node.roles.chain_view import (
     AUDIT_EVENTS,
+    ELECTION_EVENTS,
     JOB_COUNT_EVENTS,
     JOB_STATE_EVENTS,
     LEADERSHIP_EVENTS,
@@ -24,6 +25,7 @@ from node.roles.chain_view import (
     ScanGate,
 )
 from node.roles.decisions import MAX_SKIPPED_POLLS
+from node.roles.validator import ValidatorRole
 from protocols.chain.backends import dev_accounts, in_process_chain, mine_blocks
 from protocols.chain.client import deploy
 from protocols.chain.errors import ChainError
@@ -115,6 +117,7 @@ class CountingView(ChainView):
 
     update_reads: int = 0
     submission_reads: int = 0
+    history_reads: int = 0
 
     async def job(self, job_id: int) -> JobInfo:
         self.job_reads += 1
@@ -123,6 +126,10 @@ class CountingView(ChainView):
     async def update(self, job_id: int, r: int, slot: int) -> UpdateInfo:
         self.update_reads += 1
         return await super().update(job_id, r, slot)
+
+    async def leader_history(self, job_id: int) -> set[str]:
+        self.history_reads += 1
+        return await super().leader_history(job_id)
 
     async def submissions(self, job_id: int, r: int) -> list[Submission]:
         self.submission_reads += 1
@@ -216,6 +223,23 @@ async def test_a_rounds_submissions_and_updates_are_read_again_only_after_their_
     assert [s.slot for s in await reads.submissions()] == [0, 1] and view.submission_reads == 2
 
 
+async def test_a_validator_reads_the_leader_history_again_after_an_election_or_for_a_signer_it_lacks() -> None:
+    """The leaders a ticket may be signed by: read once, again after ``LeaderElected``, and at once for a signer
+    not in the history as last read (an election the watch has not seen yet must not reject its first tickets)."""
+    w3, acc = in_process_chain(), dev_accounts(8)
+    manager = deploy(w3, acc[0], SETTINGS)
+    setup = one_update(Chain("py-evm", w3, list(acc)), manager, (4, 5, 6, 7))
+    view = CountingView(client=manager, chain=AsyncChain(timeout_s=30.0), address=acc[0].address,
+                        signing_window=_no_window)
+    validator = ValidatorRole(SimpleNamespace(jobs=view, watch=ChainWatch(view, poll_s=0.0)))  # type: ignore[arg-type]
+    leader = setup.leader.sender.lower()
+    assert await validator._leader_history(setup.job_id, leader) == {leader} and view.history_reads == 1
+    manager.register_trainer(NodeClass.M, MIN_STAKE)  # an event, not an election
+    assert await validator._leader_history(setup.job_id, leader) == {leader} and view.history_reads == 1
+    stranger = acc[6].address
+    assert await validator._leader_history(setup.job_id, stranger) == {leader} and view.history_reads == 2
+
+
 async def test_a_committed_checkpoint_is_read_once() -> None:
     """Round r starts from round r-1's committed checkpoint, which never changes: one ``getRound`` for it."""
     w3, acc = in_process_chain(), dev_accounts(8)
@@ -240,7 +264,7 @@ async def test_a_committed_checkpoint_is_read_once() -> None:
 def test_every_gate_names_events_the_contract_emits() -> None:
     """A misspelt name would make a gate wait for an event that never comes (until its tenth-poll safety net)."""
     for events in (JOB_COUNT_EVENTS, LEADERSHIP_EVENTS, ROUND_CHANGE_EVENTS, AUDIT_EVENTS, JOB_STATE_EVENTS,
-                   UPDATE_STATE_EVENTS):
+                   UPDATE_STATE_EVENTS, ELECTION_EVENTS):
         assert events <= event_names(), events - event_names()
 
 
