@@ -29,7 +29,7 @@ from typing import Generic, TypeVar
 
 from node.chainio import AsyncChain
 from node.roles.customer import job_params
-from node.roles.decisions import draw_ready, first_draw_due, rescan_due
+from node.roles.decisions import draw_ready, first_draw_due, rescan_due, withdrawal_due
 from protocols.chain.client import JobManagerClient, TxResult
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.models import (
@@ -327,8 +327,14 @@ class ChainView:
         """``payout(jobId, round)``: credits every accepted, unpaid update of a priced round to its trainer."""
         return await self.chain(lambda: self.client.payout(job_id, r), what="payout")
 
-    async def withdraw(self) -> TxResult:
-        return await self.chain(self.client.withdraw, what="withdraw")
+    async def withdraw_if_owed(self, at_least: int) -> int:
+        """``withdraw`` this node's credited balance once it is at least ``at_least`` wei
+        (:func:`~node.roles.decisions.withdrawal_due`); returns what was withdrawn (0: nothing)."""
+        owed = await self.balance()
+        if not withdrawal_due(owed, at_least):
+            return 0
+        await self.chain(self.client.withdraw, what="withdraw")
+        return owed
 
 
 @dataclass

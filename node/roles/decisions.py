@@ -410,6 +410,12 @@ def pay_left_unpaid(update: UpdateInfo) -> bool:
     return update.status == UpdateStatus.ACCEPTED and not update.paid
 
 
+def withdrawal_due(owed: int, at_least: int) -> bool:
+    """Whether a node withdraws its credited balance ``owed`` now: once it reaches ``at_least`` (the node's
+    ``withdraw_min_wei`` while it works, 1 when a job it served closed); never an empty withdrawal."""
+    return owed > 0 and owed >= at_least
+
+
 def stake_shortfall(info: TrainerInfo, update_bond: int) -> int:
     """Wei a trainer must add (``addTrainerStake``) so that its free stake covers one more update's bond."""
     return max(0, update_bond - info.free_stake)

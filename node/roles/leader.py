@@ -126,6 +126,7 @@ class LeaderRole:
                 idle_until = time.monotonic() + candidate_idle_s(step, job, ctx.address, now, poll_s)
                 if step == LeaderStep.STOP:
                     ctx.log.info("job %d is closed (status %d): leader candidate stops", self.job_id, job.status)
+                    await self._withdraw(closing=True)
                     return
                 if step == LeaderStep.LEAD:
                     await self.votes.follow(self.job_id, nursery)
@@ -408,10 +409,10 @@ class LeaderRole:
         except ContractRevert as exc:
             ctx.log.info("payout of round %d: %s", r, exc.error_name)
 
-    async def _withdraw(self) -> None:
+    async def _withdraw(self, *, closing: bool = False) -> None:
+        """Withdraw the fees credited so far once they reach ``withdraw_min_wei``, or all of them when ``closing``."""
         ctx = self.ctx
         try:
-            if await ctx.jobs.balance() > 0:
-                await ctx.jobs.withdraw()
+            await ctx.jobs.withdraw_if_owed(1 if closing else ctx.config.withdraw_min_wei)
         except ChainError as exc:
             ctx.log.warning("withdraw failed: %s", exc)

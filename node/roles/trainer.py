@@ -289,14 +289,14 @@ class TrainerRole:
             except ChainError as exc:  # the chain is down: the pay stays claimable by anyone, later
                 ctx.log.warning("job %d: could not check round %d for unpaid updates: %s", job_id, r, exc)
                 break
-        await self._withdraw_if_owed()
+        await self._withdraw_if_owed(closing=True)
 
-    async def _withdraw_if_owed(self) -> None:
+    async def _withdraw_if_owed(self, *, closing: bool = False) -> None:
+        """Withdraw the pay credited so far once it reaches ``withdraw_min_wei``, or all of it when ``closing``."""
         ctx = self.ctx
         try:
-            owed = await ctx.jobs.balance()
-            if owed > 0:
-                await ctx.jobs.withdraw()
+            owed = await ctx.jobs.withdraw_if_owed(1 if closing else ctx.config.withdraw_min_wei)
+            if owed:
                 ctx.log.info("withdrew %d wei", owed)
         except ChainError as exc:
             ctx.log.warning("withdraw failed: %s", exc)

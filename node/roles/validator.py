@@ -124,7 +124,11 @@ class ValidatorRole:
         window or vote window moves with the chain: the next poll scans again, not only on a logged event)."""
         ctx = self.ctx
         pending = False
-        for job in await self.scanner.open_jobs():
+        closed = len(self.scanner.finished)
+        jobs = await self.scanner.open_jobs()
+        if len(self.scanner.finished) > closed:  # a job closed: its fees are all credited, take them home
+            await self._withdraw_all()
+        for job in jobs:
             job_id, r = job.job_id, job.committed_rounds
             reads = self._rounds.get(job_id)
             if reads is None or reads.round != r:  # a new round: the job's earlier ones are forgotten
@@ -267,6 +271,14 @@ class ValidatorRole:
             ctx.log.info("vote on slot %d in job %d round %d reverted: %s", sub.slot, job_id, r, exc.error_name)
         # Recorded once the chain answered (a vote that failed to be mined is checked and sent again).
         self.verdicts[key] = verdict
+
+    async def _withdraw_all(self) -> None:
+        try:
+            owed = await self.ctx.jobs.withdraw_if_owed(1)
+            if owed:
+                self.ctx.log.info("withdrew %d wei of validator fees", owed)
+        except ChainError as exc:
+            self.ctx.log.warning("withdraw failed: %s", exc)
 
     async def _leader_history(self, job_id: int, signer: str) -> set[str]:
         """Every leader the job ever had: its ``LeaderElected`` logs, read again only after one more was logged,

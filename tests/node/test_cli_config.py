@@ -66,6 +66,7 @@ def test_precedence_toml_env_flags(tmp_path: Path) -> None:
         ("node_class = 'XL'\n", {}, "setting 'node_class'"),
         ("bogus = 1\n", {}, "unknown setting 'bogus'"),
         ("fetch_timeout_s = -1\n", {}, "setting 'fetch_timeout_s'"),
+        ("withdraw_min_wei = 0\n", {}, "setting 'withdraw_min_wei'"),
         ("", {"DTNODE_FETCH_TIMEOUT_S": "soon"}, "environment variable DTNODE_FETCH_TIMEOUT_S"),
         ("", {"DTNODE_CONTRACT_ADDRESS": "0x12"}, "setting 'contract_address'"),
         ("not toml [", {}, "not valid TOML"),

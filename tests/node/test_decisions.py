@@ -47,6 +47,7 @@ from node.roles.decisions import (
     trainer_settles,
     trainer_step,
     wait_out_round,
+    withdrawal_due,
 )
 from protocols.chain.models import (
     MAX_LOSS_REDUCTION,
@@ -461,3 +462,10 @@ def test_a_trainer_posts_its_own_votes_only_after_the_leader_had_its_chance() ->
     assert not trainer_settles(None, 100.0, 4.0)
     assert not trainer_settles(97.0, 100.0, 4.0)
     assert trainer_settles(96.0, 100.0, 4.0)
+
+
+def test_a_node_withdraws_at_its_threshold_and_never_an_empty_balance() -> None:
+    """Each withdrawal is a transaction: a working node waits for ``withdraw_min_wei``; a closing one takes all."""
+    assert not withdrawal_due(0, 1) and not withdrawal_due(0, 0)
+    assert withdrawal_due(1, 1)  # closing (at_least 1): any credit
+    assert not withdrawal_due(10**16 - 1, 10**16) and withdrawal_due(10**16, 10**16)
