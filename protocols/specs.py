@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
@@ -181,6 +181,15 @@ class JobSpec(Record):
     aggregation: Annotated[AggregationSpec, Nested(AggregationSpec.from_dict)] = field(
         default_factory=AggregationSpec)
     payment: Annotated[PaymentSpec, Nested(PaymentSpec.from_dict)] = field(default_factory=PaymentSpec)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        if data.get("schema") == "dtnode/jobspec/1":  # before its missing field is named: say what to change
+            raise SchemaError(f"job spec: schema 'dtnode/jobspec/1' is not {JOB_SPEC_SCHEMA!r}: version 2 added "
+                              "'loss_samples' (version 1 measured the loss claims on 1,024 samples); set "
+                              f"\"schema\": \"{JOB_SPEC_SCHEMA}\" and \"loss_samples\": 1024 to keep version 1's "
+                              f"figures, or {LOSS_SAMPLES} (the default)")
+        return super().from_dict(data)
 
     def with_content(self, *, dataset_cid: str, eval_cid: str, initial_checkpoint_cid: str) -> JobSpec:
         return replace(self, dataset_cid=dataset_cid, eval_cid=eval_cid, initial_checkpoint_cid=initial_checkpoint_cid)

@@ -70,6 +70,16 @@ def test_job_spec_rejects_bad_fields(path: tuple[str, ...], value: object, needl
         JobSpec.from_dict(data)
 
 
+def test_a_version_1_spec_is_refused_with_what_to_change() -> None:
+    """A jobspec/1 file lacks loss_samples: the error says which version it is and how to move it, not only that a
+    field is missing."""
+    data = json.loads(spec().to_bytes())
+    data["schema"] = "dtnode/jobspec/1"
+    del data["loss_samples"]
+    with pytest.raises(SchemaError, match=r"'loss_samples'.*1,024.*\"loss_samples\": 1024"):
+        JobSpec.from_dict(data)
+
+
 def test_job_spec_rejects_unknown_and_missing_fields() -> None:
     data = json.loads(spec().to_bytes())
     data["surprise"] = 1
