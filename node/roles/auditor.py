@@ -134,7 +134,8 @@ class Auditor:
         (``rescan_due``), so an auditor waiting on another panel reads the head, not the round, each poll."""
         read = self._rounds.get((job_id, r))
         if read is None:
-            read = self._rounds[(job_id, r)] = GatedRead(ScanGate(self.ctx.watch, events=AUDIT_EVENTS))
+            read = self._rounds[(job_id, r)] = GatedRead(ScanGate(self.ctx.watch, events=AUDIT_EVENTS,
+                                                                  key=(job_id, r, None)))
         return await read.get(lambda: self.ctx.jobs.round_info(job_id, r), fresh=fresh)
 
     async def audit(self, job_id: int, r: int) -> bool | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import Generic, TypeVar
@@ -32,6 +33,7 @@ from node.roles.customer import job_params
 from node.roles.decisions import draw_ready, first_draw_due, rescan_due, withdrawal_due
 from protocols.chain.client import JobManagerClient, TxResult
 from protocols.chain.errors import ChainError, ContractRevert
+from protocols.chain.events import LogKey, keys_overlap
 from protocols.chain.models import (
     Candidate,
     JobInfo,
@@ -172,8 +174,9 @@ class ChainView:
             self._head = (now, int(block["number"]), int(block["timestamp"]))
         return self._head[1], self._head[2]
 
-    async def logged_events(self, first_block: int) -> list[tuple[int, str]]:
-        """(block, event name) of each event the contract emitted from ``first_block`` to the latest block."""
+    async def logged_events(self, first_block: int) -> list[tuple[int, str, LogKey]]:
+        """(block, event name, (jobId, round, slot)) of each event the contract emitted from ``first_block`` to the
+        latest block."""
         return await self.chain(lambda: self.client.logged_events(first_block), what="eth_getLogs")
 
     async def draw_delay(self) -> int:
@@ -387,7 +390,8 @@ class JobScanner:
                 continue
             read = self._jobs.get(job_id)
             if read is None:
-                read = self._jobs[job_id] = GatedRead(ScanGate(self.watch, events=JOB_STATE_EVENTS))
+                read = self._jobs[job_id] = GatedRead(ScanGate(self.watch, events=JOB_STATE_EVENTS,
+                                                               key=(job_id, None, None)))
             jobs.append(await read.get(functools.partial(self.jobs.job, job_id)))
         return jobs
 
@@ -429,6 +433,8 @@ UPDATE_STATE_EVENTS = frozenset({"UpdateSubmitted", "ValidatorsDrawn", "DrawResc
 """The events of every transaction that writes a field ``getUpdate`` returns: the submission, a draw or re-anchor
 (phase, anchor), a vote, an escalation, the verdict (status), the pricing of its round at a commit or a cancel
 (amount) and its payout (paid). ``tests/chain/conftest.py`` checks the contract against it."""
+MAX_KEYS_PER_EVENT = 1024
+"""How many (jobId, round, slot) keys :class:`ChainWatch` remembers per event name (the oldest are dropped)."""
 HEAD_EVERY_REFRESHES = 10
 """How often :class:`ChainWatch` reads the head block to move its log cursor while the contract is quiet (the
 ``eth_getLogs`` range then spans at most this many polls of blocks)."""
@@ -445,6 +451,11 @@ class ChainWatch:
     stamp: int = 0
     seen: dict[str, int] = field(default_factory=dict)
     """Event name → the last :attr:`stamp` at which a refresh found one."""
+    seen_keys: dict[str, OrderedDict[LogKey, int]] = field(default_factory=dict)
+    """Event name → each (jobId, round, slot) it was logged for → the last :attr:`stamp` it was, oldest first; at most
+    :data:`MAX_KEYS_PER_EVENT` a name (the dropped ones are remembered as :attr:`_dropped`)."""
+    _dropped: dict[str, int] = field(default_factory=dict)
+    """Event name → the newest stamp among the keys dropped from :attr:`seen_keys` (a gate older than it rescans)."""
     _cursor: int | None = None
     """The first block not searched for logs yet."""
     _refreshed_at: float = -math.inf
@@ -464,22 +475,45 @@ class ChainWatch:
         cursor = self._cursor if self._cursor is not None else (head or 0) + 1
         # From the block before the cursor, which is mined: a range starting past the latest block is an error on
         # some chains (geth: "invalid block range"), and most polls come before the next block. Its events were seen.
-        logged = [(b, name) for b, name in await self.jobs.logged_events(max(cursor - 1, 0)) if b >= cursor]
+        logged = [(b, name, key) for b, name, key in await self.jobs.logged_events(max(cursor - 1, 0))
+                  if b >= cursor]
         if logged:
             self.stamp += 1
-            self.seen.update((name, self.stamp) for _, name in logged)
-            cursor = max(b for b, _ in logged) + 1
+            for _, name, key in logged:
+                self._note(name, key)
+            cursor = max(b for b, _, _ in logged) + 1
         self._cursor = max(cursor, head + 1) if head is not None else cursor
         self._refreshes += 1
         return self.stamp
 
-    def logged_since(self, stamp: int | None, events: frozenset[str]) -> bool:
-        """Whether a refresh after ``stamp`` found one of ``events`` (any event when ``events`` is empty)."""
+    def _note(self, name: str, key: LogKey) -> None:
+        self.seen[name] = self.stamp
+        keys = self.seen_keys.setdefault(name, OrderedDict())
+        keys[key] = self.stamp
+        keys.move_to_end(key)
+        while len(keys) > MAX_KEYS_PER_EVENT:
+            _, dropped = keys.popitem(last=False)
+            self._dropped[name] = max(self._dropped.get(name, 0), dropped)
+
+    def logged_since(self, stamp: int | None, events: frozenset[str], key: LogKey | None = None) -> bool:
+        """Whether a refresh after ``stamp`` found one of ``events`` (any event when ``events`` is empty); with
+        ``key``, only one logged for a (jobId, round, slot) that may be ``key``'s
+        (:func:`~protocols.chain.events.keys_overlap`: an event that does not index a part matches any)."""
         if stamp is None:
             return True
         if not events:
             return self.stamp != stamp
-        return any(self.seen.get(name, 0) > stamp for name in events)
+        for name in events:
+            if self.seen.get(name, 0) <= stamp:
+                continue
+            if key is None or self._dropped.get(name, 0) > stamp:
+                return True
+            for logged, at in reversed(self.seen_keys[name].items()):  # newest first
+                if at <= stamp:
+                    break
+                if keys_overlap(logged, key):
+                    return True
+        return False
 
 
 @dataclass
@@ -491,6 +525,8 @@ class ScanGate:
     watch: ChainWatch
     events: frozenset[str] = frozenset()
     """Only these events call for a scan (empty: any event of the contract)."""
+    key: LogKey | None = None
+    """Only events logged for this (jobId, round, slot) (None parts: any), when given."""
     scanned_stamp: int | None = None
     """The watch's stamp read before the last full scan (events mined during a scan raise it for the next poll)."""
     skipped: int = 0
@@ -499,7 +535,7 @@ class ScanGate:
         """The stamp to record with :meth:`scanned` after a full scan now, or None to skip this poll."""
         stamp = await self.watch.refresh()
         first = self.scanned_stamp is None
-        logged = self.watch.logged_since(self.scanned_stamp, self.events)
+        logged = self.watch.logged_since(self.scanned_stamp, self.events, self.key)
         if rescan_due(first=first, busy=busy, logged=logged, skipped=self.skipped):
             return stamp
         self.skipped += 1
@@ -551,7 +587,8 @@ class RoundReads:
 
     async def submissions(self) -> list[Submission]:
         if self._submissions is None:
-            self._submissions = GatedRead(ScanGate(self.watch, events=SUBMISSION_EVENTS))
+            self._submissions = GatedRead(ScanGate(self.watch, events=SUBMISSION_EVENTS,
+                                                   key=(self.job_id, self.round, None)))
         return await self._submissions.get(functools.partial(self.jobs.submissions, self.job_id, self.round))
 
     def known(self, slot: int) -> bool:
@@ -566,5 +603,6 @@ class RoundReads:
     async def update(self, slot: int, *, fresh: bool = False) -> UpdateInfo:
         read = self._updates.get(slot)
         if read is None:
-            read = self._updates[slot] = GatedRead(ScanGate(self.watch, events=UPDATE_STATE_EVENTS))
+            read = self._updates[slot] = GatedRead(ScanGate(self.watch, events=UPDATE_STATE_EVENTS,
+                                                            key=(self.job_id, self.round, slot)))
         return await read.get(functools.partial(self.jobs.update, self.job_id, self.round, slot), fresh=fresh)

@@ -130,8 +130,9 @@ class TrainerRole:
         update event (:data:`UPDATE_STATE_EVENTS`)."""
         complete_since: float | None = None
         gate = ScanGate(self.ctx.watch, events=ROUND_CHANGE_EVENTS)
-        own: GatedRead[UpdateInfo] = GatedRead(ScanGate(self.ctx.watch, events=UPDATE_STATE_EVENTS))
         slot = await self._my_slot(job_id, r)
+        own: GatedRead[UpdateInfo] = GatedRead(ScanGate(self.ctx.watch, events=UPDATE_STATE_EVENTS,
+                                                        key=(job_id, r, slot)))
         while True:
             stamp = await gate.due(busy=False)
             if stamp is not None:

@@ -286,7 +286,8 @@ class ValidatorRole:
         reject the new leader's first tickets)."""
         read = self._leaders.get(job_id)
         if read is None:
-            read = self._leaders[job_id] = GatedRead(ScanGate(self.ctx.watch, events=ELECTION_EVENTS))
+            read = self._leaders[job_id] = GatedRead(ScanGate(self.ctx.watch, events=ELECTION_EVENTS,
+                                                              key=(job_id, None, None)))
         fetch = functools.partial(self.ctx.jobs.leader_history, job_id)
         leaders = await read.get(fetch)
         return leaders if signer.lower() in leaders else await read.get(fetch, fresh=True)

@@ -122,6 +122,34 @@ def event_name(topic0: bytes) -> str:
     return str(entry["name"]) if entry is not None else ""
 
 
+LogKey = tuple[int | None, int | None, int | None]
+"""A log's ``(jobId, round, slot)``: the indexed arguments of those names, each None where its event has none."""
+KEY_ARGS = ("jobId", "round", "slot")
+_KEY_TOPICS: dict[bytes, tuple[int | None, ...]] = {}
+
+
+def log_key(topics: Sequence[bytes]) -> tuple[str, LogKey]:
+    """A raw log's event name (from topic0; "" when the ABI has none) and its :data:`LogKey`, read from its indexed
+    topics alone (no data decoding)."""
+    if not topics:
+        return "", (None, None, None)
+    topic0 = bytes(topics[0])
+    entry = _topic_map().get(topic0)
+    if entry is None:
+        return "", (None, None, None)
+    if topic0 not in _KEY_TOPICS:
+        indexed = [str(i["name"]) for i in entry["inputs"] if i.get("indexed")]
+        _KEY_TOPICS[topic0] = tuple(indexed.index(a) + 1 if a in indexed else None for a in KEY_ARGS)
+    job, round_, slot = (int.from_bytes(bytes(topics[i]), "big") if i is not None and i < len(topics) else None
+                         for i in _KEY_TOPICS[topic0])
+    return str(entry["name"]), (job, round_, slot)
+
+
+def keys_overlap(a: LogKey, b: LogKey) -> bool:
+    """Whether two keys may name the same thing: equal wherever both are known (None matches anything)."""
+    return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
+
+
 def indexes_round(name: str) -> bool:
     """Whether event ``name``'s indexed arguments start with ``jobId, round`` (its topics 1 and 2): such logs can be
     asked for by job and round (``get_events(round=...)``)."""

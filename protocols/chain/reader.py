@@ -15,7 +15,7 @@ from web3 import Web3
 from web3.types import FilterParams, TxParams
 
 from protocols.chain.abi import load_artifact
-from protocols.chain.events import ChainEvent, EventDecoder, event_name, event_topic, indexes_round
+from protocols.chain.events import ChainEvent, EventDecoder, LogKey, event_topic, indexes_round, log_key
 from protocols.chain.models import (
     Candidate,
     ContractSettings,
@@ -152,15 +152,15 @@ class JobManagerReader:
         # jobId is topic1 of every job event; other events put an address there, so check the decoded argument too.
         return [ev for ev in events if job_id is None or ev.job_id == job_id]
 
-    def logged_events(self, first_block: int) -> list[tuple[int, str]]:
-        """(block, event name) of each event this deployment emitted from ``first_block`` to the latest block, named
-        by topic0 alone (nothing else decoded; "" for a topic the ABI does not know). One ``eth_getLogs``: the caller
-        keeps the range short, as the node's chain watch does."""
+    def logged_events(self, first_block: int) -> list[tuple[int, str, LogKey]]:
+        """(block, event name, (jobId, round, slot)) of each event this deployment emitted from ``first_block`` to
+        the latest block, read from its topics alone (nothing else decoded; "" for a topic the ABI does not know;
+        :func:`~protocols.chain.events.log_key`). One ``eth_getLogs``: the caller keeps the range short, as the
+        node's chain watch does."""
         params: FilterParams = {"address": to_checksum_address(self.address), "fromBlock": first_block,
                                 "toBlock": "latest"}
         logs = self._tx.rpc(lambda: self.w3.eth.get_logs(params), "eth_getLogs")
-        return [(int(log["blockNumber"]), event_name(bytes(log["topics"][0])) if log["topics"] else "")
-                for log in logs]
+        return [(int(log["blockNumber"]), *log_key(log["topics"])) for log in logs]
 
     def submissions(self, job_id: int, round: int | None = None) -> list[Submission]:
         """The job's ``UpdateSubmitted`` events (of one round when given), in chain order: the updates' CIDs."""

@@ -11,6 +11,7 @@ from node.roles.chain_view import JOB_STATE_EVENTS, UPDATE_STATE_EVENTS
 from protocols.chain.backends import HardhatNode, dev_accounts, hardhat_available, in_process_chain
 from protocols.chain.client import JobManagerClient, TxResult, deploy
 from protocols.chain.errors import ContractRevert
+from protocols.chain.events import KEY_ARGS, keys_overlap
 
 from .helpers import SETTINGS, Chain
 
@@ -69,7 +70,10 @@ def every_change_is_logged(request: pytest.FixtureRequest, monkeypatch: pytest.M
             if before[key] == after[key]:
                 continue
             gate = JOB_STATE_EVENTS if len(key) == 1 else UPDATE_STATE_EVENTS
-            logged = {ev.name for ev in result.events if ev.args.get("jobId") == key[0]}
+            target = (key[0], None, None) if len(key) == 1 else (key[0], key[1], key[2])
+            # Keyed as the watch keys them, or more narrowly: (jobId, round, slot) wherever the event carries them.
+            logged = {ev.name for ev in result.events
+                      if keys_overlap(tuple(ev.args.get(a) for a in KEY_ARGS), target)}  # type: ignore[arg-type]
             assert logged & gate, (f"{fn_name} changed {'job' if len(key) == 1 else 'update'} {key} and logged only "
                                    f"{sorted(logged)} for it: a role's cached read would miss the change")
         return result

@@ -32,7 +32,18 @@ from protocols.chain.errors import ChainError
 from protocols.chain.events import event_names
 from protocols.chain.models import JobInfo, RoundInfo, Submission, UpdateInfo, UpdateStatus
 from protocols.types import NodeClass
-from tests.chain.helpers import DRAW_DELAY, MIN_STAKE, PARAMS, SETTINGS, Chain, cid_of, draw, one_update, submit
+from tests.chain.helpers import (
+    DRAW_DELAY,
+    LEADER_BOND,
+    MIN_STAKE,
+    PARAMS,
+    SETTINGS,
+    Chain,
+    cid_of,
+    draw,
+    one_update,
+    submit,
+)
 
 
 async def _no_window(_job_id: int) -> int:
@@ -238,6 +249,32 @@ async def test_a_validator_reads_the_leader_history_again_after_an_election_or_f
     assert await validator._leader_history(setup.job_id, leader) == {leader} and view.history_reads == 1
     stranger = acc[6].address
     assert await validator._leader_history(setup.job_id, stranger) == {leader} and view.history_reads == 2
+
+
+async def test_an_update_is_read_again_only_after_an_event_for_its_own_slot() -> None:
+    """The watch keys each log by its indexed (jobId, round, slot): another slot's draw, or another job's events, do
+    not make an update's gate due; an event that does not index the slot (the round's commit) does."""
+    w3, acc = in_process_chain(), dev_accounts(10)
+    manager = deploy(w3, acc[0], SETTINGS)
+    setup = one_update(Chain("py-evm", w3, list(acc)), manager, (4, 5, 6, 7))
+    submit(manager, setup.leader.account, setup.leader, setup.job_id, 0, 1, 5)  # slot 1: the leader trains too
+    view = CountingView(client=manager, chain=AsyncChain(timeout_s=30.0), address=acc[0].address,
+                        signing_window=_no_window)
+    reads = RoundReads(view, ChainWatch(view, poll_s=0.0), setup.job_id, 0)
+    first, second = await reads.update(0), await reads.update(1)
+    assert view.update_reads == 2
+    panel = draw(manager, setup.job_id, 0, 1)  # ValidatorsDrawn for slot 1 only
+    assert await reads.update(0) == first and view.update_reads == 2
+    assert (await reads.update(1)).validators == panel and view.update_reads == 3
+    other, _ = setup.customer.create_job(PARAMS)
+    candidate = manager.with_account(acc[8])
+    candidate.register_trainer(NodeClass.L, MIN_STAKE)
+    candidate.stand_for_leader(other, LEADER_BOND)  # LeaderElected, CandidateStood: job 2's
+    assert await reads.update(0) == first and view.update_reads == 3
+    assert second.status == UpdateStatus.PENDING
+    for address in draw(manager, setup.job_id, 0, 0):
+        setup.validators[address].validate_update(setup.job_id, 0, 0, True)
+    assert (await reads.update(0)).status == UpdateStatus.ACCEPTED and view.update_reads == 4
 
 
 async def test_a_committed_checkpoint_is_read_once() -> None:
