@@ -70,11 +70,11 @@ class NodeConfig:
     update is voted invalid (withheld content costs its trainer the bond)."""
     round_timeout_s: float = 600.0
     audit_all_rounds: bool = False
+    """Validators audit every committed round, not only those in which they were drawn to vote on an update."""
     withdraw_min_wei: int = 10**16
     """While it works, a node withdraws its credited pay (``withdraw``) once it has at least this much: each
     withdrawal is a transaction (gas), and the credit is safe on the contract meanwhile. When a job it served
     closes it withdraws whatever it has. 1: after every payment."""
-    """Validators audit every committed round, not only those in which they were drawn to vote on an update."""
     max_dag_bytes: int = 256 * 1024 * 1024
     store_max_bytes: int = 4 * 1024 * 1024 * 1024
     http: str = ""

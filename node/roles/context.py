@@ -30,6 +30,7 @@ from node.training.task import task_size
 from node.training.tasks import capacity
 from node.training.ticket_check import TicketExpectations
 from protocols.chain.client import JobManagerClient
+from protocols.chain.errors import ChainError
 from protocols.errors import DtnodeError
 from protocols.p2p.errors import RequestTimeout
 from protocols.p2p.node import P2PNode
@@ -105,6 +106,17 @@ class NodeContext:
         """Seconds a first panel of ``job_id`` has to sign before it may be drawn on-chain
         (:func:`~node.roles.decisions.signing_window_s` of the job's lease and :func:`expected_check_s`)."""
         return signing_window_s(await self.jobs.lease_seconds(job_id), expected_check_s(await self.spec(job_id)))
+
+    async def withdraw_pay(self, *, closing: bool = False) -> None:
+        """Withdraw this node's credited pay once it reaches ``withdraw_min_wei``, or all of it when ``closing`` (a
+        job it served closed). A chain that is down only delays it: the credit stays on the contract."""
+        try:
+            owed = await self.jobs.withdraw_if_owed(1 if closing else self.config.withdraw_min_wei)
+        except ChainError as exc:
+            self.log.warning("withdraw failed: %s", exc)
+            return
+        if owed:
+            self.log.info("withdrew %d wei", owed)
 
     @contextmanager
     def timed(self, what: str) -> Iterator[None]:

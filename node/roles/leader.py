@@ -54,7 +54,7 @@ from node.training.models import model_ref
 from node.training.objective import format_metric, headline
 from node.training.task import task_size, work_units
 from node.training.ticket_check import ticket_seed, ticket_shard
-from protocols.chain.errors import ChainError, ContractRevert
+from protocols.chain.errors import ContractRevert
 from protocols.chain.models import JobStatus, UpdateInfo, UpdateStatus
 from protocols.errors import DtnodeError
 from protocols.specs import JobSpec, RoundRecord, TaskTicket, UpdateManifest
@@ -126,7 +126,7 @@ class LeaderRole:
                 idle_until = time.monotonic() + candidate_idle_s(step, job, ctx.address, now, poll_s)
                 if step == LeaderStep.STOP:
                     ctx.log.info("job %d is closed (status %d): leader candidate stops", self.job_id, job.status)
-                    await self._withdraw(closing=True)
+                    await ctx.withdraw_pay(closing=True)
                     return
                 if step == LeaderStep.LEAD:
                     await self.votes.follow(self.job_id, nursery)
@@ -397,7 +397,7 @@ class LeaderRole:
         ctx.log.info("job %d: committed round %d/%d: %d accepted, eval %s, checkpoint %s", self.job_id, st.round + 1,
                      spec.rounds, len(used), format_metric(*headline(spec.task, accuracy, loss)), new_cid[-10:])
         await self.pay(st.round)
-        await self._withdraw()
+        await ctx.withdraw_pay()
         return CommitOutcome.DONE
 
     async def pay(self, r: int) -> None:
@@ -408,11 +408,3 @@ class LeaderRole:
             await ctx.jobs.payout(self.job_id, r)
         except ContractRevert as exc:
             ctx.log.info("payout of round %d: %s", r, exc.error_name)
-
-    async def _withdraw(self, *, closing: bool = False) -> None:
-        """Withdraw the fees credited so far once they reach ``withdraw_min_wei``, or all of them when ``closing``."""
-        ctx = self.ctx
-        try:
-            await ctx.jobs.withdraw_if_owed(1 if closing else ctx.config.withdraw_min_wei)
-        except ChainError as exc:
-            ctx.log.warning("withdraw failed: %s", exc)

@@ -109,7 +109,7 @@ class TrainerRole:
                     done = False
                 if not done:  # one poll: most refusals last until the leader's next step (a round being opened)
                     await trio.sleep(self.ctx.config.chain_poll_interval_s)
-                await self._withdraw_if_owed()
+                await self.ctx.withdraw_pay()
         except Exception:
             self._serving.discard(job_id)
             log.exception("trainer loop for job %d crashed; it will be restarted", job_id)
@@ -290,14 +290,6 @@ class TrainerRole:
             except ChainError as exc:  # the chain is down: the pay stays claimable by anyone, later
                 ctx.log.warning("job %d: could not check round %d for unpaid updates: %s", job_id, r, exc)
                 break
-        await self._withdraw_if_owed(closing=True)
+        await self.ctx.withdraw_pay(closing=True)
 
-    async def _withdraw_if_owed(self, *, closing: bool = False) -> None:
-        """Withdraw the pay credited so far once it reaches ``withdraw_min_wei``, or all of it when ``closing``."""
-        ctx = self.ctx
-        try:
-            owed = await ctx.jobs.withdraw_if_owed(1 if closing else ctx.config.withdraw_min_wei)
-            if owed:
-                ctx.log.info("withdrew %d wei", owed)
-        except ChainError as exc:
-            ctx.log.warning("withdraw failed: %s", exc)
+

@@ -127,7 +127,7 @@ class ValidatorRole:
         closed = len(self.scanner.finished)
         jobs = await self.scanner.open_jobs()
         if len(self.scanner.finished) > closed:  # a job closed: its fees are all credited, take them home
-            await self._withdraw_all()
+            await ctx.withdraw_pay(closing=True)
         for job in jobs:
             job_id, r = job.job_id, job.committed_rounds
             reads = self._rounds.get(job_id)
@@ -271,14 +271,6 @@ class ValidatorRole:
             ctx.log.info("vote on slot %d in job %d round %d reverted: %s", sub.slot, job_id, r, exc.error_name)
         # Recorded once the chain answered (a vote that failed to be mined is checked and sent again).
         self.verdicts[key] = verdict
-
-    async def _withdraw_all(self) -> None:
-        try:
-            owed = await self.ctx.jobs.withdraw_if_owed(1)
-            if owed:
-                self.ctx.log.info("withdrew %d wei of validator fees", owed)
-        except ChainError as exc:
-            self.ctx.log.warning("withdraw failed: %s", exc)
 
     async def _leader_history(self, job_id: int, signer: str) -> set[str]:
         """Every leader the job ever had: its ``LeaderElected`` logs, read again only after one more was logged,

@@ -116,12 +116,6 @@ def event_topic(name: str) -> bytes:
     return _by_name(name)[0]
 
 
-def event_name(topic0: bytes) -> str:
-    """The name of the JobManager event whose topic0 is ``topic0`` ("" when the ABI has none)."""
-    entry = _topic_map().get(bytes(topic0))
-    return str(entry["name"]) if entry is not None else ""
-
-
 LogKey = tuple[int | None, int | None, int | None]
 """A log's ``(jobId, round, slot)``: the indexed arguments of those names, each None where its event has none."""
 KEY_ARGS = ("jobId", "round", "slot")
