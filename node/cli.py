@@ -24,6 +24,8 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("node settings (TOML file < DTNODE_* environment < flags)")
     g.add_argument("--config", metavar="FILE", help="TOML config file")
     g.add_argument("--rpc", dest="chain_rpc_url", metavar="URL", help="chain JSON-RPC URL")
+    g.add_argument("--ws", dest="chain_ws_url", metavar="URL",
+                   help="the chain's WebSocket JSON-RPC URL: act on each block as it is mined (default: poll)")
     g.add_argument("--contract", dest="contract_address", metavar="ADDR", help="JobManager contract address")
     g.add_argument("--key-file", dest="key_file", metavar="FILE", help="encrypted keystore JSON (dtnode keys new)")
     g.add_argument("--dev-account", dest="dev_account", type=int, metavar="N",

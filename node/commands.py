@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _FLAG_NAMES = (
-    "chain_rpc_url", "contract_address", "key_file", "dev_account", "data_dir", "node_class",
+    "chain_rpc_url", "chain_ws_url", "contract_address", "key_file", "dev_account", "data_dir", "node_class",
     "log_format", "log_level", "device", "http", "reachability", "relay_service", "hole_punching",
 )
 log = logging.getLogger("dtnode")

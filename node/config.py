@@ -38,6 +38,10 @@ class NodeConfig:
     roles: tuple[str, ...] = ()
     jobs: tuple[int, ...] = ()
     chain_rpc_url: str = "http://127.0.0.1:8545"
+    chain_ws_url: str = ""
+    """A WebSocket JSON-RPC endpoint of the same chain (Hardhat: ``ws://`` on its HTTP port; geth: ``--ws``, port
+    8546): the node subscribes to new heads and the contract's logs there and acts as each block is mined, instead
+    of up to a poll late (node/roles/chain_feed.py). Empty: poll only."""
     contract_address: str = ""
     key_file: str = ""
     key_passphrase_env: str = "DTNODE_KEY_PASSPHRASE"
@@ -128,6 +132,8 @@ class NodeConfig:
             raise ConfigError(f"setting 'contract_address': {self.contract_address!r} is not a 0x address")
         if not self.chain_rpc_url.startswith(("http://", "https://")):
             raise ConfigError(f"setting 'chain_rpc_url': {self.chain_rpc_url!r} must be an http(s) URL")
+        if self.chain_ws_url and not self.chain_ws_url.startswith(("ws://", "wss://")):
+            raise ConfigError(f"setting 'chain_ws_url': {self.chain_ws_url!r} must be a ws(s) URL, or empty")
         for name in ("chain_timeout_s", "fetch_timeout_s", "request_timeout_s", "task_timeout_s",
                      "validation_timeout_s", "content_deadline_s", "round_timeout_s", "chain_poll_interval_s"):
             if getattr(self, name) <= 0:

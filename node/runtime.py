@@ -24,6 +24,7 @@ from libp2p.peer.id import ID
 from node.chainio import AsyncChain
 from node.config import NodeConfig
 from node.content import start_content_node
+from node.roles.chain_feed import run_chain_feed
 from node.roles.context import NodeContext
 from node.roles.leader import LeaderRole
 from node.roles.trainer import TrainerRole
@@ -103,6 +104,8 @@ class DtNode:
                                   chain=AsyncChain(timeout_s=cfg.chain_timeout_s), net=net, content=content,
                                   log=self.log, nursery=nursery)
                 self.ctx = ctx
+                if cfg.chain_ws_url:
+                    nursery.start_soon(run_chain_feed, ctx.watch, cfg.chain_ws_url, self.client.address, self.log)
                 await self._register(ctx)
                 net.set_request_handler(TASK_PROTOCOL, self._on_task_request)
                 if "trainer" in cfg.roles:

@@ -117,6 +117,8 @@ def node_config(plan: DevnetPlan, m: Member, *, job_id: int, data_dir: Path, boo
         measure_class=False,  # the plan sets classes; nodes sharing one machine would measure each other's load
         bootstrap=(bootstrap,), data_dir=str(data_dir), dev_account=m.account_index,
         chain_rpc_url=rpc or "http://127.0.0.1:8545", contract_address=contract, log_format=plan.log_format,
+        # Hardhat serves WebSocket JSON-RPC on its HTTP port: the nodes hear each block as it is mined.
+        chain_ws_url="ws://" + rpc.removeprefix("http://") if rpc.startswith("http://") else "",
         # Validators stake twice the minimum: one slash (a tenth of it, DEVNET_SETTINGS) keeps them in the pool.
         trainer_stake_wei=MIN_STAKE, validator_stake_wei=2 * MIN_STAKE, **settings,
     ).validate()

@@ -70,7 +70,7 @@ class Auditor:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        gate, busy = ScanGate(self.ctx.watch), False
+        gate, busy, waiter = ScanGate(self.ctx.watch), False, self.ctx.watch.wakeup.waiter()
         while True:
             try:
                 stamp = await gate.due(busy=busy)  # idle: a full scan only once the contract logged something
@@ -79,7 +79,7 @@ class Auditor:
                     gate.scanned(stamp)
             except DtnodeError as exc:  # chain down: retry on the next scan
                 self.ctx.log.warning("auditor: %s: %s; retrying", type(exc).__name__, exc)
-            await trio.sleep(self.ctx.config.chain_poll_interval_s)
+            await waiter.sleep(self.ctx.config.chain_poll_interval_s)
 
     async def _scan(self) -> bool:
         """True while a committed round is still to be audited (its draw and windows move with the chain)."""

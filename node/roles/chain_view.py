@@ -24,16 +24,18 @@ import functools
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Generic, TypeVar
 
 from node.chainio import AsyncChain
 from node.roles.customer import job_params
 from node.roles.decisions import draw_ready, first_draw_due, rescan_due, withdrawal_due
+from node.roles.wakeup import Wakeup
 from protocols.chain.client import JobManagerClient, TxResult
 from protocols.chain.errors import ChainError, ContractRevert
 from protocols.chain.events import LogKey, keys_overlap
+from protocols.chain.feed import HeadNotice, LogNotice
 from protocols.chain.models import (
     Candidate,
     JobInfo,
@@ -75,6 +77,9 @@ def check_spec(spec: JobSpec, info: JobInfo) -> JobSpec:
 
 
 HEAD_TTL_S = 0.5
+PUSHED_HEAD_TTL_S = 12.0
+"""While the chain feed is live the head is heard, not read, until it is this old (a chain that mines no block for
+that long, or a feed that stalls without closing: it is read again)."""
 """How long :class:`ChainView` answers ``block_number`` and ``chain_time`` from one read of the latest block."""
 
 
@@ -98,7 +103,10 @@ class ChainView:
     _block_times: dict[int, int] = field(default_factory=dict)
     _leases: dict[int, int] = field(default_factory=dict)
     _head: tuple[float, int, int] | None = None
-    """(monotonic time read, number, timestamp) of the latest block as last read."""
+    """(monotonic time read, number, timestamp) of the latest block as last read or heard."""
+    head_pushed: bool = False
+    """The chain feed is live (:class:`ChainWatch`): every new head is heard as it is mined, and :attr:`_head` is
+    the latest block without reading it (for up to :data:`PUSHED_HEAD_TTL_S`)."""
     _committed: dict[tuple[int, int], str] = field(default_factory=dict)
     """(job, round) → the round's committed checkpoint CID: set once by ``commitRound``, never changed (a disputed
     audit marks the job, not the checkpoint)."""
@@ -168,11 +176,18 @@ class ChainView:
         pending update's draw and windows against the head every poll (two reads an update), and the roles of a node
         poll together; on chains with 1 s blocks or slower a head half a second old is the same decision."""
         now = time.monotonic()
-        if self._head is None or now - self._head[0] >= HEAD_TTL_S:
+        ttl = PUSHED_HEAD_TTL_S if self.head_pushed else HEAD_TTL_S
+        if self._head is None or now - self._head[0] >= ttl:
             w3 = self.client.w3
             block = await self.chain(lambda: w3.eth.get_block("latest"), what="latest block")
-            self._head = (now, int(block["number"]), int(block["timestamp"]))
+            self.heard_head(int(block["number"]), int(block["timestamp"]))
+        assert self._head is not None
         return self._head[1], self._head[2]
+
+    def heard_head(self, number: int, timestamp: int) -> None:
+        """A new head pushed by the chain feed (an older one, heard late, is ignored)."""
+        if self._head is None or number >= self._head[1]:
+            self._head = (time.monotonic(), number, timestamp)
 
     async def logged_events(self, first_block: int) -> list[tuple[int, str, LogKey]]:
         """(block, event name, (jobId, round, slot)) of each event the contract emitted from ``first_block`` to the
@@ -440,14 +455,26 @@ HEAD_EVERY_REFRESHES = 10
 ``eth_getLogs`` range then spans at most this many polls of blocks)."""
 
 
+FEED_RESCAN_BLOCKS = 2
+"""When the chain feed is lost, the watch searches again from this many blocks before the last head it heard: a
+block's logs may be notified after its head."""
+
+
 @dataclass
 class ChainWatch:
-    """Whether the contract emitted anything lately, for every role of a node at the cost of one ``eth_getLogs`` a
-    poll: :attr:`stamp` counts the refreshes that found an event, so a role that noted it before its last full scan
-    knows whether anything was logged since (:class:`ScanGate`)."""
+    """Whether the contract emitted anything lately, for every role of a node: :attr:`stamp` counts the refreshes
+    and notifications that found an event, so a role that noted it before its last full scan knows whether anything
+    was logged since (:class:`ScanGate`).
+
+    Two ways to hear of them. Polled: one ``eth_getLogs`` a poll for the whole node (:meth:`refresh`). Pushed: while
+    the chain feed is :attr:`live` (node/roles/chain_feed.py: ``eth_subscribe`` to new heads and the contract's logs),
+    each is noted as it is mined and :meth:`refresh` reads nothing; the feed goes live only after a search has caught
+    up with its first notifications, and a lost feed hands back to polling from before its last head. Either way
+    every new head or log fires :attr:`wakeup`, which ends the roles' waits (node/roles/wakeup.py)."""
 
     jobs: ChainView
     poll_s: float
+    wakeup: Wakeup = field(default_factory=Wakeup)
     stamp: int = 0
     seen: dict[str, int] = field(default_factory=dict)
     """Event name → the last :attr:`stamp` at which a refresh found one."""
@@ -460,12 +487,51 @@ class ChainWatch:
     """The first block not searched for logs yet."""
     _refreshed_at: float = -math.inf
     _refreshes: int = 0
+    _live: bool = False
+
+    @property
+    def live(self) -> bool:
+        """Whether the chain feed is connected and caught up: every log is noted as it is mined."""
+        return self._live
+
+    def set_live(self, live: bool) -> None:
+        """The chain feed caught up (True) or was lost (False: the next :meth:`refresh` searches again, from
+        :data:`FEED_RESCAN_BLOCKS` before the last head heard)."""
+        if self._live and not live and self._cursor is not None:
+            self._cursor = max(self._cursor - FEED_RESCAN_BLOCKS, 0)
+            self._refreshed_at = -math.inf
+        self._live = live
+        self.jobs.head_pushed = live
+
+    def heard_head(self, head: HeadNotice) -> None:
+        """A new block, pushed by the chain feed."""
+        self.jobs.heard_head(head.number, head.timestamp)
+        if self._cursor is not None:
+            self._cursor = max(self._cursor, head.number + 1)
+        self.wakeup.fire()
+
+    def heard_logs(self, logs: Sequence[LogNotice]) -> None:
+        """The contract's logs of a block, pushed by the chain feed (a log taken back by a reorganisation is news
+        too: what it changed is undone)."""
+        if not logs:
+            return
+        self.stamp += 1
+        for log in logs:
+            self._note(log.name, log.key)
+        if self._cursor is not None:
+            self._cursor = max(self._cursor, max(log.block for log in logs) + 1)
+        self.wakeup.fire()
+
+    async def catch_up(self) -> int:
+        """Search the chain now, whatever the last search's age (the feed's start: what was mined before it)."""
+        self._refreshed_at = -math.inf
+        return await self.refresh()
 
     async def refresh(self) -> int:
         """:attr:`stamp` after searching the blocks mined since the last search (at most once per half poll, shared
-        by the roles)."""
+        by the roles; none while the feed is :attr:`live`)."""
         now = time.monotonic()
-        if now - self._refreshed_at < self.poll_s / 2:
+        if self._live or now - self._refreshed_at < self.poll_s / 2:
             return self.stamp
         self._refreshed_at = now  # before the first await: the roles polling at once share this refresh
         head = None
@@ -482,6 +548,7 @@ class ChainWatch:
             for _, name, key in logged:
                 self._note(name, key)
             cursor = max(b for b, _, _ in logged) + 1
+            self.wakeup.fire()
         self._cursor = max(cursor, head + 1) if head is not None else cursor
         self._refreshes += 1
         return self.stamp
@@ -530,6 +597,9 @@ class ScanGate:
     scanned_stamp: int | None = None
     """The watch's stamp read before the last full scan (events mined during a scan raise it for the next poll)."""
     skipped: int = 0
+    """Polls skipped since the last scan: calls at least half a poll apart (a role woken by news calls more often
+    than once a poll, and its safety net stays a number of polls' time)."""
+    _counted_at: float = -math.inf
 
     async def due(self, *, busy: bool) -> int | None:
         """The stamp to record with :meth:`scanned` after a full scan now, or None to skip this poll."""
@@ -538,11 +608,13 @@ class ScanGate:
         logged = self.watch.logged_since(self.scanned_stamp, self.events, self.key)
         if rescan_due(first=first, busy=busy, logged=logged, skipped=self.skipped):
             return stamp
-        self.skipped += 1
+        now = time.monotonic()
+        if now - self._counted_at >= self.watch.poll_s / 2:
+            self.skipped, self._counted_at = self.skipped + 1, now
         return None
 
     def scanned(self, stamp: int) -> None:
-        self.scanned_stamp, self.skipped = stamp, 0
+        self.scanned_stamp, self.skipped, self._counted_at = stamp, 0, time.monotonic()
 
 
 T = TypeVar("T")

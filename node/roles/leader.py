@@ -71,6 +71,10 @@ class CommitOutcome(enum.Enum):
     """Nothing committed: an accepted update cannot be fetched, or none was accepted; let the lease lapse."""
 
 
+OPEN_WAIT_S = 2.0
+"""How long a task request for the round about to open waits for it (well within a trainer's request timeout)."""
+
+
 class LeaderRole:
     def __init__(self, ctx: NodeContext, job_id: int, *, eval_samples: int = 2000,
                  on_commit: Callable[[RoundRecord], None] | None = None) -> None:
@@ -79,6 +83,9 @@ class LeaderRole:
         self.eval_samples = eval_samples
         self.on_commit = on_commit
         self.current: RoundState | None = None
+        self._opened = trio.Event()
+        """Set (and replaced) each time a round opens: a request for the next round waits for it
+        (:meth:`_round_for`)."""
         self.records: list[RoundRecord] = []
         self._min_stake: int | None = None
         self._bond: int | None = None
@@ -182,7 +189,7 @@ class LeaderRole:
     async def handle_task_request(self, request: TaskRequest, trainer: str) -> TaskResponse:
         """Answer one trainer's request for a task (called by the node's stream handler)."""
         ctx = self.ctx
-        st = self.current
+        st = await self._round_for(request.round)
         refusal = refuse_before_reading(st, request.round)
         if refusal is not None:
             return refusal
@@ -211,6 +218,15 @@ class LeaderRole:
                      self.job_id, st.round, trainer, slot, request.node_class, ticket.steps, ticket.shard_cid[-8:],
                      ticket.expires_at - st.issued_at[key])
         return TaskResponse(ticket=ticket)
+
+    async def _round_for(self, r: int) -> RoundState | None:
+        """The open round, once it is ``r`` or :data:`OPEN_WAIT_S` passed: a trainer hears of a commit as it is
+        mined and asks for the next round's task while this node is still paying the last one and opening it; it
+        gets its ticket the moment the round opens instead of a refusal and a poll later."""
+        with trio.move_on_after(OPEN_WAIT_S):
+            while (st := self.current) is None or st.round + 1 == r:
+                await self._opened.wait()
+        return self.current
 
     def _now(self) -> float:
         """Chain time, from this machine's clock and the skew last read (answers without a chain read)."""
@@ -257,6 +273,8 @@ class LeaderRole:
         st = RoundState(round=r, base_cid=base_cid, term=term, deadline=time.monotonic() + max(budget, 1.0),
                         hard_deadline=time.monotonic() + max(lease_left, 1.0))
         self.current = st
+        self._opened.set()
+        self._opened = trio.Event()
         ctx.log.info("job %d: leading round %d/%d from %s (term %d)", self.job_id, r + 1, spec.rounds,
                      base_cid[-10:], term)
         try:
@@ -277,6 +295,7 @@ class LeaderRole:
         ctx = self.ctx
         reads = RoundReads(ctx.jobs, ctx.watch, self.job_id, st.round)  # each read again only after its events
         settled = False  # verdicts this node just posted: read the updates again now, not at the watch's next look
+        waiter = ctx.watch.wakeup.waiter()  # a new block, log or signed vote ends the wait
         while True:
             read: dict[int, UpdateInfo] = {}
             for sub in await reads.submissions():
@@ -298,7 +317,7 @@ class LeaderRole:
             self._skew = await ctx.jobs.chain_time() - time.time()
             close = round_close(st, spec.tasks_per_round, now=self._now(), mono=time.monotonic())
             if close is None:
-                await trio.sleep(ctx.config.chain_poll_interval_s)
+                await waiter.sleep(ctx.config.chain_poll_interval_s)
                 continue
             if close.reason == CloseReason.DEADLINE:
                 ctx.log.warning("job %d round %d: deadline reached with %d accepted of %d submitted",

@@ -85,6 +85,7 @@ class TrainerRole:
 
     async def _serve_job(self, job_id: int) -> None:
         log = self.ctx.log
+        waiter = self.ctx.watch.wakeup.waiter()
         try:
             if self._nursery is not None:
                 await self.votes.follow(job_id, self._nursery)
@@ -96,7 +97,7 @@ class TrainerRole:
                     await self._claim_pay(job_id, job.committed_rounds)
                     return
                 if step == TrainerStep.WAIT or job.leader is None:  # (WAIT is exactly "no leader")
-                    await trio.sleep(self.ctx.config.chain_poll_interval_s)
+                    await waiter.sleep(self.ctx.config.chain_poll_interval_s)
                     continue
                 r = job.committed_rounds
                 if await self._my_slot(job_id, r) is not None:
@@ -108,7 +109,7 @@ class TrainerRole:
                     log.warning("job %d round %d: task failed: %s", job_id, r, exc)
                     done = False
                 if not done:  # one poll: most refusals last until the leader's next step (a round being opened)
-                    await trio.sleep(self.ctx.config.chain_poll_interval_s)
+                    await waiter.sleep(self.ctx.config.chain_poll_interval_s)
                 await self.ctx.withdraw_pay()
         except Exception:
             self._serving.discard(job_id)
@@ -129,6 +130,7 @@ class TrainerRole:
         the chain for its own update only once its votes were heard on the job's topic, and then only after an
         update event (:data:`UPDATE_STATE_EVENTS`)."""
         complete_since: float | None = None
+        waiter = self.ctx.watch.wakeup.waiter()
         gate = ScanGate(self.ctx.watch, events=ROUND_CHANGE_EVENTS)
         slot = await self._my_slot(job_id, r)
         own: GatedRead[UpdateInfo] = GatedRead(ScanGate(self.ctx.watch, events=UPDATE_STATE_EVENTS,
@@ -142,7 +144,7 @@ class TrainerRole:
                 gate.scanned(stamp)
             if slot is not None:
                 complete_since = await self._settle_own(job_id, r, slot, own, complete_since)
-            await trio.sleep(self.ctx.config.chain_poll_interval_s)
+            await waiter.sleep(self.ctx.config.chain_poll_interval_s)
 
     async def _settle_own(self, job_id: int, r: int, slot: int, own: GatedRead[UpdateInfo],
                           complete_since: float | None) -> float | None:

@@ -108,7 +108,7 @@ class ValidatorRole:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.auditor.run)
             task_status.started()
-            gate, busy = ScanGate(self.ctx.watch), False
+            gate, busy, waiter = ScanGate(self.ctx.watch), False, self.ctx.watch.wakeup.waiter()
             while True:
                 try:
                     stamp = await gate.due(busy=busy or bool(self._in_progress))
@@ -117,7 +117,7 @@ class ValidatorRole:
                         gate.scanned(stamp)
                 except DtnodeError as exc:  # chain down or content unreachable: retry on the next scan
                     self.ctx.log.warning("validator: %s: %s; retrying", type(exc).__name__, exc)
-                await trio.sleep(self.ctx.config.chain_poll_interval_s)
+                await waiter.sleep(self.ctx.config.chain_poll_interval_s)
 
     async def _scan(self, nursery: trio.Nursery) -> bool:
         """Read every open job's admitted updates and act on each; True when one is pending (its draw, signing

@@ -68,6 +68,7 @@ class VoteGossip:
                 except SchemaError:
                     continue
                 self.book(job_id).add(msg.round, msg.slot, msg.anchor_block, sender, msg.valid, signature)
+                self.ctx.watch.wakeup.fire()  # a leader waiting on the panel settles at once
 
     async def publish(self, job_id: int, r: int, slot: int, anchor: int, valid: bool) -> None:
         """Sign this node's vote on the draw at ``anchor``, keep it, and gossip it on the job's topic."""
