@@ -369,8 +369,6 @@ class JobScanner:
     :data:`JOB_COUNT_EVENTS`, with its every-tenth-call safety net); without one, every call."""
     finished: set[int] = field(default_factory=set)
     """Jobs the role needs no more (closed and fully handled): never read again."""
-    _jobs: dict[int, GatedRead[JobInfo]] = field(init=False, default_factory=dict)
-    """With a watch: each job as last read, read again after a :data:`JOB_STATE_EVENTS` event."""
     _count_gate: ScanGate | None = field(init=False, default=None)
     _count: int = field(init=False, default=0)
     """The job count as last read through :attr:`_count_gate`."""
@@ -403,11 +401,7 @@ class JobScanner:
             if self.watch is None:
                 jobs.append(await self.jobs.job(job_id))
                 continue
-            read = self._jobs.get(job_id)
-            if read is None:
-                read = self._jobs[job_id] = GatedRead(ScanGate(self.watch, events=JOB_STATE_EVENTS,
-                                                               key=(job_id, None, None)))
-            jobs.append(await read.get(functools.partial(self.jobs.job, job_id)))
+            jobs.append(await self.watch.job_read(job_id).get(functools.partial(self.jobs.job, job_id)))
         return jobs
 
     async def open_jobs(self) -> list[JobInfo]:
@@ -488,6 +482,15 @@ class ChainWatch:
     _refreshed_at: float = -math.inf
     _refreshes: int = 0
     _live: bool = False
+    _job_reads: dict[int, GatedRead[JobInfo]] = field(default_factory=dict)
+
+    def job_read(self, job_id: int) -> GatedRead[JobInfo]:
+        """The node's one kept read of a job, read again after a :data:`JOB_STATE_EVENTS` event for it: shared by
+        its roles' :class:`JobScanner` (a validator and its auditor would each read the job after every such
+        event)."""
+        if job_id not in self._job_reads:
+            self._job_reads[job_id] = GatedRead(ScanGate(self, events=JOB_STATE_EVENTS, key=(job_id, None, None)))
+        return self._job_reads[job_id]
 
     @property
     def live(self) -> bool:
@@ -597,8 +600,8 @@ class ScanGate:
     scanned_stamp: int | None = None
     """The watch's stamp read before the last full scan (events mined during a scan raise it for the next poll)."""
     skipped: int = 0
-    """Polls skipped since the last scan: calls at least half a poll apart (a role woken by news calls more often
-    than once a poll, and its safety net stays a number of polls' time)."""
+    """Polls skipped since the last scan: calls about a poll apart count (a role woken by news calls more often than
+    once a poll, and its safety net stays a number of polls' time)."""
     _counted_at: float = -math.inf
 
     async def due(self, *, busy: bool) -> int | None:
@@ -609,7 +612,7 @@ class ScanGate:
         if rescan_due(first=first, busy=busy, logged=logged, skipped=self.skipped):
             return stamp
         now = time.monotonic()
-        if now - self._counted_at >= self.watch.poll_s / 2:
+        if now - self._counted_at >= 0.9 * self.watch.poll_s:
             self.skipped, self._counted_at = self.skipped + 1, now
         return None
 
