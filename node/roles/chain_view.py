@@ -77,10 +77,10 @@ def check_spec(spec: JobSpec, info: JobInfo) -> JobSpec:
 
 
 HEAD_TTL_S = 0.5
+"""How long :class:`ChainView` answers ``block_number`` and ``chain_time`` from one read of the latest block."""
 PUSHED_HEAD_TTL_S = 12.0
 """While the chain feed is live the head is heard, not read, until it is this old (a chain that mines no block for
 that long, or a feed that stalls without closing: it is read again)."""
-"""How long :class:`ChainView` answers ``block_number`` and ``chain_time`` from one read of the latest block."""
 
 
 @dataclass

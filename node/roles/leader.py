@@ -228,6 +228,12 @@ class LeaderRole:
                 await self._opened.wait()
         return self.current
 
+    def _open(self, st: RoundState) -> None:
+        """Hand out ``st``'s tickets from now on, and answer the requests waiting for it."""
+        self.current = st
+        self._opened.set()
+        self._opened = trio.Event()
+
     def _now(self) -> float:
         """Chain time, from this machine's clock and the skew last read (answers without a chain read)."""
         return time.time() + self._skew
@@ -272,9 +278,7 @@ class LeaderRole:
         self._skew = now - time.time()
         st = RoundState(round=r, base_cid=base_cid, term=term, deadline=time.monotonic() + max(budget, 1.0),
                         hard_deadline=time.monotonic() + max(lease_left, 1.0))
-        self.current = st
-        self._opened.set()
-        self._opened = trio.Event()
+        self._open(st)
         ctx.log.info("job %d: leading round %d/%d from %s (term %d)", self.job_id, r + 1, spec.rounds,
                      base_cid[-10:], term)
         try:

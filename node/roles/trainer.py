@@ -85,7 +85,6 @@ class TrainerRole:
 
     async def _serve_job(self, job_id: int) -> None:
         log = self.ctx.log
-        waiter = self.ctx.watch.wakeup.waiter()
         try:
             if self._nursery is not None:
                 await self.votes.follow(job_id, self._nursery)
@@ -97,7 +96,7 @@ class TrainerRole:
                     await self._claim_pay(job_id, job.committed_rounds)
                     return
                 if step == TrainerStep.WAIT or job.leader is None:  # (WAIT is exactly "no leader")
-                    await waiter.sleep(self.ctx.config.chain_poll_interval_s)
+                    await trio.sleep(self.ctx.config.chain_poll_interval_s)
                     continue
                 r = job.committed_rounds
                 if await self._my_slot(job_id, r) is not None:
@@ -108,8 +107,11 @@ class TrainerRole:
                 except (DtnodeError, OSError) as exc:
                     log.warning("job %d round %d: task failed: %s", job_id, r, exc)
                     done = False
-                if not done:  # one poll: most refusals last until the leader's next step (a round being opened)
-                    await waiter.sleep(self.ctx.config.chain_poll_interval_s)
+                # One poll, not the next block: a refusal that outlasts a block (not registered, no stake) would
+                # otherwise be asked again at every block; the next round's request waits at the leader instead
+                # (LeaderRole._round_for).
+                if not done:
+                    await trio.sleep(self.ctx.config.chain_poll_interval_s)
                 await self.ctx.withdraw_pay()
         except Exception:
             self._serving.discard(job_id)
