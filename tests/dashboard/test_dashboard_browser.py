@@ -80,6 +80,7 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
     seen: dict[str, Any] = {}
     shots = tmp_path / "screenshots"
     shots.mkdir()
+    watched = trio.Event()
 
     async def watch(net: Devnet, job_id: int) -> None:
         url = dashboard_url(lines)
@@ -89,11 +90,16 @@ async def test_dashboard_shows_rounds_live_and_a_rejected_update(tmp_path: Path)
             text = (await http.get("/metrics")).text
         seen["metrics"] = {(s.name, tuple(sorted(s.labels.items()))): s.value
                            for family in text_string_to_metric_families(text) for s in family.samples}
+        watched.set()
 
     async def finished(net: Devnet, job_id: int) -> None:
         """The finished job's page data: final weights and the command that fetches them; then ``dtnode job status
         N --plot``'s picture, from a fresh node measuring the checkpoints it fetches."""
         assert net.client is not None
+        # The devnet is torn down after this hook, cancelling `watch`: a job that ends while the browser still
+        # reads the pages (its rounds take seconds) must not cut the browser off.
+        with trio.fail_after(3 * PAGE_TIMEOUT_MS / 1000):
+            await watched.wait()
         async with httpx.AsyncClient(base_url=dashboard_url(lines), timeout=10) as http:
             with trio.fail_after(60):
                 while True:
