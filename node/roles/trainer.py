@@ -295,5 +295,3 @@ class TrainerRole:
                 ctx.log.warning("job %d: could not check round %d for unpaid updates: %s", job_id, r, exc)
                 break
         await self.ctx.withdraw_pay(closing=True)
-
-
